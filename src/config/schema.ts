@@ -1,0 +1,459 @@
+/**
+ * Every configuration key, declared once: its TOML path, environment variable(s), flag, default and
+ * validation. Loading (`load.ts`) collects raw values with their source; this file turns them into a
+ * typed `GatehouseConfig` and explains every bad value with the key, the source, the value and what is
+ * allowed.
+ */
+import { z } from "zod";
+import {
+  ALL_INTENTS,
+  type Compression,
+  COMPRESSIONS,
+  INTENTS,
+  NON_PRIVILEGED_INTENTS,
+  type Presence,
+} from "../gateway/protocol.ts";
+import type { Secret } from "../util/secret.ts";
+
+export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
+export const LOG_LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal"];
+
+export interface GatehouseConfig {
+  /** Required; a leading "Bot " is stripped. */
+  token: Secret;
+  /** Allow-list of event names; null = every event. */
+  events: string[] | null;
+  intents: number;
+  /** null = Discord's recommendation / every id. */
+  shards: { count: number | null; ids: number[] | null };
+  api: { version: number; scheme: "http" | "https"; host: string };
+  presence: Presence | null;
+  gateway: { compression: Compression; largeThreshold: number; identifyReserve: number };
+  store: {
+    path: string;
+    /** false = keep sessions, cursors and ids but not events. */
+    journal: boolean;
+    /** Delivered events older than this are pruned (ms; 0 = keep). */
+    maxAgeMs: number;
+    /** Delivered events are pruned, oldest first, while the store uses more than this (bytes; 0 = no limit). */
+    maxSizeBytes: number;
+    /** The store never grows past this: writes stop (and wait) and, if that is not enough, even undelivered events are pruned (bytes; 0 = none). */
+    hardMaxSizeBytes: number;
+  };
+  log: { level: LogLevel };
+}
+
+/** Where a value came from, for messages: `gatehouse.toml`, `env DISCORD_TOKEN`, `flag --events`. */
+export type Source = { kind: "file"; path: string } | { kind: "env"; name: string } | {
+  kind: "flag";
+  name: string;
+};
+
+export function describeSource(source: Source): string {
+  switch (source.kind) {
+    case "file":
+      return source.path;
+    case "env":
+      return `env ${source.name}`;
+    case "flag":
+      return `flag --${source.name}`;
+  }
+}
+
+/** Flag names as commander gives them (camelCase). */
+export type FlagName =
+  | "events"
+  | "intents"
+  | "shardCount"
+  | "shardIds"
+  | "apiVersion"
+  | "apiScheme"
+  | "apiHost"
+  | "compression"
+  | "largeThreshold"
+  | "store"
+  | "journal"
+  | "logLevel";
+
+/**
+ * One key. `env` lists environment variables in priority order (the first set one wins). `fromText`
+ * turns an env/flag string into the value the TOML file would hold, so one validator serves all sources.
+ */
+export interface KeyDef {
+  key: string;
+  env: string[];
+  flag?: { name: FlagName; option: string };
+  fromText: (text: string) => unknown;
+  /** Validates a raw value; returns the parsed value or an "allowed" description. */
+  parse: (raw: unknown) => { ok: true; value: unknown } | { ok: false; allowed: string };
+  /** Printed in messages instead of the value (the token). */
+  secret?: boolean;
+}
+
+const asList = (text: string) => text.split(",").map((part) => part.trim()).filter((part) => part.length > 0);
+const asIs = (text: string) => text;
+
+/** A number given as text stays text when it is not a number, so the error shows what was typed. */
+const asNumber = (text: string) => (/^-?\d+(\.\d+)?$/.test(text.trim()) ? Number(text.trim()) : text);
+
+function fromZod<T>(schema: z.ZodType<T>, allowed: string) {
+  return (raw: unknown) => {
+    const result = schema.safeParse(raw);
+    return result.success
+      ? { ok: true as const, value: result.data as unknown }
+      : { ok: false as const, allowed };
+  };
+}
+
+/** The 79 dispatch names of API v10 (protocol doc §10); other names only warn. */
+export const KNOWN_EVENTS: ReadonlySet<string> = new Set(
+  (
+    "APPLICATION_COMMAND_PERMISSIONS_UPDATE AUTO_MODERATION_ACTION_EXECUTION AUTO_MODERATION_RULE_CREATE " +
+    "AUTO_MODERATION_RULE_DELETE AUTO_MODERATION_RULE_UPDATE CHANNEL_CREATE CHANNEL_DELETE CHANNEL_INFO " +
+    "CHANNEL_PINS_UPDATE CHANNEL_UPDATE ENTITLEMENT_CREATE ENTITLEMENT_DELETE ENTITLEMENT_UPDATE " +
+    "GUILD_AUDIT_LOG_ENTRY_CREATE GUILD_BAN_ADD GUILD_BAN_REMOVE GUILD_CREATE GUILD_DELETE GUILD_EMOJIS_UPDATE " +
+    "GUILD_INTEGRATIONS_UPDATE GUILD_MEMBERS_CHUNK GUILD_MEMBER_ADD GUILD_MEMBER_REMOVE GUILD_MEMBER_UPDATE " +
+    "GUILD_ROLE_CREATE GUILD_ROLE_DELETE GUILD_ROLE_UPDATE GUILD_SCHEDULED_EVENT_CREATE " +
+    "GUILD_SCHEDULED_EVENT_DELETE GUILD_SCHEDULED_EVENT_UPDATE GUILD_SCHEDULED_EVENT_USER_ADD " +
+    "GUILD_SCHEDULED_EVENT_USER_REMOVE GUILD_SOUNDBOARD_SOUNDS_UPDATE GUILD_SOUNDBOARD_SOUND_CREATE " +
+    "GUILD_SOUNDBOARD_SOUND_DELETE GUILD_SOUNDBOARD_SOUND_UPDATE GUILD_STICKERS_UPDATE GUILD_UPDATE " +
+    "INTEGRATION_CREATE INTEGRATION_DELETE INTEGRATION_UPDATE INTERACTION_CREATE INVITE_CREATE INVITE_DELETE " +
+    "MESSAGE_CREATE MESSAGE_DELETE MESSAGE_DELETE_BULK MESSAGE_POLL_VOTE_ADD MESSAGE_POLL_VOTE_REMOVE " +
+    "MESSAGE_REACTION_ADD MESSAGE_REACTION_REMOVE MESSAGE_REACTION_REMOVE_ALL MESSAGE_REACTION_REMOVE_EMOJI " +
+    "MESSAGE_UPDATE PRESENCE_UPDATE RATE_LIMITED READY RESUMED SOUNDBOARD_SOUNDS STAGE_INSTANCE_CREATE " +
+    "STAGE_INSTANCE_DELETE STAGE_INSTANCE_UPDATE SUBSCRIPTION_CREATE SUBSCRIPTION_DELETE SUBSCRIPTION_UPDATE " +
+    "THREAD_CREATE THREAD_DELETE THREAD_LIST_SYNC THREAD_MEMBERS_UPDATE THREAD_MEMBER_UPDATE THREAD_UPDATE " +
+    "TYPING_START USER_UPDATE VOICE_CHANNEL_EFFECT_SEND VOICE_CHANNEL_START_TIME_UPDATE " +
+    "VOICE_CHANNEL_STATUS_UPDATE VOICE_SERVER_UPDATE VOICE_STATE_UPDATE WEBHOOKS_UPDATE"
+  ).split(" "),
+);
+
+const INTENT_LIST = Object.keys(INTENTS).join(", ");
+
+/** Intents as names (case-insensitive, aliases accepted) or a bitfield. */
+function parseIntents(raw: unknown): { ok: true; value: number } | { ok: false; allowed: string } {
+  if (typeof raw === "number" || (typeof raw === "string" && /^\d+$/.test(raw))) {
+    const bits = Number(raw);
+    if (!Number.isSafeInteger(bits) || bits < 0) {
+      return { ok: false, allowed: "a non-negative integer bitfield" };
+    }
+    const unknown = bits & ~ALL_INTENTS;
+    if (unknown !== 0 || bits > 0x7fffffff) {
+      return {
+        ok: false,
+        allowed: `only defined intent bits (0-16, 20, 21, 24, 25; all = ${ALL_INTENTS}); ` +
+          `undefined bits set: ${unknown}`,
+      };
+    }
+    return { ok: true, value: bits };
+  }
+  const names = typeof raw === "string" ? asList(raw) : raw;
+  if (!Array.isArray(names) || names.some((name) => typeof name !== "string")) {
+    return { ok: false, allowed: `a list of intent names (${INTENT_LIST}) or an integer bitfield` };
+  }
+  let bits = 0;
+  const unknownNames: string[] = [];
+  for (const name of names as string[]) {
+    const bit = INTENTS[name.trim().toUpperCase()];
+    if (bit === undefined) unknownNames.push(name);
+    else bits |= bit;
+  }
+  if (unknownNames.length > 0) {
+    return { ok: false, allowed: `intent names among ${INTENT_LIST} (unknown: ${unknownNames.join(", ")})` };
+  }
+  return { ok: true, value: bits };
+}
+
+/** Shard ids as a list, or text like `0-3,8`. */
+function parseShardIds(raw: unknown): { ok: true; value: number[] } | { ok: false; allowed: string } {
+  const allowed = "a list of unique non-negative integers (ranges like 0-3,8 in env and flags)";
+  let ids: unknown[];
+  if (typeof raw === "string") {
+    ids = [];
+    for (const part of asList(raw)) {
+      const range = /^(\d+)\s*-\s*(\d+)$/.exec(part);
+      if (range) {
+        const [from, to] = [Number(range[1]), Number(range[2])];
+        if (to < from || to - from > 100_000) return { ok: false, allowed };
+        for (let id = from; id <= to; id++) ids.push(id);
+      } else if (/^\d+$/.test(part)) {
+        ids.push(Number(part));
+      } else {
+        return { ok: false, allowed };
+      }
+    }
+  } else if (Array.isArray(raw)) {
+    ids = raw;
+  } else {
+    return { ok: false, allowed };
+  }
+  if (ids.length === 0 || ids.some((id) => !Number.isSafeInteger(id) || (id as number) < 0)) {
+    return { ok: false, allowed };
+  }
+  if (new Set(ids).size !== ids.length) return { ok: false, allowed: `${allowed}; ids repeat` };
+  return { ok: true, value: ids as number[] };
+}
+
+function parseEvents(raw: unknown): { ok: true; value: string[] | null } | { ok: false; allowed: string } {
+  const allowed = "a list of event names in upper case, like MESSAGE_CREATE (empty = every event)";
+  const list = typeof raw === "string" ? asList(raw) : raw;
+  if (
+    !Array.isArray(list) || list.some((name) => typeof name !== "string" || !/^[A-Z][A-Z0-9_]*$/.test(name))
+  ) {
+    return { ok: false, allowed };
+  }
+  return { ok: true, value: list.length === 0 ? null : [...new Set(list as string[])] };
+}
+
+const activity = z.object({
+  name: z.string().min(1),
+  type: z.number().int().min(0).max(5).default(0),
+  url: z.string().nullish(),
+  state: z.string().nullish(),
+}).strict();
+
+const presenceSchema = z.object({
+  status: z.enum(["online", "dnd", "idle", "invisible", "offline"]).default("online"),
+  afk: z.boolean().default(false),
+  since: z.number().int().nullable().default(null),
+  activities: z.array(activity).default([]),
+  game: activity.optional(),
+}).strict();
+
+function parsePresence(raw: unknown): { ok: true; value: Presence | null } | { ok: false; allowed: string } {
+  const allowed = "a table with status (online, dnd, idle, invisible, offline), afk (boolean), since " +
+    "(integer or null), activities (list of {name, type 0-5, url, state}) or Spectacles' game {name, type, url}";
+  if (typeof raw === "string") {
+    try {
+      raw = JSON.parse(raw);
+    } catch {
+      return { ok: false, allowed: `a JSON object: ${allowed}` };
+    }
+  }
+  const result = presenceSchema.safeParse(raw);
+  if (!result.success) return { ok: false, allowed };
+  const { game, ...rest } = result.data;
+  const activities = [...rest.activities, ...(game ? [game] : [])].map((a) => {
+    const out: Presence["activities"][number] = { name: a.name, type: a.type };
+    if (a.url != null) out.url = a.url;
+    if (a.state != null) out.state = a.state;
+    return out;
+  });
+  return { ok: true, value: { since: rest.since, activities, status: rest.status, afk: rest.afk } };
+}
+
+const positiveInt = fromZod(z.number().int().positive().max(1_000_000), "a positive integer");
+
+const DURATION_UNITS: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 604_800_000,
+};
+const SIZE_UNITS: Record<string, number> = {
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+  tib: 1024 ** 4,
+};
+
+/** "7d", "12h", "90m", "0" → ms. */
+export function parseDuration(raw: unknown): { ok: true; value: number } | { ok: false; allowed: string } {
+  const allowed = 'a duration like "7d", "12h", "30m", "45s" (units ms, s, m, h, d, w), or 0 for none';
+  if (raw === 0 || raw === "0") return { ok: true, value: 0 };
+  if (typeof raw !== "string") return { ok: false, allowed };
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$/i.exec(raw);
+  if (!match) return { ok: false, allowed };
+  return { ok: true, value: Math.round(Number(match[1]) * DURATION_UNITS[match[2].toLowerCase()]) };
+}
+
+/** "1GB", "500MB", "2GiB", "0" → bytes. */
+export function parseSize(raw: unknown): { ok: true; value: number } | { ok: false; allowed: string } {
+  const allowed =
+    'a size like "500MB", "2GB", "1GiB" (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), or 0 for none';
+  if (raw === 0 || raw === "0") return { ok: true, value: 0 };
+  if (typeof raw === "number" && Number.isInteger(raw) && raw > 0) return { ok: true, value: raw };
+  if (typeof raw !== "string") return { ok: false, allowed };
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)\s*$/i.exec(raw);
+  if (!match) return { ok: false, allowed };
+  return { ok: true, value: Math.round(Number(match[1]) * SIZE_UNITS[match[2].toLowerCase()]) };
+}
+
+function parseBool(raw: unknown): { ok: true; value: boolean } | { ok: false; allowed: string } {
+  if (typeof raw === "boolean") return { ok: true, value: raw };
+  if (typeof raw === "string" && /^(true|false|1|0|yes|no|on|off)$/i.test(raw.trim())) {
+    return { ok: true, value: /^(true|1|yes|on)$/i.test(raw.trim()) };
+  }
+  return { ok: false, allowed: "true or false" };
+}
+
+export const KEYS: readonly KeyDef[] = [
+  {
+    key: "token",
+    env: ["DISCORD_TOKEN"],
+    fromText: asIs,
+    parse: (raw) =>
+      typeof raw === "string" && raw.trim().replace(/^Bot\s+/i, "").length > 0
+        ? { ok: true, value: raw.trim().replace(/^Bot\s+/i, "") }
+        : { ok: false, allowed: "a non-empty bot token string" },
+    secret: true,
+  },
+  {
+    key: "events",
+    env: ["DISCORD_EVENTS"],
+    flag: { name: "events", option: "events" },
+    fromText: asIs,
+    parse: parseEvents,
+  },
+  {
+    key: "intents",
+    env: ["DISCORD_RAW_INTENTS", "DISCORD_INTENTS"],
+    flag: { name: "intents", option: "intents" },
+    fromText: asIs,
+    parse: parseIntents,
+  },
+  {
+    key: "shards.count",
+    env: ["DISCORD_SHARD_COUNT"],
+    flag: { name: "shardCount", option: "shard-count" },
+    fromText: asNumber,
+    parse: positiveInt,
+  },
+  {
+    key: "shards.ids",
+    env: ["DISCORD_SHARD_IDS"],
+    flag: { name: "shardIds", option: "shard-ids" },
+    fromText: asIs,
+    parse: parseShardIds,
+  },
+  {
+    key: "api.version",
+    env: ["DISCORD_API_VERSION"],
+    flag: { name: "apiVersion", option: "api-version" },
+    fromText: asNumber,
+    parse: fromZod(z.union([z.literal(9), z.literal(10)]), "9 or 10"),
+  },
+  {
+    key: "api.scheme",
+    env: ["DISCORD_API_SCHEME", "DISCORD_API_PROTOCOL"],
+    flag: { name: "apiScheme", option: "api-scheme" },
+    fromText: (text) => text.trim().toLowerCase(),
+    parse: fromZod(z.enum(["http", "https"]), "http or https"),
+  },
+  {
+    key: "api.host",
+    env: ["DISCORD_API_HOST"],
+    flag: { name: "apiHost", option: "api-host" },
+    fromText: (text) => text.trim(),
+    parse: fromZod(
+      z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/),
+      "a host name or address with an optional :port, without scheme or path (e.g. discord.com)",
+    ),
+  },
+  {
+    key: "presence",
+    env: ["DISCORD_PRESENCE"],
+    fromText: asIs,
+    parse: parsePresence,
+  },
+  {
+    key: "gateway.compression",
+    env: ["GATEHOUSE_COMPRESSION"],
+    flag: { name: "compression", option: "compression" },
+    fromText: (text) => text.trim(),
+    parse: fromZod(z.enum(COMPRESSIONS as [Compression, ...Compression[]]), COMPRESSIONS.join(", ")),
+  },
+  {
+    key: "gateway.large_threshold",
+    env: ["GATEHOUSE_LARGE_THRESHOLD"],
+    flag: { name: "largeThreshold", option: "large-threshold" },
+    fromText: asNumber,
+    parse: fromZod(z.number().int().min(50).max(250), "an integer from 50 to 250"),
+  },
+  {
+    key: "gateway.identify_reserve",
+    env: ["GATEHOUSE_IDENTIFY_RESERVE"],
+    fromText: asNumber,
+    parse: fromZod(z.number().int().min(0).max(100_000), "a non-negative integer"),
+  },
+  {
+    key: "store.path",
+    env: ["GATEHOUSE_STORE"],
+    flag: { name: "store", option: "store" },
+    fromText: asIs,
+    parse: fromZod(z.string().min(1), "a non-empty file path"),
+  },
+  {
+    key: "store.journal",
+    env: ["GATEHOUSE_JOURNAL"],
+    flag: { name: "journal", option: "journal" },
+    fromText: (text) => text.trim(),
+    parse: parseBool,
+  },
+  {
+    key: "store.max_age",
+    env: ["GATEHOUSE_STORE_MAX_AGE"],
+    fromText: (text) => text.trim(),
+    parse: parseDuration,
+  },
+  {
+    key: "store.max_size",
+    env: ["GATEHOUSE_STORE_MAX_SIZE"],
+    fromText: (text) => text.trim(),
+    parse: parseSize,
+  },
+  {
+    key: "store.hard_max_size",
+    env: ["GATEHOUSE_STORE_HARD_MAX_SIZE"],
+    fromText: (text) => text.trim(),
+    parse: parseSize,
+  },
+  {
+    key: "log.level",
+    env: ["GATEHOUSE_LOG_LEVEL"],
+    flag: { name: "logLevel", option: "log-level" },
+    fromText: (text) => text.trim().toLowerCase(),
+    parse: fromZod(z.enum(LOG_LEVELS as [LogLevel, ...LogLevel[]]), LOG_LEVELS.join(", ")),
+  },
+];
+
+export const DEFAULTS = {
+  events: null,
+  intents: NON_PRIVILEGED_INTENTS,
+  shards: { count: null, ids: null },
+  api: { version: 10, scheme: "https" as const, host: "discord.com" },
+  presence: null,
+  gateway: { compression: "zlib-stream" as Compression, largeThreshold: 50, identifyReserve: 10 },
+  store: {
+    path: "gatehouse.db",
+    journal: true,
+    maxAgeMs: 7 * 86_400_000,
+    maxSizeBytes: 1e9,
+    hardMaxSizeBytes: 0,
+  },
+  log: { level: "info" as LogLevel },
+};
+
+/** Spectacles keys and variables this version accepts but does not act on yet. */
+export const NOT_YET_SUPPORTED = {
+  tables: ["broker", "prometheus", "shard_store", "redis", "amqp"],
+  env: [
+    "BROKER_TYPE",
+    "BROKER_GROUP",
+    "BROKER_MESSAGE_TIMEOUT",
+    "PROMETHEUS_ADDRESS",
+    "PROMETHEUS_ENDPOINT",
+    "SHARD_STORE_TYPE",
+    "SHARD_STORE_PREFIX",
+    "REDIS_URL",
+    "REDIS_POOL_SIZE",
+    "AMQP_URL",
+  ],
+};
