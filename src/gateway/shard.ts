@@ -1,0 +1,593 @@
+/**
+ * One shard: a WebSocket to Discord driven by the pure state machine in `shard_state.ts`.
+ *
+ * This file only does I/O: it turns socket events and timers into inputs, runs `transition`, and
+ * carries out the effects. The hot path (`#onData` → `#onPayload`) is synchronous on purpose: Deno's
+ * WebSocket reads the next frame only after the message handler returns, which keeps memory bounded
+ * under a flood. Dispatches are not parsed: `frame.ts` reads `op`, `s` and `t`, and the payload bytes
+ * go to the sink as they are. Only READY, HELLO and op 9 are parsed.
+ */
+import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
+import type { Logger } from "../util/log.ts";
+import type { Secret } from "../util/secret.ts";
+import { createDecompressor, type Decompressor } from "./decompress.ts";
+import { eventName, header, scanHeader } from "./frame.ts";
+import type { IdentifyQueue } from "./identify_queue.ts";
+import { type Compression, MAX_PAYLOAD_BYTES, Op, type Presence } from "./protocol.ts";
+import { SendLimiter } from "./send_limiter.ts";
+import { WS_OPEN, WsClient } from "./ws_client.ts";
+import { VERSION } from "../version.ts";
+import {
+  retryDelay,
+  type SessionInfo,
+  type ShardEffect,
+  type ShardInput,
+  type ShardState,
+  transition,
+} from "./shard_state.ts";
+
+/** Receives every dispatch of every shard. Called synchronously; `payload` is only valid during the call. */
+export interface DispatchSink {
+  /**
+   * @param start index of the payload's opening `{`
+   * @param s the dispatch's sequence number (-1 when absent)
+   */
+  dispatch(shard: number, t: string, s: number, payload: Uint8Array, start: number): void;
+  /** An event gatehouse itself produces (`t` starts with `GATEHOUSE_`). */
+  internal(shard: number, t: string, d: Record<string, unknown>): void;
+}
+
+/** A session restored from a store, to RESUME instead of IDENTIFY. */
+export interface ResumableSession extends SessionInfo {
+  seq: number;
+}
+
+export interface ShardOptions {
+  id: number;
+  count: number;
+  token: Secret;
+  intents: number;
+  presence: Presence | null;
+  largeThreshold: number;
+  compression: Compression;
+  apiVersion: number;
+  /** The main gateway URL from GET /gateway/bot. */
+  gatewayUrl: string;
+  identifyQueue: IdentifyQueue;
+  sink: DispatchSink;
+  logger: Logger;
+  /** Called once when Discord closes with a code that forbids reconnecting. */
+  onFatal: (shard: number, code: number, reason: string, exitCode: number) => void;
+  /** Called when a session starts or resumes, and when it is lost (null). */
+  onSession?: (shard: number, session: ResumableSession | null) => void;
+  session?: ResumableSession | null;
+  clock?: Clock;
+  random?: () => number;
+  /** Time allowed from opening the socket to receiving HELLO. */
+  connectTimeoutMs?: number;
+}
+
+/** A point-in-time view of a shard, for logs, health and `gatehouse shards`. */
+export interface ShardStatus {
+  id: number;
+  state: ShardState["kind"];
+  seq: number | null;
+  sessionId: string | null;
+  latencyMs: number | null;
+  lastFrameAt: number | null;
+  events: number;
+  reconnects: number;
+  badFrames: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
+
+export class Shard {
+  readonly id: number;
+  readonly #o: ShardOptions;
+  readonly #clock: Clock;
+  readonly #random: () => number;
+  readonly #log: Logger;
+  readonly #ctx: { mainUrl: string };
+  readonly #decompressor: Decompressor;
+  readonly #limiter: SendLimiter;
+
+  #state: ShardState;
+  #inbox: ShardInput[] = [];
+  #busy = false;
+
+  #ws: WsClient | null = null;
+  /** Highest sequence number of the current session; 0 = none yet. */
+  #seq = 0;
+  #receivedSinceBeat = true;
+  #heartbeatInterval = 0;
+  #heartbeatTimer: TimerId | null = null;
+  #connectTimer: TimerId | null = null;
+  #retryTimer: TimerId | null = null;
+  #sendTimer: TimerId | null = null;
+  #identifyAbort: AbortController | null = null;
+  /** The IDENTIFY frame waiting in the priority queue, to tell the identify queue when it goes out. */
+  #pendingIdentify: string | null = null;
+  /** Heartbeats, IDENTIFY and RESUME: sent before anything else. */
+  #priorityQueue: string[] = [];
+  /** The bot's commands: sent only while the session is live, within the budget left. */
+  #commandQueue: string[] = [];
+  #closed: Promise<void> = Promise.resolve();
+
+  #lastBeatAt = 0;
+  /** Reading is paused (the journal cannot keep up): silence is ours, not a zombie connection. */
+  #paused = false;
+  #latency: number | null = null;
+  #lastFrameAt: number | null = null;
+  #events = 0;
+  #reconnects = 0;
+  #badFrames = 0;
+
+  constructor(options: ShardOptions) {
+    this.id = options.id;
+    this.#o = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#random = options.random ?? Math.random;
+    this.#log = options.logger;
+    this.#ctx = { mainUrl: options.gatewayUrl };
+    this.#decompressor = createDecompressor(options.compression);
+    this.#limiter = new SendLimiter({ clock: this.#clock });
+    const stored = options.session ?? null;
+    this.#seq = stored?.seq ?? 0;
+    this.#state = {
+      kind: "idle",
+      session: stored ? { id: stored.id, resumeUrl: stored.resumeUrl } : null,
+    };
+  }
+
+  get state(): ShardState {
+    return this.#state;
+  }
+
+  status(): ShardStatus {
+    const state = this.#state;
+    const session = "session" in state ? state.session : null;
+    return {
+      id: this.id,
+      state: state.kind,
+      seq: this.#seq > 0 ? this.#seq : null,
+      sessionId: session?.id ?? null,
+      latencyMs: this.#latency,
+      lastFrameAt: this.#lastFrameAt,
+      events: this.#events,
+      reconnects: this.#reconnects,
+      badFrames: this.#badFrames,
+    };
+  }
+
+  start(): void {
+    this.#input({ type: "start" });
+  }
+
+  /** Stops (or resumes) reading from Discord; used for backpressure when the store cannot keep up. */
+  setPaused(paused: boolean): void {
+    this.#paused = paused;
+    if (paused) this.#ws?.pause();
+    else this.#ws?.resume();
+  }
+
+  /**
+   * Closes the connection with `code` (4000 keeps the session resumable) and waits a bounded time for
+   * Discord to acknowledge the close.
+   */
+  async stop(code = 4000): Promise<void> {
+    this.#input({ type: "stop", code });
+    await this.#closed;
+  }
+
+  /**
+   * Queues a command (op 3, 4, 8, 31, 43) for this shard. It is sent while the session is live and the
+   * send budget allows; over-budget commands wait. Returns an error text when the payload is refused.
+   */
+  send(op: number, d: unknown): string | null {
+    const text = JSON.stringify({ op, d });
+    const size = encoder.encode(text).length;
+    if (size > MAX_PAYLOAD_BYTES) {
+      return `payload is ${size} bytes; Discord accepts at most ${MAX_PAYLOAD_BYTES}`;
+    }
+    this.#commandQueue.push(text);
+    this.#pumpSends();
+    return null;
+  }
+
+  // ---- state machine plumbing ----
+
+  #input(input: ShardInput): void {
+    this.#inbox.push(input);
+    if (this.#busy) return;
+    this.#busy = true;
+    try {
+      while (this.#inbox.length > 0) {
+        const next = this.#inbox.shift()!;
+        const before = this.#state;
+        const { state, effects } = transition(before, next, this.#ctx);
+        this.#state = state;
+        if (state.kind !== before.kind) {
+          this.#log.debug("shard {shard}: {from} → {to} on {input}", {
+            shard: this.id,
+            from: before.kind,
+            to: state.kind,
+            input: next.type,
+          });
+        }
+        for (const effect of effects) this.#run(effect);
+      }
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  #run(effect: ShardEffect): void {
+    switch (effect.type) {
+      case "connect":
+        this.#connect(effect.url);
+        break;
+      case "disconnect":
+        this.#disconnect(effect.code);
+        break;
+      case "start_heartbeat":
+        this.#startHeartbeat(effect.interval);
+        break;
+      case "send_heartbeat":
+        this.#sendHeartbeat();
+        break;
+      case "request_identify":
+        this.#requestIdentify();
+        break;
+      case "send_identify":
+        this.#sendIdentify();
+        break;
+      case "send_resume":
+        this.#sendPriority(JSON.stringify({
+          op: Op.Resume,
+          d: { token: this.#o.token.reveal(), session_id: this.#sessionId(), seq: this.#seq },
+        }));
+        this.#log.info("shard {shard}: resuming session at seq {seq}", { shard: this.id, seq: this.#seq });
+        break;
+      case "session_established":
+        this.#log.info(
+          effect.resumed ? "shard {shard}: resumed at seq {seq}" : "shard {shard}: ready (new session)",
+          { shard: this.id, seq: this.#seq },
+        );
+        this.#pumpSends();
+        this.#o.onSession?.(this.id, { ...effect.session, seq: this.#seq });
+        break;
+      case "session_lost":
+        this.#log.warn("shard {shard}: session lost after seq {seq}: {reason}", {
+          shard: this.id,
+          seq: this.#seq,
+          reason: effect.reason,
+        });
+        this.#o.sink.internal(this.id, "GATEHOUSE_SESSION_INVALIDATED", {
+          shard_id: this.id,
+          session_id: effect.session.id,
+          last_seq: this.#seq > 0 ? this.#seq : null,
+          reason: effect.reason,
+        });
+        this.#seq = 0;
+        this.#o.onSession?.(this.id, null);
+        break;
+      case "schedule_retry": {
+        const delay = retryDelay(effect.kind, effect.attempt, this.#random());
+        this.#reconnects++;
+        const state = this.#state;
+        this.#log.info("shard {shard}: reconnecting in {delay} ms ({reason})", {
+          shard: this.id,
+          delay,
+          reason: state.kind === "waiting" ? state.reason : effect.kind,
+        });
+        this.#retryTimer = this.#clock.setTimeout(() => {
+          this.#retryTimer = null;
+          this.#input({ type: "retry" });
+        }, delay);
+        break;
+      }
+      case "fatal":
+        this.#log.error("shard {shard}: Discord closed with {code} ({reason}); not reconnecting", {
+          shard: this.id,
+          code: effect.code,
+          reason: effect.reason,
+        });
+        this.#o.onFatal(this.id, effect.code, effect.reason, effect.exitCode);
+        break;
+      case "log":
+        this.#log[effect.level === "warning" ? "warn" : effect.level]("shard {shard}: {message}", {
+          shard: this.id,
+          message: effect.message,
+        });
+        break;
+    }
+  }
+
+  #sessionId(): string | null {
+    const state = this.#state;
+    return "session" in state && state.session ? state.session.id : null;
+  }
+
+  // ---- connection ----
+
+  #connect(base: string): void {
+    const url = gatewayConnectUrl(base, this.#o.apiVersion, this.#o.compression);
+    this.#log.debug("shard {shard}: connecting to {url}", { shard: this.id, url });
+    this.#decompressor.reset();
+    this.#limiter.reset();
+    this.#receivedSinceBeat = true;
+    let ws: WsClient | null = null;
+    try {
+      ws = WsClient.connect(url, {
+        onOpen: () => {
+          if (this.#ws === ws) this.#input({ type: "socket_open" });
+        },
+        onMessage: (data) => {
+          if (this.#ws === ws) this.#onData(data);
+        },
+        onClose: (code, reason) => {
+          if (this.#ws !== ws) return;
+          this.#ws = null;
+          this.#input({ type: "socket_closed", code, reason });
+        },
+      }, { headers: { "User-Agent": `DiscordBot (gatehouse, ${VERSION})` } });
+    } catch (error) {
+      queueMicrotask(() => this.#input({ type: "socket_closed", code: 1006, reason: String(error) }));
+      return;
+    }
+    this.#ws = ws;
+    if (this.#paused) ws.pause();
+    this.#connectTimer = this.#clock.setTimeout(() => {
+      this.#connectTimer = null;
+      this.#input({ type: "connect_timeout" });
+    }, this.#o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
+  }
+
+  /** The one way out of a connection: clears everything that belongs to it. */
+  #disconnect(code: number): void {
+    for (const timer of [this.#heartbeatTimer, this.#connectTimer, this.#retryTimer, this.#sendTimer]) {
+      if (timer !== null) this.#clock.clearTimeout(timer);
+    }
+    this.#heartbeatTimer =
+      this.#connectTimer =
+      this.#retryTimer =
+      this.#sendTimer =
+        null;
+    this.#identifyAbort?.abort(new DOMException("connection closed", "AbortError"));
+    this.#identifyAbort = null;
+    this.#priorityQueue = [];
+    this.#pendingIdentify = null;
+    this.#decompressor.reset();
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws === null) return;
+    // Bounded: a server that never answers the close frame is dropped by the client's close timeout.
+    this.#closed = ws.close(code).catch(() => {});
+  }
+
+  // ---- receiving ----
+
+  #onData(bytes: Uint8Array): void {
+    this.#receivedSinceBeat = true;
+    this.#lastFrameAt = this.#clock.now();
+    let payload: Uint8Array | null;
+    try {
+      payload = this.#decompressor.push(bytes);
+    } catch (error) {
+      this.#badFrames++;
+      this.#input({ type: "bad_stream", reason: `cannot decompress a frame: ${(error as Error).message}` });
+      return;
+    }
+    if (payload === null) return;
+    try {
+      this.#onPayload(payload);
+    } catch (error) {
+      // One bad frame (or a failing sink) must not take the shard down.
+      this.#badFrames++;
+      this.#log.error("shard {shard}: error while handling a frame: {error}", {
+        shard: this.id,
+        error: (error as Error).stack ?? String(error),
+      });
+    }
+  }
+
+  #onPayload(payload: Uint8Array): void {
+    if (!scanHeader(payload)) {
+      this.#badFrame(payload, "not a JSON object with an op");
+      return;
+    }
+    const op = header.op;
+    if (op === Op.Dispatch) {
+      if (header.tStart < 0) {
+        this.#badFrame(payload, "dispatch without an event name");
+        return;
+      }
+      const s = header.s;
+      const start = header.start;
+      const t = eventName(payload, header.tStart, header.tEnd);
+      if (t === "READY") {
+        this.#onReady(payload, s);
+      } else if (s >= 0) {
+        if (s <= this.#seq) {
+          // Already delivered (a replay overlapping what we had): forwarding it again would duplicate it.
+          this.#log.debug("shard {shard}: dropping repeated seq {s} (have {seq})", {
+            shard: this.id,
+            s,
+            seq: this.#seq,
+          });
+          return;
+        }
+        this.#seq = s;
+      }
+      this.#events++;
+      this.#o.sink.dispatch(this.id, t, s, payload, start);
+      if (t === "RESUMED") this.#input({ type: "resumed" });
+      return;
+    }
+    switch (op) {
+      case Op.HeartbeatAck:
+        this.#latency = this.#clock.now() - this.#lastBeatAt;
+        return;
+      case Op.Heartbeat:
+        this.#input({ type: "heartbeat_requested" });
+        return;
+      case Op.Reconnect:
+        this.#input({ type: "reconnect_requested" });
+        return;
+      case Op.InvalidSession: {
+        const message = parse(payload);
+        this.#input({ type: "invalid_session", resumable: message?.d === true });
+        return;
+      }
+      case Op.Hello: {
+        const interval = (parse(payload)?.d as { heartbeat_interval?: unknown } | null)?.heartbeat_interval;
+        if (typeof interval !== "number" || !(interval > 0)) {
+          this.#badFrame(payload, "HELLO without a heartbeat_interval");
+          return;
+        }
+        if (this.#connectTimer !== null) this.#clock.clearTimeout(this.#connectTimer);
+        this.#connectTimer = null;
+        this.#input({ type: "hello", heartbeatInterval: interval });
+        return;
+      }
+      default:
+        this.#log.debug("shard {shard}: ignoring op {op}", { shard: this.id, op });
+    }
+  }
+
+  #onReady(payload: Uint8Array, s: number): void {
+    const d = parse(payload)?.d as { session_id?: unknown; resume_gateway_url?: unknown } | undefined;
+    // A new session numbers its events from READY: never keep the previous session's seq.
+    this.#seq = s >= 0 ? s : 0;
+    if (typeof d?.session_id !== "string" || typeof d.resume_gateway_url !== "string") {
+      this.#badFrame(payload, "READY without session_id or resume_gateway_url");
+      return;
+    }
+    this.#input({ type: "ready", sessionId: d.session_id, resumeUrl: d.resume_gateway_url });
+  }
+
+  #badFrame(payload: Uint8Array, why: string): void {
+    this.#badFrames++;
+    const text = decoder.decode(payload.subarray(0, 120));
+    this.#log.warn("shard {shard}: ignoring a bad frame ({why}): {text}", { shard: this.id, why, text });
+  }
+
+  // ---- heartbeats ----
+
+  #startHeartbeat(interval: number): void {
+    this.#heartbeatInterval = interval;
+    this.#limiter.reserveForHeartbeat(interval);
+    if (this.#heartbeatTimer !== null) this.#clock.clearTimeout(this.#heartbeatTimer);
+    this.#receivedSinceBeat = true;
+    // Jitter the first beat so shards started together do not beat together.
+    this.#scheduleBeat(interval * this.#random());
+  }
+
+  #scheduleBeat(delay: number): void {
+    this.#heartbeatTimer = this.#clock.setTimeout(() => {
+      this.#heartbeatTimer = null;
+      this.#scheduleBeat(this.#heartbeatInterval);
+      this.#input({ type: "heartbeat_due", alive: this.#receivedSinceBeat || this.#paused });
+    }, delay);
+  }
+
+  #sendHeartbeat(): void {
+    this.#receivedSinceBeat = false;
+    this.#lastBeatAt = this.#clock.now();
+    this.#sendPriority(`{"op":1,"d":${this.#seq > 0 ? this.#seq : "null"}}`);
+  }
+
+  // ---- identify ----
+
+  #requestIdentify(): void {
+    const abort = new AbortController();
+    this.#identifyAbort = abort;
+    this.#o.identifyQueue.wait(this.id, abort.signal).then(
+      () => {
+        if (this.#identifyAbort === abort) {
+          this.#identifyAbort = null;
+          this.#input({ type: "identify_granted" });
+        }
+      },
+      () => {/* aborted: the connection ended while waiting */},
+    );
+  }
+
+  #sendIdentify(): void {
+    const o = this.#o;
+    this.#seq = 0;
+    const d: Record<string, unknown> = {
+      token: o.token.reveal(),
+      properties: { os: Deno.build.os, browser: "gatehouse", device: "gatehouse" },
+      large_threshold: o.largeThreshold,
+      shard: [o.id, o.count],
+      intents: o.intents,
+    };
+    if (o.presence) d.presence = o.presence;
+    const text = JSON.stringify({ op: Op.Identify, d });
+    this.#pendingIdentify = text;
+    this.#sendPriority(text);
+    this.#log.info("shard {shard}: identifying", { shard: this.id });
+  }
+
+  // ---- sending ----
+
+  #sendPriority(text: string): void {
+    this.#priorityQueue.push(text);
+    this.#pumpSends();
+  }
+
+  #pumpSends(): void {
+    if (this.#sendTimer !== null) return;
+    const ws = this.#ws;
+    if (ws === null || ws.readyState !== WS_OPEN) return;
+    let wait = 0;
+    while (this.#priorityQueue.length > 0) {
+      wait = this.#limiter.delay(true);
+      if (wait > 0) break;
+      this.#limiter.record();
+      const text = this.#priorityQueue.shift()!;
+      ws.send(text);
+      if (text === this.#pendingIdentify) {
+        this.#pendingIdentify = null;
+        this.#o.identifyQueue.sent?.(this.id);
+      }
+    }
+    if (wait === 0 && this.#state.kind === "ready") {
+      while (this.#commandQueue.length > 0) {
+        wait = this.#limiter.delay(false);
+        if (wait > 0) break;
+        this.#limiter.record();
+        ws.send(this.#commandQueue.shift()!);
+      }
+    }
+    if (wait > 0) {
+      this.#sendTimer = this.#clock.setTimeout(() => {
+        this.#sendTimer = null;
+        this.#pumpSends();
+      }, wait);
+    }
+  }
+}
+
+function parse(payload: Uint8Array): { op?: unknown; d?: unknown } | null {
+  try {
+    return JSON.parse(decoder.decode(payload));
+  } catch {
+    return null;
+  }
+}
+
+/** `<base>/?v=10&encoding=json[&compress=…]`, keeping any path the base URL has. */
+export function gatewayConnectUrl(base: string, version: number, compression: Compression): string {
+  const url = new URL(base);
+  if (url.pathname === "") url.pathname = "/";
+  url.searchParams.set("v", String(version));
+  url.searchParams.set("encoding", "json");
+  if (compression !== "none") url.searchParams.set("compress", compression);
+  else url.searchParams.delete("compress");
+  return url.toString();
+}

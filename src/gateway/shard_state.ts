@@ -1,0 +1,313 @@
+/**
+ * The shard as a state machine: a tagged union of states, each carrying its own data, and one pure
+ * transition function `(state, input) → { state, effects }`. The driver (`shard.ts`) owns the socket
+ * and the timers, turns what happens into inputs and carries out the effects; every protocol decision
+ * (resume or identify, which URL, when to give up) is made here, where it is tested without a socket.
+ *
+ * Sequence numbers are not in the state: they change on every dispatch, so the driver keeps the
+ * highest one seen (and resets it on READY) and fills it in when it sends a heartbeat or a RESUME.
+ */
+import { closeRule } from "./close_codes.ts";
+
+/** What a RESUME needs besides the sequence number. */
+export interface SessionInfo {
+  id: string;
+  resumeUrl: string;
+}
+
+/**
+ * `attempt` counts failed connections since the last READY or RESUMED; it drives the backoff and,
+ * after RESUME_URL_ATTEMPTS failures, the fallback from the resume URL to the main gateway URL.
+ */
+export type ShardState =
+  | { kind: "idle"; session: SessionInfo | null }
+  | { kind: "connecting"; attempt: number; url: string; session: SessionInfo | null }
+  | { kind: "handshaking"; attempt: number; url: string; session: SessionInfo | null }
+  | { kind: "identifying"; attempt: number; sent: boolean }
+  | { kind: "resuming"; attempt: number; session: SessionInfo }
+  | { kind: "ready"; session: SessionInfo }
+  | { kind: "waiting"; attempt: number; session: SessionInfo | null; reason: string }
+  | { kind: "fatal"; code: number; reason: string; exitCode: number }
+  | { kind: "stopped" };
+
+export type ShardInput =
+  | { type: "start" }
+  | { type: "socket_open" }
+  | { type: "hello"; heartbeatInterval: number }
+  | { type: "identify_granted" }
+  | { type: "ready"; sessionId: string; resumeUrl: string }
+  | { type: "resumed" }
+  /** A heartbeat is due; `alive` = some frame arrived since the previous beat (or this is the first). */
+  | { type: "heartbeat_due"; alive: boolean }
+  /** Discord sent op 1: beat at once. */
+  | { type: "heartbeat_requested" }
+  /** Discord sent op 7. */
+  | { type: "reconnect_requested" }
+  | { type: "invalid_session"; resumable: boolean }
+  /** The socket closed or failed without us asking (1006 for a drop without close frame). */
+  | { type: "socket_closed"; code: number; reason: string }
+  | { type: "connect_timeout" }
+  /** A frame could not be decompressed: the stream context is broken, the connection must go. */
+  | { type: "bad_stream"; reason: string }
+  /** The wait before reconnecting has elapsed. */
+  | { type: "retry" }
+  | { type: "stop"; code: number };
+
+export type RetryKind = "immediate" | "backoff" | "invalid_session";
+
+export type ShardEffect =
+  | { type: "connect"; url: string }
+  /** Close our socket (if any) with `code`; clears heartbeat, connect timeout, pending identify and sends. */
+  | { type: "disconnect"; code: number }
+  | { type: "start_heartbeat"; interval: number }
+  | { type: "send_heartbeat" }
+  | { type: "request_identify" }
+  | { type: "send_identify" }
+  | { type: "send_resume" }
+  | { type: "session_established"; session: SessionInfo; resumed: boolean }
+  /** The session is gone (op 9 false, a close code meaning "new session"): consumers may have a gap. */
+  | { type: "session_lost"; session: SessionInfo; reason: string }
+  | { type: "schedule_retry"; kind: RetryKind; attempt: number }
+  | { type: "fatal"; code: number; reason: string; exitCode: number }
+  | { type: "log"; level: "info" | "warning" | "error"; message: string };
+
+export interface Transition {
+  state: ShardState;
+  effects: ShardEffect[];
+}
+
+/** Fixed facts of a shard the transition needs. */
+export interface ShardContext {
+  /** The main gateway URL from GET /gateway/bot. */
+  mainUrl: string;
+}
+
+/** Failed connects to the resume URL before falling back to the main gateway URL. */
+export const RESUME_URL_ATTEMPTS = 3;
+
+/** Where to connect next: the session's resume URL while it still answers, else the main URL. */
+export function connectUrl(session: SessionInfo | null, attempt: number, ctx: ShardContext): string {
+  return session !== null && attempt < RESUME_URL_ATTEMPTS ? session.resumeUrl : ctx.mainUrl;
+}
+
+/**
+ * Delay before reconnecting, in ms: capped exponential backoff with jitter, none for the first try
+ * after a healthy connection ended, and Discord's 1–5 s after an invalid session.
+ * `random` is in [0, 1).
+ */
+export function retryDelay(kind: RetryKind, attempt: number, random: number): number {
+  if (kind === "invalid_session") return Math.round(1000 + random * 4000);
+  if (kind === "immediate" && attempt === 0) return 0;
+  const ceiling = Math.min(60_000, 1000 * 2 ** Math.max(0, attempt - 1));
+  return Math.round(ceiling * (0.5 + random * 0.5));
+}
+
+const same = (state: ShardState): Transition => ({ state, effects: [] });
+
+function sessionOf(state: ShardState): SessionInfo | null {
+  switch (state.kind) {
+    case "idle":
+    case "connecting":
+    case "handshaking":
+    case "waiting":
+      return state.session;
+    case "resuming":
+    case "ready":
+      return state.session;
+    default:
+      return null;
+  }
+}
+
+/** Failed-attempt count to carry into the next connection: a healthy (ready) connection resets it. */
+function nextAttempt(state: ShardState): number {
+  switch (state.kind) {
+    case "connecting":
+    case "handshaking":
+    case "identifying":
+    case "resuming":
+    case "waiting":
+      return state.attempt + 1;
+    default:
+      return 0;
+  }
+}
+
+/** Ends the current connection and waits to reconnect, keeping or dropping the session. */
+function reconnect(
+  state: ShardState,
+  options: { code: number; keepSession: boolean; kind: RetryKind; reason: string; lostReason?: string },
+): Transition {
+  const session = sessionOf(state);
+  const attempt = nextAttempt(state);
+  const effects: ShardEffect[] = [{ type: "disconnect", code: options.code }];
+  if (!options.keepSession && session !== null) {
+    effects.push({ type: "session_lost", session, reason: options.lostReason ?? options.reason });
+  }
+  const kept = options.keepSession ? session : null;
+  // A connection that was live retries at once; failures back off.
+  const kind: RetryKind = options.kind === "immediate" && attempt > 0 ? "backoff" : options.kind;
+  effects.push({ type: "schedule_retry", kind, attempt });
+  return { state: { kind: "waiting", attempt, session: kept, reason: options.reason }, effects };
+}
+
+const isConnected = (state: ShardState) =>
+  state.kind === "handshaking" || state.kind === "identifying" || state.kind === "resuming" ||
+  state.kind === "ready";
+
+/** The whole protocol logic of one shard. Pure: same inputs, same outputs, no I/O. */
+export function transition(state: ShardState, input: ShardInput, ctx: ShardContext): Transition {
+  if (state.kind === "fatal" || state.kind === "stopped") return same(state);
+
+  switch (input.type) {
+    case "start": {
+      if (state.kind !== "idle") return same(state);
+      const url = connectUrl(state.session, 0, ctx);
+      return {
+        state: { kind: "connecting", attempt: 0, url, session: state.session },
+        effects: [{ type: "connect", url }],
+      };
+    }
+
+    case "stop":
+      return { state: { kind: "stopped" }, effects: [{ type: "disconnect", code: input.code }] };
+
+    case "socket_open":
+      if (state.kind !== "connecting") return same(state);
+      return {
+        state: { kind: "handshaking", attempt: state.attempt, url: state.url, session: state.session },
+        effects: [],
+      };
+
+    case "hello": {
+      if (state.kind !== "handshaking") return same(state);
+      const beat: ShardEffect = { type: "start_heartbeat", interval: input.heartbeatInterval };
+      if (state.session !== null) {
+        return {
+          state: { kind: "resuming", attempt: state.attempt, session: state.session },
+          effects: [beat, { type: "send_resume" }],
+        };
+      }
+      return {
+        state: { kind: "identifying", attempt: state.attempt, sent: false },
+        effects: [beat, { type: "request_identify" }],
+      };
+    }
+
+    case "identify_granted":
+      if (state.kind !== "identifying" || state.sent) return same(state);
+      return { state: { ...state, sent: true }, effects: [{ type: "send_identify" }] };
+
+    case "ready": {
+      if (state.kind !== "identifying") return same(state);
+      const session = { id: input.sessionId, resumeUrl: input.resumeUrl };
+      return {
+        state: { kind: "ready", session },
+        effects: [{ type: "session_established", session, resumed: false }],
+      };
+    }
+
+    case "resumed":
+      if (state.kind !== "resuming") return same(state);
+      return {
+        state: { kind: "ready", session: state.session },
+        effects: [{ type: "session_established", session: state.session, resumed: true }],
+      };
+
+    case "heartbeat_due":
+      if (!isConnected(state)) return same(state);
+      if (input.alive) return { state, effects: [{ type: "send_heartbeat" }] };
+      return reconnect(state, {
+        code: 4000,
+        keepSession: true,
+        kind: "immediate",
+        reason: "zombie connection: nothing received since the last heartbeat",
+      });
+
+    case "heartbeat_requested":
+      if (!isConnected(state)) return same(state);
+      return { state, effects: [{ type: "send_heartbeat" }] };
+
+    case "reconnect_requested":
+      if (!isConnected(state) && state.kind !== "connecting") return same(state);
+      return reconnect(state, {
+        code: 4000,
+        keepSession: true,
+        kind: "immediate",
+        reason: "Discord asked to reconnect (op 7)",
+      });
+
+    case "invalid_session": {
+      if (!isConnected(state)) return same(state);
+      const session = sessionOf(state);
+      const resumable = input.resumable && session !== null;
+      return reconnect(state, {
+        code: 4000,
+        keepSession: resumable,
+        kind: "invalid_session",
+        reason: resumable ? "invalid session (resumable)" : "invalid session (not resumable)",
+        lostReason: "Discord invalidated the session (op 9)",
+      });
+    }
+
+    case "socket_closed": {
+      if (!isConnected(state) && state.kind !== "connecting") return same(state);
+      const rule = closeRule(input.code);
+      const reason = `closed by Discord with ${input.code} (${rule.meaning})` +
+        (input.reason ? `: ${input.reason}` : "");
+      if (rule.action === "fatal") {
+        const exitCode = rule.exitCode ?? 1;
+        return {
+          state: { kind: "fatal", code: input.code, reason: rule.meaning, exitCode },
+          effects: [
+            { type: "disconnect", code: 4000 },
+            { type: "fatal", code: input.code, reason: rule.meaning, exitCode },
+          ],
+        };
+      }
+      if (state.kind === "connecting") {
+        return reconnect(state, {
+          code: 4000,
+          keepSession: true,
+          kind: "backoff",
+          reason: `connect failed: ${reason}`,
+        });
+      }
+      return reconnect(state, {
+        code: 4000,
+        keepSession: rule.action === "resume",
+        kind: "immediate",
+        reason,
+        lostReason: `Discord closed the session with ${input.code} (${rule.meaning})`,
+      });
+    }
+
+    case "connect_timeout":
+      if (state.kind !== "connecting" && state.kind !== "handshaking") return same(state);
+      return reconnect(state, {
+        code: 4000,
+        keepSession: true,
+        kind: "backoff",
+        reason: state.kind === "connecting" ? "connect timed out" : "no HELLO before the connect timeout",
+      });
+
+    case "bad_stream":
+      if (!isConnected(state)) return same(state);
+      return reconnect(state, { code: 4000, keepSession: true, kind: "immediate", reason: input.reason });
+
+    case "retry": {
+      if (state.kind !== "waiting") return same(state);
+      const url = connectUrl(state.session, state.attempt, ctx);
+      const effects: ShardEffect[] = [];
+      if (state.session !== null && state.attempt === RESUME_URL_ATTEMPTS) {
+        effects.push({
+          type: "log",
+          level: "warning",
+          message: `resume URL failed ${RESUME_URL_ATTEMPTS} times; resuming through the main gateway URL`,
+        });
+      }
+      effects.push({ type: "connect", url });
+      return { state: { kind: "connecting", attempt: state.attempt, url, session: state.session }, effects };
+    }
+  }
+}
