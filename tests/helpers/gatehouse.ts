@@ -1,0 +1,145 @@
+/**
+ * Black-box helpers: spawn the real `main.ts` as a child process (as users run it), collect stdout
+ * as parsed NDJSON lines and stderr as text, and stop it by pid.
+ */
+import { fileURLToPath } from "node:url";
+
+export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+
+/** The flags `deno task start` uses, so tests run what users run. */
+export const RUN_FLAGS = [
+  "run",
+  "--allow-net",
+  "--allow-env",
+  "--allow-read",
+  "--allow-write",
+  "--allow-sys",
+  "--v8-flags=--max-semi-space-size=1",
+];
+
+// deno-lint-ignore no-explicit-any
+export type Line = { id: number; shard: number; op: number; s: number | null; t: string; d: any };
+
+export interface Gatehouse {
+  child: Deno.ChildProcess;
+  pid: number;
+  /** Every stdout line, parsed. A line that is not JSON fails the test that reads it. */
+  lines: Line[];
+  /** stdout lines that did not parse as JSON (must stay empty). */
+  badLines: string[];
+  stderr(): string;
+  waitFor(predicate: () => boolean, timeoutMs?: number, what?: string): Promise<void>;
+  kill(signal?: Deno.Signal): void;
+  /** Resolves with the exit status once stdout and stderr are drained. */
+  status: Promise<Deno.CommandStatus>;
+}
+
+export interface SpawnOptions {
+  env?: Record<string, string>;
+  args?: string[];
+  /** Subcommand and its arguments; defaults to ["run"]. */
+  command?: string[];
+  cwd?: string;
+}
+
+/** Environment pointing gatehouse at a fake Discord. */
+export function fakeEnv(apiHost: string, token = "fake-token"): Record<string, string> {
+  return {
+    DISCORD_TOKEN: token,
+    DISCORD_API_SCHEME: "http",
+    DISCORD_API_HOST: apiHost,
+    GATEHOUSE_LOG_LEVEL: "debug",
+  };
+}
+
+export function spawnGatehouse(options: SpawnOptions = {}): Gatehouse {
+  const env: Record<string, string> = { NO_COLOR: "1", ...options.env };
+  // Every run gets its own store unless the test chose one (restart tests share theirs).
+  let tempDir: string | null = null;
+  if (!("GATEHOUSE_STORE" in env) && !options.args?.includes("--store")) {
+    tempDir = Deno.makeTempDirSync({ prefix: "gatehouse-test-" });
+    env.GATEHOUSE_STORE = `${tempDir}/gatehouse.db`;
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...RUN_FLAGS, "main.ts", ...(options.command ?? ["run"]), ...(options.args ?? [])],
+    cwd: options.cwd ?? ROOT,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines: Line[] = [];
+  const badLines: string[] = [];
+  let stderrText = "";
+
+  const readStdout = (async () => {
+    const decoder = new TextDecoder();
+    let rest = "";
+    for await (const chunk of child.stdout) {
+      rest += decoder.decode(chunk, { stream: true });
+      let newline: number;
+      while ((newline = rest.indexOf("\n")) !== -1) {
+        const line = rest.slice(0, newline);
+        rest = rest.slice(newline + 1);
+        try {
+          lines.push(JSON.parse(line));
+        } catch {
+          badLines.push(line);
+        }
+      }
+    }
+    if (rest.length > 0) badLines.push(rest);
+  })();
+  const readStderr = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of child.stderr) stderrText += decoder.decode(chunk, { stream: true });
+  })();
+
+  const status = (async () => {
+    const result = await child.status;
+    await Promise.all([readStdout, readStderr]);
+    if (tempDir) await Deno.remove(tempDir, { recursive: true }).catch(() => {});
+    return result;
+  })();
+
+  return {
+    child,
+    pid: child.pid,
+    lines,
+    badLines,
+    stderr: () => stderrText,
+    async waitFor(predicate, timeoutMs = 20_000, what = "condition") {
+      const deadline = Date.now() + timeoutMs;
+      let exited = false;
+      status.then(() => (exited = true));
+      while (!predicate()) {
+        if (exited) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          if (predicate()) return;
+          throw new Error(`gatehouse exited while waiting for ${what}; stderr:\n${stderrText.slice(-3000)}`);
+        }
+        if (Date.now() > deadline) {
+          throw new Error(`timed out waiting for ${what}; stderr:\n${stderrText.slice(-3000)}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
+    kill(signal: Deno.Signal = "SIGTERM") {
+      try {
+        child.kill(signal);
+      } catch {
+        // already gone
+      }
+    },
+    status,
+  };
+}
+
+/** Runs gatehouse to completion (for commands that exit on their own). */
+export async function runGatehouse(options: SpawnOptions & { timeoutMs?: number } = {}) {
+  const g = spawnGatehouse(options);
+  const timer = setTimeout(() => g.kill("SIGKILL"), options.timeoutMs ?? 30_000);
+  const status = await g.status;
+  clearTimeout(timer);
+  return { code: status.code, lines: g.lines, badLines: g.badLines, stderr: g.stderr() };
+}
