@@ -1,0 +1,127 @@
+/**
+ * All shards of this process. Starts them (IDENTIFYs go through the shared identify queue), stops
+ * them with close code 4000 so their sessions stay resumable, and turns the first fatal close code
+ * into the process's exit.
+ */
+import type { IdentifyQueue } from "../gateway/identify_queue.ts";
+import type { Compression, Presence } from "../gateway/protocol.ts";
+import { type DispatchSink, type ResumableSession, Shard, type ShardStatus } from "../gateway/shard.ts";
+import type { Clock } from "../util/clock.ts";
+import type { Logger } from "../util/log.ts";
+import type { Secret } from "../util/secret.ts";
+
+export interface PoolOptions {
+  shardIds: number[];
+  shardCount: number;
+  token: Secret;
+  intents: number;
+  presence: Presence | null;
+  largeThreshold: number;
+  compression: Compression;
+  apiVersion: number;
+  gatewayUrl: string;
+  identifyQueue: IdentifyQueue;
+  sink: DispatchSink;
+  logger: Logger;
+  sessions?: Map<number, ResumableSession>;
+  onSession?: (shard: number, session: ResumableSession | null) => void;
+  clock?: Clock;
+  random?: () => number;
+  connectTimeoutMs?: number;
+}
+
+/** Why the pool stopped on its own. */
+export interface PoolFailure {
+  shard: number;
+  code: number;
+  reason: string;
+  exitCode: number;
+}
+
+export class Pool {
+  readonly shards: Shard[];
+  readonly #logger: Logger;
+  readonly #shardCount: number;
+  #failure: PoolFailure | null = null;
+  #onFailure: ((failure: PoolFailure) => void) | null = null;
+  /** Resolves with the first fatal close; never resolves in a healthy run. */
+  readonly failed: Promise<PoolFailure>;
+
+  constructor(options: PoolOptions) {
+    this.#logger = options.logger;
+    this.#shardCount = options.shardCount;
+    this.failed = new Promise((resolve) => (this.#onFailure = resolve));
+    this.shards = options.shardIds.map((id) =>
+      new Shard({
+        id,
+        count: options.shardCount,
+        token: options.token,
+        intents: options.intents,
+        presence: options.presence,
+        largeThreshold: options.largeThreshold,
+        compression: options.compression,
+        apiVersion: options.apiVersion,
+        gatewayUrl: options.gatewayUrl,
+        identifyQueue: options.identifyQueue,
+        sink: options.sink,
+        logger: options.logger,
+        session: options.sessions?.get(id) ?? null,
+        onSession: options.onSession,
+        onFatal: (shard, code, reason, exitCode) => this.#fail({ shard, code, reason, exitCode }),
+        clock: options.clock,
+        random: options.random,
+        connectTimeoutMs: options.connectTimeoutMs,
+      })
+    );
+  }
+
+  start(): void {
+    this.#logger.info("starting {count} of {total} shard(s): {ids}", {
+      count: this.shards.length,
+      total: this.#shardCount,
+      ids: summariseIds(this.shards.map((s) => s.id)),
+    });
+    for (const shard of this.shards) shard.start();
+  }
+
+  /** Stops or resumes reading on every shard (backpressure from the store). */
+  setPaused(paused: boolean): void {
+    for (const shard of this.shards) shard.setPaused(paused);
+  }
+
+  status(): ShardStatus[] {
+    return this.shards.map((s) => s.status());
+  }
+
+  /**
+   * Closes every shard with `code` and waits at most `timeoutMs`. Returns how many closed cleanly.
+   */
+  async stop(code = 4000, timeoutMs = 10_000): Promise<{ closed: number; total: number }> {
+    let closed = 0;
+    const all = Promise.all(this.shards.map((shard) => shard.stop(code).then(() => closed++)));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
+    await Promise.race([all, timeout]);
+    clearTimeout(timer);
+    return { closed, total: this.shards.length };
+  }
+
+  #fail(failure: PoolFailure): void {
+    if (this.#failure) return;
+    this.#failure = failure;
+    this.#onFailure?.(failure);
+  }
+}
+
+/** "0-15, 32, 40-41" */
+export function summariseIds(ids: number[]): string {
+  const sorted = [...ids].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; i++) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    parts.push(j === i ? `${sorted[i]}` : `${sorted[i]}-${sorted[j]}`);
+    i = j;
+  }
+  return parts.join(", ");
+}

@@ -1,0 +1,98 @@
+/**
+ * The NDJSON event line (DESIGN.md): `{"id":…,"shard":…,` followed by Discord's own payload bytes
+ * after its opening brace, so `d` is exactly what Discord sent and nothing is parsed or re-serialised.
+ * Lines are assembled into one growable buffer per batch.
+ */
+
+const ID_PREFIX = new TextEncoder().encode('{"id":');
+const SHARD_PREFIX = new TextEncoder().encode(',"shard":');
+
+/** A growable byte buffer that NDJSON lines are appended to. */
+export class LineBuffer {
+  #bytes: Uint8Array;
+  #length = 0;
+  /** Lines appended since the last `take`. */
+  lines = 0;
+
+  constructor(initialCapacity = 64 * 1024) {
+    this.#bytes = new Uint8Array(initialCapacity);
+  }
+
+  get length(): number {
+    return this.#length;
+  }
+
+  /**
+   * Appends one event line. `payload[start]` must be the payload's opening `{`.
+   * Raw newlines can only be insignificant whitespace in JSON (inside strings they are escaped), so
+   * they are turned into spaces: the line stays one line and means the same.
+   */
+  append(id: number, shard: number, payload: Uint8Array, start: number): void {
+    let end = payload.length;
+    while (end > start && isSpace(payload[end - 1])) end--;
+    const body = end - start - 1;
+    this.#reserve(ID_PREFIX.length + 20 + SHARD_PREFIX.length + 10 + 1 + body + 1);
+    const bytes = this.#bytes;
+    let at = this.#length;
+    bytes.set(ID_PREFIX, at);
+    at = writeInt(bytes, at + ID_PREFIX.length, id);
+    bytes.set(SHARD_PREFIX, at);
+    at = writeInt(bytes, at + SHARD_PREFIX.length, shard);
+    // Discord's payload after its `{`; an empty object `{}` needs no comma.
+    if (body > 1) {
+      bytes[at++] = 0x2c; // ,
+      const from = at;
+      bytes.set(payload.subarray(start + 1, end), at);
+      at += body;
+      const newline = payload.indexOf(0x0a, start + 1);
+      if (newline !== -1 && newline < end) {
+        for (let i = from; i < at; i++) if (bytes[i] === 0x0a || bytes[i] === 0x0d) bytes[i] = 0x20;
+      }
+    } else {
+      bytes[at++] = 0x7d; // }
+    }
+    bytes[at++] = 0x0a;
+    this.#length = at;
+    this.lines++;
+  }
+
+  /** The bytes appended so far (a view, valid until the next append) and resets the buffer. */
+  take(): Uint8Array {
+    const out = this.#bytes.subarray(0, this.#length);
+    this.#length = 0;
+    this.lines = 0;
+    return out;
+  }
+
+  /** Drops a buffer that grew large during a burst, so memory goes back down. */
+  shrink(capacity = 64 * 1024): void {
+    if (this.#length === 0 && this.#bytes.length > capacity * 4) this.#bytes = new Uint8Array(capacity);
+  }
+
+  #reserve(extra: number): void {
+    const needed = this.#length + extra;
+    if (needed <= this.#bytes.length) return;
+    let size = this.#bytes.length * 2;
+    while (size < needed) size *= 2;
+    const bigger = new Uint8Array(size);
+    bigger.set(this.#bytes.subarray(0, this.#length));
+    this.#bytes = bigger;
+  }
+}
+
+function isSpace(c: number): boolean {
+  return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+}
+
+/** Writes a non-negative integer as ASCII digits; returns the index after it. */
+function writeInt(bytes: Uint8Array, at: number, value: number): number {
+  if (value < 10) {
+    bytes[at] = 0x30 + value;
+    return at + 1;
+  }
+  let digits = 0;
+  for (let v = value; v > 0; v = Math.floor(v / 10)) digits++;
+  let end = at + digits;
+  for (let v = value; v > 0; v = Math.floor(v / 10)) bytes[--end] = 0x30 + (v % 10);
+  return at + digits;
+}

@@ -1,0 +1,216 @@
+/**
+ * Drives one sink from the journal. The cursor (last acknowledged id) moves only on acknowledgement, and
+ * the next batch is delivered only once the store holds that cursor: after a crash, at most the one
+ * batch in flight is delivered again, with the same ids. A sink that is caught up gets committed
+ * batches straight from memory; one that is behind (after a restart, a failure, or a long stall) reads
+ * from the store in id order until it has caught up.
+ */
+import type { EventBatch, Journal } from "../journal/journal.ts";
+import type { Store, StoredEvent } from "../journal/store.ts";
+import type { Logger } from "../util/log.ts";
+import type { Sink } from "./sink.ts";
+
+const PAGE = 1000;
+/** A batch read from the store is cut at this size, as the journal cuts committed batches. */
+const PAGE_BYTES = 1024 * 1024;
+/** Committed batches waiting in memory beyond this are left in the store and read back later. */
+const MAX_QUEUED = 2000;
+
+/** Stored rows as a batch. */
+class RowBatch implements EventBatch {
+  readonly #rows: StoredEvent[];
+  constructor(rows: StoredEvent[]) {
+    this.#rows = rows;
+  }
+  get count() {
+    return this.#rows.length;
+  }
+  get firstId() {
+    return this.#rows[0]?.id ?? 0;
+  }
+  get lastId() {
+    return this.#rows[this.#rows.length - 1]?.id ?? 0;
+  }
+  id(i: number) {
+    return this.#rows[i].id;
+  }
+  shard(i: number) {
+    return this.#rows[i].shard;
+  }
+  t(i: number) {
+    return this.#rows[i].t;
+  }
+  payload(i: number) {
+    return this.#rows[i].payload;
+  }
+}
+
+export interface SinkRunnerOptions {
+  sink: Sink;
+  journal: Journal;
+  /** Without stored events (journal off) there is no catch-up: only live batches. */
+  store: Store | null;
+  logger: Logger;
+}
+
+export class SinkRunner {
+  readonly sink: Sink;
+  readonly #journal: Journal;
+  readonly #store: Store | null;
+  readonly #log: Logger;
+  #cursor: number;
+  /** Committed batches not delivered yet, in order. */
+  #queue: EventBatch[] = [];
+  /** Some committed events are only in the store: read them from there. */
+  #behind = false;
+  /** A delivery, or the storing of its cursor, is under way. */
+  #busy = false;
+  #closed = false;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  #failures = 0;
+  delivered = 0;
+
+  constructor(options: SinkRunnerOptions) {
+    this.sink = options.sink;
+    this.#journal = options.journal;
+    this.#store = options.store;
+    this.#log = options.logger;
+    const stored = options.store?.cursor(options.sink.name);
+    // A new sink starts with what is committed from now on; a known one where it stopped.
+    this.#cursor = stored ?? options.store?.lastId ?? 0;
+    this.#behind = options.store !== null && this.#cursor < options.store.lastId;
+    if (this.#behind) {
+      this.#log.info("sink {sink}: {n} event(s) stored but not delivered; delivering them first", {
+        sink: this.sink.name,
+        n: options.store!.lastId - this.#cursor,
+      });
+    }
+  }
+
+  get cursor(): number {
+    return this.#cursor;
+  }
+
+  /** Starts delivering what the store holds beyond the cursor. */
+  start(): void {
+    this.#next();
+  }
+
+  /** A batch was committed. */
+  offer(batch: EventBatch): void {
+    if (this.#closed || batch.lastId <= this.#cursor) return;
+    if (this.#behind || this.#queue.length >= MAX_QUEUED) {
+      // Falling behind: drop the in-memory copies, the store has them.
+      this.#queue = [];
+      this.#behind = this.#store !== null;
+    } else {
+      this.#queue.push(batch);
+    }
+    this.#next();
+  }
+
+  /** Delivers the next batch: from memory, or from the store while behind. */
+  #next(): void {
+    if (this.#busy || this.#closed) return;
+    let batch: EventBatch | undefined;
+    if (this.#behind && this.#store) {
+      const rows = this.#store.readEvents(this.#cursor, PAGE, this.#store.lastId, PAGE_BYTES);
+      if (rows.length > 0) batch = new RowBatch(rows);
+      else this.#behind = false;
+    }
+    while (!batch && this.#queue.length > 0) {
+      const queued = this.#queue.shift()!;
+      if (queued.lastId > this.#cursor) batch = queued;
+    }
+    if (batch) this.#deliver(batch);
+  }
+
+  #deliver(batch: EventBatch): void {
+    if (batch.firstId > this.#cursor + 1 && this.#store && !this.#behind) {
+      // A gap between the cursor and this batch (events pruned at the hard limit, or memory dropped).
+      this.#behind = true;
+      this.#queue.unshift(batch);
+      this.#next();
+      return;
+    }
+    this.#busy = true;
+    let result: void | Promise<void>;
+    try {
+      result = this.sink.deliver(batch);
+    } catch (error) {
+      this.#fail(error);
+      return;
+    }
+    if (result instanceof Promise) {
+      result.then(() => this.#ack(batch.lastId), (error) => this.#fail(error));
+    } else {
+      this.#ack(batch.lastId);
+    }
+  }
+
+  #ack(lastId: number): void {
+    this.delivered += lastId - this.#cursor;
+    this.#cursor = lastId;
+    this.#failures = 0;
+    // The next batch goes out once this cursor is stored: a crash repeats one batch at most.
+    this.#journal.setCursor(this.sink.name, lastId, () => {
+      this.#busy = false;
+      this.#next();
+    });
+  }
+
+  #fail(error: unknown): void {
+    this.#busy = false;
+    this.#failures++;
+    this.#queue = [];
+    this.#behind = this.#store !== null;
+    const delay = Math.min(10_000, 200 * 2 ** Math.min(this.#failures - 1, 6));
+    this.#log.warn("sink {sink} did not take events after id {cursor}: {error}; retrying in {delay} ms", {
+      sink: this.sink.name,
+      cursor: this.#cursor,
+      error: (error as Error)?.message ?? String(error),
+      delay,
+    });
+    clearTimeout(this.#retry);
+    this.#busy = true;
+    this.#retry = setTimeout(() => {
+      this.#busy = false;
+      this.#next();
+    }, delay);
+  }
+
+  /**
+   * Shutdown: delivers everything committed, without waiting for cursors in between (the caller
+   * flushes the journal afterwards, which stores the last one). Sinks that answer at once only.
+   */
+  drain(): void {
+    if (this.#closed) return;
+    for (;;) {
+      let batch: EventBatch | undefined;
+      if (this.#store && (this.#behind || this.#queue.length > 0)) {
+        const rows = this.#store.readEvents(this.#cursor, PAGE, this.#store.lastId, PAGE_BYTES);
+        if (rows.length > 0) batch = new RowBatch(rows);
+      } else {
+        while (!batch && this.#queue.length > 0) {
+          const queued = this.#queue.shift()!;
+          if (queued.lastId > this.#cursor) batch = queued;
+        }
+      }
+      if (!batch) break;
+      try {
+        const result = this.sink.deliver(batch);
+        if (result instanceof Promise) break;
+      } catch {
+        break;
+      }
+      this.#cursor = batch.lastId;
+      this.#journal.setCursor(this.sink.name, batch.lastId);
+    }
+    this.#queue = [];
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#retry);
+  }
+}

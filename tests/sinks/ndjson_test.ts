@@ -1,0 +1,97 @@
+import assert from "node:assert/strict";
+import { LineBuffer } from "../../src/sinks/ndjson.ts";
+import type { EventBatch } from "../../src/journal/journal.ts";
+import { OutputClosedError, StdoutSink } from "../../src/sinks/stdout.ts";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+Deno.test("line = id, shard, then Discord's payload bytes untouched", () => {
+  const buffer = new LineBuffer(16);
+  const payload = '{"t":"MESSAGE_CREATE","s":87,"op":0,"d":{"content":"a \\"b\\"","n":12345678901234567890}}';
+  buffer.append(1042, 3, enc(payload), 0);
+  const line = dec(buffer.take());
+  assert.equal(
+    line,
+    '{"id":1042,"shard":3,"t":"MESSAGE_CREATE","s":87,"op":0,"d":{"content":"a \\"b\\"","n":12345678901234567890}}\n',
+  );
+  // The big number survives byte for byte (JSON.parse would have rounded it).
+  assert.ok(line.includes("12345678901234567890"));
+  const parsed = JSON.parse(line);
+  assert.equal(parsed.id, 1042);
+  assert.equal(parsed.shard, 3);
+});
+
+Deno.test("leading/trailing whitespace and raw newlines keep it one line", () => {
+  const buffer = new LineBuffer();
+  buffer.append(1, 0, enc('  {"t":"X",\n"s":1,\r\n"op":0,"d":{"s":"line\\nbreak"}}\n  '), 2);
+  const out = dec(buffer.take());
+  assert.equal(out.split("\n").length, 2);
+  assert.deepEqual(JSON.parse(out), { id: 1, shard: 0, t: "X", s: 1, op: 0, d: { s: "line\nbreak" } });
+});
+
+Deno.test("ids of every size and many lines in one buffer", () => {
+  const buffer = new LineBuffer(8);
+  const ids = [0, 7, 10, 99, 100, 123456, 9007199254740991];
+  for (const id of ids) buffer.append(id, id % 5, enc('{"op":0,"t":"A","s":1,"d":{}}'), 0);
+  assert.equal(buffer.lines, ids.length);
+  const lines = dec(buffer.take()).trimEnd().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(lines.map((l) => l.id), ids);
+  assert.deepEqual(lines.map((l) => l.shard), ids.map((id) => id % 5));
+});
+
+Deno.test("an empty object payload", () => {
+  const buffer = new LineBuffer();
+  buffer.append(5, 1, enc("{}"), 0);
+  assert.equal(dec(buffer.take()), '{"id":5,"shard":1}\n');
+});
+
+/** A batch of payloads with ids from `firstId`. */
+function batchOf(firstId: number, payloads: string[], shard = 0): EventBatch {
+  const bytes = payloads.map(enc);
+  return {
+    count: bytes.length,
+    firstId,
+    lastId: firstId + bytes.length - 1,
+    id: (i) => firstId + i,
+    shard: () => shard,
+    t: () => "E",
+    payload: (i) => bytes[i],
+  };
+}
+
+Deno.test("stdout sink: one write per batch, not per event; partial writes are completed", () => {
+  const writes: Uint8Array[] = [];
+  const sink = new StdoutSink({
+    writeSync: (bytes) => {
+      // Accept at most 100 bytes per call, like a pipe that is nearly full.
+      const n = Math.min(100, bytes.length);
+      writes.push(bytes.slice(0, n));
+      return n;
+    },
+  });
+  sink.deliver(batchOf(1, Array.from({ length: 50 }, (_, i) => `{"t":"E","s":${i + 1},"op":0,"d":{}}`)));
+  assert.equal(sink.batches, 1);
+  assert.equal(sink.written, 50);
+  const text = writes.map(dec).join("");
+  assert.equal(text.split("\n").length, 51);
+  assert.equal(JSON.parse(text.split("\n")[49]).id, 50);
+  assert.ok(writes.length > 1, "the write was split and completed");
+});
+
+Deno.test("stdout sink: a closed reader is reported once, and nothing is acknowledged", () => {
+  let reports = 0;
+  let calls = 0;
+  const sink = new StdoutSink({
+    writeSync: () => {
+      calls++;
+      throw new Deno.errors.BrokenPipe("Broken pipe (os error 32)");
+    },
+    onClosed: () => reports++,
+  });
+  assert.throws(() => sink.deliver(batchOf(1, ['{"op":0}'])), OutputClosedError);
+  assert.throws(() => sink.deliver(batchOf(2, ['{"op":0}'])), OutputClosedError);
+  assert.equal(reports, 1);
+  assert.equal(calls, 1);
+  assert.equal(sink.written, 0);
+});
