@@ -1,0 +1,395 @@
+/**
+ * The write side of the store: events are gathered per event-loop turn and committed in ONE transaction
+ * together with the new sequence number of their sessions, so after any crash the stored seq is exactly
+ * the last stored event and a RESUME makes Discord replay exactly what is missing. Filtered-out events
+ * are not stored but still advance the seq. Sinks hear about a batch only after it is committed.
+ *
+ * Batches go to a writer (write.ts): on a worker thread in production, so SQLite's time overlaps with
+ * reading from Discord. When a write fails (disk full, I/O error, a lock), nothing is acknowledged: the
+ * batch stays in memory and is retried with backoff, sessions do not advance. Whenever more than
+ * `maxPendingBytes` wait for the writer — a failing store, or a flood faster than SQLite — the shards
+ * stop reading (TCP pushes back on Discord) until it has caught up. Nothing is dropped.
+ */
+import { type Clock, systemClock } from "../util/clock.ts";
+import type { Logger } from "../util/log.ts";
+import type { Store, StoreError } from "./store.ts";
+import {
+  type BatchData,
+  InlineWriter,
+  type JournalWriter,
+  type SessionRecord,
+  type WriterEvents,
+} from "./write.ts";
+
+export type { SessionRecord } from "./write.ts";
+
+/** Committed events, in id order, as views into one buffer. */
+export interface EventBatch {
+  readonly count: number;
+  readonly firstId: number;
+  readonly lastId: number;
+  id(i: number): number;
+  shard(i: number): number;
+  /** The event's payload: Discord's JSON object (from its `{`), exactly as received. */
+  payload(i: number): Uint8Array;
+  t(i: number): string;
+}
+
+export interface JournalOptions {
+  store: Store;
+  /**
+   * false = sessions, cursors and ids are kept but events are not (`[store] journal = false`): faster,
+   * and events in flight when the process dies are lost.
+   */
+  keepEvents?: boolean;
+  logger: Logger;
+  clock?: Clock;
+  /** Past this many bytes waiting for a failing store, shards are asked to stop reading. */
+  maxPendingBytes?: number;
+  /** A batch this large is committed at once instead of at the end of the turn. */
+  maxBatchBytes?: number;
+  /** Called for every committed batch, in order. */
+  onCommit?: (batch: EventBatch) => void;
+  /** The writer (default: in this thread). */
+  writer?: (events: WriterEvents) => JournalWriter;
+  /** Called with true when shards must stop reading, false when they may go on. */
+  onBackpressure?: (paused: boolean) => void;
+  /** The store is corrupt: nothing can be written any more. */
+  onFatal?: (error: StoreError) => void;
+  /** A commit failed because the store is full (its hard size limit): time to prune. */
+  onFull?: () => void;
+}
+
+const encoder = new TextEncoder();
+const OWNER_HEARTBEAT_MS = 5_000;
+
+class Pending implements EventBatch {
+  no = 0;
+  bytes = new Uint8Array(64 * 1024);
+  length = 0;
+  ends: number[] = [];
+  ids: number[] = [];
+  shards: number[] = [];
+  sessions: Array<string | null> = [];
+  seqs: Array<number | null> = [];
+  names: string[] = [];
+  receivedAt: number[] = [];
+
+  get count(): number {
+    return this.ids.length;
+  }
+  get firstId(): number {
+    return this.ids[0] ?? 0;
+  }
+  get lastId(): number {
+    return this.ids[this.ids.length - 1] ?? 0;
+  }
+  id(i: number): number {
+    return this.ids[i];
+  }
+  shard(i: number): number {
+    return this.shards[i];
+  }
+  t(i: number): string {
+    return this.names[i];
+  }
+  payload(i: number): Uint8Array {
+    return this.bytes.subarray(i === 0 ? 0 : this.ends[i - 1], this.ends[i]);
+  }
+
+  add(bytes: Uint8Array, start: number, end: number): void {
+    const n = end - start;
+    if (this.length + n > this.bytes.length) {
+      let size = this.bytes.length * 2;
+      while (size < this.length + n) size *= 2;
+      const bigger = new Uint8Array(size);
+      bigger.set(this.bytes.subarray(0, this.length));
+      this.bytes = bigger;
+    }
+    this.bytes.set(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end), this.length);
+    this.length += n;
+    this.ends.push(this.length);
+  }
+}
+
+export class Journal {
+  readonly #store: Store;
+  readonly #log: Logger;
+  readonly #clock: Clock;
+  readonly #options: JournalOptions;
+  readonly #maxPendingBytes: number;
+  readonly #maxBatchBytes: number;
+  readonly #keepEvents: boolean;
+  readonly #writer: JournalWriter;
+  #pending = new Pending();
+  /** Batches handed to the writer and not stored yet, oldest first. */
+  #inflight: Pending[] = [];
+  #heldBytes = 0;
+  #batchNo = 0;
+  #nextId: number;
+  /** Per shard: the session events are stored under. */
+  #current = new Map<number, SessionRecord>();
+  /** Per shard: highest seq seen since the last commit (stored or filtered). */
+  #seqs = new Map<number, number>();
+  #sessionWrites = new Map<number, SessionRecord | null>();
+  #cursorWrites = new Map<string, number>();
+  /** Callbacks waiting for the cursors of the pending batch to be stored. */
+  #cursorWaiters: Array<() => void> = [];
+  /** Per batch handed to the writer: callbacks to run once it is stored. */
+  #inflightWaiters = new Map<number, Array<() => void>>();
+  #identifyWrites: Array<[number, number]> = [];
+  #scheduled = false;
+  #failures = 0;
+  #paused = false;
+  #fatal = false;
+  #lastOwnerBeat = 0;
+  /** Counters for metrics and tests. */
+  committedEvents = 0;
+  commits = 0;
+  failedCommits = 0;
+
+  constructor(options: JournalOptions) {
+    this.#store = options.store;
+    this.#log = options.logger;
+    this.#clock = options.clock ?? systemClock;
+    this.#options = options;
+    this.#maxPendingBytes = options.maxPendingBytes ?? 32 * 1024 * 1024;
+    this.#maxBatchBytes = options.maxBatchBytes ?? 1024 * 1024;
+    this.#keepEvents = options.keepEvents ?? true;
+    this.#nextId = options.store.lastId + 1;
+    const events: WriterEvents = {
+      committed: (no, bytes) => this.#committed(no, bytes),
+      failed: (error) => this.#failed(error),
+    };
+    this.#writer = options.writer ? options.writer(events) : new InlineWriter(options.store, events);
+  }
+
+  /** Highest id given out (stored or waiting). */
+  get lastAssignedId(): number {
+    return this.#nextId - 1;
+  }
+
+  /** Whether the store is refusing writes and events are waiting in memory. */
+  get failing(): boolean {
+    return this.#failures > 0;
+  }
+
+  /** Events not stored yet. */
+  get pendingEvents(): number {
+    return this.#pending.count + this.#inflight.reduce((n, p) => n + p.count, 0);
+  }
+
+  // ---- the hot path ----
+
+  /**
+   * One dispatch. `payload[start]` is its `{`. When `keep` is false (filtered out by `events`) only its
+   * sequence number is recorded.
+   */
+  event(shard: number, t: string, s: number, payload: Uint8Array, start: number, keep: boolean): void {
+    if (s > 0) {
+      const seq = this.#seqs.get(shard);
+      if (seq === undefined || s > seq) this.#seqs.set(shard, s);
+    }
+    if (!keep) {
+      this.#schedule();
+      return;
+    }
+    let end = payload.length;
+    while (end > start && payload[end - 1] <= 0x20) end--;
+    const p = this.#pending;
+    p.add(payload, start, end);
+    p.ids.push(this.#nextId++);
+    p.shards.push(shard);
+    p.sessions.push(this.#current.get(shard)?.id ?? null);
+    p.seqs.push(s > 0 ? s : null);
+    p.names.push(t);
+    p.receivedAt.push(this.#clock.now());
+    if (p.length >= this.#maxBatchBytes) this.commit();
+    else this.#schedule();
+  }
+
+  /** An event gatehouse itself produces (`GATEHOUSE_…`). */
+  internal(shard: number, t: string, d: Record<string, unknown>): void {
+    const payload = encoder.encode(JSON.stringify({ t, s: null, op: 0, d }));
+    this.event(shard, t, -1, payload, 0, true);
+  }
+
+  // ---- sessions, cursors, identifies: written with the next batch ----
+
+  sessionStarted(shard: number, session: SessionRecord): void {
+    this.#current.set(shard, session);
+    this.#sessionWrites.set(shard, { ...session });
+    this.#seqs.set(shard, session.seq);
+    this.#schedule();
+  }
+
+  sessionLost(shard: number): void {
+    this.#current.delete(shard);
+    this.#sessionWrites.set(shard, null);
+    this.#seqs.delete(shard);
+    this.#schedule();
+  }
+
+  /** Adopts a session restored from the store (no write needed). */
+  restoreSession(shard: number, session: SessionRecord): void {
+    this.#current.set(shard, session);
+  }
+
+  /** Stores a sink's cursor with the next batch; `onStored` runs once that batch is stored. */
+  setCursor(sink: string, lastId: number, onStored?: () => void): void {
+    this.#cursorWrites.set(sink, lastId);
+    if (onStored) this.#cursorWaiters.push(onStored);
+    this.#schedule();
+  }
+
+  recordIdentify(shard: number): void {
+    this.#identifyWrites.push([shard, this.#clock.now()]);
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#fatal) return;
+    this.#scheduled = true;
+    setTimeout(this.#commitLater, 0);
+  }
+
+  readonly #commitLater = () => {
+    this.#scheduled = false;
+    this.commit();
+  };
+
+  /** Hands everything gathered so far to the writer as one batch. */
+  commit(): void {
+    if (this.#fatal) return;
+    const p = this.#pending;
+    if (
+      p.count === 0 && this.#seqs.size === 0 && this.#sessionWrites.size === 0 &&
+      this.#cursorWrites.size === 0 &&
+      this.#identifyWrites.length === 0
+    ) return;
+    const now = this.#clock.now();
+    const seqUpdates: Array<[number, string, number]> = [];
+    for (const [shard, seq] of this.#seqs) {
+      const session = this.#current.get(shard);
+      if (session) {
+        seqUpdates.push([shard, session.id, seq]);
+        if (seq > session.seq) session.seq = seq;
+      }
+    }
+    const beat = now - this.#lastOwnerBeat >= OWNER_HEARTBEAT_MS;
+    if (beat) this.#lastOwnerBeat = now;
+    const batch: BatchData = {
+      no: ++this.#batchNo,
+      bytes: p.bytes,
+      ends: p.ends,
+      ids: p.ids,
+      shards: p.shards,
+      sessions: p.sessions,
+      seqs: p.seqs,
+      names: p.names,
+      receivedAt: p.receivedAt,
+      sessionWrites: [...this.#sessionWrites],
+      seqUpdates,
+      cursorWrites: [...this.#cursorWrites],
+      identifyWrites: this.#identifyWrites,
+      keepEvents: this.#keepEvents,
+      at: now,
+      owner: beat ? { pid: Deno.pid, host: safeHostname() } : null,
+    };
+    p.no = batch.no;
+    this.#seqs.clear();
+    this.#sessionWrites.clear();
+    this.#cursorWrites.clear();
+    this.#identifyWrites = [];
+    if (this.#cursorWaiters.length > 0) {
+      this.#inflightWaiters.set(batch.no, this.#cursorWaiters);
+      this.#cursorWaiters = [];
+    }
+    this.#pending = new Pending();
+    this.#inflight.push(p);
+    this.#heldBytes += p.length;
+    this.#writer.write(batch);
+    if (!this.#paused && this.#heldBytes > this.#maxPendingBytes) {
+      this.#paused = true;
+      this.#log.debug("journal: {bytes} bytes wait for the store; shards stop reading until it catches up", {
+        bytes: this.#heldBytes,
+      });
+      this.#options.onBackpressure?.(true);
+    }
+  }
+
+  #committed(no: number, bytes?: Uint8Array): void {
+    const p = this.#inflight.shift();
+    if (!p || p.no !== no) {
+      this.#log.error("journal: batch {no} acknowledged out of order", { no });
+      return;
+    }
+    if (bytes) p.bytes = bytes as Uint8Array<ArrayBuffer>;
+    this.#heldBytes -= p.length;
+    if (p.count > 0) this.#store.lastId = p.lastId;
+    this.commits++;
+    this.committedEvents += p.count;
+    if (this.#failures > 0) {
+      this.#log.warn("store writable again after {failures} failed attempt(s); held events committed", {
+        failures: this.#failures,
+      });
+      this.#failures = 0;
+    }
+    if (this.#paused && this.#heldBytes <= this.#maxPendingBytes / 2) {
+      this.#paused = false;
+      this.#options.onBackpressure?.(false);
+    }
+    const waiters = this.#inflightWaiters.get(no);
+    if (waiters) {
+      this.#inflightWaiters.delete(no);
+      for (const waiter of waiters) waiter();
+    }
+    if (p.count > 0) this.#options.onCommit?.(p);
+  }
+
+  #failed(error: StoreError): void {
+    this.failedCommits++;
+    if (error.kind === "corrupt") {
+      this.#fatal = true;
+      this.#log.error("{message}", { message: error.message });
+      this.#options.onFatal?.(error);
+      return;
+    }
+    this.#failures++;
+    if (error.kind === "full") this.#options.onFull?.();
+    if (this.#failures === 1 || this.#failures % 20 === 0) {
+      this.#log.error(
+        "cannot write to the store: {message}; holding {events} event(s) in memory, sessions do not advance; " +
+          "retrying",
+        { message: error.message, events: this.pendingEvents },
+      );
+    }
+    if (!this.#paused && this.#heldBytes > this.#maxPendingBytes) {
+      this.#paused = true;
+      this.#log.warn("store still failing with {bytes} bytes held: shards stop reading until it recovers", {
+        bytes: this.#heldBytes,
+      });
+      this.#options.onBackpressure?.(true);
+    }
+  }
+
+  /** Commits what is gathered and waits (at most `timeoutMs`) until the store has it all. */
+  async flush(timeoutMs = 5_000): Promise<boolean> {
+    this.commit();
+    return await this.#writer.drain(timeoutMs);
+  }
+
+  /** Stops the writer (the store is closing). */
+  async close(): Promise<void> {
+    this.#fatal = true;
+    await this.#writer.close();
+  }
+}
+
+function safeHostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "unknown";
+  }
+}

@@ -1,0 +1,238 @@
+/**
+ * One journal batch and the single transaction that stores it: the batch's events, the sessions that
+ * started or ended, the new seq of every session that saw events (stored or filtered out), sink
+ * cursors, identifies, the last id and the owner heartbeat — all or nothing.
+ *
+ * Writers: `InlineWriter` runs the transaction on the calling thread; `WorkerWriter` (writer_worker.ts)
+ * runs it on a worker thread so SQLite's time overlaps with reading from Discord. Both retry a failed
+ * batch with backoff, in order, and report every outcome.
+ */
+import { type Store, StoreError } from "./store.ts";
+
+export interface SessionRecord {
+  id: string;
+  resumeUrl: string;
+  seq: number;
+  shardCount: number;
+}
+
+/** Plain data (structured-clonable): what a batch writes. */
+export interface BatchData {
+  no: number;
+  /** Payloads back to back; `ends[i]` is where event i ends. */
+  bytes: Uint8Array;
+  ends: number[];
+  ids: number[];
+  shards: number[];
+  sessions: Array<string | null>;
+  seqs: Array<number | null>;
+  names: string[];
+  receivedAt: number[];
+  sessionWrites: Array<[number, SessionRecord | null]>;
+  /** shard, session id, seq: the stored seq only moves forward. */
+  seqUpdates: Array<[number, string, number]>;
+  cursorWrites: Array<[string, number]>;
+  identifyWrites: Array<[number, number]>;
+  keepEvents: boolean;
+  at: number;
+  owner: { pid: number; host: string } | null;
+}
+
+export function writeBatch(store: Store, b: BatchData): void {
+  store.transaction("writing events", () => {
+    if (b.keepEvents) {
+      for (let i = 0; i < b.ids.length; i++) {
+        const start = i === 0 ? 0 : b.ends[i - 1];
+        store.insertEvent(
+          b.ids[i],
+          b.shards[i],
+          b.sessions[i],
+          b.seqs[i],
+          b.names[i],
+          b.receivedAt[i],
+          b.bytes.subarray(start, b.ends[i]),
+        );
+      }
+    }
+    for (const [shard, session] of b.sessionWrites) {
+      if (session === null) store.deleteSession(shard);
+      else {
+        store.saveSession({
+          shard,
+          shardCount: session.shardCount,
+          sessionId: session.id,
+          seq: session.seq,
+          resumeUrl: session.resumeUrl,
+          updatedAt: b.at,
+        });
+      }
+    }
+    for (const [shard, sessionId, seq] of b.seqUpdates) store.updateSessionSeq(shard, sessionId, seq, b.at);
+    for (const [sink, lastId] of b.cursorWrites) store.setCursor(sink, lastId, b.at);
+    for (const [shard, at] of b.identifyWrites) store.recordIdentify(shard, at);
+    if (b.ids.length > 0) store.setMeta("last_id", String(b.ids[b.ids.length - 1]));
+    if (b.owner) store.touchOwner(b.owner.pid, b.owner.host);
+  });
+}
+
+export interface WriterEvents {
+  /** Batch `no` (and every one before it) is stored. Its bytes come back when they were transferred. */
+  committed(no: number, bytes?: Uint8Array): void;
+  /** The oldest unstored batch failed; it is retried. */
+  failed(error: StoreError): void;
+}
+
+export interface JournalWriter {
+  write(batch: BatchData): void;
+  /** Resolves when everything written so far is stored (or `timeoutMs` passed). */
+  drain(timeoutMs: number): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** Delay before retrying the n-th consecutive failure. */
+export function retryDelay(failures: number): number {
+  return Math.min(5_000, 100 * 2 ** Math.min(failures - 1, 6));
+}
+
+/** Turns anything thrown by a write into a StoreError. */
+export function asStoreError(error: unknown): StoreError {
+  return error instanceof StoreError ? error : new StoreError("io", String(error), { cause: error });
+}
+
+/** Writes on the calling thread (tests, and where workers are not wanted). */
+export class InlineWriter implements JournalWriter {
+  readonly #store: Store;
+  readonly #events: WriterEvents;
+  #queue: BatchData[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #failures = 0;
+  #closed = false;
+
+  constructor(store: Store, events: WriterEvents) {
+    this.#store = store;
+    this.#events = events;
+  }
+
+  write(batch: BatchData): void {
+    this.#queue.push(batch);
+    if (this.#timer === undefined) this.#pump();
+  }
+
+  #pump(): void {
+    this.#timer = undefined;
+    while (this.#queue.length > 0 && !this.#closed) {
+      const batch = this.#queue[0];
+      try {
+        writeBatch(this.#store, batch);
+      } catch (error) {
+        this.#failures++;
+        const storeError = asStoreError(error);
+        this.#events.failed(storeError);
+        if (storeError.kind === "corrupt") return;
+        this.#timer = setTimeout(() => this.#pump(), retryDelay(this.#failures));
+        return;
+      }
+      this.#failures = 0;
+      this.#queue.shift();
+      this.#events.committed(batch.no);
+    }
+  }
+
+  async drain(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#queue.length > 0 && Date.now() < deadline) {
+      if (this.#timer !== undefined) {
+        clearTimeout(this.#timer);
+        this.#pump();
+      }
+      if (this.#queue.length > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return this.#queue.length === 0;
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    return Promise.resolve();
+  }
+}
+
+/** Writes on a worker thread (writer_worker.ts): SQLite's time overlaps with the main thread's work. */
+export class WorkerWriter implements JournalWriter {
+  readonly #worker: Worker;
+  readonly #events: WriterEvents;
+  #written = 0;
+  #committed = 0;
+  #closed: Promise<void> | null = null;
+  #onClosed: (() => void) | null = null;
+
+  /** Starts the thread, which opens its own connection to the store at `path`. */
+  constructor(path: string, options: { maxPageCount?: number }, events: WriterEvents) {
+    this.#events = events;
+    this.#worker = new Worker(new URL("./writer_worker.ts", import.meta.url).href, { type: "module" });
+    this.#worker.onmessage = (event: MessageEvent) => this.#onMessage(event.data);
+    this.#worker.onerror = (event) => {
+      event.preventDefault();
+      this.#events.failed(new StoreError("corrupt", `the journal's writer thread failed: ${event.message}`));
+    };
+    this.#worker.postMessage({ type: "open", path, maxPageCount: options.maxPageCount });
+  }
+
+  #onMessage(
+    m: { type: string; no?: number; bytes?: Uint8Array; kind?: StoreError["kind"]; message?: string },
+  ): void {
+    switch (m.type) {
+      case "committed":
+        this.#committed++;
+        this.#events.committed(m.no!, m.bytes);
+        return;
+      case "failed":
+        this.#events.failed(new StoreError(m.kind!, m.message!));
+        return;
+      case "error":
+        // The thread could not open the store: nothing it is given will be written.
+        this.#events.failed(new StoreError("corrupt", m.message!));
+        return;
+      case "opened":
+        return;
+      case "closed":
+        this.#onClosed?.();
+        return;
+    }
+  }
+
+  write(batch: BatchData): void {
+    this.#written++;
+    this.#worker.postMessage({ type: "write", batch }, [batch.bytes.buffer as ArrayBuffer]);
+  }
+
+  /** Asks a waiting retry to go now (room was just made). */
+  retryNow(): void {
+    this.#worker.postMessage({ type: "retry-now" });
+  }
+
+  async drain(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#committed < this.#written && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    return this.#committed >= this.#written;
+  }
+
+  close(): Promise<void> {
+    if (this.#closed) return this.#closed;
+    this.#closed = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#worker.terminate();
+        resolve();
+      }, 2000);
+      this.#onClosed = () => {
+        clearTimeout(timer);
+        this.#worker.terminate();
+        resolve();
+      };
+    });
+    this.#worker.postMessage({ type: "close" });
+    return this.#closed;
+  }
+}
