@@ -1,0 +1,148 @@
+/**
+ * gatehouse — a standalone Discord gateway. This is the CLI edge: parse arguments, dispatch to a
+ * subcommand, and map errors to exit codes in one place.
+ */
+import { Command, CommanderError, Option } from "commander";
+import { ExitError } from "./src/cli/errors.ts";
+import { inspect } from "./src/cli/inspect.ts";
+import { replay, type ReplayFlags } from "./src/cli/replay.ts";
+import { loadRunConfig, run, type RunFlags } from "./src/cli/run.ts";
+import { COMPRESSIONS } from "./src/gateway/protocol.ts";
+import { redact } from "./src/util/log.ts";
+import { VERSION } from "./src/version.ts";
+
+const encoder = new TextEncoder();
+
+function writeErr(text: string): void {
+  Deno.stderr.writeSync(encoder.encode(redact(text)));
+}
+
+export function buildProgram(onExit: (code: number) => void): Command {
+  const program = new Command("gatehouse")
+    .description(
+      "A standalone Discord gateway: holds a bot's shard connections and writes every event as one\n" +
+        "NDJSON line on stdout.",
+    )
+    .version(VERSION, "-V, --version", "print the version and exit")
+    .helpOption("-h, --help", "show help")
+    .helpCommand(false)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => Deno.stdout.writeSync(encoder.encode(text)),
+      writeErr,
+      outputError: (text, write) => write(`gatehouse: ${text.replace(/^error: /, "")}`),
+    })
+    .showSuggestionAfterError(true);
+
+  program
+    .command("run")
+    .description(
+      "Connect every shard and print each dispatch as an NDJSON line on stdout until SIGINT/SIGTERM.\n" +
+        "Options override environment variables, which override the config file.",
+    )
+    .option("-c, --config <path>", "config file (TOML); a missing default file is fine", undefined)
+    .option("--events <names>", "comma-separated event names to forward (default: all) [DISCORD_EVENTS]")
+    .option("--intents <names|bits>", "comma-separated intent names or a bitfield [DISCORD_INTENTS]")
+    .option(
+      "--shard-count <n>",
+      "total shard count (default: Discord's recommendation) [DISCORD_SHARD_COUNT]",
+    )
+    .option("--shard-ids <ids>", "shard ids to run here, e.g. 0-3,8 (default: all) [DISCORD_SHARD_IDS]")
+    .addOption(
+      new Option("--compression <mode>", "transport compression [GATEHOUSE_COMPRESSION]").choices(
+        COMPRESSIONS as string[],
+      ),
+    )
+    .option("--large-threshold <n>", "IDENTIFY large_threshold, 50-250 [GATEHOUSE_LARGE_THRESHOLD]")
+    .option("--store <path>", "SQLite store: sessions, event journal, cursors [GATEHOUSE_STORE]")
+    .option("--journal <bool>", "keep events in the store until delivered: true or false [GATEHOUSE_JOURNAL]")
+    .option("--api-scheme <scheme>", "Discord API scheme, http or https [DISCORD_API_SCHEME]")
+    .option("--api-host <host>", "Discord API host[:port] [DISCORD_API_HOST]")
+    .option("--api-version <n>", "Discord API version, 9 or 10 [DISCORD_API_VERSION]")
+    .option("--log-level <level>", "trace, debug, info, warning, error or fatal [GATEHOUSE_LOG_LEVEL]")
+    .addHelpText(
+      "after",
+      "\nThe token comes from DISCORD_TOKEN or `token` in the config file (never a flag: flags show in ps).\n" +
+        "Exit codes: 0 stopped cleanly, 1 unexpected failure, 2 configuration or usage error,\n" +
+        "3 Discord rejected the token, 4 intents invalid or not enabled, 5 shard layout rejected,\n" +
+        "6 store unusable (corrupt, used by another gatehouse, read-only, full).",
+    )
+    .action(async (flags: RunFlags) => {
+      onExit(await run(flags));
+    });
+
+  program
+    .command("inspect")
+    .description(
+      "Show what the store holds: events, sessions, sink cursors. Read-only; works while run is running.",
+    )
+    .option("-c, --config <path>", "config file (TOML), for [store] path")
+    .option("--store <path>", "SQLite store [GATEHOUSE_STORE]")
+    .option("--json", "print one JSON object")
+    .action((flags: { config?: string; store?: string; json?: boolean }) => {
+      const { config } = loadRunConfig({ config: flags.config, store: flags.store }, { requireToken: false });
+      onExit(inspect(config, { json: flags.json }));
+    });
+
+  program
+    .command("replay")
+    .description(
+      "Re-emit recorded events as NDJSON on stdout (their original ids), or serve them to a bot as a " +
+        "Discord-compatible gateway with --serve.",
+    )
+    .option("-c, --config <path>", "config file (TOML), for [store] path and events")
+    .option("--store <path>", "SQLite store [GATEHOUSE_STORE]")
+    .option(
+      "--from <id|time>",
+      "first event: an id, a time (2026-11-22T10:00:00Z) or relative (-30m, -2h, -1d)",
+    )
+    .option("--to <id|time>", "last event, same forms (default: the newest)")
+    .option("--shard <id>", "only this shard's events")
+    .option("--events <names>", "only these event names (comma-separated)")
+    .option("--follow", "keep going: emit new events as gatehouse run stores them")
+    .option(
+      "--serve <addr>",
+      "serve as a Discord gateway on addr (127.0.0.1:4000, :4000); REST at http://addr/api",
+    )
+    .option(
+      "--speed <n|max>",
+      "pacing: 1 = as recorded, 10 = ten times faster, max = no waiting " +
+        "(default: max on stdout, 1 with --serve)",
+    )
+    .action(async (flags: ReplayFlags & { config?: string; store?: string }) => {
+      const { config } = loadRunConfig({ config: flags.config, store: flags.store }, { requireToken: false });
+      onExit(await replay(config, flags));
+    });
+
+  return program;
+}
+
+export async function main(args: string[]): Promise<number> {
+  let code = 0;
+  const program = buildProgram((c) => (code = c));
+  if (args.length === 0) {
+    program.outputHelp({ error: true });
+    return 2;
+  }
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return code;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version end with exit code 0; everything else commander rejects is a usage error.
+      if (error.code === "commander.helpDisplayed" || error.code === "commander.version") return 0;
+      if (error.code === "commander.help") return 0;
+      return 2;
+    }
+    if (error instanceof ExitError) {
+      if (!error.logged && error.message) writeErr(`gatehouse: ${error.message}\n`);
+      return error.code;
+    }
+    writeErr(`gatehouse: unexpected failure: ${(error as Error)?.stack ?? String(error)}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,348 @@
+/**
+ * `gatehouse run`: connect every configured shard and print each dispatch as one NDJSON line on
+ * stdout until SIGINT/SIGTERM, or until Discord closes with a code that forbids reconnecting.
+ */
+import { ConfigError, type GatehouseConfig, loadConfig } from "../config/load.ts";
+import { fetchGatewayBot, GatewayInfoError, TokenRejectedError } from "../gateway/gateway_info.ts";
+import { IdentifyGuard, LocalIdentifyQueue, type SessionStartLimit } from "../gateway/identify_queue.ts";
+import { type GatewayBotInfo, intentNames, PRIVILEGED_INTENTS } from "../gateway/protocol.ts";
+import type { ResumableSession } from "../gateway/shard.ts";
+import { Journal } from "../journal/journal.ts";
+import { WorkerWriter } from "../journal/write.ts";
+import { Retention } from "../journal/retention.ts";
+import { Store, StoreError } from "../journal/store.ts";
+import { Dispatcher } from "../pool/dispatcher.ts";
+import { Pool, type PoolFailure } from "../pool/pool.ts";
+import { SinkRunner } from "../sinks/runner.ts";
+import { StdoutSink } from "../sinks/stdout.ts";
+import { systemClock } from "../util/clock.ts";
+import { addSecret, logger, setupLogging } from "../util/log.ts";
+import { ExitError } from "./errors.ts";
+
+/** Raw option values from commander; see `registerRun` in main.ts. */
+export interface RunFlags {
+  config?: string;
+  events?: string;
+  intents?: string;
+  shardCount?: string;
+  shardIds?: string;
+  apiVersion?: string;
+  apiScheme?: string;
+  apiHost?: string;
+  compression?: string;
+  largeThreshold?: string;
+  store?: string;
+  journal?: string;
+  logLevel?: string;
+}
+
+/** How long shutdown may take before the process exits anyway. */
+const SHUTDOWN_TIMEOUT_MS = 10_000;
+
+export function loadRunConfig(
+  flags: RunFlags,
+  options: { requireToken?: boolean } = {},
+): { config: GatehouseConfig; warnings: string[] } {
+  const { config: configPath, ...rest } = flags;
+  try {
+    return loadConfig({
+      configPath,
+      env: (name) => Deno.env.get(name),
+      flags: rest,
+      requireToken: options.requireToken,
+    });
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ExitError(2, `configuration error:\n${error.message}`);
+    throw error;
+  }
+}
+
+export async function run(flags: RunFlags): Promise<number> {
+  const { config, warnings } = loadRunConfig(flags);
+  addSecret(config.token.reveal());
+  setupLogging({ level: config.log.level });
+  const log = logger("run");
+  for (const warning of warnings) log.warn(warning);
+
+  // Listen for signals from the start, so a stop during start-up is clean too.
+  const stop = stopSignal();
+  try {
+    return await runGateway(config, stop.signal);
+  } finally {
+    stop.dispose();
+  }
+}
+
+async function runGateway(config: GatehouseConfig, stopped: Promise<string>): Promise<number> {
+  const log = logger("run");
+  const api = { scheme: config.api.scheme, host: config.api.host, version: config.api.version };
+  const fetchInfo = () => fetchGatewayBot({ ...api, token: config.token, logger: log });
+
+  // The store first: a store that cannot be used stops us before we touch Discord.
+  const store = openStore(config);
+  try {
+    return await runWithStore(config, store, fetchInfo, stopped);
+  } finally {
+    store.release();
+    store.close();
+  }
+}
+
+function openStore(config: GatehouseConfig): Store {
+  try {
+    const store = Store.open(config.store.path, {
+      maxPageCount: config.store.hardMaxSizeBytes > 0
+        ? Math.floor(config.store.hardMaxSizeBytes / 16384)
+        : undefined,
+    });
+    try {
+      store.claim();
+    } catch (error) {
+      store.close();
+      throw error;
+    }
+    return store;
+  } catch (error) {
+    if (error instanceof StoreError) throw new ExitError(6, error.message);
+    throw error;
+  }
+}
+
+async function runWithStore(
+  config: GatehouseConfig,
+  store: Store,
+  fetchInfo: () => Promise<GatewayBotInfo>,
+  stopped: Promise<string>,
+): Promise<number> {
+  const log = logger("run");
+  const info = await Promise.race([fetchInfo(), stopped.then(() => null)]).catch((error) => {
+    if (error instanceof TokenRejectedError) throw new ExitError(3, error.message);
+    if (error instanceof GatewayInfoError) throw new ExitError(1, error.message);
+    throw error;
+  });
+  if (info === null) return 0;
+
+  const limit = info.session_start_limit;
+  const shardCount = config.shards.count ?? info.shards;
+  const shardIds = config.shards.ids ?? Array.from({ length: shardCount }, (_, i) => i);
+  const outside = shardIds.filter((id) => id >= shardCount);
+  if (outside.length > 0) {
+    throw new ExitError(
+      2,
+      `configuration error:\nshards.ids contains ${
+        outside.join(", ")
+      }, but the shard count is ${shardCount} ` +
+        `(ids must be below it${
+          config.shards.count === null ? "; the count is Discord's recommendation" : ""
+        })`,
+    );
+  }
+  log.info(
+    "Discord recommends {recommended} shard(s); running {count} of {total}; max_concurrency {mc}; " +
+      "{remaining} of {limit} session starts left",
+    {
+      recommended: info.shards,
+      count: shardIds.length,
+      total: shardCount,
+      mc: limit.max_concurrency,
+      remaining: limit.remaining,
+      limit: limit.total,
+    },
+  );
+
+  // Sessions stored by the previous run are resumed (no IDENTIFY, no session start used).
+  const sessions = new Map<number, ResumableSession>();
+  for (const stored of store.loadSessions()) {
+    if (!shardIds.includes(stored.shard)) continue;
+    if (stored.shardCount !== shardCount) {
+      log.warn("shard {shard}: stored session was for {old} shards, now {count}: starting a new session", {
+        shard: stored.shard,
+        old: stored.shardCount,
+        count: shardCount,
+      });
+      continue;
+    }
+    sessions.set(stored.shard, { id: stored.sessionId, resumeUrl: stored.resumeUrl, seq: stored.seq });
+  }
+  if (sessions.size > 0) {
+    log.info("resuming {n} stored session(s) from {path}", { n: sessions.size, path: store.path });
+  }
+  const identifying = shardIds.length - sessions.size;
+  if (limit.remaining - config.gateway.identifyReserve < identifying) {
+    log.warn(
+      "Only {remaining} session starts left (reserve {reserve}) for {count} shard(s) that must IDENTIFY: " +
+        "some will wait for the limit to reset",
+      { remaining: limit.remaining, reserve: config.gateway.identifyReserve, count: identifying },
+    );
+  }
+
+  let pool: Pool | null = null;
+  let runner: SinkRunner | null = null;
+  let retention: Retention | null = null;
+  let storeFailure: (reason: string) => void = () => {};
+  const storeBroken = new Promise<string>((resolve) => (storeFailure = resolve));
+  const maxPageCount = config.store.hardMaxSizeBytes > 0
+    ? Math.max(64, Math.floor(config.store.hardMaxSizeBytes / store.pageSize()))
+    : undefined;
+  const journal = new Journal({
+    store,
+    keepEvents: config.store.journal,
+    // SQLite works on its own thread while this one reads from Discord.
+    writer: (events) => new WorkerWriter(store.path, { maxPageCount }, events),
+    logger: logger("journal"),
+    onCommit: (batch) => runner?.offer(batch),
+    onBackpressure: (paused) => pool?.setPaused(paused),
+    onFatal: (error) => storeFailure(error.message),
+    onFull: () => void retention?.run(),
+  });
+  for (const [shard, session] of sessions) {
+    journal.restoreSession(shard, { ...session, shardCount });
+  }
+
+  let outputClosed: (reason: string) => void = () => {};
+  const outputGone = new Promise<string>((resolve) => (outputClosed = resolve));
+  const stdout = new StdoutSink({ onClosed: (error) => outputClosed(error.message) });
+  runner = new SinkRunner({
+    sink: stdout,
+    journal,
+    store: config.store.journal ? store : null,
+    logger: logger("sink"),
+  });
+  runner.start();
+  retention = config.store.journal
+    ? new Retention({
+      store,
+      logger: logger("retention"),
+      maxAgeMs: config.store.maxAgeMs,
+      maxSizeBytes: config.store.maxSizeBytes,
+      hardMaxSizeBytes: config.store.hardMaxSizeBytes,
+      delivered: () => runner!.cursor,
+    })
+    : null;
+  retention?.start();
+
+  const toLimit = (l: typeof limit): SessionStartLimit => ({
+    total: l.total,
+    remaining: l.remaining,
+    resetAfter: l.reset_after,
+  });
+  const identifyQueue = new IdentifyGuard({
+    inner: new LocalIdentifyQueue({
+      maxConcurrency: limit.max_concurrency,
+      clock: systemClock,
+      limit: toLimit(limit),
+      reserve: config.gateway.identifyReserve,
+      lastIdentified: store.lastIdentifies(),
+      refresh: async () => toLimit((await fetchInfo()).session_start_limit),
+      logger: logger("identify"),
+    }),
+    history: {
+      since: (shard, time) => store.identifiesSince(time, shard),
+      record: (shard) => journal.recordIdentify(shard),
+    },
+    clock: systemClock,
+    logger: logger("identify"),
+  });
+
+  const dispatcher = new Dispatcher({ events: config.events, journal });
+  pool = new Pool({
+    shardIds,
+    shardCount,
+    token: config.token,
+    intents: config.intents,
+    presence: config.presence,
+    largeThreshold: config.gateway.largeThreshold,
+    compression: config.gateway.compression,
+    apiVersion: config.api.version,
+    gatewayUrl: info.url,
+    identifyQueue,
+    sink: dispatcher,
+    logger: logger("shard"),
+    sessions,
+    onSession: (shard, session) => {
+      if (session) journal.sessionStarted(shard, { ...session, shardCount });
+      else journal.sessionLost(shard);
+    },
+  });
+  pool.start();
+
+  const outcome = await Promise.race([
+    stopped.then((signal) => ({ kind: "signal" as const, detail: signal })),
+    outputGone.then((reason) => ({ kind: "output" as const, detail: reason })),
+    storeBroken.then((reason) => ({ kind: "store" as const, detail: reason })),
+    pool.failed.then((failure) => ({ kind: "fatal" as const, failure })),
+  ]);
+
+  if (outcome.kind === "fatal") {
+    log.error("{message}", { message: fatalMessage(outcome.failure, config, shardCount) });
+  } else if (outcome.kind === "output") {
+    log.warn("stopping: {reason}", { reason: outcome.detail });
+  } else if (outcome.kind === "store") {
+    log.error("stopping: the store cannot be written: {reason}", { reason: outcome.detail });
+  } else {
+    log.info("stopping on {signal}: closing shards with 4000 so their sessions stay resumable", {
+      signal: outcome.detail,
+    });
+  }
+  retention?.stop();
+  const { closed, total } = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
+  // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
+  await journal.flush();
+  if (outcome.kind !== "output") runner.drain();
+  await journal.flush();
+  await journal.close();
+  runner.close();
+  log.info("stopped: {closed} of {total} shard(s) closed cleanly, {events} event(s) written", {
+    closed,
+    total,
+    events: stdout.written,
+  });
+  if (outcome.kind === "fatal") throw new ExitError(outcome.failure.exitCode, "", { logged: true });
+  if (outcome.kind === "store") throw new ExitError(6, "", { logged: true });
+  return 0;
+}
+
+/** The operator-facing explanation of a fatal close code. */
+export function fatalMessage(failure: PoolFailure, config: GatehouseConfig, shardCount: number): string {
+  const { code, shard } = failure;
+  switch (code) {
+    case 4004:
+      return "Discord rejected the token (close 4004 on shard " + shard + "): check DISCORD_TOKEN";
+    case 4013:
+      return `Discord rejected the intents ${config.intents} (${intentNames(config.intents).join(", ")}) ` +
+        "as an invalid bitfield (close 4013)";
+    case 4014: {
+      const privileged = intentNames(config.intents & PRIVILEGED_INTENTS);
+      return `Discord refused the intents: ${privileged.join(", ") || "a privileged intent"} ` +
+        "(close 4014, disallowed intents). Privileged intents must be enabled for the application in the " +
+        "Discord developer portal (Bot → Privileged Gateway Intents), or removed from `intents`";
+    }
+    case 4010:
+      return `Discord rejected the shard layout: shard [${shard}, ${shardCount}] is invalid (close 4010)`;
+    case 4011:
+      return `Discord requires more shards: shard ${shard} of ${shardCount} holds too many guilds ` +
+        "(close 4011); raise [shards] count or leave it unset to use Discord's recommendation";
+    case 4012:
+      return `Discord rejected API version ${config.api.version} (close 4012)`;
+    default:
+      return `shard ${shard}: Discord closed with ${code} (${failure.reason}); not reconnecting`;
+  }
+}
+
+/** Resolves with the signal's name on SIGINT, or SIGTERM where the OS has it (not on Windows). */
+function stopSignal(): { signal: Promise<string>; dispose: () => void } {
+  const names: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  let resolve: (name: string) => void = () => {};
+  const signal = new Promise<string>((r) => (resolve = r));
+  const handlers = names.map((name) => {
+    const handler = () => resolve(name);
+    Deno.addSignalListener(name, handler);
+    return [name, handler] as const;
+  });
+  return {
+    signal,
+    dispose: () => {
+      for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
+    },
+  };
+}
