@@ -1,0 +1,307 @@
+/**
+ * `deno task bench`: throughput, CPU and memory of `gatehouse run` against the fake Discord.
+ *
+ * The fake runs in this process with precompressed zlib-stream frames (so it costs little CPU); the
+ * gateway runs as a child process exactly like `deno task start`, stdout to /dev/null. Progress is read
+ * from gatehouse's own heartbeats (every heartbeat carries the last sequence number it has handled),
+ * CPU and memory from /proc/<pid>. The same scenarios run against two bare loops for reference: one
+ * that only inflates, one that inflates, JSON.parses and writes each event as a line.
+ *
+ *   deno task bench                      # every scenario
+ *   deno task bench --only flood1,idle   # some of them
+ *   deno task bench --json               # one JSON object at the end
+ */
+import { parseArgs } from "node:util";
+import { FakeDiscord } from "../tests/fake_discord/server.ts";
+import { RUN_FLAGS } from "../tests/helpers/gatehouse.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    only: { type: "string" },
+    seconds: { type: "string", default: "10" },
+    json: { type: "boolean", default: false },
+    "idle-shards": { type: "string", default: "1000" },
+    baseline: { type: "boolean", default: true },
+    "no-baseline": { type: "boolean", default: false },
+    /** Replaces the V8 flags of `deno task start` (to measure their effect). */
+    "v8-flags": { type: "string" },
+  },
+});
+
+const ROOT = new URL("../", import.meta.url);
+const SECONDS = Number(values.seconds);
+const CLK_TCK = 100;
+const only = values.only ? new Set(values.only.split(",")) : null;
+const wanted = (name: string) => only === null || only.has(name);
+const withBaselines = values.baseline && !values["no-baseline"];
+const log = (text: string) => Deno.stderr.writeSync(new TextEncoder().encode(`${text}\n`));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** gatehouse with its journal (the default), without it, and the two reference clients. */
+type Target = "gatehouse" | "gatehouse-no-journal" | "bare-inflate" | "bare-parse-write";
+
+const STORE_DIR = Deno.makeTempDirSync({ prefix: "gatehouse-bench-" });
+let runs = 0;
+
+/** Starts the program under test against the fake; stdout goes to /dev/null. */
+function spawn(
+  target: Target,
+  fake: FakeDiscord,
+  shards: number,
+  extraEnv: Record<string, string> = {},
+): Deno.ChildProcess {
+  const env = {
+    GATEHOUSE_STORE: `${STORE_DIR}/run-${++runs}.db`,
+    GATEHOUSE_JOURNAL: target === "gatehouse-no-journal" ? "false" : "true",
+    ...extraEnv,
+    DISCORD_TOKEN: "fake-token",
+    DISCORD_API_SCHEME: "http",
+    DISCORD_API_HOST: fake.apiHost,
+    GATEHOUSE_LOG_LEVEL: "warning",
+    BENCH_SHARDS: String(shards),
+    BENCH_GATEWAY: fake.gatewayUrl,
+  };
+  const flags = values["v8-flags"] === undefined ? RUN_FLAGS : [
+    ...RUN_FLAGS.filter((f) => !f.startsWith("--v8-flags")),
+    ...(values["v8-flags"] ? [`--v8-flags=${values["v8-flags"]}`] : []),
+  ];
+  const args = target.startsWith("gatehouse")
+    ? [...flags, "main.ts", "run"]
+    : [...flags, "bench/bare_client.ts", target === "bare-inflate" ? "inflate" : "parse-write"];
+  return new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+}
+
+function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+function memoryKb(pid: number): { rss: number; peak: number } {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return {
+    rss: Number(/VmRSS:\s+(\d+)/.exec(status)![1]),
+    peak: Number(/VmHWM:\s+(\d+)/.exec(status)![1]),
+  };
+}
+
+/** Per connection: the last sequence number the client reported in a heartbeat, and when it arrived. */
+function progress(fake: FakeDiscord): Map<number, { seq: number; at: number }> {
+  const out = new Map<number, { seq: number; at: number }>();
+  for (const c of fake.connections()) {
+    if (c.lastHeartbeatSeq !== null && c.lastHeartbeatAt !== null) {
+      out.set(c.id, { seq: c.lastHeartbeatSeq, at: c.lastHeartbeatAt });
+    }
+  }
+  return out;
+}
+
+/**
+ * Events handled per second, summed over connections, from two progress snapshots: each connection's
+ * rate is its seq delta over the time between its own heartbeats, so the heartbeat interval adds no
+ * error. Connections that reconnected in between (new ids) are not counted, and are reported.
+ */
+function handledRate(
+  before: Map<number, { seq: number; at: number }>,
+  after: Map<number, { seq: number; at: number }>,
+) {
+  let perSecond = 0;
+  let lost = 0;
+  for (const [id, a] of before) {
+    const b = after.get(id);
+    if (!b) {
+      lost++;
+      continue;
+    }
+    if (b.at > a.at) perSecond += ((b.seq - a.seq) * 1000) / (b.at - a.at);
+  }
+  return { perSecond, lost };
+}
+
+async function waitReady(fake: FakeDiscord, shards: number, timeoutMs: number): Promise<void> {
+  await fake.waitFor(
+    () => fake.connections().filter((c) => c.sessionId !== null && c.heartbeats > 0).length === shards,
+    timeoutMs,
+    `${shards} shards ready and beating`,
+  );
+}
+
+async function stop(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch {
+    // gone
+  }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // gone
+    }
+  }, 15_000);
+  await child.status;
+  clearTimeout(timer);
+}
+
+interface Measure {
+  target: Target;
+  scenario: string;
+  shards: number;
+  events: number;
+  seconds: number;
+  eventsPerSecond: number;
+  cpuPer100k: number;
+  peakRssMb: number;
+}
+
+/** Flood (as fast as the client reads) or paced traffic for `seconds`, measured from heartbeats. */
+async function throughput(
+  target: Target,
+  scenario: string,
+  shards: number,
+  rate: number | "flood",
+  seconds: number,
+): Promise<Measure> {
+  const fake = await FakeDiscord.start({
+    shards,
+    maxConcurrency: shards,
+    guildsPerShard: 1,
+    // Short enough for several progress reports per measurement; Discord's is 41.25 s.
+    heartbeatIntervalMs: 2000,
+    precompressed: true,
+    recordEvents: false,
+    replayBufferSize: 20_000,
+  });
+  const child = spawn(target, fake, shards);
+  try {
+    await waitReady(fake, shards, 30_000);
+    if (rate === "flood") fake.startFlood();
+    else fake.startTraffic(rate);
+    await sleep(2000); // warm up
+    const p0 = progress(fake), c0 = cpuSeconds(child.pid), t0 = performance.now();
+    await sleep(seconds * 1000);
+    const p1 = progress(fake), c1 = cpuSeconds(child.pid), t1 = performance.now();
+    fake.stopFlood();
+    fake.stopTraffic();
+    const elapsed = (t1 - t0) / 1000;
+    const { perSecond, lost } = handledRate(p0, p1);
+    if (lost > 0) log(`  (${lost} connection(s) reconnected during the measurement and were not counted)`);
+    const events = Math.round(perSecond * elapsed);
+    const result: Measure = {
+      target,
+      scenario,
+      shards,
+      events,
+      seconds: Number(elapsed.toFixed(2)),
+      eventsPerSecond: Math.round(perSecond),
+      cpuPer100k: Number((((c1 - c0) / events) * 100_000).toFixed(3)),
+      peakRssMb: Math.round(memoryKb(child.pid).peak / 1024),
+    };
+    log(
+      `${target.padEnd(20)} ${scenario.padEnd(18)} ${String(result.eventsPerSecond).padStart(7)} events/s  ` +
+        `${result.cpuPer100k.toFixed(2).padStart(5)} CPU-s/100k  peak RSS ${result.peakRssMb} MB`,
+    );
+    return result;
+  } finally {
+    await stop(child);
+    await fake.stop();
+  }
+}
+
+/** RSS per idle shard: (RSS with N idle shards − RSS with 1) / (N − 1). */
+async function idle(
+  target: Target,
+  n: number,
+): Promise<{ target: Target; shards: number; perShardKb: number; rssMb: number }> {
+  const rssWith = async (shards: number) => {
+    const fake = await FakeDiscord.start({
+      shards,
+      maxConcurrency: shards,
+      guildsPerShard: 1,
+      precompressed: true,
+      recordEvents: false,
+    });
+    const child = spawn(target, fake, shards);
+    try {
+      await waitReady(fake, shards, 120_000).catch(async () => {
+        // Heartbeats start after a random first delay of up to 41 s: wait for sessions instead.
+        await fake.waitFor(
+          () => fake.connections().filter((c) => c.sessionId !== null).length === shards,
+          120_000,
+        );
+      });
+      await sleep(3000);
+      return memoryKb(child.pid).rss;
+    } finally {
+      await stop(child);
+      await fake.stop();
+    }
+  };
+  const one = await rssWith(1);
+  const many = await rssWith(n);
+  const perShardKb = Number(((many - one) / (n - 1)).toFixed(1));
+  log(
+    `${target.padEnd(16)} idle ${n} shards: RSS ${Math.round(many / 1024)} MB (1 shard: ${
+      Math.round(one / 1024)
+    } MB) → ${perShardKb} KB per idle shard`,
+  );
+  return { target, shards: n, perShardKb, rssMb: Math.round(many / 1024) };
+}
+
+const targets: Target[] = withBaselines
+  ? ["gatehouse", "gatehouse-no-journal", "bare-inflate", "bare-parse-write"]
+  : ["gatehouse", "gatehouse-no-journal"];
+const results: { throughput: Measure[]; idle: Array<Awaited<ReturnType<typeof idle>>> } = {
+  throughput: [],
+  idle: [],
+};
+
+log(
+  `gatehouse bench: ${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}`,
+);
+log(
+  `each measurement: ${SECONDS} s after 2 s of warm-up; zlib-stream; every event written as an NDJSON line\n`,
+);
+for (const target of targets) {
+  if (wanted("flood1")) {
+    results.throughput.push(await throughput(target, "flood, 1 shard", 1, "flood", SECONDS));
+  }
+  if (wanted("flood16")) {
+    results.throughput.push(await throughput(target, "flood, 16 shards", 16, "flood", SECONDS));
+  }
+  if (wanted("paced500")) {
+    results.throughput.push(await throughput(target, "16 × 500/s", 16, 500, SECONDS * 2));
+  }
+  if (wanted("paced2000")) {
+    results.throughput.push(await throughput(target, "16 × 2000/s", 16, 2000, SECONDS));
+  }
+}
+if (wanted("idle")) {
+  for (const target of targets.filter((t) => t === "gatehouse" || t === "bare-inflate")) {
+    results.idle.push(await idle(target, Number(values["idle-shards"])));
+  }
+}
+// Journaling's cost: journal-on throughput as a share of journal-off, per scenario.
+for (const on of results.throughput.filter((r) => r.target === "gatehouse")) {
+  const off = results.throughput.find((r) =>
+    r.target === "gatehouse-no-journal" && r.scenario === on.scenario
+  );
+  if (off && off.eventsPerSecond > 0) {
+    log(
+      `journal on/off, ${on.scenario}: ${
+        Math.round((on.eventsPerSecond / off.eventsPerSecond) * 100)
+      } % of the throughput, ` +
+        `${on.cpuPer100k} vs ${off.cpuPer100k} CPU-s/100k`,
+    );
+  }
+}
+if (values.json) console.log(JSON.stringify(results));
+Deno.removeSync(STORE_DIR, { recursive: true });
