@@ -20,7 +20,7 @@ function writeErr(text: string): void {
 export function buildProgram(onExit: (code: number) => void): Command {
   const program = new Command("gatehouse")
     .description(
-      "A standalone Discord gateway: holds a bot's shard connections and writes every event as one\n" +
+      "A standalone Discord gateway: holds a bot's shard connections and writes every event as one " +
         "NDJSON line on stdout.",
     )
     .version(VERSION, "-V, --version", "print the version and exit")
