@@ -181,17 +181,24 @@ async function runWithStore(
   let retention: Retention | null = null;
   let storeFailure: (reason: string) => void = () => {};
   const storeBroken = new Promise<string>((resolve) => (storeFailure = resolve));
+  // Shards stop reading while the store or a sink cannot keep up.
+  const held = { journal: false, sink: false };
+  const hold = (who: keyof typeof held, paused: boolean) => {
+    held[who] = paused;
+    pool?.setPaused(held.journal || held.sink);
+  };
   const maxPageCount = config.store.hardMaxSizeBytes > 0
     ? Math.max(64, Math.floor(config.store.hardMaxSizeBytes / store.pageSize()))
     : undefined;
   const journal = new Journal({
     store,
     keepEvents: config.store.journal,
+    commitIntervalMs: config.store.commitIntervalMs,
     // SQLite works on its own thread while this one reads from Discord.
     writer: (events) => new WorkerWriter(store.path, { maxPageCount }, events),
     logger: logger("journal"),
     onCommit: (batch) => runner?.offer(batch),
-    onBackpressure: (paused) => pool?.setPaused(paused),
+    onBackpressure: (paused) => hold("journal", paused),
     onFatal: (error) => storeFailure(error.message),
     onFull: () => void retention?.run(),
   });
@@ -207,6 +214,7 @@ async function runWithStore(
     journal,
     store: config.store.journal ? store : null,
     logger: logger("sink"),
+    onBackpressure: (paused) => hold("sink", paused),
   });
   runner.start();
   retention = config.store.journal

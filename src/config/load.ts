@@ -132,6 +132,7 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
       maxAgeMs: get("store.max_age", DEFAULTS.store.maxAgeMs),
       maxSizeBytes: get("store.max_size", DEFAULTS.store.maxSizeBytes),
       hardMaxSizeBytes: get("store.hard_max_size", DEFAULTS.store.hardMaxSizeBytes),
+      commitIntervalMs: get("store.commit_interval_ms", DEFAULTS.store.commitIntervalMs),
     },
     log: { level: get("log.level", DEFAULTS.log.level) },
   };

@@ -39,6 +39,8 @@ export interface GatehouseConfig {
     maxSizeBytes: number;
     /** The store never grows past this: writes stop (and wait) and, if that is not enough, even undelivered events are pruned (bytes; 0 = none). */
     hardMaxSizeBytes: number;
+    /** Group commit: at most one journal transaction per this many ms (0 = one per event-loop turn). */
+    commitIntervalMs: number;
   };
   log: { level: LogLevel };
 }
@@ -416,6 +418,12 @@ export const KEYS: readonly KeyDef[] = [
     parse: parseSize,
   },
   {
+    key: "store.commit_interval_ms",
+    env: ["GATEHOUSE_COMMIT_INTERVAL_MS"],
+    fromText: asNumber,
+    parse: fromZod(z.number().int().min(0).max(1000), "an integer from 0 to 1000 (milliseconds)"),
+  },
+  {
     key: "log.level",
     env: ["GATEHOUSE_LOG_LEVEL"],
     flag: { name: "logLevel", option: "log-level" },
@@ -437,6 +445,7 @@ export const DEFAULTS = {
     maxAgeMs: 7 * 86_400_000,
     maxSizeBytes: 1e9,
     hardMaxSizeBytes: 0,
+    commitIntervalMs: 10,
   },
   log: { level: "info" as LogLevel },
 };

@@ -28,6 +28,8 @@ export interface EventBatch {
   readonly count: number;
   readonly firstId: number;
   readonly lastId: number;
+  /** Bytes of all payloads together. */
+  readonly size: number;
   id(i: number): number;
   shard(i: number): number;
   /** The event's payload: Discord's JSON object (from its `{`), exactly as received. */
@@ -48,6 +50,13 @@ export interface JournalOptions {
   maxPendingBytes?: number;
   /** A batch this large is committed at once instead of at the end of the turn. */
   maxBatchBytes?: number;
+  /**
+   * Group commit: at most one transaction per this many ms (default 10), and none while the previous
+   * one is still being written — events arriving meanwhile join the next batch. Bounds the number of
+   * transactions (and sink deliveries) per second whatever the event rate; a full batch
+   * (`maxBatchBytes`) goes at once.
+   */
+  commitIntervalMs?: number;
   /** Called for every committed batch, in order. */
   onCommit?: (batch: EventBatch) => void;
   /** The writer (default: in this thread). */
@@ -62,6 +71,13 @@ export interface JournalOptions {
 
 const encoder = new TextEncoder();
 const OWNER_HEARTBEAT_MS = 5_000;
+/**
+ * How often every session's seq is written to its row (a checkpoint). In between, a seq that came with
+ * a stored event is recorded by that event's row; any other (a filtered-out event, or every event when
+ * events are not kept) goes into one small meta row (`seqs`) in the same transaction, instead of one
+ * row update per session per commit — the cost that dominated commits (see `Store.loadSessions`).
+ */
+const SEQ_CHECKPOINT_MS = 1_000;
 
 class Pending implements EventBatch {
   no = 0;
@@ -83,6 +99,9 @@ class Pending implements EventBatch {
   }
   get lastId(): number {
     return this.ids[this.ids.length - 1] ?? 0;
+  }
+  get size(): number {
+    return this.length;
   }
   id(i: number): number {
     return this.ids[i];
@@ -119,6 +138,8 @@ export class Journal {
   readonly #options: JournalOptions;
   readonly #maxPendingBytes: number;
   readonly #maxBatchBytes: number;
+  readonly #commitIntervalMs: number;
+  #lastCommitAt = -Infinity;
   readonly #keepEvents: boolean;
   readonly #writer: JournalWriter;
   #pending = new Pending();
@@ -131,6 +152,11 @@ export class Journal {
   #current = new Map<number, SessionRecord>();
   /** Per shard: highest seq seen since the last commit (stored or filtered). */
   #seqs = new Map<number, number>();
+  /** Per shard: highest seq of a stored event since the last commit. */
+  #storedSeqs = new Map<number, number>();
+  /** Per shard: session and seq not written to the session's row yet (carried by stored events). */
+  #unwrittenSeqs = new Map<number, [string, number]>();
+  #lastCheckpoint = -Infinity;
   #sessionWrites = new Map<number, SessionRecord | null>();
   #cursorWrites = new Map<string, number>();
   /** Callbacks waiting for the cursors of the pending batch to be stored. */
@@ -155,6 +181,7 @@ export class Journal {
     this.#options = options;
     this.#maxPendingBytes = options.maxPendingBytes ?? 32 * 1024 * 1024;
     this.#maxBatchBytes = options.maxBatchBytes ?? 1024 * 1024;
+    this.#commitIntervalMs = options.commitIntervalMs ?? 10;
     this.#keepEvents = options.keepEvents ?? true;
     this.#nextId = options.store.lastId + 1;
     const events: WriterEvents = {
@@ -193,6 +220,10 @@ export class Journal {
     if (!keep) {
       this.#schedule();
       return;
+    }
+    if (s > 0 && this.#keepEvents) {
+      const stored = this.#storedSeqs.get(shard);
+      if (stored === undefined || s > stored) this.#storedSeqs.set(shard, s);
     }
     let end = payload.length;
     while (end > start && payload[end - 1] <= 0x20) end--;
@@ -250,10 +281,15 @@ export class Journal {
   #schedule(): void {
     if (this.#scheduled || this.#fatal) return;
     this.#scheduled = true;
-    setTimeout(this.#commitLater, 0);
+    // While a batch is being written, #committed() schedules the next one.
+    if (this.#inflight.length > 0) return;
+    const wait = this.#lastCommitAt + this.#commitIntervalMs - performance.now();
+    setTimeout(this.#commitLater, wait > 0 ? wait : 0);
   }
 
   readonly #commitLater = () => {
+    if (!this.#scheduled) return;
+    if (this.#inflight.length > 0) return;
     this.#scheduled = false;
     this.commit();
   };
@@ -267,14 +303,35 @@ export class Journal {
       this.#cursorWrites.size === 0 &&
       this.#identifyWrites.length === 0
     ) return;
+    this.#lastCommitAt = performance.now();
     const now = this.#clock.now();
     const seqUpdates: Array<[number, string, number]> = [];
+    const checkpoint = now - this.#lastCheckpoint >= SEQ_CHECKPOINT_MS;
+    let noteSeqs = false;
     for (const [shard, seq] of this.#seqs) {
       const session = this.#current.get(shard);
-      if (session) {
-        seqUpdates.push([shard, session.id, seq]);
-        if (seq > session.seq) session.seq = seq;
+      if (!session) continue;
+      if (seq > session.seq) session.seq = seq;
+      this.#unwrittenSeqs.set(shard, [session.id, seq]);
+      // Only a seq no stored event of this batch carries needs the meta row.
+      if (this.#storedSeqs.get(shard) !== seq) noteSeqs = true;
+    }
+    if (this.#sessionWrites.size > 0) {
+      // A new or lost session replaces whatever was noted for its shard.
+      for (const shard of this.#sessionWrites.keys()) {
+        if (!this.#seqs.has(shard)) this.#unwrittenSeqs.delete(shard);
       }
+    }
+    let seqNote: string | null = null;
+    if (checkpoint) {
+      this.#lastCheckpoint = now;
+      for (const [shard, [id, seq]] of this.#unwrittenSeqs) {
+        if (this.#current.get(shard)?.id === id) seqUpdates.push([shard, id, seq]);
+      }
+      this.#unwrittenSeqs.clear();
+      seqNote = "{}";
+    } else if (noteSeqs) {
+      seqNote = JSON.stringify(Object.fromEntries(this.#unwrittenSeqs));
     }
     const beat = now - this.#lastOwnerBeat >= OWNER_HEARTBEAT_MS;
     if (beat) this.#lastOwnerBeat = now;
@@ -293,11 +350,14 @@ export class Journal {
       cursorWrites: [...this.#cursorWrites],
       identifyWrites: this.#identifyWrites,
       keepEvents: this.#keepEvents,
+      checkpointId: checkpoint ? this.#nextId - 1 : null,
+      seqNote,
       at: now,
       owner: beat ? { pid: Deno.pid, host: safeHostname() } : null,
     };
     p.no = batch.no;
     this.#seqs.clear();
+    this.#storedSeqs.clear();
     this.#sessionWrites.clear();
     this.#cursorWrites.clear();
     this.#identifyWrites = [];
@@ -345,6 +405,11 @@ export class Journal {
       for (const waiter of waiters) waiter();
     }
     if (p.count > 0) this.#options.onCommit?.(p);
+    if (this.#scheduled && this.#inflight.length === 0) {
+      // Events gathered while this batch was written: commit them after the interval.
+      const wait = this.#lastCommitAt + this.#commitIntervalMs - performance.now();
+      setTimeout(this.#commitLater, wait > 0 ? wait : 0);
+    }
   }
 
   #failed(error: StoreError): void {

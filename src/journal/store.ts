@@ -419,11 +419,17 @@ export class Store {
 
   // ---- sessions ----
 
+  /**
+   * The stored sessions. A session's seq is the larger of its row's and that of its newest stored event:
+   * the journal writes session rows only at checkpoints (meta `seq_checkpoint`, the last event id they
+   * cover) unless an event was filtered out, since a stored event carries its session and seq and
+   * commits in the same transaction. Only events after the checkpoint are looked at.
+   */
   loadSessions(): StoredSession[] {
     const rows = this.#stmt(
       "SELECT shard, shard_count, session_id, seq, resume_url, updated_at FROM sessions ORDER BY shard",
     ).all() as Array<Record<string, number | string>>;
-    return rows.map((r) => ({
+    const sessions = rows.map((r) => ({
       shard: Number(r.shard),
       shardCount: Number(r.shard_count),
       sessionId: String(r.session_id),
@@ -431,6 +437,31 @@ export class Store {
       resumeUrl: String(r.resume_url),
       updatedAt: Number(r.updated_at),
     }));
+    if (sessions.length === 0) return sessions;
+    const newest = this.#stmt(
+      "SELECT session, max(seq) AS seq FROM events WHERE id > ? AND session IS NOT NULL GROUP BY session",
+    ).all(this.seqCheckpoint) as Array<{ session: string; seq: number | null }>;
+    const bySession = new Map(newest.map((r) => [r.session, Number(r.seq ?? 0)]));
+    // Seqs noted since the checkpoint without an event row (filtered out, or events not kept).
+    let noted: Record<string, [string, number]> = {};
+    try {
+      noted = JSON.parse(this.meta("seqs") ?? "{}");
+    } catch {
+      // an unreadable note: the rows and events still give a seq (maybe older: Discord replays more)
+    }
+    for (const [id, seq] of Object.values(noted)) {
+      if ((bySession.get(id) ?? 0) < seq) bySession.set(id, seq);
+    }
+    for (const session of sessions) {
+      const seq = bySession.get(session.sessionId);
+      if (seq !== undefined && seq > session.seq) session.seq = seq;
+    }
+    return sessions;
+  }
+
+  /** Events up to this id have their seq in the sessions table (see `loadSessions`). */
+  get seqCheckpoint(): number {
+    return Number(this.meta("seq_checkpoint") ?? 0);
   }
 
   saveSession(s: StoredSession): void {
@@ -514,6 +545,9 @@ export class Store {
   /** Deletes events with id <= `throughId`, at most `limit` of them. Returns how many. */
   deleteEventsThrough(throughId: number, limit: number): number {
     const first = this.minEventId();
+    // Events after the seq checkpoint may be all that records their session's seq: they stay.
+    const checkpoint = this.meta("seq_checkpoint");
+    if (checkpoint !== undefined) throughId = Math.min(throughId, Number(checkpoint));
     if (first === 0 || first > throughId) return 0;
     const bound = Math.min(throughId, first + limit - 1);
     const result = this.#stmt("DELETE FROM events WHERE id <= ?").run(bound);

@@ -34,6 +34,10 @@ export interface BatchData {
   cursorWrites: Array<[string, number]>;
   identifyWrites: Array<[number, number]>;
   keepEvents: boolean;
+  /** Set when `seqUpdates` covers every session: the seq checkpoint moves to this id. */
+  checkpointId: number | null;
+  /** JSON `{shard: [session id, seq]}` for meta `seqs`: seqs not in a session row or event row yet. */
+  seqNote: string | null;
   at: number;
   owner: { pid: number; host: string } | null;
 }
@@ -71,6 +75,8 @@ export function writeBatch(store: Store, b: BatchData): void {
     for (const [sink, lastId] of b.cursorWrites) store.setCursor(sink, lastId, b.at);
     for (const [shard, at] of b.identifyWrites) store.recordIdentify(shard, at);
     if (b.ids.length > 0) store.setMeta("last_id", String(b.ids[b.ids.length - 1]));
+    if (b.checkpointId !== null) store.setMeta("seq_checkpoint", String(b.checkpointId));
+    if (b.seqNote !== null) store.setMeta("seqs", b.seqNote);
     if (b.owner) store.touchOwner(b.owner.pid, b.owner.host);
   });
 }

@@ -11,10 +11,16 @@ import type { Logger } from "../util/log.ts";
 import type { Sink } from "./sink.ts";
 
 const PAGE = 1000;
-/** A batch read from the store is cut at this size, as the journal cuts committed batches. */
-const PAGE_BYTES = 1024 * 1024;
-/** Committed batches waiting in memory beyond this are left in the store and read back later. */
-const MAX_QUEUED = 2000;
+/**
+ * One delivery carries at most this many bytes of payloads (at least one event): what the store gives
+ * back per read, and how far queued batches are joined. It bounds what a crash can repeat.
+ */
+const MAX_DELIVERY_BYTES = 1024 * 1024;
+/**
+ * Committed batches waiting in memory beyond this many bytes are left in the store and read back
+ * later; without a store (journal off) the shards are asked to stop reading instead.
+ */
+const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
 
 /** Stored rows as a batch. */
 class RowBatch implements EventBatch {
@@ -31,6 +37,11 @@ class RowBatch implements EventBatch {
   get lastId() {
     return this.#rows[this.#rows.length - 1]?.id ?? 0;
   }
+  get size() {
+    let bytes = 0;
+    for (const row of this.#rows) bytes += row.payload.length;
+    return bytes;
+  }
   id(i: number) {
     return this.#rows[i].id;
   }
@@ -45,12 +56,66 @@ class RowBatch implements EventBatch {
   }
 }
 
+/** Consecutive committed batches delivered as one (read in order, so the part is looked up lazily). */
+class JoinedBatch implements EventBatch {
+  readonly #parts: EventBatch[];
+  readonly #starts: number[] = [];
+  readonly count: number;
+  readonly size: number;
+  #part = 0;
+
+  constructor(parts: EventBatch[]) {
+    this.#parts = parts;
+    let count = 0, size = 0;
+    for (const part of parts) {
+      this.#starts.push(count);
+      count += part.count;
+      size += part.size;
+    }
+    this.count = count;
+    this.size = size;
+  }
+  get firstId() {
+    return this.#parts[0].firstId;
+  }
+  get lastId() {
+    return this.#parts[this.#parts.length - 1].lastId;
+  }
+  #at(i: number): number {
+    let k = this.#part;
+    if (i < this.#starts[k] || (k + 1 < this.#starts.length && i >= this.#starts[k + 1])) {
+      k = 0;
+      while (k + 1 < this.#starts.length && i >= this.#starts[k + 1]) k++;
+      this.#part = k;
+    }
+    return i - this.#starts[k];
+  }
+  id(i: number) {
+    const j = this.#at(i);
+    return this.#parts[this.#part].id(j);
+  }
+  shard(i: number) {
+    const j = this.#at(i);
+    return this.#parts[this.#part].shard(j);
+  }
+  t(i: number) {
+    const j = this.#at(i);
+    return this.#parts[this.#part].t(j);
+  }
+  payload(i: number) {
+    const j = this.#at(i);
+    return this.#parts[this.#part].payload(j);
+  }
+}
+
 export interface SinkRunnerOptions {
   sink: Sink;
   journal: Journal;
   /** Without stored events (journal off) there is no catch-up: only live batches. */
   store: Store | null;
   logger: Logger;
+  /** Without a store: called with true when the shards must stop reading (the sink is too far behind). */
+  onBackpressure?: (paused: boolean) => void;
 }
 
 export class SinkRunner {
@@ -61,6 +126,9 @@ export class SinkRunner {
   #cursor: number;
   /** Committed batches not delivered yet, in order. */
   #queue: EventBatch[] = [];
+  #queuedBytes = 0;
+  #paused = false;
+  readonly #onBackpressure?: (paused: boolean) => void;
   /** Some committed events are only in the store: read them from there. */
   #behind = false;
   /** A delivery, or the storing of its cursor, is under way. */
@@ -75,6 +143,7 @@ export class SinkRunner {
     this.#journal = options.journal;
     this.#store = options.store;
     this.#log = options.logger;
+    this.#onBackpressure = options.onBackpressure;
     const stored = options.store?.cursor(options.sink.name);
     // A new sink starts with what is committed from now on; a known one where it stopped.
     this.#cursor = stored ?? options.store?.lastId ?? 0;
@@ -99,14 +168,53 @@ export class SinkRunner {
   /** A batch was committed. */
   offer(batch: EventBatch): void {
     if (this.#closed || batch.lastId <= this.#cursor) return;
-    if (this.#behind || this.#queue.length >= MAX_QUEUED) {
+    if (this.#behind) {
+      // The store has it; it is read back in order.
+    } else if (this.#store !== null && this.#queuedBytes + batch.size > MAX_QUEUED_BYTES) {
       // Falling behind: drop the in-memory copies, the store has them.
-      this.#queue = [];
-      this.#behind = this.#store !== null;
+      this.#clearQueue();
+      this.#behind = true;
     } else {
       this.#queue.push(batch);
+      this.#queuedBytes += batch.size;
+      if (!this.#paused && this.#store === null && this.#queuedBytes > MAX_QUEUED_BYTES) {
+        // No store to fall back on: nothing may be dropped, so Discord must wait.
+        this.#paused = true;
+        this.#onBackpressure?.(true);
+      }
     }
     this.#next();
+  }
+
+  #clearQueue(): void {
+    this.#queue = [];
+    this.#queuedBytes = 0;
+  }
+
+  /** Takes queued batches beyond the cursor, joined up to MAX_DELIVERY_BYTES (at least one). */
+  #takeQueued(): EventBatch | undefined {
+    const parts: EventBatch[] = [];
+    let bytes = 0;
+    while (this.#queue.length > 0) {
+      const queued = this.#queue[0];
+      if (queued.lastId <= this.#cursor) {
+        this.#queue.shift();
+        this.#queuedBytes -= queued.size;
+        continue;
+      }
+      if (parts.length > 0 && bytes + queued.size > MAX_DELIVERY_BYTES) break;
+      if (parts.length > 0 && queued.firstId !== parts[parts.length - 1].lastId + 1) break;
+      this.#queue.shift();
+      this.#queuedBytes -= queued.size;
+      parts.push(queued);
+      bytes += queued.size;
+    }
+    if (this.#paused && this.#queuedBytes <= MAX_QUEUED_BYTES / 2) {
+      this.#paused = false;
+      this.#onBackpressure?.(false);
+    }
+    if (parts.length <= 1) return parts[0];
+    return new JoinedBatch(parts);
   }
 
   /** Delivers the next batch: from memory, or from the store while behind. */
@@ -114,14 +222,11 @@ export class SinkRunner {
     if (this.#busy || this.#closed) return;
     let batch: EventBatch | undefined;
     if (this.#behind && this.#store) {
-      const rows = this.#store.readEvents(this.#cursor, PAGE, this.#store.lastId, PAGE_BYTES);
+      const rows = this.#store.readEvents(this.#cursor, PAGE, this.#store.lastId, MAX_DELIVERY_BYTES);
       if (rows.length > 0) batch = new RowBatch(rows);
       else this.#behind = false;
     }
-    while (!batch && this.#queue.length > 0) {
-      const queued = this.#queue.shift()!;
-      if (queued.lastId > this.#cursor) batch = queued;
-    }
+    batch ??= this.#takeQueued();
     if (batch) this.#deliver(batch);
   }
 
@@ -129,7 +234,7 @@ export class SinkRunner {
     if (batch.firstId > this.#cursor + 1 && this.#store && !this.#behind) {
       // A gap between the cursor and this batch (events pruned at the hard limit, or memory dropped).
       this.#behind = true;
-      this.#queue.unshift(batch);
+      this.#clearQueue();
       this.#next();
       return;
     }
@@ -162,8 +267,10 @@ export class SinkRunner {
   #fail(error: unknown): void {
     this.#busy = false;
     this.#failures++;
-    this.#queue = [];
-    this.#behind = this.#store !== null;
+    if (this.#store !== null) {
+      this.#clearQueue();
+      this.#behind = true;
+    }
     const delay = Math.min(10_000, 200 * 2 ** Math.min(this.#failures - 1, 6));
     this.#log.warn("sink {sink} did not take events after id {cursor}: {error}; retrying in {delay} ms", {
       sink: this.sink.name,
@@ -188,13 +295,10 @@ export class SinkRunner {
     for (;;) {
       let batch: EventBatch | undefined;
       if (this.#store && (this.#behind || this.#queue.length > 0)) {
-        const rows = this.#store.readEvents(this.#cursor, PAGE, this.#store.lastId, PAGE_BYTES);
+        const rows = this.#store.readEvents(this.#cursor, PAGE, this.#store.lastId, MAX_DELIVERY_BYTES);
         if (rows.length > 0) batch = new RowBatch(rows);
       } else {
-        while (!batch && this.#queue.length > 0) {
-          const queued = this.#queue.shift()!;
-          if (queued.lastId > this.#cursor) batch = queued;
-        }
+        batch = this.#takeQueued();
       }
       if (!batch) break;
       try {
@@ -206,7 +310,7 @@ export class SinkRunner {
       this.#cursor = batch.lastId;
       this.#journal.setCursor(this.sink.name, batch.lastId);
     }
-    this.#queue = [];
+    this.#clearQueue();
   }
 
   close(): void {

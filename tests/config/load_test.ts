@@ -51,6 +51,7 @@ Deno.test("defaults: only a token is needed; a missing default gatehouse.toml is
     maxAgeMs: 7 * 86_400_000,
     maxSizeBytes: 1e9,
     hardMaxSizeBytes: 0,
+    commitIntervalMs: 10,
   });
   assert.deepEqual(config.log, { level: "info" });
   assert.deepEqual(warnings, []);
@@ -331,14 +332,20 @@ Deno.test("error messages name key, value, source and what is allowed", () => {
 
 Deno.test("durations and sizes for retention; the identify reserve", () => {
   const { config } = load({
-    file:
-      '[store]\nmax_age = "36h"\nmax_size = "512MiB"\nhard_max_size = "2GB"\n[gateway]\nidentify_reserve = 50',
+    file: '[store]\nmax_age = "36h"\nmax_size = "512MiB"\nhard_max_size = "2GB"\ncommit_interval_ms = 25\n' +
+      "[gateway]\nidentify_reserve = 50",
     env: withToken,
   });
   assert.equal(config.store.maxAgeMs, 36 * 3_600_000);
   assert.equal(config.store.maxSizeBytes, 512 * 1024 * 1024);
   assert.equal(config.store.hardMaxSizeBytes, 2e9);
   assert.equal(config.gateway.identifyReserve, 50);
+  assert.equal(config.store.commitIntervalMs, 25);
+  assert.equal(load({ env: withToken }).config.store.commitIntervalMs, 10);
+  assert.match(
+    loadError({ env: { ...withToken, GATEHOUSE_COMMIT_INTERVAL_MS: "5000" } }),
+    /store\.commit_interval_ms = 5000 \(from env GATEHOUSE_COMMIT_INTERVAL_MS\) is invalid: must be an integer from 0 to 1000/,
+  );
   assert.equal(load({ env: { ...withToken, GATEHOUSE_STORE_MAX_AGE: "0" } }).config.store.maxAgeMs, 0);
   assert.match(
     loadError({ env: { ...withToken, GATEHOUSE_STORE_MAX_AGE: "a week" } }),

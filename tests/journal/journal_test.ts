@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { type EventBatch, Journal } from "../../src/journal/journal.ts";
 import { Store } from "../../src/journal/store.ts";
 import { SinkRunner } from "../../src/sinks/runner.ts";
@@ -28,7 +29,12 @@ const payload = (t: string, s: number, extra = "") =>
 Deno.test("a turn's events and the new seq of their session commit together; filtered events advance the seq", async () => {
   await withStore(async (store) => {
     const batches: EventBatch[] = [];
-    const journal = new Journal({ store, logger: log, onCommit: (b) => batches.push(b) });
+    const journal = new Journal({
+      store,
+      logger: log,
+      commitIntervalMs: 0,
+      onCommit: (b) => batches.push(b),
+    });
     journal.sessionStarted(3, { id: "sess", resumeUrl: "wss://r", seq: 1, shardCount: 4 });
     journal.event(3, "READY", 1, payload("READY", 1), 2, true);
     journal.event(3, "TYPING_START", 2, payload("TYPING_START", 2), 2, false); // filtered
@@ -61,6 +67,82 @@ Deno.test("a turn's events and the new seq of their session commit together; fil
     await tick();
     assert.deepEqual(store.loadSessions(), []);
     assert.equal(store.readEvents(2, 10)[0].t, "GATEHOUSE_SESSION_INVALIDATED");
+  });
+});
+
+Deno.test("between seq checkpoints session rows are not rewritten: stored events carry the seq, and are kept", async () => {
+  await withStore(async (store, path) => {
+    const journal = new Journal({ store, logger: log });
+    const rowSeq = () => {
+      const db = new DatabaseSync(path, { readOnly: true });
+      try {
+        return (db.prepare("SELECT seq FROM sessions WHERE shard = 0").get() as { seq: number }).seq;
+      } finally {
+        db.close();
+      }
+    };
+    journal.sessionStarted(0, { id: "sess", resumeUrl: "wss://r", seq: 1, shardCount: 1 });
+    journal.event(0, "READY", 1, payload("READY", 1), 2, true);
+    await journal.flush();
+    assert.equal(rowSeq(), 1, "the first commit is a checkpoint");
+    const checkpoint = store.seqCheckpoint;
+    assert.equal(checkpoint, 1);
+    for (let s = 2; s <= 50; s++) {
+      journal.event(0, "MESSAGE_CREATE", s, payload("MESSAGE_CREATE", s), 2, true);
+    }
+    await journal.flush();
+    assert.equal(rowSeq(), 1, "not rewritten within the checkpoint interval");
+    assert.equal(store.loadSessions()[0].seq, 50, "the newest stored event gives the seq");
+    // Pruning never removes the events that hold a seq the row does not have yet.
+    assert.equal(store.deleteEventsThrough(50, 1000), 1);
+    assert.equal(store.minEventId(), 2);
+    assert.equal(store.loadSessions()[0].seq, 50);
+    // A filtered-out event has no row: its seq is noted in one meta row in the same transaction.
+    journal.event(0, "TYPING_START", 51, payload("TYPING_START", 51), 2, false);
+    await journal.flush();
+    assert.equal(rowSeq(), 1);
+    assert.deepEqual(JSON.parse(store.meta("seqs")!), { 0: ["sess", 51] });
+    assert.equal(store.loadSessions()[0].seq, 51);
+    // After the interval every session row is brought up to date and the checkpoint moves.
+    journal.event(0, "MESSAGE_CREATE", 52, payload("MESSAGE_CREATE", 52), 2, true);
+    await journal.flush();
+    assert.equal(rowSeq(), 1);
+    assert.equal(store.loadSessions()[0].seq, 52);
+    await tick(1_050);
+    journal.event(0, "MESSAGE_CREATE", 53, payload("MESSAGE_CREATE", 53), 2, true);
+    await journal.flush();
+    assert.equal(rowSeq(), 53);
+    assert.equal(store.seqCheckpoint, 52);
+    assert.equal(store.loadSessions()[0].seq, 53);
+    assert.equal(store.meta("seqs"), "{}");
+  });
+});
+
+Deno.test("events not kept (journal off): each commit notes the seqs in one row; restarts see them", async () => {
+  await withStore(async (store) => {
+    const journal = new Journal({ store, logger: log, keepEvents: false });
+    for (let shard = 0; shard < 4; shard++) {
+      journal.sessionStarted(shard, { id: `s${shard}`, resumeUrl: "wss://r", seq: 1, shardCount: 4 });
+    }
+    await journal.flush();
+    for (let seq = 2; seq <= 20; seq++) {
+      for (let shard = 0; shard < 4; shard++) {
+        journal.event(shard, "MESSAGE_CREATE", seq + shard, payload("MESSAGE_CREATE", seq), 2, true);
+      }
+    }
+    await journal.flush();
+    assert.equal(store.maxEventId(), 0, "no events stored");
+    assert.deepEqual(store.loadSessions().map((s) => [s.sessionId, s.seq]), [
+      ["s0", 20],
+      ["s1", 21],
+      ["s2", 22],
+      ["s3", 23],
+    ]);
+    // A session replaced since: its old seq is not applied to the new one.
+    journal.sessionLost(2);
+    journal.sessionStarted(2, { id: "s2b", resumeUrl: "wss://r", seq: 1, shardCount: 4 });
+    await journal.flush();
+    assert.deepEqual(store.loadSessions().map((s) => [s.sessionId, s.seq]).at(2), ["s2b", 1]);
   });
 });
 
@@ -161,5 +243,98 @@ Deno.test("sink runner: a failing sink is retried from its cursor; an async sink
     await tick();
     assert.equal(store.cursor("test"), 30);
     runner.close();
+  });
+});
+
+/** Batch `first…first+count-1` of payloads `size` bytes each, as the journal hands them to sinks. */
+function syntheticBatch(first: number, count: number, size: number): EventBatch {
+  const body = new Uint8Array(size).fill(0x20);
+  return {
+    count,
+    firstId: first,
+    lastId: first + count - 1,
+    size: count * size,
+    id: (i) => first + i,
+    shard: () => 0,
+    t: () => "E",
+    payload: () => body,
+  };
+}
+
+/** A sink whose deliveries stay open until `release()`; records each delivery's ids. */
+function gatedSink() {
+  let open: (() => void) | null = null;
+  const sink = {
+    name: "test",
+    deliveries: [] as Array<[number, number, number]>,
+    deliver(batch: EventBatch) {
+      sink.deliveries.push([batch.id(0), batch.id(batch.count - 1), batch.size]);
+      return new Promise<void>((resolve) => (open = resolve));
+    },
+    release() {
+      const resolve = open;
+      open = null;
+      resolve?.();
+    },
+  };
+  return sink;
+}
+
+Deno.test("sink runner: batches that queued during a delivery go out together, at most 1 MB at a time", async () => {
+  await withStore(async (store) => {
+    const sink = gatedSink();
+    const journal = new Journal({ store, logger: log, commitIntervalMs: 0 });
+    const runner = new SinkRunner({ sink, journal, store: null, logger: log });
+    runner.offer(syntheticBatch(1, 10, 100));
+    assert.deepEqual(sink.deliveries, [[1, 10, 1000]]);
+    // 300 batches of 10 × 1 KB arrive while the first delivery is open.
+    for (let b = 0; b < 300; b++) runner.offer(syntheticBatch(11 + b * 10, 10, 1000));
+    for (let i = 0; i < 100 && runner.cursor < 3010; i++) {
+      sink.release();
+      await tick(15);
+    }
+    assert.equal(runner.cursor, 3010);
+    const joined = sink.deliveries.slice(1);
+    assert.ok(joined.length <= 4, `${joined.length} deliveries for 300 queued batches`);
+    for (const [, , bytes] of joined) assert.ok(bytes <= 1024 * 1024, `${bytes} bytes in one delivery`);
+    // In order, no gap, no repeat.
+    let next = 1;
+    for (const [first, last] of sink.deliveries) {
+      assert.equal(first, next);
+      next = last + 1;
+    }
+    runner.close();
+    await journal.close();
+  });
+});
+
+Deno.test("sink runner without a store (journal off): a sink far behind holds the shards, nothing is dropped", async () => {
+  await withStore(async (store) => {
+    const sink = gatedSink();
+    const holds: boolean[] = [];
+    const journal = new Journal({ store, logger: log, commitIntervalMs: 0 });
+    const runner = new SinkRunner({
+      sink,
+      journal,
+      store: null,
+      logger: log,
+      onBackpressure: (paused) => holds.push(paused),
+    });
+    // 40 MB arrive while the sink takes nothing.
+    for (let b = 0; b < 400; b++) runner.offer(syntheticBatch(1 + b * 100, 100, 1000));
+    assert.deepEqual(holds, [true], "shards asked to stop reading");
+    for (let i = 0; i < 400 && runner.cursor < 40_000; i++) {
+      sink.release();
+      await tick(12);
+    }
+    assert.equal(runner.cursor, 40_000, "every event delivered");
+    assert.deepEqual(holds, [true, false], "and let go once the queue drained");
+    let next = 1;
+    for (const [first, last] of sink.deliveries) {
+      assert.equal(first, next);
+      next = last + 1;
+    }
+    runner.close();
+    await journal.close();
   });
 });

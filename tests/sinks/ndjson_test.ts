@@ -53,6 +53,7 @@ function batchOf(firstId: number, payloads: string[], shard = 0): EventBatch {
     count: bytes.length,
     firstId,
     lastId: firstId + bytes.length - 1,
+    size: bytes.reduce((n, b) => n + b.length, 0),
     id: (i) => firstId + i,
     shard: () => shard,
     t: () => "E",
