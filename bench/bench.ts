@@ -228,6 +228,8 @@ async function idle(
       guildsPerShard: 1,
       precompressed: true,
       recordEvents: false,
+      // Enough session starts that gatehouse's identify reserve does not hold the last shards back.
+      sessionStartLimit: { total: shards * 2 + 100, remaining: shards * 2 + 100 },
     });
     const child = spawn(target, fake, shards);
     try {

@@ -70,6 +70,7 @@ export interface JournalOptions {
 }
 
 const encoder = new TextEncoder();
+const NO_BYTES = new Uint8Array(0);
 const OWNER_HEARTBEAT_MS = 5_000;
 /**
  * How often every session's seq is written to its row (a checkpoint). In between, a seq that came with
@@ -81,7 +82,7 @@ const SEQ_CHECKPOINT_MS = 1_000;
 
 class Pending implements EventBatch {
   no = 0;
-  bytes = new Uint8Array(64 * 1024);
+  bytes: Uint8Array;
   length = 0;
   ends: number[] = [];
   ids: number[] = [];
@@ -90,6 +91,11 @@ class Pending implements EventBatch {
   seqs: Array<number | null> = [];
   names: string[] = [];
   receivedAt: number[] = [];
+
+  /** `capacity`: the bytes the batch is expected to hold (it grows when needed). */
+  constructor(capacity = 64 * 1024) {
+    this.bytes = new Uint8Array(capacity);
+  }
 
   get count(): number {
     return this.ids.length;
@@ -335,16 +341,19 @@ export class Journal {
     }
     const beat = now - this.#lastOwnerBeat >= OWNER_HEARTBEAT_MS;
     if (beat) this.#lastOwnerBeat = now;
+    // Events not kept: the writer needs only the last id, not the events (nothing to copy over).
+    const keep = this.#keepEvents;
     const batch: BatchData = {
       no: ++this.#batchNo,
-      bytes: p.bytes,
-      ends: p.ends,
-      ids: p.ids,
-      shards: p.shards,
-      sessions: p.sessions,
-      seqs: p.seqs,
-      names: p.names,
-      receivedAt: p.receivedAt,
+      lastId: p.lastId,
+      bytes: keep ? p.bytes : NO_BYTES,
+      ends: keep ? p.ends : [],
+      ids: keep ? p.ids : [],
+      shards: keep ? p.shards : [],
+      sessions: keep ? p.sessions : [],
+      seqs: keep ? p.seqs : [],
+      names: keep ? p.names : [],
+      receivedAt: keep ? p.receivedAt : [],
       sessionWrites: [...this.#sessionWrites],
       seqUpdates,
       cursorWrites: [...this.#cursorWrites],
@@ -365,7 +374,8 @@ export class Journal {
       this.#inflightWaiters.set(batch.no, this.#cursorWaiters);
       this.#cursorWaiters = [];
     }
-    this.#pending = new Pending();
+    // Sized like this batch, so a flood does not grow every batch from 64 KB again.
+    this.#pending = new Pending(pendingCapacity(p.length, this.#maxBatchBytes));
     this.#inflight.push(p);
     this.#heldBytes += p.length;
     this.#writer.write(batch);
@@ -384,7 +394,8 @@ export class Journal {
       this.#log.error("journal: batch {no} acknowledged out of order", { no });
       return;
     }
-    if (bytes) p.bytes = bytes as Uint8Array<ArrayBuffer>;
+    // The bytes went to the writer thread (the view left here is detached) and came back.
+    if (bytes && p.bytes.byteLength === 0) p.bytes = bytes as Uint8Array<ArrayBuffer>;
     this.#heldBytes -= p.length;
     if (p.count > 0) this.#store.lastId = p.lastId;
     this.commits++;
@@ -449,6 +460,13 @@ export class Journal {
     this.#fatal = true;
     await this.#writer.close();
   }
+}
+
+/** A power of two from 64 KB that holds `used` bytes, at most what a full batch can reach. */
+function pendingCapacity(used: number, maxBatchBytes: number): number {
+  let capacity = 64 * 1024;
+  while (capacity < used && capacity < maxBatchBytes * 2) capacity *= 2;
+  return capacity;
 }
 
 function safeHostname(): string {

@@ -542,14 +542,27 @@ export class Store {
     return Number((this.#stmt("PRAGMA page_size").get() as { page_size: number }).page_size);
   }
 
-  /** Deletes events with id <= `throughId`, at most `limit` of them. Returns how many. */
+  /**
+   * Deletes events with id <= `throughId`, at most `limit` of them (inside the caller's transaction).
+   * Returns how many.
+   */
   deleteEventsThrough(throughId: number, limit: number): number {
     const first = this.minEventId();
-    // Events after the seq checkpoint may be all that records their session's seq: they stay.
-    const checkpoint = this.meta("seq_checkpoint");
-    if (checkpoint !== undefined) throughId = Math.min(throughId, Number(checkpoint));
     if (first === 0 || first > throughId) return 0;
     const bound = Math.min(throughId, first + limit - 1);
+    // Events after the seq checkpoint may be all that records their session's seq: fold those seqs
+    // into the session rows first (same transaction), then move the checkpoint past them.
+    const checkpoint = Number(this.meta("seq_checkpoint") ?? 0);
+    if (bound > checkpoint) {
+      const newest = this.#stmt(
+        "SELECT session, max(seq) AS seq FROM events WHERE id > ? AND id <= ? AND session IS NOT NULL GROUP BY session",
+      ).all(checkpoint, bound) as Array<{ session: string; seq: number | null }>;
+      for (const { session, seq } of newest) {
+        if (seq === null) continue;
+        this.#stmt("UPDATE sessions SET seq = ? WHERE session_id = ? AND seq < ?").run(seq, session, seq);
+      }
+      this.setMeta("seq_checkpoint", String(bound));
+    }
     const result = this.#stmt("DELETE FROM events WHERE id <= ?").run(bound);
     return Number(result.changes);
   }

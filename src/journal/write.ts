@@ -19,6 +19,8 @@ export interface SessionRecord {
 /** Plain data (structured-clonable): what a batch writes. */
 export interface BatchData {
   no: number;
+  /** The batch's last event id (0 = no events): ids are never given out twice, even when not kept. */
+  lastId: number;
   /** Payloads back to back; `ends[i]` is where event i ends. */
   bytes: Uint8Array;
   ends: number[];
@@ -74,7 +76,7 @@ export function writeBatch(store: Store, b: BatchData): void {
     for (const [shard, sessionId, seq] of b.seqUpdates) store.updateSessionSeq(shard, sessionId, seq, b.at);
     for (const [sink, lastId] of b.cursorWrites) store.setCursor(sink, lastId, b.at);
     for (const [shard, at] of b.identifyWrites) store.recordIdentify(shard, at);
-    if (b.ids.length > 0) store.setMeta("last_id", String(b.ids[b.ids.length - 1]));
+    if (b.lastId > 0) store.setMeta("last_id", String(b.lastId));
     if (b.checkpointId !== null) store.setMeta("seq_checkpoint", String(b.checkpointId));
     if (b.seqNote !== null) store.setMeta("seqs", b.seqNote);
     if (b.owner) store.touchOwner(b.owner.pid, b.owner.host);
@@ -209,7 +211,9 @@ export class WorkerWriter implements JournalWriter {
 
   write(batch: BatchData): void {
     this.#written++;
-    this.#worker.postMessage({ type: "write", batch }, [batch.bytes.buffer as ArrayBuffer]);
+    // The payloads move to the thread without a copy (and come back with "committed").
+    const transfer = batch.bytes.byteLength > 0 ? [batch.bytes.buffer as ArrayBuffer] : [];
+    this.#worker.postMessage({ type: "write", batch }, transfer);
   }
 
   /** Asks a waiting retry to go now (room was just made). */

@@ -28,9 +28,13 @@ function pump(): void {
     }
     failures = 0;
     queue.shift();
-    self.postMessage({ type: "committed", no: batch.no, bytes: batch.bytes }, [
-      batch.bytes.buffer as ArrayBuffer,
-    ]);
+    if (batch.bytes.byteLength > 0) {
+      self.postMessage({ type: "committed", no: batch.no, bytes: batch.bytes }, [
+        batch.bytes.buffer as ArrayBuffer,
+      ]);
+    } else {
+      self.postMessage({ type: "committed", no: batch.no });
+    }
   }
 }
 

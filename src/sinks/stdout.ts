@@ -52,6 +52,7 @@ export class StdoutSink implements Sink {
     }
     this.written += batch.count;
     this.batches++;
-    this.#buffer.shrink();
+    // A delivery carries at most 1 MB of payloads: keep a buffer that size, give back larger ones.
+    this.#buffer.shrink(2 * 1024 * 1024);
   }
 }

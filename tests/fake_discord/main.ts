@@ -71,6 +71,8 @@ export function parseCli(args: string[]): {
       heartbeatIntervalMs: int("heartbeat-interval", 1),
       identifyIntervalMs: int("identify-interval", 0),
       sessionTtlMs: int("session-ttl", 0),
+      // A flood uses frames compressed once, so the fake spends little CPU.
+      precompressed: values.flood,
     },
     token,
     rate: int("rate", 0),
