@@ -8,7 +8,7 @@ import { IdentifyGuard, LocalIdentifyQueue, type SessionStartLimit } from "../ga
 import { type GatewayBotInfo, intentNames, PRIVILEGED_INTENTS } from "../gateway/protocol.ts";
 import type { ResumableSession } from "../gateway/shard.ts";
 import { Journal } from "../journal/journal.ts";
-import { WorkerWriter } from "../journal/write.ts";
+import { HybridWriter, InlineWriter, WorkerWriter } from "../journal/write.ts";
 import { Retention } from "../journal/retention.ts";
 import { Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
@@ -195,7 +195,12 @@ async function runWithStore(
     keepEvents: config.store.journal,
     commitIntervalMs: config.store.commitIntervalMs,
     // SQLite works on its own thread while this one reads from Discord.
-    writer: (events) => new WorkerWriter(store.path, { maxPageCount }, events),
+    // Small commits on this thread; a flood's large batches on a writer thread, beside the shards.
+    writer: (events) =>
+      new HybridWriter(
+        new InlineWriter(store, events),
+        new WorkerWriter(store.path, { maxPageCount }, events),
+      ),
     logger: logger("journal"),
     onCommit: (batch) => runner?.offer(batch),
     onBackpressure: (paused) => hold("journal", paused),

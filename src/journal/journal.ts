@@ -330,6 +330,13 @@ export class Journal {
     }
     let seqNote: string | null = null;
     if (checkpoint) {
+      if (this.#lastCheckpoint === -Infinity) {
+        // The first checkpoint of a process: sessions restored from the store may owe their seq to
+        // events after the previous checkpoint, which this one moves past: write every session's.
+        for (const [shard, session] of this.#current) {
+          this.#unwrittenSeqs.set(shard, [session.id, session.seq]);
+        }
+      }
       this.#lastCheckpoint = now;
       for (const [shard, [id, seq]] of this.#unwrittenSeqs) {
         if (this.#current.get(shard)?.id === id) seqUpdates.push([shard, id, seq]);

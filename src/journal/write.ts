@@ -126,6 +126,18 @@ export class InlineWriter implements JournalWriter {
     if (this.#timer === undefined) this.#pump();
   }
 
+  /** Batches not stored yet (waiting for a retry). */
+  get pending(): number {
+    return this.#queue.length;
+  }
+
+  /** Asks a waiting retry to go now (room was just made). */
+  retryNow(): void {
+    if (this.#timer === undefined) return;
+    clearTimeout(this.#timer);
+    this.#pump();
+  }
+
   #pump(): void {
     this.#timer = undefined;
     while (this.#queue.length > 0 && !this.#closed) {
@@ -209,6 +221,11 @@ export class WorkerWriter implements JournalWriter {
     }
   }
 
+  /** Batches handed to the thread and not stored yet. */
+  get pending(): number {
+    return this.#written - this.#committed;
+  }
+
   write(batch: BatchData): void {
     this.#written++;
     // The payloads move to the thread without a copy (and come back with "committed").
@@ -244,5 +261,50 @@ export class WorkerWriter implements JournalWriter {
     });
     this.#worker.postMessage({ type: "close" });
     return this.#closed;
+  }
+}
+
+/**
+ * Small batches on the calling thread, large ones on the writer thread. Handing a batch to a thread
+ * costs more than a small transaction itself (measured: journal-off CPU per event fell by a third when
+ * its tiny commits stayed on the main thread), while a flood's megabyte batches are written best beside
+ * the main thread. Order is kept: a batch goes inline only when the thread has nothing pending, and
+ * once an inline batch waits for a retry, later ones queue behind it.
+ */
+export class HybridWriter implements JournalWriter {
+  readonly #inline: InlineWriter;
+  readonly #worker: WorkerWriter;
+  readonly #maxInlineBytes: number;
+  /** Where the last batch went (for tests and debugging). */
+  lastRoute: "inline" | "worker" = "inline";
+
+  /** `maxInlineBytes`: measured on 16 shards at 500 and 2000 events/s and in floods (64 KB–600 KB). */
+  constructor(inline: InlineWriter, worker: WorkerWriter, maxInlineBytes = 512 * 1024) {
+    this.#inline = inline;
+    this.#worker = worker;
+    this.#maxInlineBytes = maxInlineBytes;
+  }
+
+  write(batch: BatchData): void {
+    const size = batch.ends.length > 0 ? batch.ends[batch.ends.length - 1] : 0;
+    const inline = this.#inline.pending > 0 ||
+      (this.#worker.pending === 0 && size <= this.#maxInlineBytes);
+    this.lastRoute = inline ? "inline" : "worker";
+    if (inline) this.#inline.write(batch);
+    else this.#worker.write(batch);
+  }
+
+  retryNow(): void {
+    this.#inline.retryNow();
+    this.#worker.retryNow();
+  }
+
+  async drain(timeoutMs: number): Promise<boolean> {
+    const [a, b] = await Promise.all([this.#inline.drain(timeoutMs), this.#worker.drain(timeoutMs)]);
+    return a && b;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.#inline.close(), this.#worker.close()]);
   }
 }

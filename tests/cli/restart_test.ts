@@ -63,8 +63,18 @@ Deno.test("kill -9 five times in a flood of 4 shards: nothing lost, repeats only
   try {
     fake.startFlood();
     for (let crash = 0; crash < 5; crash++) {
+      const resumedBefore = fake.resumes.filter((r) => r.ok).length;
       const g = spawnGatehouse({ env });
-      await g.waitFor(() => g.lines.length > 2000, 20_000, `run ${crash} receiving`);
+      // Killed while its shards receive the flood (not while it still writes out the last run's backlog).
+      await g.waitFor(
+        () =>
+          g.lines.length > 2000 &&
+          (crash === 0
+            ? fake.identifies.length === 4
+            : fake.resumes.filter((r) => r.ok).length >= resumedBefore + 4),
+        20_000,
+        `run ${crash} receiving`,
+      );
       await sleep(200 + Math.random() * 1200);
       g.kill("SIGKILL");
       const status = await g.status;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { type EventBatch, Journal } from "../../src/journal/journal.ts";
 import { Store } from "../../src/journal/store.ts";
+import { type BatchData, HybridWriter, InlineWriter, WorkerWriter } from "../../src/journal/write.ts";
 import { SinkRunner } from "../../src/sinks/runner.ts";
 import type { Sink } from "../../src/sinks/sink.ts";
 import { logger } from "../../src/util/log.ts";
@@ -341,5 +342,75 @@ Deno.test("sink runner without a store (journal off): a sink far behind holds th
     }
     runner.close();
     await journal.close();
+  });
+});
+
+Deno.test("hybrid writer: small batches commit on this thread, large ones on the writer thread, in order", async () => {
+  await withStore(async (store, path) => {
+    const committed: Array<[number, string]> = [];
+    let writer: HybridWriter | null = null;
+    const events = {
+      committed: (no: number) => committed.push([no, writer!.lastRoute]),
+      failed: (error: Error) => assert.fail(error.message),
+    };
+    writer = new HybridWriter(new InlineWriter(store, events), new WorkerWriter(path, {}, events), 1000);
+    const batch = (no: number, firstId: number, count: number, size: number): BatchData => ({
+      no,
+      lastId: firstId + count - 1,
+      bytes: new Uint8Array(count * size).fill(0x20),
+      ends: Array.from({ length: count }, (_, i) => (i + 1) * size),
+      ids: Array.from({ length: count }, (_, i) => firstId + i),
+      shards: Array(count).fill(0),
+      sessions: Array(count).fill(null),
+      seqs: Array(count).fill(null),
+      names: Array(count).fill("E"),
+      receivedAt: Array(count).fill(1),
+      sessionWrites: [],
+      seqUpdates: [],
+      cursorWrites: [],
+      identifyWrites: [],
+      keepEvents: true,
+      checkpointId: null,
+      seqNote: null,
+      at: 1,
+      owner: null,
+    });
+    writer.write(batch(1, 1, 5, 100)); // 500 bytes: here, at once
+    assert.deepEqual(committed, [[1, "inline"]]);
+    writer.write(batch(2, 6, 50, 100)); // 5000 bytes: the thread
+    writer.write(batch(3, 56, 1, 10)); // small, but the thread has work pending: after it, there
+    assert.deepEqual(committed, [[1, "inline"]]);
+    assert.ok(await writer.drain(5000));
+    assert.deepEqual(committed.map(([no]) => no), [1, 2, 3]);
+    assert.deepEqual(committed.map(([, route]) => route).slice(1), ["worker", "worker"]);
+    writer.write(batch(4, 57, 1, 10)); // the thread is idle again: here
+    assert.deepEqual(committed.at(-1), [4, "inline"]);
+    assert.deepEqual(store.readEvents(0, 100).map((r) => r.id), Array.from({ length: 57 }, (_, i) => i + 1));
+    await writer.close();
+  });
+});
+
+Deno.test("a restarted process's first checkpoint keeps the seq that only the previous run's events recorded", async () => {
+  await withStore(async (store) => {
+    const first = new Journal({ store, logger: log, commitIntervalMs: 0 });
+    first.sessionStarted(0, { id: "sess", resumeUrl: "wss://r", seq: 1, shardCount: 1 });
+    first.event(0, "READY", 1, payload("READY", 1), 2, true);
+    await first.flush();
+    for (let s = 2; s <= 30; s++) first.event(0, "MESSAGE_CREATE", s, payload("MESSAGE_CREATE", s), 2, true);
+    await first.flush();
+    assert.equal(store.loadSessions()[0].seq, 30, "carried by the events, not the row");
+    // "Crash", then a new process restores the session and commits something else (a cursor).
+    const [restored] = store.loadSessions();
+    const second = new Journal({ store, logger: log, commitIntervalMs: 0 });
+    second.restoreSession(0, {
+      id: restored.sessionId,
+      resumeUrl: restored.resumeUrl,
+      seq: restored.seq,
+      shardCount: 1,
+    });
+    second.setCursor("stdout", 30);
+    await second.flush();
+    assert.equal(store.seqCheckpoint, 30, "the new checkpoint is past the events that held seq 30");
+    assert.equal(store.loadSessions()[0].seq, 30, "so the row was brought up to 30 with it");
   });
 });
