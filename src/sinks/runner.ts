@@ -265,6 +265,12 @@ export class SinkRunner {
   }
 
   #fail(error: unknown): void {
+    if ((error as { permanent?: boolean })?.permanent) {
+      // The sink is gone for good (stdout closed by its reader): its owner stops; nothing to retry.
+      this.#closed = true;
+      this.#busy = false;
+      return;
+    }
     this.#busy = false;
     this.#failures++;
     if (this.#store !== null) {

@@ -10,6 +10,8 @@ import type { Sink } from "./sink.ts";
 /** Raised when the reader of stdout went away (`gatehouse run | head`). */
 export class OutputClosedError extends Error {
   override name = "OutputClosedError";
+  /** Retrying cannot help: the sink runner stops instead (and `run` shuts down). */
+  readonly permanent = true;
 }
 
 export interface StdoutSinkOptions {

@@ -414,3 +414,24 @@ Deno.test("a restarted process's first checkpoint keeps the seq that only the pr
     assert.equal(store.loadSessions()[0].seq, 30, "so the row was brought up to 30 with it");
   });
 });
+
+Deno.test("sink runner: a permanent failure (stdout closed) is not retried", async () => {
+  await withStore(async (store) => {
+    let calls = 0;
+    const sink = {
+      name: "test",
+      deliver() {
+        calls++;
+        throw Object.assign(new Error("stdout is closed"), { permanent: true });
+      },
+    };
+    const journal = new Journal({ store, logger: log, commitIntervalMs: 0 });
+    const runner = new SinkRunner({ sink, journal, store, logger: log });
+    runner.offer(syntheticBatch(1, 3, 10));
+    await tick(500);
+    assert.equal(calls, 1);
+    assert.equal(runner.cursor, 0, "nothing acknowledged");
+    runner.close();
+    await journal.close();
+  });
+});
