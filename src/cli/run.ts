@@ -13,7 +13,9 @@ import { Retention } from "../journal/retention.ts";
 import { Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
+import { RedisSink } from "../sinks/redis.ts";
 import { SinkRunner } from "../sinks/runner.ts";
+import type { Sink } from "../sinks/sink.ts";
 import { StdoutSink } from "../sinks/stdout.ts";
 import { systemClock } from "../util/clock.ts";
 import { addSecret, logger, setupLogging } from "../util/log.ts";
@@ -38,6 +40,8 @@ export interface RunFlags {
 
 /** How long shutdown may take before the process exits anyway. */
 const SHUTDOWN_TIMEOUT_MS = 10_000;
+/** How long a stop waits for broker sinks to take what is committed (the rest stays in the journal). */
+const SINK_SETTLE_MS = 5_000;
 
 export function loadRunConfig(
   flags: RunFlags,
@@ -177,15 +181,16 @@ async function runWithStore(
   }
 
   let pool: Pool | null = null;
-  let runner: SinkRunner | null = null;
+  const runners: SinkRunner[] = [];
   let retention: Retention | null = null;
   let storeFailure: (reason: string) => void = () => {};
   const storeBroken = new Promise<string>((resolve) => (storeFailure = resolve));
-  // Shards stop reading while the store or a sink cannot keep up.
-  const held = { journal: false, sink: false };
-  const hold = (who: keyof typeof held, paused: boolean) => {
-    held[who] = paused;
-    pool?.setPaused(held.journal || held.sink);
+  // Shards stop reading while the store or a sink (without a journal to fall back on) cannot keep up.
+  const holding = new Set<string>();
+  const hold = (who: string, paused: boolean) => {
+    if (paused) holding.add(who);
+    else holding.delete(who);
+    pool?.setPaused(holding.size > 0);
   };
   const maxPageCount = config.store.hardMaxSizeBytes > 0
     ? Math.max(64, Math.floor(config.store.hardMaxSizeBytes / store.pageSize()))
@@ -202,7 +207,9 @@ async function runWithStore(
         new WorkerWriter(store.path, { maxPageCount }, events),
       ),
     logger: logger("journal"),
-    onCommit: (batch) => runner?.offer(batch),
+    onCommit: (batch) => {
+      for (const runner of runners) runner.offer(batch);
+    },
     onBackpressure: (paused) => hold("journal", paused),
     onFatal: (error) => storeFailure(error.message),
     onFull: () => void retention?.run(),
@@ -214,14 +221,28 @@ async function runWithStore(
   let outputClosed: (reason: string) => void = () => {};
   const outputGone = new Promise<string>((resolve) => (outputClosed = resolve));
   const stdout = new StdoutSink({ onClosed: (error) => outputClosed(error.message) });
-  runner = new SinkRunner({
-    sink: stdout,
-    journal,
-    store: config.store.journal ? store : null,
-    logger: logger("sink"),
-    onBackpressure: (paused) => hold("sink", paused),
-  });
-  runner.start();
+  const sinks: Sink[] = config.broker.types.map((type) =>
+    type === "stdout" ? stdout : new RedisSink({
+      url: config.redis.url,
+      prefix: config.redis.prefix,
+      layout: config.redis.streams,
+      maxLen: config.redis.maxLen,
+      group: config.broker.group,
+      logger: logger("redis"),
+    })
+  );
+  for (const sink of sinks) {
+    const runner = new SinkRunner({
+      sink,
+      journal,
+      store: config.store.journal ? store : null,
+      logger: logger("sink"),
+      onBackpressure: (paused) => hold(`sink ${sink.name}`, paused),
+    });
+    runners.push(runner);
+    runner.start();
+  }
+  log.info("delivering events to {sinks}", { sinks: sinks.map((s) => s.name).join(", ") });
   retention = config.store.journal
     ? new Retention({
       store,
@@ -229,7 +250,8 @@ async function runWithStore(
       maxAgeMs: config.store.maxAgeMs,
       maxSizeBytes: config.store.maxSizeBytes,
       hardMaxSizeBytes: config.store.hardMaxSizeBytes,
-      delivered: () => runner!.cursor,
+      // Only what every sink has taken counts as delivered.
+      delivered: () => Math.min(...runners.map((r) => r.cursor)),
     })
     : null;
   retention?.start();
@@ -301,10 +323,21 @@ async function runWithStore(
   const { closed, total } = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
   // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
   await journal.flush();
-  if (outcome.kind !== "output") runner.drain();
+  if (outcome.kind !== "output") {
+    for (const runner of runners) runner.drain();
+    // Sinks that answer later (brokers): give them a moment to take what is committed.
+    await Promise.all(runners.map((runner) => runner.settle(journal.lastAssignedId, SINK_SETTLE_MS)));
+  }
   await journal.flush();
   await journal.close();
-  runner.close();
+  for (const runner of runners) runner.close();
+  await Promise.all(sinks.map(async (sink) => {
+    try {
+      await sink.close?.();
+    } catch {
+      // closing a broker connection on the way out
+    }
+  }));
   log.info("stopped: {closed} of {total} shard(s) closed cleanly, {events} event(s) written", {
     closed,
     total,

@@ -134,6 +134,16 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
       hardMaxSizeBytes: get("store.hard_max_size", DEFAULTS.store.hardMaxSizeBytes),
       commitIntervalMs: get("store.commit_interval_ms", DEFAULTS.store.commitIntervalMs),
     },
+    broker: {
+      types: get("broker.type", DEFAULTS.broker.types),
+      group: get("broker.group", DEFAULTS.broker.group),
+    },
+    redis: {
+      url: get("redis.url", DEFAULTS.redis.url),
+      prefix: get("redis.prefix", DEFAULTS.redis.prefix),
+      streams: get("redis.streams", DEFAULTS.redis.streams),
+      maxLen: get("redis.max_len", DEFAULTS.redis.maxLen),
+    },
     log: { level: get("log.level", DEFAULTS.log.level) },
   };
   return { config, warnings };
@@ -184,7 +194,9 @@ function collectFile(
       for (const [sub, subValue] of Object.entries(value)) {
         const key = `${name}.${sub}`;
         if (known.has(key)) raw.set(key, { value: subValue, source });
-        else errors.push(unknownKey(key, path, known));
+        else if (NOT_YET_SUPPORTED.keys.includes(key)) {
+          warnings.push(`${key} in ${path} is ignored: this version of gatehouse does not support it yet`);
+        } else errors.push(unknownKey(key, path, known));
       }
       continue;
     }

@@ -42,8 +42,13 @@ export interface GatehouseConfig {
     /** Group commit: at most one journal transaction per this many ms (0 = one per event-loop turn). */
     commitIntervalMs: number;
   };
+  /** Where events go: one or more sinks, each with its own cursor. */
+  broker: { types: SinkType[]; group: string };
+  redis: { url: string; prefix: string; streams: "per-event" | "single"; maxLen: number };
   log: { level: LogLevel };
 }
+
+export type SinkType = "stdout" | "redis";
 
 /** Where a value came from, for messages: `gatehouse.toml`, `env DISCORD_TOKEN`, `flag --events`. */
 export type Source = { kind: "file"; path: string } | { kind: "env"; name: string } | {
@@ -288,6 +293,20 @@ export function parseSize(raw: unknown): { ok: true; value: number } | { ok: fal
   return { ok: true, value: Math.round(Number(match[1]) * SIZE_UNITS[match[2].toLowerCase()]) };
 }
 
+const SINK_TYPES = ["stdout", "redis"];
+
+/** `"redis"`, `"stdout,redis"` or `["stdout", "redis"]`: at least one, no repeats. */
+function parseSinkTypes(raw: unknown): { ok: true; value: SinkType[] } | { ok: false; allowed: string } {
+  const allowed = `one or more of ${SINK_TYPES.join(", ")} (amqp and http are not supported yet)`;
+  const list = typeof raw === "string" ? raw.split(",").map((s) => s.trim()).filter((s) => s !== "") : raw;
+  if (!Array.isArray(list) || list.length === 0) return { ok: false, allowed };
+  const types = list.map((t) => String(t).toLowerCase());
+  if (types.some((t) => !SINK_TYPES.includes(t)) || new Set(types).size !== types.length) {
+    return { ok: false, allowed };
+  }
+  return { ok: true, value: types as SinkType[] };
+}
+
 function parseBool(raw: unknown): { ok: true; value: boolean } | { ok: false; allowed: string } {
   if (typeof raw === "boolean") return { ok: true, value: raw };
   if (typeof raw === "string" && /^(true|false|1|0|yes|no|on|off)$/i.test(raw.trim())) {
@@ -424,6 +443,46 @@ export const KEYS: readonly KeyDef[] = [
     parse: fromZod(z.number().int().min(0).max(1000), "an integer from 0 to 1000 (milliseconds)"),
   },
   {
+    key: "broker.type",
+    env: ["BROKER_TYPE"],
+    fromText: asIs,
+    parse: parseSinkTypes,
+  },
+  {
+    key: "broker.group",
+    env: ["BROKER_GROUP"],
+    fromText: asIs,
+    parse: fromZod(z.string().regex(/^[\w.:-]{1,64}$/), "a consumer group name (letters, digits, _ . : -)"),
+  },
+  {
+    key: "redis.url",
+    env: ["REDIS_URL"],
+    fromText: asIs,
+    parse: fromZod(
+      z.string().regex(/^(redis|rediss):\/\/\S+$/),
+      "a redis:// or rediss:// URL",
+    ),
+    secret: true,
+  },
+  {
+    key: "redis.prefix",
+    env: ["GATEHOUSE_REDIS_PREFIX"],
+    fromText: asIs,
+    parse: fromZod(z.string().regex(/^[\w.:-]{1,64}$/), "a key prefix (letters, digits, _ . : -)"),
+  },
+  {
+    key: "redis.streams",
+    env: ["GATEHOUSE_REDIS_STREAMS"],
+    fromText: (text) => text.trim(),
+    parse: fromZod(z.enum(["per-event", "single"]), '"per-event" or "single"'),
+  },
+  {
+    key: "redis.max_len",
+    env: ["GATEHOUSE_REDIS_MAX_LEN"],
+    fromText: asNumber,
+    parse: fromZod(z.number().int().min(0), "a non-negative integer (0 = no trimming)"),
+  },
+  {
     key: "log.level",
     env: ["GATEHOUSE_LOG_LEVEL"],
     flag: { name: "logLevel", option: "log-level" },
@@ -447,21 +506,27 @@ export const DEFAULTS = {
     hardMaxSizeBytes: 0,
     commitIntervalMs: 10,
   },
+  broker: { types: ["stdout"] as SinkType[], group: "gatehouse" },
+  redis: {
+    url: "redis://127.0.0.1:6379",
+    prefix: "gatehouse",
+    streams: "per-event" as "per-event" | "single",
+    maxLen: 0,
+  },
   log: { level: "info" as LogLevel },
 };
 
 /** Spectacles keys and variables this version accepts but does not act on yet. */
 export const NOT_YET_SUPPORTED = {
-  tables: ["broker", "prometheus", "shard_store", "redis", "amqp"],
+  tables: ["prometheus", "shard_store", "amqp"],
+  /** Keys of supported tables that this version ignores. */
+  keys: ["broker.message_timeout", "redis.pool_size"],
   env: [
-    "BROKER_TYPE",
-    "BROKER_GROUP",
     "BROKER_MESSAGE_TIMEOUT",
     "PROMETHEUS_ADDRESS",
     "PROMETHEUS_ENDPOINT",
     "SHARD_STORE_TYPE",
     "SHARD_STORE_PREFIX",
-    "REDIS_URL",
     "REDIS_POOL_SIZE",
     "AMQP_URL",
   ],

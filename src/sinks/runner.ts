@@ -319,6 +319,15 @@ export class SinkRunner {
     this.#clearQueue();
   }
 
+  /** Waits (at most `timeoutMs`) until the cursor reaches `lastId`. */
+  async settle(lastId: number, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#cursor < lastId && !this.#closed && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return this.#cursor >= lastId;
+  }
+
   close(): void {
     this.#closed = true;
     clearTimeout(this.#retry);

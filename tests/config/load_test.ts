@@ -397,14 +397,46 @@ Deno.test("unknown keys are errors, with a suggestion when close", () => {
 
 Deno.test("Spectacles keys not supported yet are warnings, not errors", () => {
   const { warnings } = load({
-    file: '[broker]\ntype = "amqp"\n[redis]\nurl = "localhost:6379"',
+    file: '[broker]\nmessage_timeout = "2m"\n[redis]\npool_size = 8\n[amqp]\nurl = "amqp://x"',
     env: { ...withToken, AMQP_URL: "amqp://x" },
   });
   assert.deepEqual(warnings, [
-    "[broker] in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
-    "[redis] in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
+    "broker.message_timeout in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
+    "redis.pool_size in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
+    "[amqp] in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
     "env AMQP_URL is ignored: this version of gatehouse does not support it yet",
   ]);
+});
+
+Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url, prefix, streams, max_len", () => {
+  assert.deepEqual(load({ env: withToken }).config.broker, { types: ["stdout"], group: "gatehouse" });
+  const { config } = load({
+    file: '[broker]\ntype = ["stdout", "redis"]\ngroup = "bots"\n[redis]\nurl = "redis://10.0.0.5:6380"\n' +
+      'prefix = "gw"\nstreams = "single"\nmax_len = 100000',
+    env: withToken,
+  });
+  assert.deepEqual(config.broker, { types: ["stdout", "redis"], group: "bots" });
+  assert.deepEqual(config.redis, {
+    url: "redis://10.0.0.5:6380",
+    prefix: "gw",
+    streams: "single",
+    maxLen: 100000,
+  });
+  const env = load({ env: { ...withToken, BROKER_TYPE: "redis", REDIS_URL: "rediss://u:p@h:6379" } }).config;
+  assert.deepEqual(env.broker.types, ["redis"]);
+  assert.equal(env.redis.url, "rediss://u:p@h:6379");
+  assert.match(
+    loadError({ env: { ...withToken, BROKER_TYPE: "amqp" } }),
+    /broker\.type = "amqp" \(from env BROKER_TYPE\) is invalid: must be one or more of stdout, redis/,
+  );
+  assert.match(loadError({ file: '[broker]\ntype = ["redis", "redis"]', env: withToken }), /broker\.type/);
+  // A Redis URL can hold a password: an error never shows it.
+  const bad = loadError({ env: { ...withToken, REDIS_URL: "localhost:6379/secret-pass" } });
+  assert.match(
+    bad,
+    /redis\.url = <redacted> \(from env REDIS_URL\) is invalid: must be a redis:\/\/ or rediss:\/\/ URL/,
+  );
+  assert.ok(!bad.includes("secret-pass"));
 });
 
 Deno.test("undocumented event names only warn", () => {

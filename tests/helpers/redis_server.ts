@@ -1,0 +1,82 @@
+/**
+ * A redis-server of the test's own, on a free port, with AOF (`appendfsync always`, so whatever Redis
+ * acknowledged survives a kill -9), stopped by its pid. For tests that kill the broker.
+ */
+export class RedisServer {
+  readonly port: number;
+  readonly dir: string;
+  #child: Deno.ChildProcess | null = null;
+
+  private constructor(port: number, dir: string) {
+    this.port = port;
+    this.dir = dir;
+  }
+
+  static async start(): Promise<RedisServer> {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = listener.addr.port;
+    listener.close();
+    const server = new RedisServer(port, await Deno.makeTempDir({ prefix: "gatehouse-redis-" }));
+    await server.restart();
+    return server;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts (again) on the same port and directory: the AOF brings back what was acknowledged. */
+  async restart(): Promise<void> {
+    this.#child = new Deno.Command("redis-server", {
+      args: [
+        "--port",
+        String(this.port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        this.dir,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port });
+        await conn.write(new TextEncoder().encode("PING\r\n"));
+        const buf = new Uint8Array(16);
+        const n = await conn.read(buf);
+        conn.close();
+        if (n !== null && new TextDecoder().decode(buf.subarray(0, n)).startsWith("+PONG")) return;
+      } catch {
+        // not up yet (or still loading the AOF)
+      }
+      if (Date.now() > deadline) throw new Error(`redis-server on ${this.port} did not start`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  /** kill -9, by pid. */
+  async kill(): Promise<void> {
+    const child = this.#child;
+    this.#child = null;
+    if (!child) return;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await child.status;
+  }
+
+  async stop(): Promise<void> {
+    await this.kill();
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}

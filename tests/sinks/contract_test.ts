@@ -1,0 +1,204 @@
+/**
+ * The sink contract, one suite run against every sink: events are delivered in id order as NDJSON
+ * lines; a batch delivered again (a crash before its cursor was stored) is acknowledged and its repeats
+ * carry the same ids (an idempotent sink holds each event once); a destination that cannot take events
+ * fails the delivery instead of acknowledging it. The Redis sink runs against a real Redis on 127.0.0.1.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import type { EventBatch } from "../../src/journal/journal.ts";
+import { RedisSink } from "../../src/sinks/redis.ts";
+import type { Sink } from "../../src/sinks/sink.ts";
+import { StdoutSink } from "../../src/sinks/stdout.ts";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+const REDIS_URL = Deno.env.get("GATEHOUSE_TEST_REDIS") ?? "redis://127.0.0.1:6379";
+
+interface Event {
+  id: number;
+  shard: number;
+  t: string;
+  payload: string;
+}
+
+function batchOf(events: Event[]): EventBatch {
+  const payloads = events.map((e) => enc(e.payload));
+  return {
+    count: events.length,
+    firstId: events[0].id,
+    lastId: events[events.length - 1].id,
+    size: payloads.reduce((n, p) => n + p.length, 0),
+    id: (i) => events[i].id,
+    shard: (i) => events[i].shard,
+    t: (i) => events[i].t,
+    payload: (i) => payloads[i],
+  };
+}
+
+function event(id: number, t = id % 3 === 0 ? "GUILD_CREATE" : "MESSAGE_CREATE"): Event {
+  return {
+    id,
+    shard: id % 4,
+    t,
+    payload: `{"t":"${t}","s":${id},"op":0,"d":{"n":${id},"big":123456789012345678901}}`,
+  };
+}
+
+/** The line a sink must hold for an event: id, shard, then Discord's bytes untouched. */
+const lineOf = (e: Event) => `{"id":${e.id},"shard":${e.shard},${e.payload.slice(1)}`;
+
+interface Subject {
+  sink: Sink;
+  /** Every line the destination holds, in the order a consumer reads them (per sink: by id). */
+  read(): Promise<string[]>;
+  /** Whether a repeated delivery is stored once (true) or appears again with the same ids (false). */
+  idempotent: boolean;
+  cleanup(): Promise<void>;
+}
+
+interface Kind {
+  name: string;
+  make(): Promise<Subject>;
+  /** A sink whose destination cannot take events. */
+  broken(): Promise<{ sink: Sink; cleanup(): Promise<void> }>;
+}
+
+const KINDS: Kind[] = [
+  {
+    name: "stdout",
+    make() {
+      const chunks: Uint8Array[] = [];
+      const sink = new StdoutSink({ writeSync: (bytes) => (chunks.push(bytes.slice()), bytes.length) });
+      return Promise.resolve({
+        sink,
+        idempotent: false,
+        read: () => Promise.resolve(chunks.map(dec).join("").split("\n").filter((l) => l !== "")),
+        cleanup: () => Promise.resolve(),
+      });
+    },
+    broken() {
+      const sink = new StdoutSink({
+        writeSync: () => {
+          throw new Error("Broken pipe (os error 32)");
+        },
+      });
+      return Promise.resolve({ sink, cleanup: () => Promise.resolve() });
+    },
+  },
+  ...(["per-event", "single"] as const).map((layout): Kind => ({
+    name: `redis (${layout} streams)`,
+    make() {
+      const prefix = `gatehouse-test-${crypto.randomUUID().slice(0, 8)}`;
+      const sink = new RedisSink({ url: REDIS_URL, prefix, layout, group: "bots" });
+      const client = new Redis(REDIS_URL);
+      const keys = async () => (await client.keys(`${prefix}:*`)).sort();
+      return Promise.resolve({
+        sink,
+        idempotent: true,
+        async read() {
+          const lines: Array<[number, string]> = [];
+          for (const key of await keys()) {
+            for (const [id, fields] of await client.xrange(key, "-", "+")) {
+              assert.equal(fields[0], "data");
+              lines.push([Number(id.split("-")[0]), fields[1]]);
+            }
+          }
+          return lines.sort((a, b) => a[0] - b[0]).map(([, line]) => line);
+        },
+        async cleanup() {
+          const all = await keys();
+          if (all.length > 0) await client.del(...all);
+          await sink.close?.();
+          client.disconnect();
+        },
+      });
+    },
+    broken() {
+      // A port nothing listens on.
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = listener.addr.port;
+      listener.close();
+      const sink = new RedisSink({ url: `redis://127.0.0.1:${port}`, layout });
+      return Promise.resolve({ sink, cleanup: async () => await sink.close?.() });
+    },
+  })),
+];
+
+for (const kind of KINDS) {
+  Deno.test(`sink contract, ${kind.name}: delivers in id order, Discord's bytes untouched`, async () => {
+    const s = await kind.make();
+    try {
+      const events = Array.from({ length: 30 }, (_, i) => event(i + 1));
+      await s.sink.deliver(batchOf(events.slice(0, 10)));
+      await s.sink.deliver(batchOf(events.slice(10, 11)));
+      await s.sink.deliver(batchOf(events.slice(11)));
+      assert.deepEqual(await s.read(), events.map(lineOf));
+      for (const line of await s.read()) JSON.parse(line);
+    } finally {
+      await s.cleanup();
+    }
+  });
+
+  Deno.test(`sink contract, ${kind.name}: a batch delivered again is acknowledged; repeats keep their ids`, async () => {
+    const s = await kind.make();
+    try {
+      const first = Array.from({ length: 5 }, (_, i) => event(i + 1));
+      const second = Array.from({ length: 5 }, (_, i) => event(i + 6));
+      await s.sink.deliver(batchOf(first));
+      await s.sink.deliver(batchOf(second));
+      // The process died before the cursor after `second` was stored: it is delivered again.
+      await s.sink.deliver(batchOf(second));
+      const lines = await s.read();
+      if (s.idempotent) {
+        assert.deepEqual(lines, [...first, ...second].map(lineOf), "each event once");
+      } else {
+        assert.deepEqual(
+          lines,
+          [...first, ...second, ...second].map(lineOf),
+          "the repeats are the same lines",
+        );
+      }
+    } finally {
+      await s.cleanup();
+    }
+  });
+
+  Deno.test(`sink contract, ${kind.name}: a destination that cannot take events fails the delivery`, async () => {
+    const b = await kind.broken();
+    try {
+      await assert.rejects(async () => await b.sink.deliver(batchOf([event(1)])));
+    } finally {
+      await b.cleanup();
+    }
+  });
+}
+
+Deno.test("redis sink: per-event layout uses {prefix}:{EVENT} streams with explicit ids and creates the group", async () => {
+  const prefix = `gatehouse-test-${crypto.randomUUID().slice(0, 8)}`;
+  const sink = new RedisSink({ url: REDIS_URL, prefix, group: "bots", maxLen: 1000 });
+  const client = new Redis(REDIS_URL);
+  try {
+    await sink.deliver(
+      batchOf([event(7, "MESSAGE_CREATE"), event(8, "GUILD_CREATE"), event(9, "MESSAGE_CREATE")]),
+    );
+    assert.deepEqual((await client.keys(`${prefix}:*`)).sort(), [
+      `${prefix}:GUILD_CREATE`,
+      `${prefix}:MESSAGE_CREATE`,
+    ]);
+    const entries = await client.xrange(`${prefix}:MESSAGE_CREATE`, "-", "+");
+    assert.deepEqual(entries.map(([id]) => id), ["7-0", "9-0"]);
+    const groups = (await client.xinfo("GROUPS", `${prefix}:MESSAGE_CREATE`)) as unknown[][];
+    assert.equal(groups.length, 1);
+    assert.equal(groups[0][1], "bots");
+    // Delivered again: Redis refuses the entries as already there, and that is an acknowledgement.
+    await sink.deliver(batchOf([event(8, "GUILD_CREATE"), event(9, "MESSAGE_CREATE")]));
+    assert.equal(sink.duplicates, 2);
+    assert.equal(await client.xlen(`${prefix}:MESSAGE_CREATE`), 2);
+  } finally {
+    const keys = await client.keys(`${prefix}:*`);
+    if (keys.length > 0) await client.del(...keys);
+    await sink.close();
+    client.disconnect();
+  }
+});
