@@ -13,6 +13,7 @@ import { Retention } from "../journal/retention.ts";
 import { Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
+import { AmqpSink } from "../sinks/amqp.ts";
 import { RedisSink } from "../sinks/redis.ts";
 import { SinkRunner } from "../sinks/runner.ts";
 import type { Sink } from "../sinks/sink.ts";
@@ -221,16 +222,20 @@ async function runWithStore(
   let outputClosed: (reason: string) => void = () => {};
   const outputGone = new Promise<string>((resolve) => (outputClosed = resolve));
   const stdout = new StdoutSink({ onClosed: (error) => outputClosed(error.message) });
-  const sinks: Sink[] = config.broker.types.map((type) =>
-    type === "stdout" ? stdout : new RedisSink({
-      url: config.redis.url,
-      prefix: config.redis.prefix,
-      layout: config.redis.streams,
-      maxLen: config.redis.maxLen,
-      group: config.broker.group,
-      logger: logger("redis"),
-    })
-  );
+  const sinks: Sink[] = config.broker.types.map((type) => {
+    if (type === "stdout") return stdout;
+    if (type === "redis") {
+      return new RedisSink({
+        url: config.redis.url,
+        prefix: config.redis.prefix,
+        layout: config.redis.streams,
+        maxLen: config.redis.maxLen,
+        group: config.broker.group,
+        logger: logger("redis"),
+      });
+    }
+    return new AmqpSink({ url: config.amqp.url, exchange: config.amqp.exchange, logger: logger("amqp") });
+  });
   for (const sink of sinks) {
     const runner = new SinkRunner({
       sink,

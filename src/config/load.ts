@@ -144,6 +144,10 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
       streams: get("redis.streams", DEFAULTS.redis.streams),
       maxLen: get("redis.max_len", DEFAULTS.redis.maxLen),
     },
+    amqp: {
+      url: get("amqp.url", DEFAULTS.amqp.url),
+      exchange: get("amqp.exchange", DEFAULTS.amqp.exchange),
+    },
     log: { level: get("log.level", DEFAULTS.log.level) },
   };
   return { config, warnings };

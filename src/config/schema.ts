@@ -45,10 +45,11 @@ export interface GatehouseConfig {
   /** Where events go: one or more sinks, each with its own cursor. */
   broker: { types: SinkType[]; group: string };
   redis: { url: string; prefix: string; streams: "per-event" | "single"; maxLen: number };
+  amqp: { url: string; exchange: string };
   log: { level: LogLevel };
 }
 
-export type SinkType = "stdout" | "redis";
+export type SinkType = "stdout" | "redis" | "amqp";
 
 /** Where a value came from, for messages: `gatehouse.toml`, `env DISCORD_TOKEN`, `flag --events`. */
 export type Source = { kind: "file"; path: string } | { kind: "env"; name: string } | {
@@ -293,11 +294,11 @@ export function parseSize(raw: unknown): { ok: true; value: number } | { ok: fal
   return { ok: true, value: Math.round(Number(match[1]) * SIZE_UNITS[match[2].toLowerCase()]) };
 }
 
-const SINK_TYPES = ["stdout", "redis"];
+const SINK_TYPES = ["stdout", "redis", "amqp"];
 
 /** `"redis"`, `"stdout,redis"` or `["stdout", "redis"]`: at least one, no repeats. */
 function parseSinkTypes(raw: unknown): { ok: true; value: SinkType[] } | { ok: false; allowed: string } {
-  const allowed = `one or more of ${SINK_TYPES.join(", ")} (amqp and http are not supported yet)`;
+  const allowed = `one or more of ${SINK_TYPES.join(", ")} (http is not supported yet)`;
   const list = typeof raw === "string" ? raw.split(",").map((s) => s.trim()).filter((s) => s !== "") : raw;
   if (!Array.isArray(list) || list.length === 0) return { ok: false, allowed };
   const types = list.map((t) => String(t).toLowerCase());
@@ -483,6 +484,19 @@ export const KEYS: readonly KeyDef[] = [
     parse: fromZod(z.number().int().min(0), "a non-negative integer (0 = no trimming)"),
   },
   {
+    key: "amqp.url",
+    env: ["AMQP_URL"],
+    fromText: asIs,
+    parse: fromZod(z.string().regex(/^amqps?:\/\/\S+$/), "an amqp:// or amqps:// URL"),
+    secret: true,
+  },
+  {
+    key: "amqp.exchange",
+    env: ["GATEHOUSE_AMQP_EXCHANGE"],
+    fromText: asIs,
+    parse: fromZod(z.string().regex(/^[\w.:-]{1,127}$/), "an exchange name (letters, digits, _ . : -)"),
+  },
+  {
     key: "log.level",
     env: ["GATEHOUSE_LOG_LEVEL"],
     flag: { name: "logLevel", option: "log-level" },
@@ -513,12 +527,13 @@ export const DEFAULTS = {
     streams: "per-event" as "per-event" | "single",
     maxLen: 0,
   },
+  amqp: { url: "amqp://guest:guest@127.0.0.1:5672", exchange: "gatehouse" },
   log: { level: "info" as LogLevel },
 };
 
 /** Spectacles keys and variables this version accepts but does not act on yet. */
 export const NOT_YET_SUPPORTED = {
-  tables: ["prometheus", "shard_store", "amqp"],
+  tables: ["prometheus", "shard_store"],
   /** Keys of supported tables that this version ignores. */
   keys: ["broker.message_timeout", "redis.pool_size"],
   env: [
@@ -528,6 +543,5 @@ export const NOT_YET_SUPPORTED = {
     "SHARD_STORE_TYPE",
     "SHARD_STORE_PREFIX",
     "REDIS_POOL_SIZE",
-    "AMQP_URL",
   ],
 };

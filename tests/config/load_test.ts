@@ -397,14 +397,14 @@ Deno.test("unknown keys are errors, with a suggestion when close", () => {
 
 Deno.test("Spectacles keys not supported yet are warnings, not errors", () => {
   const { warnings } = load({
-    file: '[broker]\nmessage_timeout = "2m"\n[redis]\npool_size = 8\n[amqp]\nurl = "amqp://x"',
-    env: { ...withToken, AMQP_URL: "amqp://x" },
+    file: '[broker]\nmessage_timeout = "2m"\n[redis]\npool_size = 8\n[prometheus]\naddress = ":9090"',
+    env: { ...withToken, PROMETHEUS_ENDPOINT: "/metrics" },
   });
   assert.deepEqual(warnings, [
     "broker.message_timeout in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
     "redis.pool_size in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
-    "[amqp] in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
-    "env AMQP_URL is ignored: this version of gatehouse does not support it yet",
+    "[prometheus] in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
+    "env PROMETHEUS_ENDPOINT is ignored: this version of gatehouse does not support it yet",
   ]);
 });
 
@@ -426,8 +426,8 @@ Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url
   assert.deepEqual(env.broker.types, ["redis"]);
   assert.equal(env.redis.url, "rediss://u:p@h:6379");
   assert.match(
-    loadError({ env: { ...withToken, BROKER_TYPE: "amqp" } }),
-    /broker\.type = "amqp" \(from env BROKER_TYPE\) is invalid: must be one or more of stdout, redis/,
+    loadError({ env: { ...withToken, BROKER_TYPE: "kafka" } }),
+    /broker\.type = "kafka" \(from env BROKER_TYPE\) is invalid: must be one or more of stdout, redis, amqp/,
   );
   assert.match(loadError({ file: '[broker]\ntype = ["redis", "redis"]', env: withToken }), /broker\.type/);
   // A Redis URL can hold a password: an error never shows it.
@@ -437,6 +437,17 @@ Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url
     /redis\.url = <redacted> \(from env REDIS_URL\) is invalid: must be a redis:\/\/ or rediss:\/\/ URL/,
   );
   assert.ok(!bad.includes("secret-pass"));
+  const amqp = load({
+    env: {
+      ...withToken,
+      BROKER_TYPE: "amqp,stdout",
+      AMQP_URL: "amqp://u:p@mq:5672/v",
+      GATEHOUSE_AMQP_EXCHANGE: "gw",
+    },
+  }).config;
+  assert.deepEqual(amqp.broker.types, ["amqp", "stdout"]);
+  assert.deepEqual(amqp.amqp, { url: "amqp://u:p@mq:5672/v", exchange: "gw" });
+  assert.match(loadError({ env: { ...withToken, AMQP_URL: "mq:5672" } }), /amqp\.url = <redacted>/);
 });
 
 Deno.test("undocumented event names only warn", () => {

@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { Redis } from "ioredis";
 import type { EventBatch } from "../../src/journal/journal.ts";
+import { AMQPClient } from "@cloudamqp/amqp-client";
+import { AmqpSink } from "../../src/sinks/amqp.ts";
 import { RedisSink } from "../../src/sinks/redis.ts";
 import type { Sink } from "../../src/sinks/sink.ts";
 import { StdoutSink } from "../../src/sinks/stdout.ts";
@@ -14,6 +16,7 @@ import { StdoutSink } from "../../src/sinks/stdout.ts";
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const REDIS_URL = Deno.env.get("GATEHOUSE_TEST_REDIS") ?? "redis://127.0.0.1:6379";
+const AMQP_URL = Deno.env.get("GATEHOUSE_TEST_AMQP") ?? "amqp://guest:guest@127.0.0.1:5672";
 
 interface Event {
   id: number;
@@ -123,6 +126,47 @@ const KINDS: Kind[] = [
       return Promise.resolve({ sink, cleanup: async () => await sink.close?.() });
     },
   })),
+  {
+    name: "amqp",
+    async make() {
+      const exchange = `gatehouse-test-${crypto.randomUUID().slice(0, 8)}`;
+      const sink = new AmqpSink({ url: AMQP_URL, exchange });
+      // A queue bound to every routing key, declared before anything is published.
+      const client = new AMQPClient(AMQP_URL);
+      await client.connect();
+      const channel = await client.channel();
+      await channel.exchangeDeclare(exchange, "topic", { durable: true });
+      const queue = await channel.queueDeclare("", { exclusive: true });
+      await channel.queueBind(queue.name, exchange, "#");
+      return {
+        sink,
+        idempotent: false,
+        async read() {
+          const got: Array<[number, string]> = [];
+          for (;;) {
+            const message = await channel.basicGet(queue.name, { noAck: true });
+            if (!message) break;
+            assert.equal(message.properties.deliveryMode, 2, "persistent");
+            got.push([Number(message.properties.messageId), message.bodyToString()!]);
+          }
+          for (const [id, line] of got) assert.equal(JSON.parse(line).id, id, "message_id is the journal id");
+          return got.map(([, line]) => line);
+        },
+        async cleanup() {
+          await channel.exchangeDelete(exchange);
+          await client.close();
+          await sink.close();
+        },
+      };
+    },
+    broken() {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = listener.addr.port;
+      listener.close();
+      const sink = new AmqpSink({ url: `amqp://guest:guest@127.0.0.1:${port}` });
+      return Promise.resolve({ sink, cleanup: async () => await sink.close() });
+    },
+  },
 ];
 
 for (const kind of KINDS) {

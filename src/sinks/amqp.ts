@@ -1,0 +1,118 @@
+/**
+ * The RabbitMQ (AMQP 0-9-1) sink: a durable topic exchange, one persistent message per event with the
+ * event name as routing key and the journal id as `message_id`; the body is the event's NDJSON line.
+ * Publisher confirms are the acknowledgement: a batch is acknowledged once the broker confirmed every
+ * message of it. When the connection drops, what was not confirmed fails the delivery and is published
+ * again from the journal on a new connection — repeats carry the same `message_id`.
+ */
+import { AMQPClient } from "@cloudamqp/amqp-client";
+import type { AMQPChannel } from "@cloudamqp/amqp-client";
+import type { EventBatch } from "../journal/journal.ts";
+import type { Logger } from "../util/log.ts";
+import { LineBuffer } from "./ndjson.ts";
+import type { Sink } from "./sink.ts";
+
+export interface AmqpSinkOptions {
+  /** `amqp://user:pass@host:5672/vhost` (or `amqps://`). */
+  url: string;
+  /** The topic exchange (declared durable when missing). Default `gatehouse`. */
+  exchange?: string;
+  logger?: Logger;
+  /** The cursor's name in the store (default `amqp`). */
+  name?: string;
+  /** A batch not confirmed within this time fails (and is published again). Default 30 s. */
+  confirmTimeoutMs?: number;
+}
+
+export class AmqpSink implements Sink {
+  readonly name: string;
+  readonly #url: string;
+  readonly #exchange: string;
+  readonly #log?: Logger;
+  readonly #confirmTimeoutMs: number;
+  readonly #line = new LineBuffer(4096);
+  #client: AMQPClient | null = null;
+  #channel: AMQPChannel | null = null;
+  #closed = false;
+
+  constructor(options: AmqpSinkOptions) {
+    this.name = options.name ?? "amqp";
+    this.#url = options.url;
+    this.#exchange = options.exchange ?? "gatehouse";
+    this.#log = options.logger;
+    this.#confirmTimeoutMs = options.confirmTimeoutMs ?? 30_000;
+  }
+
+  get exchange(): string {
+    return this.#exchange;
+  }
+
+  async #ready(): Promise<AMQPChannel> {
+    if (this.#channel && !this.#channel.closed && this.#client && !this.#client.closed) return this.#channel;
+    this.#drop();
+    const client = new AMQPClient(this.#url);
+    client.onerror = (error) => this.#log?.warn("amqp: connection lost: {error}", { error: error.message });
+    await client.connect();
+    const channel = await client.channel();
+    await channel.confirmSelect();
+    await channel.exchangeDeclare(this.#exchange, "topic", { durable: true });
+    this.#client = client;
+    this.#channel = channel;
+    return channel;
+  }
+
+  #drop(): void {
+    const client = this.#client;
+    this.#client = null;
+    this.#channel = null;
+    if (client && !client.closed) client.close().catch(() => {});
+  }
+
+  async deliver(batch: EventBatch): Promise<void> {
+    if (this.#closed) throw new Error("amqp: the sink is closed");
+    let channel: AMQPChannel;
+    try {
+      channel = await this.#ready();
+    } catch (error) {
+      this.#drop();
+      throw new Error(`amqp: cannot connect: ${(error as Error).message}`);
+    }
+    const confirms: Promise<number>[] = [];
+    for (let i = 0; i < batch.count; i++) {
+      this.#line.append(batch.id(i), batch.shard(i), batch.payload(i), 0);
+      const line = this.#line.take();
+      confirms.push(
+        channel.basicPublish(this.#exchange, batch.t(i), line.slice(0, line.length - 1), {
+          messageId: String(batch.id(i)),
+          deliveryMode: 2,
+          contentType: "application/json",
+        }),
+      );
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`amqp: not confirmed within ${this.#confirmTimeoutMs} ms`)),
+        this.#confirmTimeoutMs,
+      );
+    });
+    try {
+      await Promise.race([Promise.all(confirms), timeout]);
+    } catch (error) {
+      // Whatever was not confirmed is published again on a new connection.
+      this.#drop();
+      for (const confirm of confirms) confirm.catch(() => {});
+      throw error instanceof Error ? error : new Error(String(error));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const client = this.#client;
+    this.#client = null;
+    this.#channel = null;
+    if (client && !client.closed) await client.close().catch(() => {});
+  }
+}
