@@ -5,13 +5,17 @@
  * gateway runs as a child process exactly like `deno task start`, stdout to /dev/null. Progress is read
  * from gatehouse's own heartbeats (every heartbeat carries the last sequence number it has handled),
  * CPU and memory from /proc/<pid>. The same scenarios run against two bare loops for reference: one
- * that only inflates, one that inflates, JSON.parses and writes each event as a line.
+ * that only inflates, one that inflates, JSON.parses and writes each event as a line. Then a flood of
+ * 4 shards into Redis Streams and into RabbitMQ (local servers; stdout not a sink): events/s into the
+ * broker and how far behind the journal the sink is.
  *
  *   deno task bench                      # every scenario
- *   deno task bench --only flood1,idle   # some of them
+ *   deno task bench --only flood1,idle   # some of them: flood1 flood16 paced500 paced2000 idle redis amqp
  *   deno task bench --json               # one JSON object at the end
  */
 import { parseArgs } from "node:util";
+import { AMQPClient } from "@cloudamqp/amqp-client";
+import { Redis } from "ioredis";
 import { FakeDiscord } from "../tests/fake_discord/server.ts";
 import { RUN_FLAGS } from "../tests/helpers/gatehouse.ts";
 
@@ -30,6 +34,8 @@ const { values } = parseArgs({
 });
 
 const ROOT = new URL("../", import.meta.url);
+const REDIS_URL = Deno.env.get("GATEHOUSE_BENCH_REDIS") ?? "redis://127.0.0.1:6379";
+const AMQP_URL = Deno.env.get("GATEHOUSE_BENCH_AMQP") ?? "amqp://guest:guest@127.0.0.1:5672";
 const SECONDS = Number(values.seconds);
 const CLK_TCK = 100;
 const only = values.only ? new Set(values.only.split(",")) : null;
@@ -216,6 +222,88 @@ async function throughput(
   }
 }
 
+/**
+ * A flood of `shards` shards into a broker (stdout not a sink): events/s Discord got through, events/s
+ * that reached the broker, and how far behind the journal the sink is at the end.
+ */
+async function brokerFlood(kind: "redis" | "amqp", shards: number, rate: number | "flood", seconds: number) {
+  const name = `gatehouse-bench-${crypto.randomUUID().slice(0, 8)}`;
+  const fake = await FakeDiscord.start({
+    shards,
+    maxConcurrency: shards,
+    guildsPerShard: 1,
+    heartbeatIntervalMs: 2000,
+    precompressed: true,
+    recordEvents: false,
+    replayBufferSize: 20_000,
+  });
+  let count: () => Promise<number>;
+  let cleanup: () => Promise<void>;
+  const env: Record<string, string> = { BROKER_TYPE: kind };
+  if (kind === "redis") {
+    const client = new Redis(REDIS_URL);
+    Object.assign(env, { REDIS_URL, GATEHOUSE_REDIS_STREAMS: "single", GATEHOUSE_REDIS_PREFIX: name });
+    count = () => client.xlen(`${name}:events`);
+    cleanup = async () => {
+      await client.del(`${name}:events`);
+      client.disconnect();
+    };
+  } else {
+    const client = new AMQPClient(AMQP_URL);
+    await client.connect();
+    const channel = await client.channel();
+    await channel.exchangeDeclare(name, "topic", { durable: true });
+    await channel.queueDeclare(name, { durable: false });
+    await channel.queueBind(name, name, "#");
+    Object.assign(env, { AMQP_URL, GATEHOUSE_AMQP_EXCHANGE: name });
+    count = async () => (await channel.queueDeclare(name, { passive: true })).messageCount;
+    cleanup = async () => {
+      await channel.queueDelete(name);
+      await channel.exchangeDelete(name);
+      await client.close();
+    };
+  }
+  const child = spawn("gatehouse", fake, shards, env);
+  try {
+    await waitReady(fake, shards, 30_000);
+    if (rate === "flood") fake.startFlood();
+    else fake.startTraffic(rate);
+    await sleep(2000);
+    const p0 = progress(fake), n0 = await count(), c0 = cpuSeconds(child.pid), t0 = performance.now();
+    await sleep(seconds * 1000);
+    const p1 = progress(fake), n1 = await count(), c1 = cpuSeconds(child.pid), t1 = performance.now();
+    const sent = fake.stats().eventsSent;
+    fake.stopFlood();
+    fake.stopTraffic();
+    const elapsed = (t1 - t0) / 1000;
+    const received = Math.round(handledRate(p0, p1).perSecond);
+    const delivered = Math.round((n1 - n0) / elapsed);
+    const lag = Math.max(0, sent - n1);
+    const result = {
+      sink: kind,
+      shards,
+      rate,
+      receivedPerSecond: received,
+      deliveredPerSecond: delivered,
+      lagEvents: lag,
+      cpuPer100k: Number((((c1 - c0) / Math.max(1, n1 - n0)) * 100_000).toFixed(3)),
+      peakRssMb: Math.round(memoryKb(child.pid).peak / 1024),
+    };
+    const what = rate === "flood" ? "flood" : `${rate}/s each`;
+    const broker = kind === "redis" ? "Redis Streams" : "RabbitMQ";
+    log(
+      `gatehouse → ${kind.padEnd(5)} ${shards} shards, ${what}: ${received} events/s received, ` +
+        `${delivered} events/s into ${broker}, ${lag} events behind the journal at the end, ` +
+        `peak RSS ${result.peakRssMb} MB`,
+    );
+    return result;
+  } finally {
+    await stop(child);
+    await fake.stop();
+    await cleanup();
+  }
+}
+
 /** RSS per idle shard: (RSS with N idle shards − RSS with 1) / (N − 1). */
 async function idle(
   target: Target,
@@ -261,10 +349,11 @@ async function idle(
 const targets: Target[] = withBaselines
   ? ["gatehouse", "gatehouse-no-journal", "bare-inflate", "bare-parse-write"]
   : ["gatehouse", "gatehouse-no-journal"];
-const results: { throughput: Measure[]; idle: Array<Awaited<ReturnType<typeof idle>>> } = {
-  throughput: [],
-  idle: [],
-};
+const results: {
+  throughput: Measure[];
+  idle: Array<Awaited<ReturnType<typeof idle>>>;
+  brokers: Array<Awaited<ReturnType<typeof brokerFlood>>>;
+} = { throughput: [], idle: [], brokers: [] };
 
 log(
   `gatehouse bench: ${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}`,
@@ -290,6 +379,11 @@ if (wanted("idle")) {
   for (const target of targets.filter((t) => t === "gatehouse" || t === "bare-inflate")) {
     results.idle.push(await idle(target, Number(values["idle-shards"])));
   }
+}
+for (const kind of ["redis", "amqp"] as const) {
+  if (!wanted(kind)) continue;
+  results.brokers.push(await brokerFlood(kind, 4, 2500, SECONDS));
+  results.brokers.push(await brokerFlood(kind, 4, "flood", SECONDS));
 }
 // Journaling's cost: journal-on throughput as a share of journal-off, per scenario.
 for (const on of results.throughput.filter((r) => r.target === "gatehouse")) {

@@ -26,6 +26,8 @@ export interface AmqpSinkOptions {
 
 export class AmqpSink implements Sink {
   readonly name: string;
+  /** Repeats after a crash carry the same message_id. */
+  readonly runsAheadOfStoredCursor = true;
   readonly #url: string;
   readonly #exchange: string;
   readonly #log?: Logger;

@@ -45,6 +45,8 @@ export class RedisSink implements Sink {
   readonly #line = new LineBuffer(4096);
   /** Streams whose consumer group is known to exist. */
   readonly #grouped = new Set<string>();
+  /** Redis refuses entries it already holds: repeats after a crash cost nothing. */
+  readonly runsAheadOfStoredCursor = true;
   /** Entries Redis refused as already present (re-deliveries after a crash). */
   duplicates = 0;
 

@@ -257,6 +257,12 @@ export class SinkRunner {
     this.delivered += lastId - this.#cursor;
     this.#cursor = lastId;
     this.#failures = 0;
+    if (this.sink.runsAheadOfStoredCursor) {
+      this.#journal.setCursor(this.sink.name, lastId);
+      this.#busy = false;
+      this.#next();
+      return;
+    }
     // The next batch goes out once this cursor is stored: a crash repeats one batch at most.
     this.#journal.setCursor(this.sink.name, lastId, () => {
       this.#busy = false;

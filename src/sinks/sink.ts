@@ -9,5 +9,12 @@ export interface Sink {
   /** Names the sink's cursor in the store; stable across restarts. */
   readonly name: string;
   deliver(batch: EventBatch): void | Promise<void>;
+  /**
+   * true: the next delivery need not wait until the previous cursor is stored. A crash may then repeat
+   * more than one batch — fine where the destination drops repeats (Redis Streams refuse an entry id
+   * they already hold) or marks them (RabbitMQ's message_id). Without it (stdout), a crash repeats at
+   * most one batch. Waiting for the store would tie a broker's pace to the journal's write queue.
+   */
+  readonly runsAheadOfStoredCursor?: boolean;
   close?(): void | Promise<void>;
 }

@@ -435,3 +435,34 @@ Deno.test("sink runner: a permanent failure (stdout closed) is not retried", asy
     await journal.close();
   });
 });
+
+Deno.test("sink runner: a broker sink runs ahead of the stored cursor; stdout waits for it", async () => {
+  await withStore(async (store) => {
+    for (const ahead of [true, false]) {
+      const got: number[] = [];
+      const sink = {
+        name: ahead ? "broker" : "stdout",
+        runsAheadOfStoredCursor: ahead,
+        deliver(batch: EventBatch) {
+          for (let i = 0; i < batch.count; i++) got.push(batch.id(i));
+          return Promise.resolve();
+        },
+      };
+      // Commits every second: a cursor waits that long to be stored.
+      const journal = new Journal({ store, logger: log, commitIntervalMs: 1000 });
+      journal.setCursor("warm-up", 0);
+      await journal.flush();
+      await tick(20); // the timer the warm-up scheduled has fired; the next commit is 1 s away
+      const runner = new SinkRunner({ sink, journal, store: null, logger: log });
+      runner.offer(syntheticBatch(1, 2, 10));
+      await tick(20);
+      runner.offer(syntheticBatch(3, 2, 10));
+      runner.offer(syntheticBatch(5, 2, 10));
+      await tick(50);
+      if (ahead) assert.deepEqual(got, [1, 2, 3, 4, 5, 6], "not held back by the store");
+      else assert.deepEqual(got, [1, 2], "the next batch waits until cursor 2 is stored");
+      runner.close();
+      await journal.close();
+    }
+  });
+});
