@@ -13,6 +13,7 @@ import { Retention } from "../journal/retention.ts";
 import { Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
+import { CommandRouter, readLines } from "../commands/router.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
 import { RedisSink } from "../sinks/redis.ts";
 import { SinkRunner } from "../sinks/runner.ts";
@@ -305,6 +306,25 @@ async function runWithStore(
     },
   });
   pool.start();
+
+  // Commands from the bot on stdin, when it is a pipe: one NDJSON command per line.
+  const router = new CommandRouter(pool.shards, shardCount);
+  const commandLog = logger("commands");
+  const onCommand = (line: string) => {
+    const result = router.handle(line);
+    if (result.ok) return;
+    commandLog.warn("command rejected: {reason}", { reason: result.reason });
+    const shard = result.shard ?? Math.min(...shardIds);
+    dispatcher.internal(shard, "GATEHOUSE_COMMAND_REJECTED", {
+      reason: result.reason,
+      command: line.length > 200 ? `${line.slice(0, 200)}…` : line,
+    });
+  };
+  if (!Deno.stdin.isTerminal()) {
+    readLines(Deno.stdin.readable, onCommand).catch((error) => {
+      commandLog.warn("stopped reading commands from stdin: {error}", { error: (error as Error).message });
+    });
+  }
 
   const outcome = await Promise.race([
     stopped.then((signal) => ({ kind: "signal" as const, detail: signal })),

@@ -32,6 +32,8 @@ export interface Gatehouse {
   kill(signal?: Deno.Signal): void;
   /** Resolves with the exit status once stdout and stderr are drained. */
   status: Promise<Deno.CommandStatus>;
+  /** Writes text to stdin (only with `stdin: true`). */
+  write(text: string): Promise<void>;
 }
 
 export interface SpawnOptions {
@@ -40,6 +42,8 @@ export interface SpawnOptions {
   /** Subcommand and its arguments; defaults to ["run"]. */
   command?: string[];
   cwd?: string;
+  /** Give the process a stdin pipe (for commands); `write` then sends to it. */
+  stdin?: boolean;
 }
 
 /** Environment pointing gatehouse at a fake Discord. */
@@ -64,7 +68,7 @@ export function spawnGatehouse(options: SpawnOptions = {}): Gatehouse {
     args: [...RUN_FLAGS, "main.ts", ...(options.command ?? ["run"]), ...(options.args ?? [])],
     cwd: options.cwd ?? ROOT,
     env,
-    stdin: "null",
+    stdin: options.stdin ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -108,6 +112,14 @@ export function spawnGatehouse(options: SpawnOptions = {}): Gatehouse {
     lines,
     badLines,
     stderr: () => stderrText,
+    write: async (text: string) => {
+      const writer = child.stdin.getWriter();
+      try {
+        await writer.write(new TextEncoder().encode(text));
+      } finally {
+        writer.releaseLock();
+      }
+    },
     async waitFor(predicate, timeoutMs = 20_000, what = "condition") {
       const deadline = Date.now() + timeoutMs;
       let exited = false;
