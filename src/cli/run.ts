@@ -15,6 +15,8 @@ import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
 import { CommandRouter, readLines } from "../commands/router.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
+import { HttpSink } from "../sinks/http.ts";
+import { Secret } from "../util/secret.ts";
 import { RedisSink } from "../sinks/redis.ts";
 import { SinkRunner } from "../sinks/runner.ts";
 import type { Sink } from "../sinks/sink.ts";
@@ -233,6 +235,12 @@ async function runWithStore(
         maxLen: config.redis.maxLen,
         group: config.broker.group,
         logger: logger("redis"),
+      });
+    }
+    if (type === "http") {
+      return new HttpSink({
+        url: config.http.url!,
+        authorization: config.http.authorization === null ? null : new Secret(config.http.authorization),
       });
     }
     return new AmqpSink({ url: config.amqp.url, exchange: config.amqp.exchange, logger: logger("amqp") });

@@ -148,8 +148,17 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
       url: get("amqp.url", DEFAULTS.amqp.url),
       exchange: get("amqp.exchange", DEFAULTS.amqp.exchange),
     },
+    http: {
+      url: get("http.url", DEFAULTS.http.url),
+      authorization: get("http.authorization", DEFAULTS.http.authorization),
+    },
     log: { level: get("log.level", DEFAULTS.log.level) },
   };
+  if (config.broker.types.includes("http") && config.http.url === null) {
+    throw new ConfigError(
+      "broker.type includes http but http.url is not set: set [http] url or GATEHOUSE_HTTP_URL",
+    );
+  }
   return { config, warnings };
 }
 

@@ -46,10 +46,11 @@ export interface GatehouseConfig {
   broker: { types: SinkType[]; group: string };
   redis: { url: string; prefix: string; streams: "per-event" | "single"; maxLen: number };
   amqp: { url: string; exchange: string };
+  http: { url: string | null; authorization: string | null };
   log: { level: LogLevel };
 }
 
-export type SinkType = "stdout" | "redis" | "amqp";
+export type SinkType = "stdout" | "redis" | "amqp" | "http";
 
 /** Where a value came from, for messages: `gatehouse.toml`, `env DISCORD_TOKEN`, `flag --events`. */
 export type Source = { kind: "file"; path: string } | { kind: "env"; name: string } | {
@@ -294,11 +295,11 @@ export function parseSize(raw: unknown): { ok: true; value: number } | { ok: fal
   return { ok: true, value: Math.round(Number(match[1]) * SIZE_UNITS[match[2].toLowerCase()]) };
 }
 
-const SINK_TYPES = ["stdout", "redis", "amqp"];
+const SINK_TYPES = ["stdout", "redis", "amqp", "http"];
 
 /** `"redis"`, `"stdout,redis"` or `["stdout", "redis"]`: at least one, no repeats. */
 function parseSinkTypes(raw: unknown): { ok: true; value: SinkType[] } | { ok: false; allowed: string } {
-  const allowed = `one or more of ${SINK_TYPES.join(", ")} (http is not supported yet)`;
+  const allowed = `one or more of ${SINK_TYPES.join(", ")}`;
   const list = typeof raw === "string" ? raw.split(",").map((s) => s.trim()).filter((s) => s !== "") : raw;
   if (!Array.isArray(list) || list.length === 0) return { ok: false, allowed };
   const types = list.map((t) => String(t).toLowerCase());
@@ -497,6 +498,20 @@ export const KEYS: readonly KeyDef[] = [
     parse: fromZod(z.string().regex(/^[\w.:-]{1,127}$/), "an exchange name (letters, digits, _ . : -)"),
   },
   {
+    key: "http.url",
+    env: ["GATEHOUSE_HTTP_URL"],
+    fromText: asIs,
+    parse: fromZod(z.string().regex(/^https?:\/\/\S+$/), "an http:// or https:// URL"),
+    secret: true,
+  },
+  {
+    key: "http.authorization",
+    env: ["GATEHOUSE_HTTP_AUTHORIZATION"],
+    fromText: asIs,
+    parse: fromZod(z.string().min(1), 'the Authorization header\'s value, e.g. "Bearer …"'),
+    secret: true,
+  },
+  {
     key: "log.level",
     env: ["GATEHOUSE_LOG_LEVEL"],
     flag: { name: "logLevel", option: "log-level" },
@@ -528,6 +543,7 @@ export const DEFAULTS = {
     maxLen: 0,
   },
   amqp: { url: "amqp://guest:guest@127.0.0.1:5672", exchange: "gatehouse" },
+  http: { url: null as string | null, authorization: null as string | null },
   log: { level: "info" as LogLevel },
 };
 

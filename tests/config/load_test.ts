@@ -448,6 +448,16 @@ Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url
   assert.deepEqual(amqp.broker.types, ["amqp", "stdout"]);
   assert.deepEqual(amqp.amqp, { url: "amqp://u:p@mq:5672/v", exchange: "gw" });
   assert.match(loadError({ env: { ...withToken, AMQP_URL: "mq:5672" } }), /amqp\.url = <redacted>/);
+  const http = load({
+    env: {
+      ...withToken,
+      BROKER_TYPE: "http",
+      GATEHOUSE_HTTP_URL: "https://bot.example/events",
+      GATEHOUSE_HTTP_AUTHORIZATION: "Bearer x",
+    },
+  }).config;
+  assert.deepEqual(http.http, { url: "https://bot.example/events", authorization: "Bearer x" });
+  assert.match(loadError({ env: { ...withToken, BROKER_TYPE: "http" } }), /http\.url is not set/);
 });
 
 Deno.test("undocumented event names only warn", () => {

@@ -9,6 +9,8 @@ import { Redis } from "ioredis";
 import type { EventBatch } from "../../src/journal/journal.ts";
 import { AMQPClient } from "@cloudamqp/amqp-client";
 import { AmqpSink } from "../../src/sinks/amqp.ts";
+import { HttpSink } from "../../src/sinks/http.ts";
+import { Secret } from "../../src/util/secret.ts";
 import { RedisSink } from "../../src/sinks/redis.ts";
 import type { Sink } from "../../src/sinks/sink.ts";
 import { StdoutSink } from "../../src/sinks/stdout.ts";
@@ -167,6 +169,40 @@ const KINDS: Kind[] = [
       return Promise.resolve({ sink, cleanup: async () => await sink.close() });
     },
   },
+  {
+    name: "http",
+    make() {
+      const bodies: string[] = [];
+      const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request) => {
+        assert.equal(request.headers.get("authorization"), "Bearer test-secret");
+        assert.equal(request.headers.get("content-type"), "application/x-ndjson");
+        const body = await request.text();
+        const lines = body.split("\n").filter((l) => l !== "");
+        assert.equal(request.headers.get("x-gatehouse-first-id"), String(JSON.parse(lines[0]).id));
+        assert.equal(request.headers.get("x-gatehouse-last-id"), String(JSON.parse(lines.at(-1)!).id));
+        bodies.push(body);
+        return new Response(null, { status: 204 });
+      });
+      const sink = new HttpSink({
+        url: `http://127.0.0.1:${server.addr.port}/events`,
+        authorization: new Secret("Bearer test-secret"),
+      });
+      return Promise.resolve({
+        sink,
+        idempotent: false,
+        read: () => Promise.resolve(bodies.join("").split("\n").filter((l) => l !== "")),
+        cleanup: () => server.shutdown(),
+      });
+    },
+    broken() {
+      const server = Deno.serve(
+        { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+        () => new Response("busy", { status: 503 }),
+      );
+      const sink = new HttpSink({ url: `http://127.0.0.1:${server.addr.port}/events?token=hidden` });
+      return Promise.resolve({ sink, cleanup: () => server.shutdown() });
+    },
+  },
 ];
 
 for (const kind of KINDS) {
@@ -245,4 +281,17 @@ Deno.test("redis sink: per-event layout uses {prefix}:{EVENT} streams with expli
     await sink.close();
     client.disconnect();
   }
+});
+
+Deno.test("http sink: an unreachable endpoint fails without showing the URL's token", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const sink = new HttpSink({ url: `http://127.0.0.1:${port}/events?token=hidden-value`, timeoutMs: 2000 });
+  await assert.rejects(
+    async () => await sink.deliver(batchOf([event(1)])),
+    (error: Error) =>
+      !error.message.includes("hidden-value") &&
+      /POST to http:\/\/127\.0\.0\.1:\d+ failed/.test(error.message),
+  );
 });
