@@ -13,6 +13,7 @@ import { Retention } from "../journal/retention.ts";
 import { Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
+import { RedisCommandSource } from "../commands/redis_source.ts";
 import { CommandRouter, readLines } from "../commands/router.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
 import { HttpSink } from "../sinks/http.ts";
@@ -333,6 +334,17 @@ async function runWithStore(
       commandLog.warn("stopped reading commands from stdin: {error}", { error: (error as Error).message });
     });
   }
+  // With Redis as a sink, commands also come from the {prefix}:commands stream (consumer group).
+  const redisCommands = config.broker.types.includes("redis")
+    ? new RedisCommandSource({
+      url: config.redis.url,
+      stream: `${config.redis.prefix}:commands`,
+      group: config.broker.group,
+      onCommand,
+      logger: commandLog,
+    })
+    : null;
+  redisCommands?.start();
 
   const outcome = await Promise.race([
     stopped.then((signal) => ({ kind: "signal" as const, detail: signal })),
@@ -353,6 +365,7 @@ async function runWithStore(
     });
   }
   retention?.stop();
+  await redisCommands?.stop();
   const { closed, total } = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
   // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
   await journal.flush();

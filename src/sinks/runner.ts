@@ -284,12 +284,16 @@ export class SinkRunner {
       this.#behind = true;
     }
     const delay = Math.min(10_000, 200 * 2 ** Math.min(this.#failures - 1, 6));
-    this.#log.warn("sink {sink} did not take events after id {cursor}: {error}; retrying in {delay} ms", {
-      sink: this.sink.name,
-      cursor: this.#cursor,
-      error: (error as Error)?.message ?? String(error),
-      delay,
-    });
+    this.#log.warn(
+      "sink {sink} did not take events after id {cursor}: {error}; retrying in {delay} ms ({lag} event(s) waiting)",
+      {
+        sink: this.sink.name,
+        cursor: this.#cursor,
+        error: (error as Error)?.message ?? String(error),
+        delay,
+        lag: Math.max(0, this.#journal.lastAssignedId - this.#cursor),
+      },
+    );
     clearTimeout(this.#retry);
     this.#busy = true;
     this.#retry = setTimeout(() => {
