@@ -13,6 +13,7 @@ import { Retention } from "../journal/retention.ts";
 import { Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
+import { AmqpCommandSource } from "../commands/amqp_source.ts";
 import { RedisCommandSource } from "../commands/redis_source.ts";
 import { CommandRouter, readLines } from "../commands/router.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
@@ -345,6 +346,16 @@ async function runWithStore(
     })
     : null;
   redisCommands?.start();
+  // With RabbitMQ as a sink, commands also come from the durable queue {exchange}.commands.
+  const amqpCommands = config.broker.types.includes("amqp")
+    ? new AmqpCommandSource({
+      url: config.amqp.url,
+      queue: `${config.amqp.exchange}.commands`,
+      onCommand,
+      logger: commandLog,
+    })
+    : null;
+  amqpCommands?.start();
 
   const outcome = await Promise.race([
     stopped.then((signal) => ({ kind: "signal" as const, detail: signal })),
@@ -366,6 +377,7 @@ async function runWithStore(
   }
   retention?.stop();
   await redisCommands?.stop();
+  await amqpCommands?.stop();
   const { closed, total } = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
   // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
   await journal.flush();

@@ -57,9 +57,12 @@ Deno.test("amqp: connections closed by the broker mid-flow: every event in the b
     await fake.waitFor(() => fake.identifies.length === 4, 15_000, "4 shards identified");
     fake.startTraffic(500);
     await sleep(1500);
-    assert.equal(await closeConnections(connectionName), 1, "gatehouse's connection is cut");
+    assert.ok(
+      await closeConnections(connectionName) >= 1,
+      "gatehouse's connections (events, commands) are cut",
+    );
     await sleep(1500);
-    assert.equal(await closeConnections(connectionName), 1, "it reconnected, and is cut again");
+    assert.ok(await closeConnections(connectionName) >= 1, "it reconnected, and is cut again");
     await sleep(1500);
     fake.stopTraffic();
 
