@@ -320,15 +320,17 @@ async function runWithStore(
   // Commands from the bot on stdin, when it is a pipe: one NDJSON command per line.
   const router = new CommandRouter(pool.shards, shardCount);
   const commandLog = logger("commands");
-  const onCommand = (line: string) => {
+  /** Handles one command; resolves once it was sent to Discord (or rejected). */
+  const onCommand = (line: string): Promise<void> => {
     const result = router.handle(line);
-    if (result.ok) return;
+    if (result.ok) return result.sent;
     commandLog.warn("command rejected: {reason}", { reason: result.reason });
     const shard = result.shard ?? Math.min(...shardIds);
     dispatcher.internal(shard, "GATEHOUSE_COMMAND_REJECTED", {
       reason: result.reason,
       command: line.length > 200 ? `${line.slice(0, 200)}…` : line,
     });
+    return Promise.resolve();
   };
   if (!Deno.stdin.isTerminal()) {
     readLines(Deno.stdin.readable, onCommand).catch((error) => {

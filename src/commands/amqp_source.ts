@@ -1,7 +1,6 @@
 /**
  * Commands from a RabbitMQ queue (`{exchange}.commands`, durable, declared when missing): each message
- * body is one command as JSON; it is acknowledged once the command was queued on its shard or
- * rejected. Reconnects after a lost connection; unacknowledged messages are redelivered by the broker.
+ * body is one command as JSON; it is acknowledged once the command was sent to Discord or rejected. Reconnects after a lost connection; unacknowledged messages are redelivered by the broker.
  */
 import { AMQPClient } from "@cloudamqp/amqp-client";
 import type { Logger } from "../util/log.ts";
@@ -9,7 +8,8 @@ import type { Logger } from "../util/log.ts";
 export interface AmqpCommandSourceOptions {
   url: string;
   queue: string;
-  onCommand: (text: string) => void;
+  /** Resolves once the command was sent to Discord (or rejected): the message is acknowledged then. */
+  onCommand: (text: string) => Promise<void>;
   logger?: Logger;
 }
 
@@ -38,7 +38,7 @@ export class AmqpCommandSource {
         await channel.queueDeclare(this.#o.queue, { durable: true });
         await channel.basicQos(100);
         const consumer = await channel.basicConsume(this.#o.queue, { noAck: false }, async (message) => {
-          this.#o.onCommand(message.bodyToString() ?? "");
+          await this.#o.onCommand(message.bodyToString() ?? "");
           await message.ack();
           this.handled++;
         });
@@ -58,6 +58,7 @@ export class AmqpCommandSource {
     const client = this.#client;
     this.#client = null;
     if (client && !client.closed) await client.close().catch(() => {});
-    await this.#loop?.catch(() => {});
+    // A command still waiting for its shard would hold the loop: do not wait for it.
+    await Promise.race([this.#loop?.catch(() => {}), new Promise((resolve) => setTimeout(resolve, 1000))]);
   }
 }

@@ -1,8 +1,7 @@
 /**
  * Commands from a Redis stream (`{prefix}:commands`): read through a consumer group, so several
  * gatehouse processes can share one stream and a command is handled once; each entry (field `data`,
- * one command as JSON) is acknowledged (XACK) once it was handed to its shard's send queue — or
- * rejected. Reconnects with backoff like the sink.
+ * one command as JSON) is acknowledged (XACK) once it was sent to Discord — or rejected. Reconnects with backoff like the sink.
  */
 import { hostname } from "node:os";
 import { Redis } from "ioredis";
@@ -12,7 +11,8 @@ export interface RedisCommandSourceOptions {
   url: string;
   stream: string;
   group: string;
-  onCommand: (text: string) => void;
+  /** Resolves once the command was sent to Discord (or rejected): the entry is acknowledged then. */
+  onCommand: (text: string) => Promise<void>;
   logger?: Logger;
 }
 
@@ -70,7 +70,7 @@ export class RedisCommandSource {
           }
           for (const [id, fields] of entries) {
             const at = fields.indexOf("data");
-            this.#o.onCommand(
+            await this.#o.onCommand(
               at >= 0 && at % 2 === 0 ? fields[at + 1] : JSON.stringify(Object.fromEntries(pairs(fields))),
             );
             await this.#client.xack(stream, group, id);
@@ -90,7 +90,8 @@ export class RedisCommandSource {
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#client.disconnect();
-    await this.#loop?.catch(() => {});
+    // A command still waiting for its shard would hold the loop: do not wait for it.
+    await Promise.race([this.#loop?.catch(() => {}), new Promise((resolve) => setTimeout(resolve, 1000))]);
   }
 }
 

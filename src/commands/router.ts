@@ -17,12 +17,17 @@ export const COMMAND_OPS: ReadonlyMap<number, string> = new Map([
 
 export interface CommandTarget {
   readonly id: number;
-  /** Queues the command; returns an error text when the shard refuses it. */
-  send(op: number, d: unknown): string | null;
+  /** Queues the command; returns an error text when the shard refuses it. `onSent`: once written. */
+  send(op: number, d: unknown, onSent?: () => void): string | null;
 }
 
 export type CommandResult =
-  | { ok: true; op: number; shards: number[] }
+  | {
+    ok: true;
+    op: number;
+    shards: number[]; /** Resolves once every shard wrote it to Discord. */
+    sent: Promise<void>;
+  }
   | { ok: false; reason: string; shard: number | null };
 
 const SNOWFLAKE = /^\d{1,20}$/;
@@ -103,11 +108,15 @@ export class CommandRouter {
       }
       targets = [target];
     }
+    const sends: Promise<void>[] = [];
     for (const target of targets) {
-      const refused = target.send(op, d);
+      let done!: () => void;
+      const sent = new Promise<void>((resolve) => (done = resolve));
+      const refused = target.send(op, d, done);
       if (refused !== null) return { ok: false, reason: refused, shard: target.id };
+      sends.push(sent);
     }
-    return { ok: true, op, shards: targets.map((t) => t.id) };
+    return { ok: true, op, shards: targets.map((t) => t.id), sent: Promise.all(sends).then(() => {}) };
   }
 }
 

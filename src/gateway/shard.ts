@@ -114,6 +114,8 @@ export class Shard {
   #priorityQueue: string[] = [];
   /** The bot's commands: sent only while the session is live, within the budget left. */
   #commandQueue: string[] = [];
+  /** Per queued command (same order): called once it is written to the socket. */
+  #commandSent: Array<(() => void) | undefined> = [];
   #closed: Promise<void> = Promise.resolve();
 
   #lastBeatAt = 0;
@@ -186,13 +188,14 @@ export class Shard {
    * Queues a command (op 3, 4, 8, 31, 43) for this shard. It is sent while the session is live and the
    * send budget allows; over-budget commands wait. Returns an error text when the payload is refused.
    */
-  send(op: number, d: unknown): string | null {
+  send(op: number, d: unknown, onSent?: () => void): string | null {
     const text = JSON.stringify({ op, d });
     const size = encoder.encode(text).length;
     if (size > MAX_PAYLOAD_BYTES) {
       return `payload is ${size} bytes; Discord accepts at most ${MAX_PAYLOAD_BYTES}`;
     }
     this.#commandQueue.push(text);
+    this.#commandSent.push(onSent);
     this.#pumpSends();
     return null;
   }
@@ -562,6 +565,7 @@ export class Shard {
         if (wait > 0) break;
         this.#limiter.record();
         ws.send(this.#commandQueue.shift()!);
+        this.#commandSent.shift()?.();
       }
     }
     if (wait > 0) {
