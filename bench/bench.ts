@@ -168,15 +168,9 @@ interface Measure {
   peakRssMb: number;
 }
 
-/** Flood (as fast as the client reads) or paced traffic for `seconds`, measured from heartbeats. */
-async function throughput(
-  target: Target,
-  scenario: string,
-  shards: number,
-  rate: number | "flood",
-  seconds: number,
-): Promise<Measure> {
-  const fake = await FakeDiscord.start({
+/** The fake Discord of the throughput scenarios: cheap precompressed frames, frequent heartbeats. */
+function benchFake(shards: number): Promise<FakeDiscord> {
+  return FakeDiscord.start({
     shards,
     maxConcurrency: shards,
     guildsPerShard: 1,
@@ -186,6 +180,17 @@ async function throughput(
     recordEvents: false,
     replayBufferSize: 20_000,
   });
+}
+
+/** Flood (as fast as the client reads) or paced traffic for `seconds`, measured from heartbeats. */
+async function throughput(
+  target: Target,
+  scenario: string,
+  shards: number,
+  rate: number | "flood",
+  seconds: number,
+): Promise<Measure> {
+  const fake = await benchFake(shards);
   const child = spawn(target, fake, shards);
   try {
     await waitReady(fake, shards, 30_000);
@@ -228,15 +233,7 @@ async function throughput(
  */
 async function brokerFlood(kind: "redis" | "amqp", shards: number, rate: number | "flood", seconds: number) {
   const name = `gatehouse-bench-${crypto.randomUUID().slice(0, 8)}`;
-  const fake = await FakeDiscord.start({
-    shards,
-    maxConcurrency: shards,
-    guildsPerShard: 1,
-    heartbeatIntervalMs: 2000,
-    precompressed: true,
-    recordEvents: false,
-    replayBufferSize: 20_000,
-  });
+  const fake = await benchFake(shards);
   let count: () => Promise<number>;
   let cleanup: () => Promise<void>;
   const env: Record<string, string> = { BROKER_TYPE: kind };

@@ -5,6 +5,7 @@
  *
  *   deno task demo | jq -c 'select(.t == "MESSAGE_CREATE") | {shard, content: .d.content}'
  */
+import { RUN_FLAGS } from "../tests/helpers/gatehouse.ts";
 import { FakeDiscord } from "../tests/fake_discord/server.ts";
 
 const SHARDS = 2;
@@ -22,17 +23,8 @@ say(`starting gatehouse run with ${SHARDS} shards; events follow on stdout as ND
 
 const store = await Deno.makeTempDir({ prefix: "gatehouse-demo-" });
 const child = new Deno.Command(Deno.execPath(), {
-  args: [
-    "run",
-    "--allow-net",
-    "--allow-env",
-    "--allow-read",
-    "--allow-write",
-    "--allow-sys",
-    "--v8-flags=--max-semi-space-size=1",
-    new URL("../main.ts", import.meta.url).pathname,
-    "run",
-  ],
+  // The flags of `deno task start`.
+  args: [...RUN_FLAGS, new URL("../main.ts", import.meta.url).pathname, "run"],
   env: {
     DISCORD_TOKEN: "fake-token",
     DISCORD_API_SCHEME: "http",

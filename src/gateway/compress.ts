@@ -5,21 +5,8 @@
  * behind `node:zlib` (see decompress.ts for why), so writes to a connection stay in order.
  */
 import zlib from "node:zlib";
+import type { NativeHandle } from "./decompress.ts";
 import type { Compression } from "./protocol.ts";
-
-interface NativeHandle {
-  writeSync(
-    flush: number,
-    input: Uint8Array,
-    inOff: number,
-    inLen: number,
-    out: Uint8Array,
-    outOff: number,
-    outLen: number,
-  ): void;
-  close(): void;
-  onerror: (message: string) => void;
-}
 
 let scratch = new Uint8Array(256 * 1024);
 

@@ -41,7 +41,8 @@ const ZLIB_SUFFIX_0 = 0x00, ZLIB_SUFFIX_1 = 0x00, ZLIB_SUFFIX_2 = 0xff, ZLIB_SUF
 /** The output buffer every decompressor writes into; grows to the largest payload seen. */
 let shared = new Uint8Array(256 * 1024);
 
-interface NativeHandle {
+/** The synchronous native codec behind a `node:zlib` stream (compress.ts uses it too). */
+export interface NativeHandle {
   writeSync(
     flush: number,
     input: Uint8Array,

@@ -3,32 +3,15 @@
  * them with close code 4000 so their sessions stay resumable, and turns the first fatal close code
  * into the process's exit.
  */
-import type { IdentifyQueue } from "../gateway/identify_queue.ts";
-import type { Compression, Presence } from "../gateway/protocol.ts";
-import { type DispatchSink, type ResumableSession, Shard, type ShardStatus } from "../gateway/shard.ts";
-import type { Clock } from "../util/clock.ts";
+import { type ResumableSession, Shard, type ShardOptions, type ShardStatus } from "../gateway/shard.ts";
 import type { Logger } from "../util/log.ts";
-import type { Secret } from "../util/secret.ts";
 
-export interface PoolOptions {
+/** What every shard shares; the pool sets `id`, `count`, `session` and `onFatal` per shard. */
+export type PoolOptions = Omit<ShardOptions, "id" | "count" | "session" | "onFatal"> & {
   shardIds: number[];
   shardCount: number;
-  token: Secret;
-  intents: number;
-  presence: Presence | null;
-  largeThreshold: number;
-  compression: Compression;
-  apiVersion: number;
-  gatewayUrl: string;
-  identifyQueue: IdentifyQueue;
-  sink: DispatchSink;
-  logger: Logger;
   sessions?: Map<number, ResumableSession>;
-  onSession?: (shard: number, session: ResumableSession | null) => void;
-  clock?: Clock;
-  random?: () => number;
-  connectTimeoutMs?: number;
-}
+};
 
 /** Why the pool stopped on its own. */
 export interface PoolFailure {
