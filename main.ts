@@ -7,6 +7,7 @@ import { ExitError } from "./src/cli/errors.ts";
 import { inspect } from "./src/cli/inspect.ts";
 import { replay, type ReplayFlags } from "./src/cli/replay.ts";
 import { loadRunConfig, run, type RunFlags } from "./src/cli/run.ts";
+import { shards, type ShardsFlags } from "./src/cli/shards.ts";
 import { COMPRESSIONS } from "./src/gateway/protocol.ts";
 import { redact } from "./src/util/log.ts";
 import { VERSION } from "./src/version.ts";
@@ -59,6 +60,10 @@ export function buildProgram(onExit: (code: number) => void): Command {
     .option("--api-scheme <scheme>", "Discord API scheme, http or https [DISCORD_API_SCHEME]")
     .option("--api-host <host>", "Discord API host[:port] [DISCORD_API_HOST]")
     .option("--api-version <n>", "Discord API version, 9 or 10 [DISCORD_API_VERSION]")
+    .option(
+      "--control-address <addr>",
+      'control listener: host:port (port 0 = any free port) or "off" [GATEHOUSE_CONTROL_ADDRESS]',
+    )
     .option("--log-level <level>", "trace, debug, info, warning, error or fatal [GATEHOUSE_LOG_LEVEL]")
     .addHelpText(
       "after",
@@ -71,6 +76,42 @@ export function buildProgram(onExit: (code: number) => void): Command {
     )
     .action(async (flags: RunFlags) => {
       onExit(await run(flags));
+    });
+
+  program
+    .command("shards")
+    .description(
+      "Show every shard of the running gatehouse (state, latency, guilds, seq, session age, events/s, last " +
+        "event), read from its control listener. When none answers, shows the last state in the store.",
+    )
+    .option("-c, --config <path>", "config file (TOML), for [control] address and [store] path")
+    .option("--store <path>", "SQLite store [GATEHOUSE_STORE]; run records its control address beside it")
+    .option("--url <url>", "the control listener, e.g. http://127.0.0.1:7979 (default: found as above)")
+    .option("--json", "print JSON")
+    .option("--watch", "refresh in place until interrupted")
+    .option("--interval <s>", "seconds between refreshes with --watch (default 2)")
+    .option("--check", "one summary line; exit 0 healthy, 1 degraded, 2 down or unreachable")
+    .option(
+      "--max-latency <ms>",
+      "with --check: degraded when a shard's heartbeat latency is above (default 2000)",
+    )
+    .option("--max-not-ready <n>", "with --check: degraded when more shards are not ready (default 0)")
+    .option("--max-lag <events>", "with --check: degraded when a sink is further behind (default 10000)")
+    .option("--timeout <ms>", "how long to wait for the control listener (default 3000)")
+    .addHelpText(
+      "after",
+      "\nReady = the shard's session is live (READY or RESUMED) and Discord was heard from within 1.5 heartbeat\n" +
+        "intervals. --check: down = unreachable or no shard ready; degraded = a threshold crossed.",
+    )
+    .action(async (flags: ShardsFlags & { config?: string; store?: string }) => {
+      const { config } = loadRunConfig({ config: flags.config, store: flags.store }, { requireToken: false });
+      try {
+        onExit(await shards(config, flags));
+      } catch (error) {
+        // --check promises 2 for anything that keeps it from answering.
+        if (flags.check && error instanceof ExitError) throw new ExitError(2, error.message);
+        throw error;
+      }
     });
 
   program

@@ -60,6 +60,7 @@ function spawn(
   const env = {
     GATEHOUSE_STORE: `${STORE_DIR}/run-${++runs}.db`,
     GATEHOUSE_JOURNAL: target === "gatehouse-no-journal" ? "false" : "true",
+    GATEHOUSE_CONTROL_ADDRESS: "127.0.0.1:0",
     ...extraEnv,
     DISCORD_TOKEN: "fake-token",
     DISCORD_API_SCHEME: "http",

@@ -26,6 +26,10 @@ import { StdoutSink } from "../sinks/stdout.ts";
 import { systemClock } from "../util/clock.ts";
 import { addSecret, logger, setupLogging } from "../util/log.ts";
 import { ExitError } from "./errors.ts";
+import { ControlServer } from "../control/server.ts";
+import { GatewayStats } from "../control/stats.ts";
+import type { GatewayView } from "../control/status.ts";
+import { StartupProgress } from "../control/progress.ts";
 
 /** Raw option values from commander; see `registerRun` in main.ts. */
 export interface RunFlags {
@@ -41,6 +45,7 @@ export interface RunFlags {
   largeThreshold?: string;
   store?: string;
   journal?: string;
+  controlAddress?: string;
   logLevel?: string;
 }
 
@@ -187,6 +192,8 @@ async function runWithStore(
   }
 
   let pool: Pool | null = null;
+  const startedAt = Date.now();
+  const stats = new GatewayStats();
   const runners: SinkRunner[] = [];
   let retention: Retention | null = null;
   let storeFailure: (reason: string) => void = () => {};
@@ -254,6 +261,7 @@ async function runWithStore(
       store: config.store.journal ? store : null,
       logger: logger("sink"),
       onBackpressure: (paused) => hold(`sink ${sink.name}`, paused),
+      onDelivered: (batch) => stats.deliveredTo(sink.name, batch),
     });
     runners.push(runner);
     runner.start();
@@ -277,16 +285,17 @@ async function runWithStore(
     remaining: l.remaining,
     resetAfter: l.reset_after,
   });
+  const localQueue = new LocalIdentifyQueue({
+    maxConcurrency: limit.max_concurrency,
+    clock: systemClock,
+    limit: toLimit(limit),
+    reserve: config.gateway.identifyReserve,
+    lastIdentified: store.lastIdentifies(),
+    refresh: async () => toLimit((await fetchInfo()).session_start_limit),
+    logger: logger("identify"),
+  });
   const identifyQueue = new IdentifyGuard({
-    inner: new LocalIdentifyQueue({
-      maxConcurrency: limit.max_concurrency,
-      clock: systemClock,
-      limit: toLimit(limit),
-      reserve: config.gateway.identifyReserve,
-      lastIdentified: store.lastIdentifies(),
-      refresh: async () => toLimit((await fetchInfo()).session_start_limit),
-      logger: logger("identify"),
-    }),
+    inner: localQueue,
     history: {
       since: (shard, time) => store.identifiesSince(time, shard),
       record: (shard) => journal.recordIdentify(shard),
@@ -295,7 +304,7 @@ async function runWithStore(
     logger: logger("identify"),
   });
 
-  const dispatcher = new Dispatcher({ events: config.events, journal });
+  const dispatcher = new Dispatcher({ events: config.events, journal, stats });
   pool = new Pool({
     shardIds,
     shardCount,
@@ -310,6 +319,7 @@ async function runWithStore(
     sink: dispatcher,
     logger: logger("shard"),
     sessions,
+    observer: stats,
     onSession: (shard, session) => {
       if (session) journal.sessionStarted(shard, { ...session, shardCount });
       else journal.sessionLost(shard);
@@ -321,19 +331,25 @@ async function runWithStore(
   const router = new CommandRouter(pool.shards, shardCount);
   const commandLog = logger("commands");
   /** Handles one command; resolves once it was sent to Discord (or rejected). */
-  const onCommand = (line: string): Promise<void> => {
+  /** Routes one command; the reason when it is refused (logged and reported as an event). */
+  const takeCommand = (line: string, source: string): { sent: Promise<void> } | { refused: string } => {
     const result = router.handle(line);
-    if (result.ok) return result.sent;
+    stats.command(source, result.ok);
+    if (result.ok) return { sent: result.sent };
     commandLog.warn("command rejected: {reason}", { reason: result.reason });
     const shard = result.shard ?? Math.min(...shardIds);
     dispatcher.internal(shard, "GATEHOUSE_COMMAND_REJECTED", {
       reason: result.reason,
       command: line.length > 200 ? `${line.slice(0, 200)}…` : line,
     });
-    return Promise.resolve();
+    return { refused: result.reason };
+  };
+  const commandsFrom = (source: string) => (line: string): Promise<void> => {
+    const taken = takeCommand(line, source);
+    return "sent" in taken ? taken.sent : Promise.resolve();
   };
   if (!Deno.stdin.isTerminal()) {
-    readLines(Deno.stdin.readable, onCommand).catch((error) => {
+    readLines(Deno.stdin.readable, commandsFrom("stdin")).catch((error) => {
       commandLog.warn("stopped reading commands from stdin: {error}", { error: (error as Error).message });
     });
   }
@@ -343,7 +359,7 @@ async function runWithStore(
       url: config.redis.url,
       stream: `${config.redis.prefix}:commands`,
       group: config.broker.group,
-      onCommand,
+      onCommand: commandsFrom("redis"),
       logger: commandLog,
     })
     : null;
@@ -353,11 +369,44 @@ async function runWithStore(
     ? new AmqpCommandSource({
       url: config.amqp.url,
       queue: `${config.amqp.exchange}.commands`,
-      onCommand,
+      onCommand: commandsFrom("amqp"),
       logger: commandLog,
     })
     : null;
   amqpCommands?.start();
+
+  // The control listener: metrics, health, status, actions.
+  const livePool = pool;
+  const view: GatewayView = {
+    stats,
+    startedAt,
+    shardCount,
+    now: () => Date.now(),
+    shards: () => livePool.status(),
+    sinks: () => runners.map((r) => ({ name: r.sink.name, cursor: r.cursor, errors: r.errors })),
+    journal: () => ({
+      enabled: config.store.journal,
+      lastId: journal.lastAssignedId,
+      sizeBytes: safeSize(store),
+      pendingEvents: journal.pendingEvents,
+      commits: journal.commits,
+      failedCommits: journal.failedCommits,
+    }),
+    identify: () => ({ remaining: localQueue.remaining, ...localQueue.budget }),
+    reconnect: (id) => livePool.shards.find((s) => s.id === id)?.reconnect() ?? false,
+    command: (line) => {
+      const taken = takeCommand(line, "control");
+      return "refused" in taken ? taken.refused : null;
+    },
+  };
+  const control = await startControl(config, store, view);
+  const progress = new StartupProgress({
+    view,
+    maxConcurrency: limit.max_concurrency,
+    logger: logger("startup"),
+    terminal: Deno.stderr.isTerminal(),
+  });
+  progress.start();
 
   const outcome = await Promise.race([
     stopped.then((signal) => ({ kind: "signal" as const, detail: signal })),
@@ -378,6 +427,8 @@ async function runWithStore(
     });
   }
   retention?.stop();
+  progress.stop();
+  await control?.stop();
   await redisCommands?.stop();
   await amqpCommands?.stop();
   const { closed, total } = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
@@ -449,6 +500,79 @@ function stopSignal(): { signal: Promise<string>; dispose: () => void } {
     signal,
     dispose: () => {
       for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
+    },
+  };
+}
+
+/** Live bytes of the store, or 0 when it cannot be read just now. */
+function safeSize(store: Store): number {
+  try {
+    return store.usedBytes();
+  } catch {
+    return 0;
+  }
+}
+
+/** Where `gatehouse run` tells `gatehouse shards` its control address: next to the store. */
+export function controlFilePath(storePath: string): string {
+  return `${storePath}.control`;
+}
+
+/**
+ * Starts the control listener (unless `[control] address = "off"`) and records its address next to the
+ * store. A listener that cannot bind is logged and left out: the gateway itself keeps running.
+ */
+async function startControl(
+  config: GatehouseConfig,
+  store: Store,
+  view: GatewayView,
+): Promise<{ stop(): Promise<void> } | null> {
+  const log = logger("control");
+  const address = config.control.address;
+  if (address === null) {
+    log.info("control listener off (control.address = off)");
+    return null;
+  }
+  const server = new ControlServer({
+    address,
+    token: config.control.token === null ? null : new Secret(config.control.token),
+    metricsPath: config.control.metricsPath,
+    view,
+    logger: log,
+  });
+  let bound: { hostname: string; port: number };
+  try {
+    bound = server.start();
+  } catch (error) {
+    log.error(
+      "control listener: cannot listen on {address}: {error}; running without /metrics, /healthz, /readyz and " +
+        "/shards (set [control] address or GATEHOUSE_CONTROL_ADDRESS)",
+      { address: `${address.hostname}:${address.port}`, error: (error as Error).message },
+    );
+    return null;
+  }
+  const host = bound.hostname.includes(":") ? `[${bound.hostname}]` : bound.hostname;
+  const url = `http://${host}:${bound.port}`;
+  log.info("control listener on {url} ({metrics}, /healthz, /readyz, /shards; actions {actions})", {
+    url,
+    metrics: config.control.metricsPath,
+    actions: config.control.token === null ? "disabled (no control.token)" : "enabled",
+  });
+  try {
+    await Deno.writeTextFile(
+      controlFilePath(store.path),
+      `${JSON.stringify({ pid: Deno.pid, url, started_at: new Date(view.startedAt).toISOString() })}\n`,
+      { mode: 0o600 },
+    );
+  } catch (error) {
+    log.warn("cannot record the control address next to the store: {error}", {
+      error: (error as Error).message,
+    });
+  }
+  return {
+    stop: async () => {
+      await server.stop();
+      await Deno.remove(controlFilePath(store.path)).catch(() => {});
     },
   };
 }

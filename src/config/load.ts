@@ -9,9 +9,11 @@ import {
   describeSource,
   type FlagName,
   type GatehouseConfig,
+  isLoopback,
   type KeyDef,
   KEYS,
   KNOWN_EVENTS,
+  type ListenAddress,
   NOT_YET_SUPPORTED,
   type Source,
 } from "./schema.ts";
@@ -152,8 +154,24 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
       url: get("http.url", DEFAULTS.http.url),
       authorization: get("http.authorization", DEFAULTS.http.authorization),
     },
+    control: {
+      // [prometheus] address is Spectacles' name for the same listener; [control] address wins.
+      address: values.has("control.address")
+        ? values.get("control.address") as ListenAddress
+        : get("prometheus.address", DEFAULTS.control.address),
+      token: get("control.token", DEFAULTS.control.token),
+      metricsPath: get("prometheus.endpoint", DEFAULTS.control.metricsPath),
+    },
     log: { level: get("log.level", DEFAULTS.log.level) },
   };
+  const control = config.control.address;
+  if (control !== null && config.control.token === null && !isLoopback(control.hostname)) {
+    throw new ConfigError(
+      `control.address = ${control.hostname}:${control.port} is reachable from other machines, and ` +
+        "control.token is not set: the control listener binds a non-loopback address only with a token. " +
+        'Set [control] token (or GATEHOUSE_CONTROL_TOKEN), or bind 127.0.0.1, or set it to "off"',
+    );
+  }
   if (config.broker.types.includes("http") && config.http.url === null) {
     throw new ConfigError(
       "broker.type includes http but http.url is not set: set [http] url or GATEHOUSE_HTTP_URL",

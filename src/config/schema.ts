@@ -47,10 +47,35 @@ export interface GatehouseConfig {
   redis: { url: string; prefix: string; streams: "per-event" | "single"; maxLen: number };
   amqp: { url: string; exchange: string };
   http: { url: string | null; authorization: string | null };
+  /** The control listener: metrics, health, status, actions (with `token`). */
+  control: { address: ListenAddress; token: string | null; metricsPath: string };
   log: { level: LogLevel };
 }
 
 export type SinkType = "stdout" | "redis" | "amqp" | "http";
+
+/** Where the control listener binds; null = off. */
+export type ListenAddress = { hostname: string; port: number } | null;
+
+/**
+ * `host:port`, `[v6]:port`, `:port` (every interface, as Spectacles writes it) or `off`; undefined when
+ * the text is none of these.
+ */
+export function parseListenAddress(text: string): ListenAddress | undefined {
+  const trimmed = text.trim();
+  if (trimmed === "off" || trimmed === "") return null;
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([\w.-]*)):(\d{1,5})$/.exec(trimmed);
+  if (!match) return undefined;
+  const port = Number(match[3]);
+  if (port > 65535) return undefined;
+  const hostname = match[1] ?? (match[2] === "" ? "0.0.0.0" : match[2]);
+  return { hostname, port };
+}
+
+/** Whether `hostname` can only be reached from this machine. */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
 
 /** Where a value came from, for messages: `gatehouse.toml`, `env DISCORD_TOKEN`, `flag --events`. */
 export type Source = { kind: "file"; path: string } | { kind: "env"; name: string } | {
@@ -82,6 +107,7 @@ export type FlagName =
   | "largeThreshold"
   | "store"
   | "journal"
+  | "controlAddress"
   | "logLevel";
 
 /**
@@ -512,6 +538,42 @@ export const KEYS: readonly KeyDef[] = [
     secret: true,
   },
   {
+    key: "control.address",
+    env: ["GATEHOUSE_CONTROL_ADDRESS"],
+    flag: { name: "controlAddress", option: "control-address" },
+    fromText: asIs,
+    parse: (raw) => {
+      const address = typeof raw === "string" ? parseListenAddress(raw) : undefined;
+      return address === undefined
+        ? { ok: false, allowed: 'host:port (e.g. "127.0.0.1:7979"; port 0 = any free port), or "off"' }
+        : { ok: true, value: address };
+    },
+  },
+  {
+    key: "control.token",
+    env: ["GATEHOUSE_CONTROL_TOKEN"],
+    fromText: asIs,
+    parse: fromZod(z.string().min(16), "a bearer token of at least 16 characters"),
+    secret: true,
+  },
+  {
+    key: "prometheus.address",
+    env: ["PROMETHEUS_ADDRESS"],
+    fromText: asIs,
+    parse: (raw) => {
+      const address = typeof raw === "string" ? parseListenAddress(raw) : undefined;
+      return address === undefined
+        ? { ok: false, allowed: 'host:port or :port (an alias of control.address), or "off"' }
+        : { ok: true, value: address };
+    },
+  },
+  {
+    key: "prometheus.endpoint",
+    env: ["PROMETHEUS_ENDPOINT"],
+    fromText: asIs,
+    parse: fromZod(z.string().regex(/^\/[\w\-./]*$/), 'a path starting with "/" (default "/metrics")'),
+  },
+  {
     key: "log.level",
     env: ["GATEHOUSE_LOG_LEVEL"],
     flag: { name: "logLevel", option: "log-level" },
@@ -544,18 +606,21 @@ export const DEFAULTS = {
   },
   amqp: { url: "amqp://guest:guest@127.0.0.1:5672", exchange: "gatehouse" },
   http: { url: null as string | null, authorization: null as string | null },
+  control: {
+    address: { hostname: "127.0.0.1", port: 7979 } as ListenAddress,
+    token: null as string | null,
+    metricsPath: "/metrics",
+  },
   log: { level: "info" as LogLevel },
 };
 
 /** Spectacles keys and variables this version accepts but does not act on yet. */
 export const NOT_YET_SUPPORTED = {
-  tables: ["prometheus", "shard_store"],
+  tables: ["shard_store"],
   /** Keys of supported tables that this version ignores. */
   keys: ["broker.message_timeout", "redis.pool_size"],
   env: [
     "BROKER_MESSAGE_TIMEOUT",
-    "PROMETHEUS_ADDRESS",
-    "PROMETHEUS_ENDPOINT",
     "SHARD_STORE_TYPE",
     "SHARD_STORE_PREFIX",
     "REDIS_POOL_SIZE",

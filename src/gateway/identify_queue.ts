@@ -101,6 +101,11 @@ export class LocalIdentifyQueue implements IdentifyQueue {
     return this.#remaining;
   }
 
+  /** The daily budget's size, and when it refills (epoch ms), as far as this queue knows. */
+  get budget(): { total: number; resetAt: number; maxConcurrency: number } {
+    return { total: this.#total, resetAt: this.#resetAt, maxConcurrency: this.#options.maxConcurrency };
+  }
+
   wait(shardId: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     const key = shardId % this.#options.maxConcurrency;

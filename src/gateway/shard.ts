@@ -65,6 +65,19 @@ export interface ShardOptions {
   random?: () => number;
   /** Time allowed from opening the socket to receiving HELLO. */
   connectTimeoutMs?: number;
+  /** Told about heartbeat latencies, reconnects and sessions (metrics). */
+  observer?: ShardObserver;
+}
+
+/** What a shard reports as it happens, for metrics. Called synchronously; must not throw. */
+export interface ShardObserver {
+  latency(shard: number, ms: number): void;
+  /** A reconnect was scheduled; `reason` is a short stable label (`zombie`, `op7`, `close_4000`, …). */
+  reconnect(shard: number, reason: string): void;
+  /** A session was established: resumed (after `reason`) or a new one (IDENTIFY). */
+  session(shard: number, resumed: boolean, reason: string): void;
+  /** A session was lost (events may have been missed). */
+  sessionLost(shard: number): void;
 }
 
 /** A point-in-time view of a shard, for logs, health and `gatehouse shards`. */
@@ -75,9 +88,17 @@ export interface ShardStatus {
   sessionId: string | null;
   latencyMs: number | null;
   lastFrameAt: number | null;
+  /** When the last dispatch arrived. */
+  lastEventAt: number | null;
   events: number;
   reconnects: number;
   badFrames: number;
+  /** Discord's heartbeat interval on the current connection (0 before HELLO). */
+  heartbeatIntervalMs: number;
+  /** When the current session was established (READY) or taken over (RESUMED after a restart). */
+  sessionSince: number | null;
+  /** Commands waiting to be sent. */
+  queuedCommands: number;
 }
 
 const encoder = new TextEncoder();
@@ -123,9 +144,14 @@ export class Shard {
   #paused = false;
   #latency: number | null = null;
   #lastFrameAt: number | null = null;
+  #lastEventAt: number | null = null;
   #events = 0;
   #reconnects = 0;
   #badFrames = 0;
+  #sessionSince: number | null = null;
+  /** The input being handled, and the label of the last reconnect's cause (for metrics). */
+  #handling: ShardInput | null = null;
+  #lastReconnectReason = "restart";
 
   constructor(options: ShardOptions) {
     this.id = options.id;
@@ -158,9 +184,13 @@ export class Shard {
       sessionId: session?.id ?? null,
       latencyMs: this.#latency,
       lastFrameAt: this.#lastFrameAt,
+      lastEventAt: this.#lastEventAt,
       events: this.#events,
       reconnects: this.#reconnects,
       badFrames: this.#badFrames,
+      heartbeatIntervalMs: this.#heartbeatInterval,
+      sessionSince: session ? this.#sessionSince : null,
+      queuedCommands: this.#commandQueue.length,
     };
   }
 
@@ -173,6 +203,14 @@ export class Shard {
     this.#paused = paused;
     if (paused) this.#ws?.pause();
     else this.#ws?.resume();
+  }
+
+  /** Closes the connection with 4000 and resumes at once (an operator's request). */
+  reconnect(): boolean {
+    const kind = this.#state.kind;
+    if (kind === "fatal" || kind === "stopped") return false;
+    this.#input({ type: "reconnect_requested", by: "operator" });
+    return true;
   }
 
   /**
@@ -209,6 +247,7 @@ export class Shard {
     try {
       while (this.#inbox.length > 0) {
         const next = this.#inbox.shift()!;
+        this.#handling = next;
         const before = this.#state;
         const { state, effects } = transition(before, next, this.#ctx);
         this.#state = state;
@@ -255,6 +294,12 @@ export class Shard {
         this.#log.info("shard {shard}: resuming session at seq {seq}", { shard: this.id, seq: this.#seq });
         break;
       case "session_established":
+        if (!effect.resumed || this.#sessionSince === null) this.#sessionSince = this.#clock.now();
+        this.#o.observer?.session(
+          this.id,
+          effect.resumed,
+          effect.resumed ? this.#lastReconnectReason : "identify",
+        );
         this.#log.info(
           effect.resumed ? "shard {shard}: resumed at seq {seq}" : "shard {shard}: ready (new session)",
           { shard: this.id, seq: this.#seq },
@@ -275,11 +320,15 @@ export class Shard {
           reason: effect.reason,
         });
         this.#seq = 0;
+        this.#sessionSince = null;
+        this.#o.observer?.sessionLost(this.id);
         this.#o.onSession?.(this.id, null);
         break;
       case "schedule_retry": {
         const delay = retryDelay(effect.kind, effect.attempt, this.#random());
         this.#reconnects++;
+        this.#lastReconnectReason = reconnectLabel(this.#handling);
+        this.#o.observer?.reconnect(this.id, this.#lastReconnectReason);
         const state = this.#state;
         this.#log.info("shard {shard}: reconnecting in {delay} ms ({reason})", {
           shard: this.id,
@@ -426,6 +475,7 @@ export class Shard {
         this.#seq = s;
       }
       this.#events++;
+      this.#lastEventAt = this.#lastFrameAt;
       this.#o.sink.dispatch(this.id, t, s, payload, start);
       if (t === "RESUMED") this.#input({ type: "resumed" });
       return;
@@ -433,6 +483,7 @@ export class Shard {
     switch (op) {
       case Op.HeartbeatAck:
         this.#latency = this.#clock.now() - this.#lastBeatAt;
+        this.#o.observer?.latency(this.id, this.#latency);
         return;
       case Op.Heartbeat:
         this.#input({ type: "heartbeat_requested" });
@@ -586,6 +637,26 @@ function parse(payload: Uint8Array): { op?: unknown; d?: unknown } | null {
 }
 
 /** `<base>/?v=10&encoding=json[&compress=…]`, keeping any path the base URL has. */
+/** A short, stable label for what made a shard reconnect (a metric label: few distinct values). */
+export function reconnectLabel(input: ShardInput | null): string {
+  switch (input?.type) {
+    case "heartbeat_due":
+      return "zombie";
+    case "reconnect_requested":
+      return input.by === "operator" ? "operator" : "op7";
+    case "invalid_session":
+      return input.resumable ? "op9_resumable" : "op9";
+    case "socket_closed":
+      return input.code === 1006 ? "dropped" : `close_${input.code}`;
+    case "connect_timeout":
+      return "connect_timeout";
+    case "bad_stream":
+      return "bad_stream";
+    default:
+      return input?.type ?? "unknown";
+  }
+}
+
 export function gatewayConnectUrl(base: string, version: number, compression: Compression): string {
   const url = new URL(base);
   if (url.pathname === "") url.pathname = "/";

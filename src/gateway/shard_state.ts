@@ -41,8 +41,8 @@ export type ShardInput =
   | { type: "heartbeat_due"; alive: boolean }
   /** Discord sent op 1: beat at once. */
   | { type: "heartbeat_requested" }
-  /** Discord sent op 7. */
-  | { type: "reconnect_requested" }
+  /** Discord sent op 7 (or an operator asked, `by: "operator"`). */
+  | { type: "reconnect_requested"; by?: "discord" | "operator" }
   | { type: "invalid_session"; resumable: boolean }
   /** The socket closed or failed without us asking (1006 for a drop without close frame). */
   | { type: "socket_closed"; code: number; reason: string }
@@ -234,7 +234,9 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
         code: 4000,
         keepSession: true,
         kind: "immediate",
-        reason: "Discord asked to reconnect (op 7)",
+        reason: input.by === "operator"
+          ? "an operator asked to reconnect"
+          : "Discord asked to reconnect (op 7)",
       });
 
     case "invalid_session": {

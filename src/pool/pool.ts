@@ -54,6 +54,7 @@ export class Pool {
         clock: options.clock,
         random: options.random,
         connectTimeoutMs: options.connectTimeoutMs,
+        observer: options.observer,
       })
     );
   }

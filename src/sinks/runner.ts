@@ -116,6 +116,8 @@ export interface SinkRunnerOptions {
   logger: Logger;
   /** Without a store: called with true when the shards must stop reading (the sink is too far behind). */
   onBackpressure?: (paused: boolean) => void;
+  /** Called with every acknowledged batch (metrics). */
+  onDelivered?: (batch: EventBatch) => void;
 }
 
 export class SinkRunner {
@@ -137,6 +139,9 @@ export class SinkRunner {
   #retry: ReturnType<typeof setTimeout> | undefined;
   #failures = 0;
   delivered = 0;
+  /** Failed deliveries (each retried). */
+  errors = 0;
+  readonly #onDelivered?: (batch: EventBatch) => void;
 
   constructor(options: SinkRunnerOptions) {
     this.sink = options.sink;
@@ -144,6 +149,7 @@ export class SinkRunner {
     this.#store = options.store;
     this.#log = options.logger;
     this.#onBackpressure = options.onBackpressure;
+    this.#onDelivered = options.onDelivered;
     const stored = options.store?.cursor(options.sink.name);
     // A new sink starts with what is committed from now on; a known one where it stopped.
     this.#cursor = stored ?? options.store?.lastId ?? 0;
@@ -247,13 +253,15 @@ export class SinkRunner {
       return;
     }
     if (result instanceof Promise) {
-      result.then(() => this.#ack(batch.lastId), (error) => this.#fail(error));
+      result.then(() => this.#ack(batch), (error) => this.#fail(error));
     } else {
-      this.#ack(batch.lastId);
+      this.#ack(batch);
     }
   }
 
-  #ack(lastId: number): void {
+  #ack(batch: EventBatch): void {
+    const lastId = batch.lastId;
+    this.#onDelivered?.(batch);
     this.delivered += lastId - this.#cursor;
     this.#cursor = lastId;
     this.#failures = 0;
@@ -279,6 +287,7 @@ export class SinkRunner {
     }
     this.#busy = false;
     this.#failures++;
+    this.errors++;
     if (this.#store !== null) {
       this.#clearQueue();
       this.#behind = true;

@@ -173,6 +173,14 @@ const PRECEDENCE: Array<
     want: [false, true, false],
   },
   {
+    key: "control.address",
+    file: '[control]\naddress = "127.0.0.1:8000"',
+    env: ["GATEHOUSE_CONTROL_ADDRESS", "127.0.0.2:0"],
+    flag: ["controlAddress", "off"],
+    get: (c) => c.control.address,
+    want: [{ hostname: "127.0.0.1", port: 8000 }, { hostname: "127.0.0.2", port: 0 }, null],
+  },
+  {
     key: "log.level",
     file: '[log]\nlevel = "debug"',
     env: ["GATEHOUSE_LOG_LEVEL", "warning"],
@@ -397,15 +405,66 @@ Deno.test("unknown keys are errors, with a suggestion when close", () => {
 
 Deno.test("Spectacles keys not supported yet are warnings, not errors", () => {
   const { warnings } = load({
-    file: '[broker]\nmessage_timeout = "2m"\n[redis]\npool_size = 8\n[prometheus]\naddress = ":9090"',
-    env: { ...withToken, PROMETHEUS_ENDPOINT: "/metrics" },
+    file: '[broker]\nmessage_timeout = "2m"\n[redis]\npool_size = 8\n[shard_store]\ntype = "redis"',
+    env: { ...withToken, SHARD_STORE_PREFIX: "gateway" },
   });
   assert.deepEqual(warnings, [
     "broker.message_timeout in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
     "redis.pool_size in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
-    "[prometheus] in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
-    "env PROMETHEUS_ENDPOINT is ignored: this version of gatehouse does not support it yet",
+    "[shard_store] in gatehouse.toml is ignored: this version of gatehouse does not support it yet",
+    "env SHARD_STORE_PREFIX is ignored: this version of gatehouse does not support it yet",
   ]);
+});
+
+Deno.test("control: default 127.0.0.1:7979; [prometheus] address/endpoint are aliases; [control] address wins", () => {
+  const plain = load({ env: withToken }).config.control;
+  assert.deepEqual(plain, {
+    address: { hostname: "127.0.0.1", port: 7979 },
+    token: null,
+    metricsPath: "/metrics",
+  });
+  const spectacles = load({
+    file: '[prometheus]\naddress = "localhost:9090"\nendpoint = "/prom"',
+    env: withToken,
+  }).config.control;
+  assert.deepEqual(spectacles.address, { hostname: "localhost", port: 9090 });
+  assert.equal(spectacles.metricsPath, "/prom");
+  assert.deepEqual(
+    load({
+      env: { ...withToken, PROMETHEUS_ADDRESS: "127.0.0.1:9090", GATEHOUSE_CONTROL_ADDRESS: "127.0.0.1:1" },
+    })
+      .config.control.address,
+    { hostname: "127.0.0.1", port: 1 },
+  );
+  assert.equal(load({ file: '[control]\naddress = "off"', env: withToken }).config.control.address, null);
+  assert.deepEqual(
+    load({ file: '[control]\naddress = "[::1]:7000"', env: withToken }).config.control.address,
+    { hostname: "::1", port: 7000 },
+  );
+});
+
+Deno.test("control: a non-loopback address needs a token; bad addresses and short tokens are named", () => {
+  // Spectacles writes ":9090" for every interface: allowed only with a token.
+  assert.match(
+    loadError({ file: '[prometheus]\naddress = ":9090"', env: withToken }),
+    /control\.address = 0\.0\.0\.0:9090 is reachable from other machines, and control\.token is not set/,
+  );
+  const secured = load({
+    file: '[control]\naddress = "0.0.0.0:7979"',
+    env: { ...withToken, GATEHOUSE_CONTROL_TOKEN: "a-long-enough-token-123" },
+  }).config.control;
+  assert.equal(secured.token, "a-long-enough-token-123");
+  assert.match(
+    loadError({ file: '[control]\naddress = "localhost"', env: withToken }),
+    /control\.address = "localhost" .*must be host:port/,
+  );
+  assert.match(
+    loadError({ env: { ...withToken, GATEHOUSE_CONTROL_ADDRESS: "127.0.0.1:70000" } }),
+    /GATEHOUSE_CONTROL_ADDRESS/,
+  );
+  const short = loadError({ env: { ...withToken, GATEHOUSE_CONTROL_TOKEN: "short" } });
+  assert.match(short, /control\.token = <redacted> .*at least 16 characters/);
+  assert.ok(!short.includes('short"'));
 });
 
 Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url, prefix, streams, max_len", () => {

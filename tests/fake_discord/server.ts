@@ -237,6 +237,8 @@ export class FakeDiscord {
   #sessionOrder: Session[] = [];
   #bucketLastIdentify = new Map<number, number>();
   #resumeHostDown = false;
+  /** Shards whose every connection stalls once it says who it is (see `stallShard`). */
+  #stalledShards = new Set<number>();
   #restFailures = 0;
   #restFailureStatus = 502;
   #trafficRate = 0;
@@ -544,6 +546,7 @@ export class FakeDiscord {
       return;
     }
     conn.shard = shard;
+    if (this.#stalledShards.has(shard)) conn.stalled = true;
     const totalGuilds = this.options.guildsPerShard * this.options.shards;
     if (Math.ceil(totalGuilds / count) > this.options.maxGuildsPerShard) {
       conn.ws.close(4011, "Sharding required.");
@@ -641,6 +644,7 @@ export class FakeDiscord {
         ok,
       });
     if (session) conn.shard = session.shard;
+    if (session && this.#stalledShards.has(session.shard)) conn.stalled = true;
     if (!session || session.invalidated || session.expired) {
       record(false);
       this.#sendControl(conn, { t: null, s: null, op: Op.InvalidSession, d: false });
@@ -1107,6 +1111,16 @@ export class FakeDiscord {
       conn.stalled = stalled;
       if (!stalled && conn.session) this.#pump(conn.session);
     }
+  }
+
+  /**
+   * A shard Discord stops answering for good: its live connection stalls, and so does every new one as
+   * soon as it identifies or resumes as this shard (no READY/RESUMED, no ACKs), until called with false.
+   */
+  stallShard(shard: number, stalled: boolean): void {
+    if (stalled) this.#stalledShards.add(shard);
+    else this.#stalledShards.delete(shard);
+    this.stall(shard, stalled);
   }
 
   /** Op 1: the client must beat at once. */

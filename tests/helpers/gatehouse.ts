@@ -57,7 +57,12 @@ export function fakeEnv(apiHost: string, token = "fake-token"): Record<string, s
 }
 
 export function spawnGatehouse(options: SpawnOptions = {}): Gatehouse {
-  const env: Record<string, string> = { NO_COLOR: "1", ...options.env };
+  // Tests run in parallel: each control listener takes a free port (run records it beside the store).
+  const env: Record<string, string> = {
+    NO_COLOR: "1",
+    GATEHOUSE_CONTROL_ADDRESS: "127.0.0.1:0",
+    ...options.env,
+  };
   // Every run gets its own store unless the test chose one (restart tests share theirs).
   let tempDir: string | null = null;
   if (!("GATEHOUSE_STORE" in env) && !options.args?.includes("--store")) {

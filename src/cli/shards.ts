@@ -1,0 +1,241 @@
+/**
+ * `gatehouse shards`: every shard of the running gatehouse, read from its control listener (`/shards`).
+ * `--json` for scripts, `--watch` to refresh in place, `--check` for cron and load balancers (one
+ * summary line; exit 0 healthy, 1 degraded, 2 down or unreachable). When no instance answers, the last
+ * state stored in the store is shown instead, and said to be so.
+ */
+import type { GatehouseConfig } from "../config/load.ts";
+import type { StatusReport } from "../control/status.ts";
+import { ExitError } from "./errors.ts";
+import { inspectStore } from "./inspect.ts";
+import { age, count, print, table } from "./output.ts";
+import { controlFilePath } from "./run.ts";
+
+export interface ShardsFlags {
+  url?: string;
+  json?: boolean;
+  watch?: boolean;
+  interval?: string;
+  check?: boolean;
+  maxLatency?: string;
+  maxNotReady?: string;
+  maxLag?: string;
+  timeout?: string;
+}
+
+export interface CheckThresholds {
+  maxLatencyMs: number;
+  maxNotReady: number;
+  maxLag: number;
+}
+
+export interface CheckResult {
+  code: 0 | 1 | 2;
+  status: "healthy" | "degraded" | "down";
+  summary: string;
+}
+
+/** Where the running gatehouse listens: --url, else what `run` recorded next to the store, else the config. */
+export async function controlUrl(config: GatehouseConfig, flag?: string): Promise<string | null> {
+  if (flag) return flag.replace(/\/+$/, "");
+  try {
+    const recorded = JSON.parse(await Deno.readTextFile(controlFilePath(config.store.path))) as {
+      url?: unknown;
+    };
+    if (typeof recorded.url === "string") return recorded.url;
+  } catch {
+    // no instance recorded its address (or it has stopped)
+  }
+  const address = config.control.address;
+  if (address === null || address.port === 0) return null;
+  const host = address.hostname === "0.0.0.0"
+    ? "127.0.0.1"
+    : address.hostname === "::"
+    ? "[::1]"
+    : address.hostname;
+  return `http://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${address.port}`;
+}
+
+/** GET /shards, or the reason it could not be had. */
+export async function fetchStatus(
+  url: string | null,
+  timeoutMs: number,
+): Promise<{ ok: true; report: StatusReport } | { ok: false; reason: string }> {
+  if (url === null) {
+    return {
+      ok: false,
+      reason: "no control address (control.address is off or port 0, and no instance recorded one)",
+    };
+  }
+  try {
+    const response = await fetch(`${url}/shards`, { signal: AbortSignal.timeout(timeoutMs) });
+    if (!response.ok) {
+      await response.body?.cancel();
+      return { ok: false, reason: `${url}/shards answered ${response.status}` };
+    }
+    return { ok: true, report: await response.json() as StatusReport };
+  } catch (error) {
+    const e = error as Error & { cause?: { message?: string } };
+    const why = e.name === "TimeoutError"
+      ? `no answer within ${timeoutMs} ms`
+      : (e.cause?.message ?? e.message).replace(/^error sending request for url \([^)]*\): /, "");
+    return { ok: false, reason: `no gatehouse answers at ${url} (${why})` };
+  }
+}
+
+/** Health from a status report (or its absence) against the thresholds. */
+export function check(
+  fetched: { ok: true; report: StatusReport } | { ok: false; reason: string },
+  t: CheckThresholds,
+): CheckResult {
+  if (!fetched.ok) return { code: 2, status: "down", summary: `DOWN: ${fetched.reason}` };
+  const r = fetched.report;
+  const total = r.shards.length;
+  const notReady = r.shards.filter((s) => !s.ready);
+  if (total === 0 || notReady.length === total) {
+    return {
+      code: 2,
+      status: "down",
+      summary: `DOWN: 0/${total} shards ready` + describeNotReady(notReady),
+    };
+  }
+  const problems: string[] = [];
+  if (notReady.length > t.maxNotReady) {
+    problems.push(`${notReady.length} shard(s) not ready${describeNotReady(notReady)}`);
+  }
+  const slow = r.shards.filter((s) => s.latency_ms !== null && s.latency_ms > t.maxLatencyMs);
+  if (slow.length > 0) {
+    problems.push(
+      `latency over ${t.maxLatencyMs} ms on shard(s) ${
+        slow.map((s) => `${s.id} (${s.latency_ms} ms)`).join(", ")
+      }`,
+    );
+  }
+  const lagging = r.sinks.filter((s) => s.lag > t.maxLag);
+  if (lagging.length > 0) {
+    problems.push(`sink lag over ${t.maxLag} events: ${lagging.map((s) => `${s.name} ${s.lag}`).join(", ")}`);
+  }
+  const latencies = r.shards.map((s) => s.latency_ms).filter((l): l is number => l !== null);
+  const facts = `${r.shards_ready}/${total} shards ready, max latency ${
+    latencies.length > 0 ? `${Math.max(...latencies)} ms` : "unknown"
+  }, sink lag ${r.sinks.map((s) => `${s.name} ${s.lag}`).join(", ") || "none"}`;
+  if (problems.length > 0) {
+    return { code: 1, status: "degraded", summary: `DEGRADED: ${problems.join("; ")} (${facts})` };
+  }
+  return { code: 0, status: "healthy", summary: `OK: ${facts}` };
+}
+
+function describeNotReady(shards: StatusReport["shards"]): string {
+  if (shards.length === 0) return "";
+  const listed = shards.slice(0, 5).map((s) => `${s.id}: ${s.why ?? s.state}`).join(", ");
+  return ` (${listed}${shards.length > 5 ? `, … ${shards.length - 5} more` : ""})`;
+}
+
+export function renderReport(r: StatusReport): string {
+  const header =
+    `gatehouse ${r.version} (pid ${r.pid}), up ${
+      age(r.uptime_s * 1000)
+    }: ${r.shards_ready}/${r.shards.length} ` +
+    `shard(s) ready of ${r.shard_count}; journal id ${count(r.journal.last_id)}` +
+    (r.identify.remaining === null
+      ? ""
+      : `; ${r.identify.remaining} of ${r.identify.total} session starts left`);
+  const rows = r.shards.map((s) => [
+    s.id,
+    s.ready ? s.state : `${s.state} (not ready${s.why && !s.why.startsWith("state") ? `: ${s.why}` : ""})`,
+    s.latency_ms === null ? "-" : `${s.latency_ms} ms`,
+    s.guilds,
+    s.seq ?? "-",
+    s.session_age_s === null ? "-" : age(s.session_age_s * 1000),
+    s.events_per_s.toFixed(1),
+    s.last_event_age_s === null ? "-" : `${age(s.last_event_age_s * 1000)} ago`,
+  ]);
+  const shards = table(
+    ["SHARD", "STATE", "LATENCY", "GUILDS", "SEQ", "SESSION", "EVENTS/S", "LAST EVENT"],
+    rows,
+  );
+  const sinks = r.sinks.length === 0 ? "" : "\n\n" + table(
+    ["SINK", "CURSOR", "LAG", "ERRORS"],
+    r.sinks.map((s) => [s.name, s.cursor, s.lag, s.errors]),
+  );
+  return `${header}\n\n${shards}${sinks}`;
+}
+
+export async function shards(config: GatehouseConfig, flags: ShardsFlags): Promise<number> {
+  const timeoutMs = positive(flags.timeout ?? "3000", "--timeout");
+  const url = await controlUrl(config, flags.url);
+  if (flags.check) {
+    const result = check(await fetchStatus(url, timeoutMs), {
+      maxLatencyMs: positive(flags.maxLatency ?? "2000", "--max-latency"),
+      maxNotReady: positive(flags.maxNotReady ?? "0", "--max-not-ready"),
+      maxLag: positive(flags.maxLag ?? "10000", "--max-lag"),
+    });
+    print(flags.json ? JSON.stringify(result) : result.summary);
+    return result.code;
+  }
+  if (flags.watch) {
+    const everyMs = positive(flags.interval ?? "2", "--interval") * 1000;
+    const terminal = Deno.stdout.isTerminal();
+    for (;;) {
+      const fetched = await fetchStatus(url, timeoutMs);
+      const text = fetched.ok
+        ? renderReport(fetched.report)
+        : `${fetched.reason}; retrying every ${everyMs / 1000} s`;
+      print(`${terminal ? "\x1b[H\x1b[2J" : ""}${new Date().toISOString()}\n${text}\n`);
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  }
+  const fetched = await fetchStatus(url, timeoutMs);
+  if (fetched.ok) {
+    print(flags.json ? JSON.stringify({ live: true, ...fetched.report }) : renderReport(fetched.report));
+    return 0;
+  }
+  return fromStore(config, fetched.reason, flags.json ?? false);
+}
+
+/** No instance answers: the sessions and cursors the store holds, marked as not live. */
+function fromStore(config: GatehouseConfig, reason: string, json: boolean): number {
+  let stored;
+  try {
+    stored = inspectStore(config.store.path);
+  } catch (error) {
+    throw new ExitError(2, `${reason}, and the store cannot be read either: ${(error as Error).message}`);
+  }
+  if (json) {
+    print(JSON.stringify({
+      live: false,
+      reason,
+      store: config.store.path,
+      sessions: stored.sessions,
+      cursors: stored.cursors,
+    }));
+    return 0;
+  }
+  const rows = stored.sessions.map((s) => [
+    s.shard,
+    s.session,
+    s.seq,
+    `${age(s.ageSeconds * 1000)} ago`,
+    s.resumable ? "yes" : "no",
+  ]);
+  print(
+    `${reason}.\nNot live: the last state stored in ${config.store.path}` +
+      (stored.writer ? ` (written by pid ${stored.writer.pid} ${stored.writer.seenSecondsAgo} s ago)` : "") +
+      ":\n\n" +
+      (rows.length > 0
+        ? table(["SHARD", "SESSION", "SEQ", "UPDATED", "RESUMABLE"], rows)
+        : "no stored sessions") +
+      (stored.cursors.length > 0
+        ? "\n\n" + table(["SINK", "CURSOR", "LAG"], stored.cursors.map((c) => [c.sink, c.lastId, c.lag]))
+        : ""),
+  );
+  return 0;
+}
+
+function positive(text: string, flag: string): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n < 0) {
+    throw new ExitError(2, `${flag} must be a non-negative number, not ${JSON.stringify(text)}`);
+  }
+  return n;
+}

@@ -1,0 +1,111 @@
+/**
+ * Start-up visibility: a large bot needs minutes to bring every shard up (one IDENTIFY per bucket per
+ * 5 s). On a terminal, one line on stderr is redrawn in place; otherwise a log line every few seconds.
+ * Both say shards ready / total, the identify rate and the time left, and stop once all are ready.
+ */
+import type { Logger } from "../util/log.ts";
+import { type GatewayView, readiness } from "./status.ts";
+
+export interface ProgressOptions {
+  view: GatewayView;
+  /** Discord's max_concurrency: identifies per 5 s. */
+  maxConcurrency: number;
+  logger: Logger;
+  terminal: boolean;
+  /** Between log lines when not on a terminal. */
+  everyMs?: number;
+}
+
+export interface Progress {
+  ready: number;
+  total: number;
+  /** Shards that became ready per second since start. */
+  rate: number;
+  /** Seconds left (null until it can be told). */
+  etaS: number | null;
+}
+
+/** Progress at `now`: the ETA is the slower of the measured rate and the identify buckets' pace. */
+export function progressAt(
+  ready: number,
+  total: number,
+  elapsedMs: number,
+  maxConcurrency: number,
+): Progress {
+  const rate = elapsedMs > 0 ? ready / (elapsedMs / 1000) : 0;
+  const left = total - ready;
+  let etaS: number | null = null;
+  if (left === 0) etaS = 0;
+  else {
+    const bucketPace = Math.ceil(left / Math.max(1, maxConcurrency)) * 5;
+    etaS = rate > 0 ? Math.max(bucketPace, left / rate) : bucketPace;
+  }
+  return { ready, total, rate, etaS };
+}
+
+export function describe(p: Progress): string {
+  const eta = p.etaS === null ? "" : p.etaS === 0 ? "" : `, about ${formatDuration(p.etaS)} left`;
+  return `start-up: ${p.ready}/${p.total} shards ready, ${p.rate.toFixed(1)} shards/s${eta}`;
+}
+
+export function formatDuration(seconds: number): string {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  return m < 60 ? `${m} min ${s % 60} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+export class StartupProgress {
+  readonly #o: ProgressOptions;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #startedAt = 0;
+  #drawn = false;
+  #loggedAt = 0;
+
+  constructor(options: ProgressOptions) {
+    this.#o = options;
+  }
+
+  start(): void {
+    this.#startedAt = this.#loggedAt = this.#o.view.now();
+    this.#timer = setInterval(() => this.#tick(), 500);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    if (this.#drawn) this.#write("\r\x1b[K");
+  }
+
+  #tick(): void {
+    const view = this.#o.view;
+    const now = view.now();
+    const shards = view.shards();
+    const ready = shards.filter((s) => readiness(s, now).ready).length;
+    const elapsed = now - this.#startedAt;
+    const p = progressAt(ready, shards.length, elapsed, this.#o.maxConcurrency);
+    if (ready === shards.length) {
+      this.stop();
+      this.#o.logger.info("all {n} shard(s) ready in {time}", {
+        n: shards.length,
+        time: formatDuration(elapsed / 1000),
+      });
+      return;
+    }
+    if (this.#o.terminal) {
+      this.#write(`\r\x1b[K${describe(p)}`);
+      this.#drawn = true;
+    } else if (now - this.#loggedAt >= (this.#o.everyMs ?? 5_000)) {
+      this.#loggedAt = now;
+      this.#o.logger.info("{progress}", { progress: describe(p) });
+    }
+  }
+
+  #write(text: string): void {
+    try {
+      Deno.stderr.writeSync(new TextEncoder().encode(text));
+    } catch {
+      // stderr gone: nothing to show progress on
+    }
+  }
+}

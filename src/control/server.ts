@@ -1,0 +1,178 @@
+/**
+ * The control listener: one small HTTP server (loopback by default).
+ *
+ *   GET  /healthz                 200 while the process runs
+ *   GET  /readyz                  200 when every shard's session is live now, else 503 (JSON says which)
+ *   GET  /shards                  JSON status of every shard, the sinks, the journal, the identify budget
+ *   GET  /metrics                 Prometheus text ([prometheus] endpoint changes the path)
+ *   POST /shards/{id}/reconnect   close with 4000 and resume                     (bearer token)
+ *   POST /commands                one command, as on stdin (NDJSON object)        (bearer token)
+ *
+ * Actions need `[control] token`, compared in constant time; without one they are refused (403).
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { ListenAddress } from "../config/schema.ts";
+import type { Logger } from "../util/log.ts";
+import type { Secret } from "../util/secret.ts";
+import { VERSION } from "../version.ts";
+import { Metrics } from "./metrics.ts";
+import { type GatewayView, RateSampler, statusReport } from "./status.ts";
+
+export interface ControlOptions {
+  address: NonNullable<ListenAddress>;
+  token: Secret | null;
+  metricsPath: string;
+  view: GatewayView;
+  logger: Logger;
+  /** How often events/s are sampled. */
+  sampleEveryMs?: number;
+}
+
+const MAX_BODY_BYTES = 8192;
+
+export class ControlServer {
+  readonly #o: ControlOptions;
+  readonly #metrics: Metrics;
+  readonly #rates = new RateSampler();
+  #server: Deno.HttpServer<Deno.NetAddr> | null = null;
+  #sampler: ReturnType<typeof setInterval> | undefined;
+  #tokenDigest: Uint8Array | null;
+
+  constructor(options: ControlOptions) {
+    this.#o = options;
+    this.#metrics = new Metrics(options.view);
+    this.#tokenDigest = options.token ? digest(options.token.reveal()) : null;
+  }
+
+  /** Binds; returns the address it listens on (the real port when 0 was asked). */
+  start(): { hostname: string; port: number } {
+    const { hostname, port } = this.#o.address;
+    this.#server = Deno.serve({
+      hostname,
+      port,
+      onListen: () => {},
+      onError: (error) => {
+        this.#o.logger.warn("control: error while answering a request: {error}", { error: String(error) });
+        return json(500, { error: "internal error" });
+      },
+    }, (request) => this.#handle(request));
+    const view = this.#o.view;
+    this.#rates.sample(view.shards(), view.now());
+    this.#sampler = setInterval(
+      () => this.#rates.sample(view.shards(), view.now()),
+      this.#o.sampleEveryMs ?? 5_000,
+    );
+    Deno.unrefTimer(this.#sampler);
+    const addr = this.#server.addr;
+    return { hostname: addr.hostname, port: addr.port };
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#sampler);
+    await this.#server?.shutdown();
+    this.#server = null;
+  }
+
+  async #handle(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    const path = url.pathname;
+    const view = this.#o.view;
+    if (request.method === "GET" || request.method === "HEAD") {
+      if (path === "/healthz") {
+        return json(200, { status: "ok", uptime_s: Math.round((view.now() - view.startedAt) / 1000) });
+      }
+      if (path === "/readyz") {
+        const report = statusReport(view, this.#rates, VERSION);
+        return json(report.ready ? 200 : 503, {
+          ready: report.ready,
+          shards_ready: report.shards_ready,
+          shards_total: report.shards.length,
+          not_ready: report.shards.filter((s) => !s.ready).map((s) => ({
+            id: s.id,
+            state: s.state,
+            why: s.why,
+          })),
+        });
+      }
+      if (path === "/shards") return json(200, statusReport(view, this.#rates, VERSION));
+      if (path === this.#o.metricsPath) {
+        return new Response(await this.#metrics.text(), {
+          headers: { "content-type": this.#metrics.contentType },
+        });
+      }
+    }
+    const reconnect = /^\/shards\/(\d+)\/reconnect$/.exec(path);
+    if (reconnect || path === "/commands") {
+      if (request.method !== "POST") return json(405, { error: `${path} takes POST` }, { allow: "POST" });
+      const denied = this.#authorize(request);
+      if (denied) return denied;
+      if (reconnect) {
+        const id = Number(reconnect[1]);
+        if (!view.shards().some((s) => s.id === id)) {
+          return json(404, { error: `shard ${id} does not run here` });
+        }
+        if (!view.reconnect(id)) return json(409, { error: `shard ${id} is stopped` });
+        this.#o.logger.info("control: shard {shard} reconnects (requested through the control API)", {
+          shard: id,
+        });
+        return json(202, { shard: id, reconnecting: true });
+      }
+      const body = await readBody(request);
+      if (body === null) return json(413, { error: `a command is at most ${MAX_BODY_BYTES} bytes` });
+      const refused = view.command(body.trim());
+      if (refused !== null) return json(400, { error: refused });
+      return json(202, { queued: true });
+    }
+    if (["/healthz", "/readyz", "/shards", this.#o.metricsPath].includes(path)) {
+      return json(405, { error: `${path} takes GET` }, { allow: "GET" });
+    }
+    return json(404, { error: `no such endpoint: ${path}` });
+  }
+
+  /** null when the request carries the token; else the response refusing it. */
+  #authorize(request: Request): Response | null {
+    if (this.#tokenDigest === null) {
+      return json(403, {
+        error: "actions are disabled: set [control] token (GATEHOUSE_CONTROL_TOKEN) to enable them",
+      });
+    }
+    const header = request.headers.get("authorization") ?? "";
+    const match = /^Bearer\s+(.+)$/i.exec(header);
+    if (!match || !timingSafeEqual(digest(match[1].trim()), this.#tokenDigest)) {
+      return json(401, { error: "missing or wrong bearer token" }, {
+        "www-authenticate": 'Bearer realm="gatehouse"',
+      });
+    }
+    return null;
+  }
+}
+
+/** Fixed-length digests, so the comparison takes the same time whatever the lengths. */
+function digest(text: string): Uint8Array {
+  return createHash("sha256").update(text).digest();
+}
+
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
+  return new Response(`${JSON.stringify(body)}\n`, {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}
+
+async function readBody(request: Request): Promise<string | null> {
+  if (!request.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of request.body) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) return null;
+    chunks.push(chunk);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    all.set(chunk, at);
+    at += chunk.length;
+  }
+  return new TextDecoder().decode(all);
+}

@@ -1,0 +1,158 @@
+/**
+ * What the control listener reports, computed from the gateway's current state every time it is
+ * asked — never from a flag set once at start-up: a shard is ready only while its session is live and
+ * Discord was heard from recently.
+ */
+import type { ShardStatus } from "../gateway/shard.ts";
+import type { GatewayStats } from "./stats.ts";
+
+/** Everything the control listener reads; implemented by `gatehouse run`, faked in tests. */
+export interface GatewayView {
+  readonly stats: GatewayStats;
+  readonly startedAt: number;
+  readonly shardCount: number;
+  now(): number;
+  shards(): ShardStatus[];
+  sinks(): Array<{ name: string; cursor: number; errors: number }>;
+  journal(): {
+    enabled: boolean;
+    lastId: number;
+    sizeBytes: number;
+    pendingEvents: number;
+    commits: number;
+    failedCommits: number;
+  };
+  identify(): { remaining: number; total: number; resetAt: number; maxConcurrency: number };
+  reconnect(shard: number): boolean;
+  /** A command line as on stdin; resolves with null when routed, else the reason it was refused. */
+  command(line: string): string | null;
+}
+
+/** A shard without any frame for this long past its heartbeat interval is not ready. */
+const SILENCE_GRACE_MS = 5_000;
+/** Before the first HELLO tells the interval. */
+const DEFAULT_SILENCE_MS = 60_000;
+
+export interface Readiness {
+  ready: boolean;
+  /** Why not, in words. */
+  why: string | null;
+}
+
+/** Whether the shard's session is live now: state ready and a frame seen within 1.5 heartbeat intervals. */
+export function readiness(status: ShardStatus, now: number): Readiness {
+  if (status.state !== "ready") return { ready: false, why: `state ${status.state}` };
+  const allowed = status.heartbeatIntervalMs > 0
+    ? status.heartbeatIntervalMs * 1.5 + SILENCE_GRACE_MS
+    : DEFAULT_SILENCE_MS;
+  if (status.lastFrameAt === null) return { ready: false, why: "nothing received yet" };
+  const silent = now - status.lastFrameAt;
+  if (silent > allowed) {
+    return { ready: false, why: `nothing received for ${Math.round(silent / 1000)} s` };
+  }
+  return { ready: true, why: null };
+}
+
+/** One row of `/shards` and `gatehouse shards`. */
+export interface ShardReport {
+  id: number;
+  state: string;
+  ready: boolean;
+  why: string | null;
+  latency_ms: number | null;
+  guilds: number;
+  seq: number | null;
+  session_age_s: number | null;
+  events_per_s: number;
+  events: number;
+  last_event_age_s: number | null;
+  last_frame_age_s: number | null;
+  reconnects: number;
+  queued_commands: number;
+}
+
+export interface StatusReport {
+  pid: number;
+  version: string;
+  uptime_s: number;
+  shard_count: number;
+  ready: boolean;
+  shards_ready: number;
+  shards: ShardReport[];
+  sinks: Array<{ name: string; cursor: number; lag: number; errors: number }>;
+  journal: { enabled: boolean; last_id: number; size_bytes: number; pending_events: number };
+  identify: { remaining: number | null; total: number | null; max_concurrency: number };
+}
+
+/** Events/s per shard from the last two samples (taken by `RateSampler`). */
+export class RateSampler {
+  #previous = new Map<number, { at: number; events: number }>();
+  #current = new Map<number, { at: number; events: number }>();
+
+  sample(shards: ShardStatus[], now: number): void {
+    this.#previous = this.#current;
+    this.#current = new Map(shards.map((s) => [s.id, { at: now, events: s.events }]));
+  }
+
+  rate(status: ShardStatus, now: number): number {
+    const base = this.#previous.get(status.id) ?? this.#current.get(status.id);
+    if (!base || now - base.at < 500) return 0;
+    return Math.max(0, (status.events - base.events) * 1000 / (now - base.at));
+  }
+}
+
+export function statusReport(view: GatewayView, rates: RateSampler, version: string): StatusReport {
+  const now = view.now();
+  const shards = view.shards().map((s): ShardReport => {
+    const r = readiness(s, now);
+    return {
+      id: s.id,
+      state: s.state,
+      ready: r.ready,
+      why: r.why,
+      latency_ms: s.latencyMs,
+      guilds: view.stats.guilds(s.id),
+      seq: s.seq,
+      session_age_s: s.sessionSince === null ? null : round1((now - s.sessionSince) / 1000),
+      events_per_s: round1(rates.rate(s, now)),
+      events: s.events,
+      last_event_age_s: s.lastEventAt === null ? null : round1((now - s.lastEventAt) / 1000),
+      last_frame_age_s: s.lastFrameAt === null ? null : round1((now - s.lastFrameAt) / 1000),
+      reconnects: s.reconnects,
+      queued_commands: s.queuedCommands,
+    };
+  });
+  const journal = view.journal();
+  const identify = view.identify();
+  const ready = shards.filter((s) => s.ready).length;
+  return {
+    pid: Deno.pid,
+    version,
+    uptime_s: round1((now - view.startedAt) / 1000),
+    shard_count: view.shardCount,
+    ready: ready === shards.length && shards.length > 0,
+    shards_ready: ready,
+    shards,
+    sinks: view.sinks().map((s) => ({
+      name: s.name,
+      cursor: s.cursor,
+      lag: Math.max(0, journal.lastId - s.cursor),
+      errors: s.errors,
+    })),
+    journal: {
+      enabled: journal.enabled,
+      last_id: journal.lastId,
+      size_bytes: journal.sizeBytes,
+      pending_events: journal.pendingEvents,
+    },
+    identify: {
+      remaining: Number.isFinite(identify.remaining) ? identify.remaining : null,
+      total: Number.isFinite(identify.total) ? identify.total : null,
+      max_concurrency: identify.maxConcurrency,
+    },
+  };
+}
+
+function round1(n: number): number {
+  return Math.round(n * 10) / 10;
+}

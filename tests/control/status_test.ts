@@ -1,0 +1,158 @@
+/** Readiness, `shards --check` verdicts, start-up progress and the stats the control listener reads. */
+import assert from "node:assert/strict";
+import { check } from "../../src/cli/shards.ts";
+import { describe, progressAt } from "../../src/control/progress.ts";
+import { GatewayStats, topLevelId } from "../../src/control/stats.ts";
+import { readiness, type StatusReport } from "../../src/control/status.ts";
+import type { ShardStatus } from "../../src/gateway/shard.ts";
+import { reconnectLabel } from "../../src/gateway/shard.ts";
+
+const enc = (text: string) => new TextEncoder().encode(text);
+
+function shard(over: Partial<ShardStatus> = {}): ShardStatus {
+  return {
+    id: 0,
+    state: "ready",
+    seq: 10,
+    sessionId: "s",
+    latencyMs: 40,
+    lastFrameAt: 100_000,
+    lastEventAt: 100_000,
+    events: 10,
+    reconnects: 0,
+    badFrames: 0,
+    heartbeatIntervalMs: 41_250,
+    sessionSince: 0,
+    queuedCommands: 0,
+    ...over,
+  };
+}
+
+Deno.test("readiness: a live session heard from within 1.5 heartbeat intervals (+5 s); never latched", () => {
+  assert.deepEqual(readiness(shard(), 100_000 + 61_000), { ready: true, why: null });
+  assert.deepEqual(readiness(shard(), 100_000 + 67_000), { ready: false, why: "nothing received for 67 s" });
+  assert.deepEqual(readiness(shard({ state: "resuming" }), 100_000), { ready: false, why: "state resuming" });
+  assert.deepEqual(readiness(shard({ state: "waiting" }), 100_000), { ready: false, why: "state waiting" });
+  assert.equal(readiness(shard({ lastFrameAt: null }), 100_000).ready, false);
+  // Before HELLO told the interval: 60 s.
+  assert.equal(readiness(shard({ heartbeatIntervalMs: 0 }), 100_000 + 59_000).ready, true);
+  assert.equal(readiness(shard({ heartbeatIntervalMs: 0 }), 100_000 + 61_000).ready, false);
+});
+
+function report(shards: Array<Partial<StatusReport["shards"][number]>>, lag = 0): StatusReport {
+  return {
+    pid: 1,
+    version: "0",
+    uptime_s: 1,
+    shard_count: shards.length,
+    ready: shards.every((s) => s.ready !== false),
+    shards_ready: shards.filter((s) => s.ready !== false).length,
+    shards: shards.map((s, id) => ({
+      id,
+      state: "ready",
+      ready: true,
+      why: null,
+      latency_ms: 50,
+      guilds: 1,
+      seq: 1,
+      session_age_s: 1,
+      events_per_s: 0,
+      events: 0,
+      last_event_age_s: 0,
+      last_frame_age_s: 0,
+      reconnects: 0,
+      queued_commands: 0,
+      ...s,
+    })),
+    sinks: [{ name: "stdout", cursor: 1, lag, errors: 0 }],
+    journal: { enabled: true, last_id: 1, size_bytes: 1, pending_events: 0 },
+    identify: { remaining: 1, total: 1, max_concurrency: 1 },
+  };
+}
+
+Deno.test("shards --check: 0 healthy, 1 degraded (not ready, latency, lag), 2 down or unreachable", () => {
+  const t = { maxLatencyMs: 1000, maxNotReady: 0, maxLag: 100 };
+  const ok = check({ ok: true, report: report([{}, {}]) }, t);
+  assert.equal(ok.code, 0);
+  assert.equal(ok.summary, "OK: 2/2 shards ready, max latency 50 ms, sink lag stdout 0");
+
+  const stalled = check({
+    ok: true,
+    report: report([{}, { ready: false, why: "nothing received for 70 s" }]),
+  }, t);
+  assert.equal(stalled.code, 1);
+  assert.match(stalled.summary, /^DEGRADED: 1 shard\(s\) not ready \(1: nothing received for 70 s\)/);
+  // Tolerated with --max-not-ready 1.
+  assert.equal(
+    check({ ok: true, report: report([{}, { ready: false }]) }, { ...t, maxNotReady: 1 }).code,
+    0,
+  );
+  const slow = check({ ok: true, report: report([{ latency_ms: 2500 }, {}]) }, t);
+  assert.equal(slow.code, 1);
+  assert.match(slow.summary, /latency over 1000 ms on shard\(s\) 0 \(2500 ms\)/);
+  const lagging = check({ ok: true, report: report([{}], 5000) }, t);
+  assert.equal(lagging.code, 1);
+  assert.match(lagging.summary, /sink lag over 100 events: stdout 5000/);
+
+  const down = check({ ok: true, report: report([{ ready: false }, { ready: false }]) }, t);
+  assert.equal(down.code, 2);
+  assert.match(down.summary, /^DOWN: 0\/2 shards ready/);
+  const unreachable = check({ ok: false, reason: "no gatehouse answers at http://127.0.0.1:1 (refused)" }, t);
+  assert.deepEqual(unreachable, {
+    code: 2,
+    status: "down",
+    summary: "DOWN: no gatehouse answers at http://127.0.0.1:1 (refused)",
+  });
+});
+
+Deno.test("start-up progress: ready/total, rate, and an ETA no faster than the identify buckets allow", () => {
+  // 100 of 1000 shards in 50 s with max_concurrency 16: 900 left → at least 57 buckets × 5 s.
+  const p = progressAt(100, 1000, 50_000, 16);
+  assert.equal(p.rate, 2);
+  assert.equal(p.etaS, 450); // the measured rate (2/s) is slower than the buckets (285 s)
+  assert.equal(describe(p), "start-up: 100/1000 shards ready, 2.0 shards/s, about 7 min 30 s left");
+  assert.equal(progressAt(0, 10, 1000, 1).etaS, 50);
+  assert.equal(progressAt(10, 10, 1000, 1).etaS, 0);
+});
+
+Deno.test("guild ids of GUILD_CREATE are found without parsing the whole payload", () => {
+  const payload = enc(
+    '{"t":"GUILD_CREATE","s":3,"op":0,"d":{"roles":[{"id":"1"}],"name":"x \\"id\\": \\"no\\"","channels":[{"id":"2","nested":{"id":"3"}}],"id":"81384788765712384","members":[]}}',
+  );
+  assert.equal(topLevelId(payload, 0), "81384788765712384");
+  assert.equal(topLevelId(enc('{"op":0,"d":{"name":"x"}}'), 0), null);
+  assert.equal(topLevelId(enc('{"op":0,"d":null}'), 0), null);
+  assert.equal(topLevelId(enc('{"op":0,"d":{"id":"1'), 0), null); // truncated
+
+  const stats = new GatewayStats();
+  stats.event(
+    2,
+    "READY",
+    enc('{"op":0,"t":"READY","d":{"guilds":[{"id":"a","unavailable":true},{"id":"b"}]}}'),
+    0,
+  );
+  assert.equal(stats.guilds(2), 2);
+  stats.event(2, "GUILD_CREATE", enc('{"op":0,"t":"GUILD_CREATE","d":{"id":"a"}}'), 0);
+  stats.event(2, "GUILD_CREATE", enc('{"op":0,"t":"GUILD_CREATE","d":{"members":[],"id":"c"}}'), 0);
+  assert.equal(stats.guilds(2), 3);
+  stats.event(2, "GUILD_DELETE", enc('{"op":0,"t":"GUILD_DELETE","d":{"id":"b","unavailable":true}}'), 0);
+  assert.equal(stats.guilds(2), 3, "an outage is not leaving");
+  stats.event(2, "GUILD_DELETE", enc('{"op":0,"t":"GUILD_DELETE","d":{"id":"b"}}'), 0);
+  assert.equal(stats.guilds(2), 2);
+  assert.deepEqual([...stats.received.entries()].sort(), [
+    [2, "GUILD_CREATE", 2],
+    [2, "GUILD_DELETE", 2],
+    [2, "READY", 1],
+  ]);
+});
+
+Deno.test("reconnect reasons are few and stable (metric labels)", () => {
+  assert.equal(reconnectLabel({ type: "heartbeat_due", alive: false }), "zombie");
+  assert.equal(reconnectLabel({ type: "reconnect_requested" }), "op7");
+  assert.equal(reconnectLabel({ type: "reconnect_requested", by: "operator" }), "operator");
+  assert.equal(reconnectLabel({ type: "invalid_session", resumable: true }), "op9_resumable");
+  assert.equal(reconnectLabel({ type: "invalid_session", resumable: false }), "op9");
+  assert.equal(reconnectLabel({ type: "socket_closed", code: 1006, reason: "" }), "dropped");
+  assert.equal(reconnectLabel({ type: "socket_closed", code: 4000, reason: "anything" }), "close_4000");
+  assert.equal(reconnectLabel({ type: "connect_timeout" }), "connect_timeout");
+});
