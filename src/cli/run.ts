@@ -79,6 +79,16 @@ export async function run(flags: RunFlags): Promise<number> {
   const log = logger("run");
   for (const warning of warnings) log.warn(warning);
 
+  // A promise some library rejects without a handler (seen with ioredis' cluster pipelines) must not end
+  // the process: log it; the component concerned retries on its own.
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    const reason = event.reason as Error | undefined;
+    log.error("unhandled failure (the gateway keeps running): {error}", {
+      error: reason?.stack ?? String(reason),
+    });
+  });
+
   // Listen for signals from the start, so a stop during start-up is clean too.
   const stop = stopSignal();
   try {

@@ -4,7 +4,7 @@
  * one command as JSON) is acknowledged (XACK) once it was sent to Discord — or rejected. Reconnects with backoff like the sink.
  */
 import { hostname } from "node:os";
-import { Redis } from "ioredis";
+import { connectRedis, type RedisClient } from "../sinks/redis_client.ts";
 import type { Logger } from "../util/log.ts";
 
 export interface RedisCommandSourceOptions {
@@ -17,7 +17,7 @@ export interface RedisCommandSourceOptions {
 }
 
 export class RedisCommandSource {
-  readonly #client: Redis;
+  readonly #client: RedisClient;
   readonly #o: RedisCommandSourceOptions;
   readonly #consumer = `gatehouse-${safeHostname()}-${Deno.pid}`;
   #stopped = false;
@@ -27,7 +27,7 @@ export class RedisCommandSource {
 
   constructor(options: RedisCommandSourceOptions) {
     this.#o = options;
-    this.#client = new Redis(options.url, {
+    this.#client = connectRedis(options.url, {
       retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 5_000),
       maxRetriesPerRequest: null,
     });

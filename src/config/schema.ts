@@ -14,6 +14,7 @@ import {
   type Presence,
 } from "../gateway/protocol.ts";
 import type { Secret } from "../util/secret.ts";
+import { parseRedisUrl, REDIS_URL_PATTERN } from "../sinks/redis_client.ts";
 
 export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
 export const LOG_LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal"];
@@ -486,10 +487,17 @@ export const KEYS: readonly KeyDef[] = [
     key: "redis.url",
     env: ["REDIS_URL"],
     fromText: asIs,
-    parse: fromZod(
-      z.string().regex(/^(redis|rediss):\/\/\S+$/),
-      "a redis:// or rediss:// URL",
-    ),
+    parse: (raw) => {
+      const allowed =
+        "a redis:// or rediss:// URL, redis+sentinel://host:26379[,host:port…]/master, or redis+cluster://host:port[,host:port…]";
+      if (typeof raw !== "string" || !REDIS_URL_PATTERN.test(raw)) return { ok: false, allowed };
+      try {
+        parseRedisUrl(raw);
+      } catch (error) {
+        return { ok: false, allowed: `${allowed} (${(error as Error).message})` };
+      }
+      return { ok: true, value: raw };
+    },
     secret: true,
   },
   {

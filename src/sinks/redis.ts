@@ -8,16 +8,17 @@
  * The entry has one field, `data`: the NDJSON line of the event (without its newline).
  */
 import { Buffer } from "node:buffer";
-import { Redis } from "ioredis";
+import { Cluster } from "ioredis";
 import type { EventBatch } from "../journal/journal.ts";
 import type { Logger } from "../util/log.ts";
 import { LineBuffer } from "./ndjson.ts";
 import type { Sink } from "./sink.ts";
+import { connectRedis, type RedisClient } from "./redis_client.ts";
 
 export type StreamLayout = "per-event" | "single";
 
 export interface RedisSinkOptions {
-  /** `redis://`, `rediss://`, … as ioredis takes it. */
+  /** `redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://` (see redis_client.ts). */
   url: string;
   /** Stream names start with this (default `gatehouse`). */
   prefix?: string;
@@ -36,7 +37,9 @@ const ALREADY_THERE = /equal or smaller than the target stream top item/;
 
 export class RedisSink implements Sink {
   readonly name: string;
-  readonly #client: Redis;
+  readonly #client: RedisClient;
+  /** A cluster runs a pipeline on one node: one pipeline per stream (a stream is one key, one slot). */
+  readonly #perStream: boolean;
   readonly #prefix: string;
   readonly #layout: StreamLayout;
   readonly #maxLen: number;
@@ -57,13 +60,14 @@ export class RedisSink implements Sink {
     this.#maxLen = options.maxLen ?? 0;
     this.#group = options.group ?? null;
     this.#log = options.logger;
-    this.#client = new Redis(options.url, {
+    this.#client = connectRedis(options.url, {
       // Reconnect with backoff for ever; a command waiting for the connection fails after a few tries,
       // so a delivery is reported as failed (and retried from the journal) instead of hanging.
       retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 5_000),
       maxRetriesPerRequest: 2,
       enableOfflineQueue: true,
     });
+    this.#perStream = this.#client instanceof Cluster;
     this.#client.on("error", (error: Error) => {
       this.#log?.debug("redis: {error}", { error: error.message });
     });
@@ -75,10 +79,13 @@ export class RedisSink implements Sink {
   }
 
   async deliver(batch: EventBatch): Promise<void> {
-    const pipeline = this.#client.pipeline();
+    const shared = this.#perStream ? null : this.#client.pipeline();
+    const pipelines = new Map<string, ReturnType<RedisClient["pipeline"]>>();
     const groupsAsked: string[] = [];
     for (let i = 0; i < batch.count; i++) {
       const stream = this.stream(batch.t(i));
+      let pipeline = shared ?? pipelines.get(stream);
+      if (pipeline === undefined) pipelines.set(stream, pipeline = this.#client.pipeline());
       if (this.#group !== null && !this.#grouped.has(stream) && !groupsAsked.includes(stream)) {
         pipeline.xgroup("CREATE", stream, this.#group, "0", "MKSTREAM");
         groupsAsked.push(stream);
@@ -90,9 +97,9 @@ export class RedisSink implements Sink {
       if (this.#maxLen > 0) pipeline.xadd(stream, "MAXLEN", "~", this.#maxLen, id, "data", data);
       else pipeline.xadd(stream, id, "data", data);
     }
-    const results = await pipeline.exec();
-    if (results === null) throw new Error("redis: the pipeline was not run");
-    for (const [error] of results) {
+    const all = await Promise.all((shared ? [shared] : [...pipelines.values()]).map((p) => p.exec()));
+    if (all.some((results) => results === null)) throw new Error("redis: the pipeline was not run");
+    for (const [error] of all.flatMap((results) => results!)) {
       if (error === null) continue;
       if (ALREADY_THERE.test(error.message)) {
         this.duplicates++;

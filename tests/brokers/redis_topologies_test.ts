@@ -1,0 +1,138 @@
+/**
+ * Redis Sentinel and Redis Cluster URLs, against real servers the tests start themselves: events reach the
+ * streams exactly once with their journal ids, and commands come in from `{prefix}:commands`.
+ */
+import assert from "node:assert/strict";
+import { Cluster, Redis } from "ioredis";
+import { FakeDiscord } from "../fake_discord/server.ts";
+import { fakeEnv, type Gatehouse, spawnGatehouse } from "../helpers/gatehouse.ts";
+import { RedisCluster, RedisSentinel } from "../helpers/redis_topologies.ts";
+import { parseRedisUrl } from "../../src/sinks/redis_client.ts";
+
+const PRESENCE = '{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}';
+
+/** Flows traffic until `n` messages are out, sends a presence through the commands stream, stops cleanly. */
+async function exercise(
+  fake: FakeDiscord,
+  g: Gatehouse,
+  client: Redis | Cluster,
+  prefix: string,
+): Promise<void> {
+  await g.waitFor(() => g.lines.filter((l) => l.t === "READY").length === 2, 15_000, "2 READY");
+  fake.startTraffic(200);
+  await g.waitFor(() => g.lines.length >= 500, 15_000, "500 events");
+  fake.stopTraffic();
+  const until = Date.now() + 10_000;
+  while (!(await client.exists(`${prefix}:commands`))) {
+    assert.ok(Date.now() < until, "the commands stream and group are created");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await client.xadd(`${prefix}:commands`, "*", "data", PRESENCE);
+  await fake.waitFor(
+    () => fake.commands.filter((c) => c.op === 3).length === 2,
+    10_000,
+    "presence on both shards",
+  );
+  g.kill("SIGTERM");
+  assert.equal((await g.status).code, 0, g.stderr());
+}
+
+/** Entry ids of a stream, as journal ids. */
+async function streamIds(client: Redis | Cluster, stream: string): Promise<number[]> {
+  const entries = await client.xrange(stream, "-", "+");
+  return entries.map(([id, fields]) => {
+    const line = JSON.parse(fields[1]);
+    assert.equal(`${line.id}-0`, id, "entry id = journal id");
+    return line.id as number;
+  });
+}
+
+Deno.test("redis+sentinel:// finds the master through the sentinel: every event once, commands in", async () => {
+  const sentinel = await RedisSentinel.start();
+  const fake = await FakeDiscord.start({ shards: 2, maxConcurrency: 2 });
+  const client = new Redis({ port: sentinel.masterPort, host: "127.0.0.1" });
+  const prefix = "gh";
+  const g = spawnGatehouse({
+    env: {
+      ...fakeEnv(fake.apiHost),
+      BROKER_TYPE: "stdout,redis",
+      REDIS_URL: sentinel.url,
+      GATEHOUSE_REDIS_STREAMS: "single",
+      GATEHOUSE_REDIS_PREFIX: prefix,
+    },
+  });
+  try {
+    await exercise(fake, g, client, prefix);
+    const ids = await streamIds(client, `${prefix}:events`);
+    assert.deepEqual(ids, g.lines.map((l) => l.id), "the master's stream holds every event once, in order");
+  } finally {
+    g.kill("SIGKILL");
+    await g.status;
+    client.disconnect();
+    await fake.stop();
+    await sentinel.stop();
+  }
+});
+
+Deno.test("redis+cluster:// spreads per-event streams over the nodes: every event once, commands in", async () => {
+  const cluster = await RedisCluster.start(3);
+  const fake = await FakeDiscord.start({ shards: 2, maxConcurrency: 2 });
+  const client = new Cluster(cluster.ports.map((port) => ({ host: "127.0.0.1", port })));
+  const prefix = "gh";
+  const g = spawnGatehouse({
+    env: {
+      ...fakeEnv(fake.apiHost),
+      BROKER_TYPE: "stdout,redis",
+      REDIS_URL: cluster.url,
+      GATEHOUSE_REDIS_PREFIX: prefix,
+    },
+  });
+  try {
+    await exercise(fake, g, client, prefix);
+    const types = [...new Set(g.lines.map((l) => l.t))];
+    assert.ok(types.length >= 5, `several event types (${types.join(", ")})`);
+    // The streams live on different nodes (slots).
+    const slots = new Set(await Promise.all(types.map((t) => client.cluster("KEYSLOT", `${prefix}:${t}`))));
+    assert.ok(slots.size > 1);
+    const ids: number[] = [];
+    for (const t of types) ids.push(...await streamIds(client, `${prefix}:${t}`));
+    assert.deepEqual(
+      ids.sort((a, b) => a - b),
+      g.lines.map((l) => l.id),
+      "every event once across the streams",
+    );
+  } finally {
+    g.kill("SIGKILL");
+    await g.status;
+    client.disconnect();
+    await fake.stop();
+    await cluster.stop();
+  }
+});
+
+Deno.test("Redis URLs: server, sentinel and cluster forms; errors name the problem, not the password", () => {
+  assert.deepEqual(parseRedisUrl("redis://:pw@127.0.0.1:6379/2"), {
+    kind: "server",
+    url: "redis://:pw@127.0.0.1:6379/2",
+  });
+  assert.deepEqual(parseRedisUrl("redis+sentinel://u:p%40ss@s1:26379,s2/mymaster/3?sentinelPassword=sp"), {
+    kind: "sentinel",
+    sentinels: [{ host: "s1", port: 26379 }, { host: "s2", port: 26379 }],
+    name: "mymaster",
+    db: 3,
+    username: "u",
+    password: "p@ss",
+    sentinelPassword: "sp",
+    tls: false,
+  });
+  assert.deepEqual(parseRedisUrl("rediss+cluster://:secret@[::1]:7000,10.0.0.2:7001"), {
+    kind: "cluster",
+    nodes: [{ host: "::1", port: 7000 }, { host: "10.0.0.2", port: 7001 }],
+    username: undefined,
+    password: "secret",
+    tls: true,
+  });
+  assert.throws(() => parseRedisUrl("redis+sentinel://:secret@s1:26379"), /names the master/);
+  assert.throws(() => parseRedisUrl("redis+cluster://:secret@/"), /at least one host/);
+  assert.throws(() => parseRedisUrl("http://x"), (error: Error) => !error.message.includes("x"));
+});
