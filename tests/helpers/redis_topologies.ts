@@ -3,7 +3,7 @@
  * directory, stopped by their pids.
  */
 
-async function freePort(below = 55_000): Promise<number> {
+function freePort(below = 55_000): number {
   for (;;) {
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = listener.addr.port;
@@ -73,7 +73,7 @@ export class RedisSentinel {
 
   static async start(): Promise<RedisSentinel> {
     const dir = await Deno.makeTempDir({ prefix: "gatehouse-sentinel-" });
-    const s = new RedisSentinel(dir, await freePort(), await freePort());
+    const s = new RedisSentinel(dir, freePort(), freePort());
     s.#procs.spawn(["--port", String(s.masterPort), "--bind", "127.0.0.1", "--save", "", "--dir", dir], dir);
     await waitPing(s.masterPort);
     // A sentinel rewrites its config file: it must be its own, writable.
@@ -123,7 +123,7 @@ export class RedisCluster {
     const dir = await Deno.makeTempDir({ prefix: "gatehouse-cluster-" });
     const ports: number[] = [];
     while (ports.length < nodes) {
-      const port = await freePort();
+      const port = freePort();
       if (!ports.includes(port)) ports.push(port);
     }
     const c = new RedisCluster(dir, ports);
