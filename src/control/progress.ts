@@ -14,6 +14,8 @@ export interface ProgressOptions {
   terminal: boolean;
   /** Between log lines when not on a terminal. */
   everyMs?: number;
+  /** Where the terminal line is drawn (default: stderr). */
+  write?: (text: string) => void;
 }
 
 export interface Progress {
@@ -68,16 +70,18 @@ export class StartupProgress {
 
   start(): void {
     this.#startedAt = this.#loggedAt = this.#o.view.now();
-    this.#timer = setInterval(() => this.#tick(), 500);
+    this.#timer = setInterval(() => this.tick(), 500);
   }
 
   stop(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
     if (this.#drawn) this.#write("\r\x1b[K");
+    this.#drawn = false;
   }
 
-  #tick(): void {
+  /** One look at the shards (every 500 ms once started). */
+  tick(): void {
     const view = this.#o.view;
     const now = view.now();
     const shards = view.shards();
@@ -102,6 +106,7 @@ export class StartupProgress {
   }
 
   #write(text: string): void {
+    if (this.#o.write) return this.#o.write(text);
     try {
       Deno.stderr.writeSync(new TextEncoder().encode(text));
     } catch {

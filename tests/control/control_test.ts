@@ -209,6 +209,28 @@ Deno.test("control listener: metrics move as events flow, health and status, act
     const healthy = await shardsCommand(["--store", store, "--check"]);
     assert.equal(healthy.code, 0, healthy.out + healthy.err);
     assert.match(healthy.out, /^OK: 2\/2 shards ready/);
+    // Start-up progress (not a terminal here): logged, and the end of start-up said once.
+    assert.equal((g.stderr().match(/all 2 shard\(s\) ready in \d+ s/g) ?? []).length, 1);
+
+    // --watch: the table again and again until interrupted.
+    const watch = new Deno.Command(Deno.execPath(), {
+      args: [...RUN_FLAGS, "main.ts", "shards", "--store", store, "--watch", "--interval", "0.2"],
+      cwd: ROOT,
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    let watched = "";
+    const reader = watch.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    while ((watched.match(/SHARD\s+STATE/g) ?? []).length < 3) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      watched += value;
+    }
+    watch.kill("SIGTERM");
+    await reader.cancel();
+    await watch.status;
+    assert.equal((watched.match(/2\/2 shard\(s\) ready/g) ?? []).length >= 3, true, watched);
 
     // One shard stalled (Discord stops answering it): not ready → degraded (exit 1).
     fake.stallShard(1, true);

@@ -1,7 +1,8 @@
 /** Readiness, `shards --check` verdicts, start-up progress and the stats the control listener reads. */
 import assert from "node:assert/strict";
 import { check } from "../../src/cli/shards.ts";
-import { describe, progressAt } from "../../src/control/progress.ts";
+import { describe, progressAt, StartupProgress } from "../../src/control/progress.ts";
+import type { Logger } from "../../src/util/log.ts";
 import { GatewayStats, topLevelId } from "../../src/control/stats.ts";
 import { readiness, type StatusReport } from "../../src/control/status.ts";
 import type { ShardStatus } from "../../src/gateway/shard.ts";
@@ -155,4 +156,95 @@ Deno.test("reconnect reasons are few and stable (metric labels)", () => {
   assert.equal(reconnectLabel({ type: "socket_closed", code: 1006, reason: "" }), "dropped");
   assert.equal(reconnectLabel({ type: "socket_closed", code: 4000, reason: "anything" }), "close_4000");
   assert.equal(reconnectLabel({ type: "connect_timeout" }), "connect_timeout");
+});
+
+/** A view whose clock and shards the test moves. */
+function fakeView(shards: ShardStatus[], clock: { now: number }) {
+  return {
+    stats: new GatewayStats(),
+    startedAt: 0,
+    shardCount: shards.length,
+    now: () => clock.now,
+    shards: () => shards,
+    sinks: () => [],
+    journal: () => ({
+      enabled: true,
+      lastId: 0,
+      sizeBytes: 0,
+      pendingEvents: 0,
+      commits: 0,
+      failedCommits: 0,
+    }),
+    identify: () => ({ remaining: 1, total: 1, resetAt: 0, maxConcurrency: 1 }),
+    reconnect: () => false,
+    command: () => null,
+  };
+}
+
+function capture() {
+  const lines: string[] = [];
+  const logger = {
+    info: (message: string, props: Record<string, unknown>) =>
+      lines.push(message.replace(/\{(\w+)\}/g, (_, k) => String(props[k]))),
+  } as unknown as Logger;
+  return { lines, logger };
+}
+
+Deno.test("start-up progress on a terminal: one line redrawn in place, cleared once every shard is ready", () => {
+  const clock = { now: 0 };
+  const shards = [0, 1, 2, 3].map((id) => shard({ id, state: "identifying", lastFrameAt: 0 }));
+  const drawn: string[] = [];
+  const { lines, logger } = capture();
+  const progress = new StartupProgress({
+    view: fakeView(shards, clock),
+    maxConcurrency: 1,
+    logger,
+    terminal: true,
+    write: (text) => drawn.push(text),
+  });
+  progress.start();
+  try {
+    clock.now = 5000;
+    shards[0] = { ...shards[0], state: "ready", lastFrameAt: 5000 };
+    progress.tick();
+    assert.deepEqual(drawn, ["\r\x1b[Kstart-up: 1/4 shards ready, 0.2 shards/s, about 15 s left"]);
+    clock.now = 20_000;
+    for (let i = 1; i < 4; i++) shards[i] = { ...shards[i], state: "ready", lastFrameAt: 20_000 };
+    progress.tick();
+    assert.equal(drawn.at(-1), "\r\x1b[K", "the line is cleared");
+    assert.deepEqual(lines, ["all 4 shard(s) ready in 20 s"]);
+  } finally {
+    progress.stop();
+  }
+});
+
+Deno.test("start-up progress elsewhere: a log line every 5 s, nothing drawn", () => {
+  const clock = { now: 0 };
+  const shards = [0, 1].map((id) => shard({ id, state: "waiting", lastFrameAt: 0 }));
+  const drawn: string[] = [];
+  const { lines, logger } = capture();
+  const progress = new StartupProgress({
+    view: fakeView(shards, clock),
+    maxConcurrency: 2,
+    logger,
+    terminal: false,
+    write: (text) => drawn.push(text),
+  });
+  progress.start();
+  try {
+    for (const t of [500, 1000, 4500]) {
+      clock.now = t;
+      progress.tick();
+    }
+    assert.deepEqual(lines, []);
+    clock.now = 5000;
+    progress.tick();
+    assert.deepEqual(lines, ["start-up: 0/2 shards ready, 0.0 shards/s, about 5 s left"]);
+    clock.now = 7000;
+    progress.tick();
+    assert.equal(lines.length, 1);
+    assert.deepEqual(drawn, []);
+  } finally {
+    progress.stop();
+  }
 });
