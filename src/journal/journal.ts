@@ -10,7 +10,7 @@
  * `maxPendingBytes` wait for the writer — a failing store, or a flood faster than SQLite — the shards
  * stop reading (TCP pushes back on Discord) until it has caught up. Nothing is dropped.
  */
-import { type Clock, systemClock } from "../util/clock.ts";
+import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import type { Store, StoreError } from "./store.ts";
 import {
@@ -40,8 +40,11 @@ export interface EventBatch {
 export interface JournalOptions {
   store: Store;
   /**
-   * false = sessions, cursors and ids are kept but events are not (`[store] journal = false`): faster,
-   * and events in flight when the process dies are lost.
+   * false = sessions, cursors and ids are kept but events are not (`[store] journal = false`). Seqs and
+   * cursors are then written only at the 1 s checkpoints (and when sessions change, and on flush): a
+   * commit that has nothing else to store goes to the sinks without a transaction. After a crash,
+   * shards resume from the last checkpoint, so Discord sends the last second's events again (new ids)
+   * rather than any being lost.
    */
   keepEvents?: boolean;
   logger: Logger;
@@ -79,6 +82,8 @@ const OWNER_HEARTBEAT_MS = 5_000;
  * row update per session per commit — the cost that dominated commits (see `Store.loadSessions`).
  */
 const SEQ_CHECKPOINT_MS = 1_000;
+/** Events not kept: ids recorded ahead of use at least by this many (a restart skips what was not used). */
+const ID_RESERVE = 10_000;
 
 class Pending implements EventBatch {
   no = 0;
@@ -171,6 +176,14 @@ export class Journal {
   #inflightWaiters = new Map<number, Array<() => void>>();
   #identifyWrites: Array<[number, number]> = [];
   #scheduled = false;
+  /**
+   * Events not kept: ids up to here are recorded as given out (meta last_id), so a new process starts
+   * above them. Written ahead, by a reserve, at each transaction; a commit that would go past it is
+   * not skipped.
+   */
+  #idCeiling: number;
+  #idsAtLastWrite: number;
+  #checkpointTimer: TimerId | undefined;
   #failures = 0;
   #paused = false;
   #fatal = false;
@@ -190,6 +203,7 @@ export class Journal {
     this.#commitIntervalMs = options.commitIntervalMs ?? 10;
     this.#keepEvents = options.keepEvents ?? true;
     this.#nextId = options.store.lastId + 1;
+    this.#idCeiling = this.#idsAtLastWrite = options.store.lastId;
     const events: WriterEvents = {
       committed: (no, bytes) => this.#committed(no, bytes),
       failed: (error) => this.#failed(error),
@@ -272,9 +286,17 @@ export class Journal {
     this.#current.set(shard, session);
   }
 
-  /** Stores a sink's cursor with the next batch; `onStored` runs once that batch is stored. */
+  /**
+   * Stores a sink's cursor with the next batch; `onStored` runs once that batch is stored. Without kept
+   * events there is nothing to deliver again, so the cursor waits for the next checkpoint and
+   * `onStored` runs at once.
+   */
   setCursor(sink: string, lastId: number, onStored?: () => void): void {
     this.#cursorWrites.set(sink, lastId);
+    if (!this.#keepEvents) {
+      onStored?.();
+      return;
+    }
     if (onStored) this.#cursorWaiters.push(onStored);
     this.#schedule();
   }
@@ -300,8 +322,11 @@ export class Journal {
     this.commit();
   };
 
-  /** Hands everything gathered so far to the writer as one batch. */
-  commit(): void {
+  /**
+   * Hands everything gathered so far to the writer as one batch. `force`: write every seq and cursor
+   * now, even when events are not kept (flush, shutdown).
+   */
+  commit(force = false): void {
     if (this.#fatal) return;
     const p = this.#pending;
     if (
@@ -312,7 +337,8 @@ export class Journal {
     this.#lastCommitAt = performance.now();
     const now = this.#clock.now();
     const seqUpdates: Array<[number, string, number]> = [];
-    const checkpoint = now - this.#lastCheckpoint >= SEQ_CHECKPOINT_MS;
+    // Kept events carry their seqs; without them a flush writes every seq at once.
+    const checkpoint = (force && !this.#keepEvents) || now - this.#lastCheckpoint >= SEQ_CHECKPOINT_MS;
     let noteSeqs = false;
     for (const [shard, seq] of this.#seqs) {
       const session = this.#current.get(shard);
@@ -347,12 +373,39 @@ export class Journal {
       seqNote = JSON.stringify(Object.fromEntries(this.#unwrittenSeqs));
     }
     const beat = now - this.#lastOwnerBeat >= OWNER_HEARTBEAT_MS;
+    if (
+      !this.#keepEvents && !checkpoint && !beat && this.#sessionWrites.size === 0 &&
+      this.#identifyWrites.length === 0 && this.#inflight.length === 0 && this.#nextId - 1 <= this.#idCeiling
+    ) {
+      // Events are not kept and nothing else must be stored now: straight to the sinks. The seqs wait
+      // in #unwrittenSeqs and the cursors in #cursorWrites for the next checkpoint.
+      this.#seqs.clear();
+      this.#storedSeqs.clear();
+      this.#pending = new Pending(pendingCapacity(p.length, this.#maxBatchBytes));
+      this.committedEvents += p.count;
+      if (p.count > 0) this.#options.onCommit?.(p);
+      // Traffic may stop here: the checkpoint still comes when due.
+      if (this.#checkpointTimer === undefined) {
+        this.#checkpointTimer = this.#clock.setTimeout(() => {
+          this.#checkpointTimer = undefined;
+          this.#schedule();
+        }, Math.max(0, this.#lastCheckpoint + SEQ_CHECKPOINT_MS - now));
+      }
+      return;
+    }
     if (beat) this.#lastOwnerBeat = now;
     // Events not kept: the writer needs only the last id, not the events (nothing to copy over).
     const keep = this.#keepEvents;
+    if (!keep) {
+      // Ids are recorded ahead of use: enough for twice what was given out since the last time.
+      const given = this.#nextId - 1;
+      this.#idCeiling = given + Math.max(ID_RESERVE, 2 * (given - this.#idsAtLastWrite));
+      this.#idsAtLastWrite = given;
+    }
     const batch: BatchData = {
       no: ++this.#batchNo,
-      lastId: p.lastId,
+      // Events not kept: above every id given out, so ids never go back after a restart.
+      lastId: keep ? p.lastId : this.#idCeiling,
       bytes: keep ? p.bytes : NO_BYTES,
       ends: keep ? p.ends : [],
       ids: keep ? p.ids : [],
@@ -458,13 +511,14 @@ export class Journal {
 
   /** Commits what is gathered and waits (at most `timeoutMs`) until the store has it all. */
   async flush(timeoutMs = 5_000): Promise<boolean> {
-    this.commit();
+    this.commit(true);
     return await this.#writer.drain(timeoutMs);
   }
 
   /** Stops the writer (the store is closing). */
   async close(): Promise<void> {
     this.#fatal = true;
+    if (this.#checkpointTimer !== undefined) this.#clock.clearTimeout(this.#checkpointTimer);
     await this.#writer.close();
   }
 }

@@ -5,6 +5,7 @@ import { Store } from "../../src/journal/store.ts";
 import { type BatchData, HybridWriter, InlineWriter, WorkerWriter } from "../../src/journal/write.ts";
 import { SinkRunner } from "../../src/sinks/runner.ts";
 import type { Sink } from "../../src/sinks/sink.ts";
+import { ManualClock } from "../../src/util/clock.ts";
 import { logger } from "../../src/util/log.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -149,6 +150,52 @@ Deno.test("events not kept (journal off): each commit notes the seqs in one row;
     journal.sessionStarted(2, { id: "s2b", resumeUrl: "wss://r", seq: 1, shardCount: 4 });
     await journal.flush();
     assert.deepEqual(store.loadSessions().map((s) => [s.sessionId, s.seq]).at(2), ["s2b", 1]);
+  });
+});
+
+Deno.test("events not kept: commits between checkpoints reach the sinks without a transaction; the checkpoint comes when traffic stops", async () => {
+  await withStore(async (store, path) => {
+    const clock = new ManualClock();
+    const delivered: number[] = [];
+    const journal = new Journal({
+      store,
+      logger: log,
+      keepEvents: false,
+      commitIntervalMs: 0,
+      clock,
+      onCommit: (b) => {
+        for (let i = 0; i < b.count; i++) delivered.push(b.id(i));
+      },
+    });
+    journal.sessionStarted(0, { id: "s0", resumeUrl: "wss://r", seq: 1, shardCount: 1 });
+    await journal.flush();
+    const transactions = journal.commits;
+    for (let seq = 2; seq <= 30; seq++) {
+      journal.event(0, "MESSAGE_CREATE", seq, payload("MESSAGE_CREATE", seq), 2, true);
+      journal.setCursor("stdout", seq - 1);
+      await tick();
+    }
+    assert.deepEqual(delivered, Array.from({ length: 29 }, (_, i) => i + 1), "delivered in order, at once");
+    assert.equal(journal.commits, transactions, "no transaction between checkpoints");
+    assert.equal(store.loadSessions()[0].seq, 1, "the seq waits for the checkpoint");
+    // Traffic stops; the checkpoint is written when due all the same.
+    await clock.advance(1_000);
+    await tick(20);
+    assert.equal(journal.commits, transactions + 1);
+    assert.equal(store.loadSessions()[0].seq, 30);
+    assert.equal(store.cursor("stdout"), 29);
+    // A crash now: a new process gives out ids above every one given, never the same again.
+    journal.event(0, "MESSAGE_CREATE", 31, payload("MESSAGE_CREATE", 31), 2, true);
+    await tick();
+    assert.equal(delivered.at(-1), 30);
+    const again = Store.open(path, { readOnly: true });
+    try {
+      assert.equal(again.loadSessions()[0].seq, 30, "resumes from the checkpoint: Discord sends 31 again");
+      assert.ok(again.lastId >= 30, `ids recorded ahead of use (${again.lastId})`);
+    } finally {
+      again.close();
+    }
+    await journal.close();
   });
 });
 
