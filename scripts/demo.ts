@@ -20,6 +20,7 @@ const fake = await FakeDiscord.start({
 });
 say(`fake Discord listening: REST http://${fake.apiHost}, gateway ${fake.gatewayUrl}`);
 say(`starting gatehouse run with ${SHARDS} shards; events follow on stdout as NDJSON; Ctrl-C to stop`);
+say("in another terminal: `deno run -A main.ts shards` (or curl http://127.0.0.1:7979/metrics)");
 
 const store = await Deno.makeTempDir({ prefix: "gatehouse-demo-" });
 const child = new Deno.Command(Deno.execPath(), {
