@@ -9,6 +9,7 @@ import { Redis } from "ioredis";
 import type { EventBatch } from "../../src/journal/journal.ts";
 import { AMQPClient } from "@cloudamqp/amqp-client";
 import { AmqpSink } from "../../src/sinks/amqp.ts";
+import { withRabbitMq } from "../helpers/rabbitmq_lock.ts";
 import { HttpSink } from "../../src/sinks/http.ts";
 import { Secret } from "../../src/util/secret.ts";
 import { RedisSink } from "../../src/sinks/redis.ts";
@@ -205,53 +206,66 @@ const KINDS: Kind[] = [
   },
 ];
 
+/** RabbitMQ tests hold the shared broker lock (see rabbitmq_lock.ts). */
+const guarded = (kind: Kind, fn: () => Promise<void>) => () =>
+  kind.name === "amqp" ? withRabbitMq(false, fn) : fn();
+
 for (const kind of KINDS) {
-  Deno.test(`sink contract, ${kind.name}: delivers in id order, Discord's bytes untouched`, async () => {
-    const s = await kind.make();
-    try {
-      const events = Array.from({ length: 30 }, (_, i) => event(i + 1));
-      await s.sink.deliver(batchOf(events.slice(0, 10)));
-      await s.sink.deliver(batchOf(events.slice(10, 11)));
-      await s.sink.deliver(batchOf(events.slice(11)));
-      assert.deepEqual(await s.read(), events.map(lineOf));
-      for (const line of await s.read()) JSON.parse(line);
-    } finally {
-      await s.cleanup();
-    }
-  });
-
-  Deno.test(`sink contract, ${kind.name}: a batch delivered again is acknowledged; repeats keep their ids`, async () => {
-    const s = await kind.make();
-    try {
-      const first = Array.from({ length: 5 }, (_, i) => event(i + 1));
-      const second = Array.from({ length: 5 }, (_, i) => event(i + 6));
-      await s.sink.deliver(batchOf(first));
-      await s.sink.deliver(batchOf(second));
-      // The process died before the cursor after `second` was stored: it is delivered again.
-      await s.sink.deliver(batchOf(second));
-      const lines = await s.read();
-      if (s.idempotent) {
-        assert.deepEqual(lines, [...first, ...second].map(lineOf), "each event once");
-      } else {
-        assert.deepEqual(
-          lines,
-          [...first, ...second, ...second].map(lineOf),
-          "the repeats are the same lines",
-        );
+  Deno.test(
+    `sink contract, ${kind.name}: delivers in id order, Discord's bytes untouched`,
+    guarded(kind, async () => {
+      const s = await kind.make();
+      try {
+        const events = Array.from({ length: 30 }, (_, i) => event(i + 1));
+        await s.sink.deliver(batchOf(events.slice(0, 10)));
+        await s.sink.deliver(batchOf(events.slice(10, 11)));
+        await s.sink.deliver(batchOf(events.slice(11)));
+        assert.deepEqual(await s.read(), events.map(lineOf));
+        for (const line of await s.read()) JSON.parse(line);
+      } finally {
+        await s.cleanup();
       }
-    } finally {
-      await s.cleanup();
-    }
-  });
+    }),
+  );
 
-  Deno.test(`sink contract, ${kind.name}: a destination that cannot take events fails the delivery`, async () => {
-    const b = await kind.broken();
-    try {
-      await assert.rejects(async () => await b.sink.deliver(batchOf([event(1)])));
-    } finally {
-      await b.cleanup();
-    }
-  });
+  Deno.test(
+    `sink contract, ${kind.name}: a batch delivered again is acknowledged; repeats keep their ids`,
+    guarded(kind, async () => {
+      const s = await kind.make();
+      try {
+        const first = Array.from({ length: 5 }, (_, i) => event(i + 1));
+        const second = Array.from({ length: 5 }, (_, i) => event(i + 6));
+        await s.sink.deliver(batchOf(first));
+        await s.sink.deliver(batchOf(second));
+        // The process died before the cursor after `second` was stored: it is delivered again.
+        await s.sink.deliver(batchOf(second));
+        const lines = await s.read();
+        if (s.idempotent) {
+          assert.deepEqual(lines, [...first, ...second].map(lineOf), "each event once");
+        } else {
+          assert.deepEqual(
+            lines,
+            [...first, ...second, ...second].map(lineOf),
+            "the repeats are the same lines",
+          );
+        }
+      } finally {
+        await s.cleanup();
+      }
+    }),
+  );
+
+  Deno.test(
+    `sink contract, ${kind.name}: a destination that cannot take events fails the delivery`,
+    guarded(kind, async () => {
+      const b = await kind.broken();
+      try {
+        await assert.rejects(async () => await b.sink.deliver(batchOf([event(1)])));
+      } finally {
+        await b.cleanup();
+      }
+    }),
+  );
 }
 
 Deno.test("redis sink: per-event layout uses {prefix}:{EVENT} streams with explicit ids and creates the group", async () => {
