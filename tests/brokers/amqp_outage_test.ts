@@ -15,7 +15,11 @@ const AMQP_URL = Deno.env.get("GATEHOUSE_TEST_AMQP") ?? "amqp://guest:guest@127.
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function rabbitmqctl(...args: string[]): Promise<string> {
-  const out = await new Deno.Command("rabbitmqctl", { args, stdout: "piped", stderr: "piped" }).output();
+  // rabbitmqctl needs the broker's Erlang cookie: root's, where the broker came from the distribution.
+  const [command, ...rest] = Deno.uid() === 0
+    ? ["rabbitmqctl", ...args]
+    : ["sudo", "-n", "rabbitmqctl", ...args];
+  const out = await new Deno.Command(command, { args: rest, stdout: "piped", stderr: "piped" }).output();
   assert.ok(out.success, new TextDecoder().decode(out.stderr));
   return new TextDecoder().decode(out.stdout);
 }
