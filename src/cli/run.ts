@@ -244,6 +244,7 @@ async function runWithStore(
   let outputClosed: (reason: string) => void = () => {};
   const outputGone = new Promise<string>((resolve) => (outputClosed = resolve));
   const stdout = new StdoutSink({ onClosed: (error) => outputClosed(error.message) });
+  const redisCa = readRedisCa(config);
   const sinks: Sink[] = config.broker.types.map((type) => {
     if (type === "stdout") return stdout;
     if (type === "redis") {
@@ -254,6 +255,7 @@ async function runWithStore(
         maxLen: config.redis.maxLen,
         group: config.broker.group,
         logger: logger("redis"),
+        tlsCa: redisCa,
       });
     }
     if (type === "http") {
@@ -371,6 +373,7 @@ async function runWithStore(
       group: config.broker.group,
       onCommand: commandsFrom("redis"),
       logger: commandLog,
+      tlsCa: redisCa,
     })
     : null;
   redisCommands?.start();
@@ -512,6 +515,22 @@ function stopSignal(): { signal: Promise<string>; dispose: () => void } {
       for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
     },
   };
+}
+
+/** The PEM file of `[redis] tls_ca`, read once; a file that cannot be read is a configuration error. */
+function readRedisCa(config: GatehouseConfig): string | null {
+  const path = config.redis.tlsCa;
+  if (path === null || !config.broker.types.includes("redis")) return null;
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (error) {
+    throw new ExitError(
+      2,
+      `configuration error:\nredis.tls_ca = ${JSON.stringify(path)}: cannot read it: ${
+        (error as Error).message
+      }`,
+    );
+  }
 }
 
 /** Live bytes of the store, or 0 when it cannot be read just now. */

@@ -14,6 +14,8 @@ export interface RedisCommandSourceOptions {
   /** Resolves once the command was sent to Discord (or rejected): the entry is acknowledged then. */
   onCommand: (text: string) => Promise<void>;
   logger?: Logger;
+  /** PEM CA certificates for TLS URLs. */
+  tlsCa?: string | null;
 }
 
 export class RedisCommandSource {
@@ -30,7 +32,7 @@ export class RedisCommandSource {
     this.#client = connectRedis(options.url, {
       retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 5_000),
       maxRetriesPerRequest: null,
-    });
+    }, options.tlsCa ?? null);
     this.#client.on(
       "error",
       (error: Error) => options.logger?.debug("redis commands: {error}", { error: error.message }),

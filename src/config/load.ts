@@ -145,6 +145,7 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
       prefix: get("redis.prefix", DEFAULTS.redis.prefix),
       streams: get("redis.streams", DEFAULTS.redis.streams),
       maxLen: get("redis.max_len", DEFAULTS.redis.maxLen),
+      tlsCa: get("redis.tls_ca", DEFAULTS.redis.tlsCa),
     },
     amqp: {
       url: get("amqp.url", DEFAULTS.amqp.url),

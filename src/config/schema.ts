@@ -45,7 +45,14 @@ export interface GatehouseConfig {
   };
   /** Where events go: one or more sinks, each with its own cursor. */
   broker: { types: SinkType[]; group: string };
-  redis: { url: string; prefix: string; streams: "per-event" | "single"; maxLen: number };
+  redis: {
+    url: string;
+    prefix: string;
+    streams: "per-event" | "single";
+    maxLen: number;
+    /** PEM file of the CA(s) that sign the server's certificate (rediss://); null = the system's. */
+    tlsCa: string | null;
+  };
   amqp: { url: string; exchange: string };
   http: { url: string | null; authorization: string | null };
   /** The control listener: metrics, health, status, actions (with `token`). */
@@ -519,6 +526,15 @@ export const KEYS: readonly KeyDef[] = [
     parse: fromZod(z.number().int().min(0), "a non-negative integer (0 = no trimming)"),
   },
   {
+    key: "redis.tls_ca",
+    env: ["GATEHOUSE_REDIS_TLS_CA"],
+    fromText: asIs,
+    parse: fromZod(
+      z.string().min(1),
+      "the path of a PEM file with the CA certificate(s) of the Redis servers",
+    ),
+  },
+  {
     key: "amqp.url",
     env: ["AMQP_URL"],
     fromText: asIs,
@@ -611,6 +627,7 @@ export const DEFAULTS = {
     prefix: "gatehouse",
     streams: "per-event" as "per-event" | "single",
     maxLen: 0,
+    tlsCa: null as string | null,
   },
   amqp: { url: "amqp://guest:guest@127.0.0.1:5672", exchange: "gatehouse" },
   http: { url: null as string | null, authorization: null as string | null },

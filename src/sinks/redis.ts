@@ -28,6 +28,8 @@ export interface RedisSinkOptions {
   /** Consumer group created on each stream (from its first entry) when missing. */
   group?: string | null;
   logger?: Logger;
+  /** PEM CA certificates for TLS URLs (default: the system's roots). */
+  tlsCa?: string | null;
   /** The cursor's name in the store (default `redis`). */
   name?: string;
 }
@@ -50,6 +52,8 @@ export class RedisSink implements Sink {
   readonly #grouped = new Set<string>();
   /** Redis refuses entries it already holds: repeats after a crash cost nothing. */
   readonly runsAheadOfStoredCursor = true;
+  /** Why the connection last failed (a refused certificate, a refused password…), until it is ready. */
+  #lastError: string | null = null;
   /** Entries Redis refused as already present (re-deliveries after a crash). */
   duplicates = 0;
 
@@ -66,11 +70,13 @@ export class RedisSink implements Sink {
       retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 5_000),
       maxRetriesPerRequest: 2,
       enableOfflineQueue: true,
-    });
+    }, options.tlsCa ?? null);
     this.#perStream = this.#client instanceof Cluster;
     this.#client.on("error", (error: Error) => {
+      this.#lastError = error.message;
       this.#log?.debug("redis: {error}", { error: error.message });
     });
+    this.#client.on("ready", () => (this.#lastError = null));
   }
 
   /** The stream an event goes to. */
@@ -97,7 +103,12 @@ export class RedisSink implements Sink {
       if (this.#maxLen > 0) pipeline.xadd(stream, "MAXLEN", "~", this.#maxLen, id, "data", data);
       else pipeline.xadd(stream, id, "data", data);
     }
-    const all = await Promise.all((shared ? [shared] : [...pipelines.values()]).map((p) => p.exec()));
+    let all;
+    try {
+      all = await Promise.all((shared ? [shared] : [...pipelines.values()]).map((p) => p.exec()));
+    } catch (error) {
+      throw this.#failure((error as Error).message);
+    }
     if (all.some((results) => results === null)) throw new Error("redis: the pipeline was not run");
     for (const [error] of all.flatMap((results) => results!)) {
       if (error === null) continue;
@@ -106,9 +117,14 @@ export class RedisSink implements Sink {
         continue;
       }
       if (/BUSYGROUP/.test(error.message)) continue;
-      throw new Error(`redis: ${error.message}`);
+      throw this.#failure(error.message);
     }
     for (const stream of groupsAsked) this.#grouped.add(stream);
+  }
+
+  /** "Connection is closed" or "max retries" say little: add what the connection attempts ran into. */
+  #failure(message: string): Error {
+    return new Error(`redis: ${message}${this.#lastError ? ` (connecting: ${this.#lastError})` : ""}`);
   }
 
   async close(): Promise<void> {

@@ -73,10 +73,14 @@ function parseHost(text: string, defaultPort: number): { host: string; port: num
   return { host: m[1].replace(/^\[|\]$/g, ""), port: m[2] ? Number(m[2]) : defaultPort };
 }
 
-/** A client for `url`; `options` (retry strategy, queueing) apply to every connection it makes. */
-export function connectRedis(url: string, options: RedisOptions): RedisClient {
+/**
+ * A client for `url`; `options` (retry strategy, queueing) apply to every connection it makes. `ca`:
+ * PEM certificates that sign the servers' (TLS URLs; default: the system's roots).
+ */
+export function connectRedis(url: string, options: RedisOptions, ca: string | null = null): RedisClient {
   const t = parseRedisUrl(url);
-  if (t.kind === "server") return new Redis(url, options);
+  const tls = ca === null ? {} : { ca };
+  if (t.kind === "server") return new Redis(url, url.startsWith("rediss:") ? { ...options, tls } : options);
   if (t.kind === "sentinel") {
     return new Redis({
       ...options,
@@ -86,7 +90,7 @@ export function connectRedis(url: string, options: RedisOptions): RedisClient {
       username: t.username,
       password: t.password,
       sentinelPassword: t.sentinelPassword,
-      ...(t.tls ? { tls: {}, enableTLSForSentinelMode: true } : {}),
+      ...(t.tls ? { tls, sentinelTLS: tls, enableTLSForSentinelMode: true } : {}),
     });
   }
   return new Cluster(t.nodes, {
@@ -96,7 +100,7 @@ export function connectRedis(url: string, options: RedisOptions): RedisClient {
       ...options,
       username: t.username,
       password: t.password,
-      ...(t.tls ? { tls: {} } : {}),
+      ...(t.tls ? { tls } : {}),
     },
   });
 }

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { Cluster, Redis } from "ioredis";
 import { FakeDiscord } from "../fake_discord/server.ts";
 import { fakeEnv, type Gatehouse, spawnGatehouse } from "../helpers/gatehouse.ts";
-import { RedisCluster, RedisSentinel } from "../helpers/redis_topologies.ts";
+import { RedisCluster, RedisSentinel, RedisTls } from "../helpers/redis_topologies.ts";
 import { parseRedisUrl } from "../../src/sinks/redis_client.ts";
 
 const PRESENCE = '{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}';
@@ -107,6 +107,47 @@ Deno.test("redis+cluster:// spreads per-event streams over the nodes: every even
     client.disconnect();
     await fake.stop();
     await cluster.stop();
+  }
+});
+
+Deno.test("rediss:// with [redis] tls_ca: events and commands over TLS; without the CA nothing is taken", async () => {
+  const server = await RedisTls.start();
+  const fake = await FakeDiscord.start({ shards: 2, maxConcurrency: 2 });
+  const client = new Redis(server.url, { tls: { ca: Deno.readTextFileSync(server.caFile) } });
+  const prefix = "gh";
+  const env = {
+    ...fakeEnv(fake.apiHost),
+    BROKER_TYPE: "stdout,redis",
+    REDIS_URL: server.url,
+    GATEHOUSE_REDIS_STREAMS: "single",
+    GATEHOUSE_REDIS_PREFIX: prefix,
+  };
+  // The system's roots do not know this certificate: the sink fails and says so, events wait.
+  const untrusted = spawnGatehouse({ env });
+  const g = spawnGatehouse({ env: { ...env, GATEHOUSE_REDIS_TLS_CA: server.caFile } });
+  try {
+    await untrusted.waitFor(
+      () =>
+        /sink redis did not take events after id \d+: redis: .*\(connecting: self-signed certificate\)/.test(
+          untrusted.stderr(),
+        ),
+      15_000,
+      "the refusal, named in the sink's warning",
+    );
+    untrusted.kill("SIGKILL");
+    await untrusted.status;
+    assert.equal(await client.exists(`${prefix}:events`), 0, "nothing reached Redis without the CA");
+    await exercise(fake, g, client, prefix);
+    const ids = await streamIds(client, `${prefix}:events`);
+    assert.deepEqual(ids, g.lines.map((l) => l.id), "every event once, in order");
+  } finally {
+    untrusted.kill("SIGKILL");
+    await untrusted.status;
+    g.kill("SIGKILL");
+    await g.status;
+    client.disconnect();
+    await fake.stop();
+    await server.stop();
   }
 });
 

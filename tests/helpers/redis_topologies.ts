@@ -173,3 +173,62 @@ export class RedisCluster {
     await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
   }
 }
+
+const FIXTURES = new URL("../fixtures/tls/", import.meta.url).pathname;
+
+/** A redis-server that speaks TLS only, with the self-signed certificate in tests/fixtures/tls. */
+export class RedisTls {
+  readonly port: number;
+  readonly caFile = `${FIXTURES}cert.pem`;
+  readonly #dir: string;
+  readonly #procs = new Processes();
+
+  private constructor(dir: string, port: number) {
+    this.#dir = dir;
+    this.port = port;
+  }
+
+  static async start(): Promise<RedisTls> {
+    const dir = await Deno.makeTempDir({ prefix: "gatehouse-redis-tls-" });
+    const r = new RedisTls(dir, freePort());
+    r.#procs.spawn([
+      "--port",
+      "0",
+      "--tls-port",
+      String(r.port),
+      "--bind",
+      "127.0.0.1",
+      "--tls-cert-file",
+      `${FIXTURES}cert.pem`,
+      "--tls-key-file",
+      `${FIXTURES}key.pem`,
+      "--tls-ca-cert-file",
+      `${FIXTURES}cert.pem`,
+      "--tls-auth-clients",
+      "no",
+      "--save",
+      "",
+      "--dir",
+      dir,
+    ], dir);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port: r.port })).close();
+        return r;
+      } catch {
+        if (Date.now() > deadline) throw new Error(`TLS redis-server on ${r.port} did not start`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  }
+
+  get url(): string {
+    return `rediss://127.0.0.1:${this.port}`;
+  }
+
+  async stop(): Promise<void> {
+    await this.#procs.stop();
+    await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
+  }
+}
