@@ -471,7 +471,7 @@ Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url
   assert.deepEqual(load({ env: withToken }).config.broker, { types: ["stdout"], group: "gatehouse" });
   const { config } = load({
     file: '[broker]\ntype = ["stdout", "redis"]\ngroup = "bots"\n[redis]\nurl = "redis://10.0.0.5:6380"\n' +
-      'prefix = "gw"\nstreams = "single"\nmax_len = 100000',
+      'prefix = "gw"\nstreams = "single"\nmax_len = 100000\ntls_ca = "/etc/ca.pem"',
     env: withToken,
   });
   assert.deepEqual(config.broker, { types: ["stdout", "redis"], group: "bots" });
@@ -480,7 +480,14 @@ Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url
     prefix: "gw",
     streams: "single",
     maxLen: 100000,
+    tlsCa: "/etc/ca.pem",
   });
+  for (const url of ["redis+sentinel://:pw@s1:26379,s2:26380/mymaster", "rediss+cluster://n1:7000,n2:7001"]) {
+    assert.equal(load({ env: { ...withToken, REDIS_URL: url } }).config.redis.url, url);
+  }
+  const noMaster = loadError({ env: { ...withToken, REDIS_URL: "redis+sentinel://:hunter2@s1:26379" } });
+  assert.match(noMaster, /redis\.url = <redacted> .*names the master after the hosts/);
+  assert.ok(!noMaster.includes("hunter2"));
   const env = load({ env: { ...withToken, BROKER_TYPE: "redis", REDIS_URL: "rediss://u:p@h:6379" } }).config;
   assert.deepEqual(env.broker.types, ["redis"]);
   assert.equal(env.redis.url, "rediss://u:p@h:6379");
