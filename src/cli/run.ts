@@ -26,7 +26,7 @@ import { StdoutSink } from "../sinks/stdout.ts";
 import { systemClock } from "../util/clock.ts";
 import { addSecret, logger, setupLogging } from "../util/log.ts";
 import { ExitError } from "./errors.ts";
-import { ControlServer } from "../control/server.ts";
+import { ControlServer, listenerUrl } from "../control/server.ts";
 import { GatewayStats } from "../control/stats.ts";
 import type { GatewayView } from "../control/status.ts";
 import { StartupProgress } from "../control/progress.ts";
@@ -580,8 +580,7 @@ async function startControl(
     );
     return null;
   }
-  const host = bound.hostname.includes(":") ? `[${bound.hostname}]` : bound.hostname;
-  const url = `http://${host}:${bound.port}`;
+  const url = listenerUrl(bound.hostname, bound.port);
   log.info("control listener on {url} ({metrics}, /healthz, /readyz, /shards; actions {actions})", {
     url,
     metrics: config.control.metricsPath,

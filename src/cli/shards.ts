@@ -5,6 +5,7 @@
  * state stored in the store is shown instead, and said to be so.
  */
 import type { GatehouseConfig } from "../config/load.ts";
+import { listenerUrl } from "../control/server.ts";
 import type { StatusReport } from "../control/status.ts";
 import { ExitError } from "./errors.ts";
 import { inspectStore } from "./inspect.ts";
@@ -48,12 +49,9 @@ export async function controlUrl(config: GatehouseConfig, flag?: string): Promis
   }
   const address = config.control.address;
   if (address === null || address.port === 0) return null;
-  const host = address.hostname === "0.0.0.0"
-    ? "127.0.0.1"
-    : address.hostname === "::"
-    ? "[::1]"
-    : address.hostname;
-  return `http://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${address.port}`;
+  // A listener on every interface is reached on loopback.
+  const wildcard = { "0.0.0.0": "127.0.0.1", "::": "::1" } as Record<string, string>;
+  return listenerUrl(wildcard[address.hostname] ?? address.hostname, address.port);
 }
 
 /** GET /shards, or the reason it could not be had. */

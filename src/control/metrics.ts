@@ -26,11 +26,34 @@ const STATES = [
   "stopped",
 ];
 
+interface Snapshot {
+  now: number;
+  shards: ReturnType<GatewayView["shards"]>;
+  journal: ReturnType<GatewayView["journal"]>;
+  identify: ReturnType<GatewayView["identify"]>;
+  sinks: ReturnType<GatewayView["sinks"]>;
+}
+
+function snapshot(view: GatewayView): Snapshot {
+  return {
+    now: view.now(),
+    shards: view.shards(),
+    journal: view.journal(),
+    identify: view.identify(),
+    sinks: view.sinks(),
+  };
+}
+
 export class Metrics {
   readonly registry = new client.Registry();
+  readonly #view: GatewayView;
+  #snapshot: Snapshot | null = null;
 
   constructor(view: GatewayView) {
+    this.#view = view;
     const registers = [this.registry];
+    // What the series read, taken once per scrape (every gauge would otherwise ask the shards again).
+    const snap = () => (this.#snapshot ??= snapshot(view));
     // The lag monitor wakes up this often (ms); prom-client's default of 10 costs idle CPU.
     client.collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
     for (
@@ -113,7 +136,7 @@ export class Metrics {
       "1 for the shard's current state (idle, connecting, handshaking, identifying, resuming, ready, waiting, fatal, stopped), 0 for the others.",
       ["shard", "state"],
       (set) => {
-        for (const s of view.shards()) {
+        for (const s of snap().shards) {
           for (const state of STATES) set({ shard: s.id, state }, s.state === state ? 1 : 0);
         }
       },
@@ -123,8 +146,8 @@ export class Metrics {
       "1 while the shard's session is live (READY or RESUMED) and Discord was heard from within 1.5 heartbeat intervals.",
       ["shard"],
       (set) => {
-        const now = view.now();
-        for (const s of view.shards()) set({ shard: s.id }, readiness(s, now).ready ? 1 : 0);
+        const now = snap().now;
+        for (const s of snap().shards) set({ shard: s.id }, readiness(s, now).ready ? 1 : 0);
       },
     );
     gauge(
@@ -132,7 +155,7 @@ export class Metrics {
       "Time from the shard's last heartbeat to its ACK.",
       ["shard"],
       (set) => {
-        for (const s of view.shards()) if (s.latencyMs !== null) set({ shard: s.id }, s.latencyMs / 1000);
+        for (const s of snap().shards) if (s.latencyMs !== null) set({ shard: s.id }, s.latencyMs / 1000);
       },
     );
     gauge(
@@ -140,19 +163,19 @@ export class Metrics {
       "The last sequence number of the shard's session.",
       ["shard"],
       (set) => {
-        for (const s of view.shards()) if (s.seq !== null) set({ shard: s.id }, s.seq);
+        for (const s of snap().shards) if (s.seq !== null) set({ shard: s.id }, s.seq);
       },
     );
     gauge("gatehouse_shard_guilds", "Guilds the shard is in.", ["shard"], (set) => {
-      for (const s of view.shards()) set({ shard: s.id }, stats.guilds(s.id));
+      for (const s of snap().shards) set({ shard: s.id }, stats.guilds(s.id));
     });
     gauge(
       "gatehouse_shard_last_frame_age_seconds",
       "Time since the shard last received anything from Discord.",
       ["shard"],
       (set) => {
-        const now = view.now();
-        for (const s of view.shards()) {
+        const now = snap().now;
+        for (const s of snap().shards) {
           if (s.lastFrameAt !== null) set({ shard: s.id }, (now - s.lastFrameAt) / 1000);
         }
       },
@@ -206,49 +229,49 @@ export class Metrics {
       "Session starts (IDENTIFYs) left in Discord's daily budget, as gatehouse last learned it.",
       [],
       (set) => {
-        const b = view.identify();
+        const b = snap().identify;
         if (Number.isFinite(b.remaining)) set({}, b.remaining);
       },
     );
     gauge("gatehouse_identify_budget_total", "Size of Discord's daily session-start budget.", [], (set) => {
-      const b = view.identify();
+      const b = snap().identify;
       if (Number.isFinite(b.total)) set({}, b.total);
     });
     gauge(
       "gatehouse_identify_budget_reset_seconds",
       "Time until Discord's session-start budget refills.",
       [],
-      (set) => set({}, Math.max(0, (view.identify().resetAt - view.now()) / 1000)),
+      (set) => set({}, Math.max(0, (snap().identify.resetAt - snap().now) / 1000)),
     );
     gauge(
       "gatehouse_journal_last_id",
       "Id of the last event given out.",
       [],
-      (set) => set({}, view.journal().lastId),
+      (set) => set({}, snap().journal.lastId),
     );
     gauge(
       "gatehouse_journal_size_bytes",
       "Size of the SQLite store.",
       [],
-      (set) => set({}, view.journal().sizeBytes),
+      (set) => set({}, snap().journal.sizeBytes),
     );
     gauge(
       "gatehouse_journal_pending_events",
       "Events received and not yet committed to the store.",
       [],
-      (set) => set({}, view.journal().pendingEvents),
+      (set) => set({}, snap().journal.pendingEvents),
     );
     counter(
       "gatehouse_journal_commits_total",
       "Journal transactions committed.",
       [],
-      (set) => set({}, view.journal().commits),
+      (set) => set({}, snap().journal.commits),
     );
     counter(
       "gatehouse_journal_commit_failures_total",
       "Journal transactions that failed (and were retried).",
       [],
-      (set) => set({}, view.journal().failedCommits),
+      (set) => set({}, snap().journal.failedCommits),
     );
     counter(
       "gatehouse_events_filtered_total",
@@ -257,26 +280,26 @@ export class Metrics {
       (set) => set({}, stats.filtered),
     );
     gauge("gatehouse_sink_cursor", "Id of the last event the sink acknowledged.", ["sink"], (set) => {
-      for (const s of view.sinks()) set({ sink: s.name }, s.cursor);
+      for (const s of snap().sinks) set({ sink: s.name }, s.cursor);
     });
     gauge(
       "gatehouse_sink_lag_events",
       "Events given out but not acknowledged by the sink (journal last id − sink cursor).",
       ["sink"],
       (set) => {
-        const last = view.journal().lastId;
-        for (const s of view.sinks()) set({ sink: s.name }, Math.max(0, last - s.cursor));
+        const last = snap().journal.lastId;
+        for (const s of snap().sinks) set({ sink: s.name }, Math.max(0, last - s.cursor));
       },
     );
     counter("gatehouse_sink_errors_total", "Failed deliveries (retried), by sink.", ["sink"], (set) => {
-      for (const s of view.sinks()) set({ sink: s.name }, s.errors);
+      for (const s of snap().sinks) set({ sink: s.name }, s.errors);
     });
     gauge(
       "gatehouse_command_queue_depth",
       "Commands waiting for the shard's send budget, by shard.",
       ["shard"],
       (set) => {
-        for (const s of view.shards()) set({ shard: s.id }, s.queuedCommands);
+        for (const s of snap().shards) set({ shard: s.id }, s.queuedCommands);
       },
     );
     counter(
@@ -299,7 +322,12 @@ export class Metrics {
     return this.registry.contentType;
   }
 
-  text(): Promise<string> {
-    return this.registry.metrics();
+  async text(): Promise<string> {
+    this.#snapshot = snapshot(this.#view);
+    try {
+      return await this.registry.metrics();
+    } finally {
+      this.#snapshot = null;
+    }
   }
 }

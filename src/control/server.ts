@@ -147,6 +147,11 @@ export class ControlServer {
   }
 }
 
+/** The http:// URL of a listener (IPv6 hosts in brackets). */
+export function listenerUrl(hostname: string, port: number): string {
+  return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+}
+
 /** Fixed-length digests, so the comparison takes the same time whatever the lengths. */
 function digest(text: string): Uint8Array {
   return createHash("sha256").update(text).digest();

@@ -354,6 +354,25 @@ export class Journal {
         if (!this.#seqs.has(shard)) this.#unwrittenSeqs.delete(shard);
       }
     }
+    const beat = now - this.#lastOwnerBeat >= OWNER_HEARTBEAT_MS;
+    if (
+      !this.#keepEvents && !checkpoint && !beat && this.#sessionWrites.size === 0 &&
+      this.#identifyWrites.length === 0 && this.#inflight.length === 0 && this.#nextId - 1 <= this.#idCeiling
+    ) {
+      // Events are not kept and nothing else must be stored now: straight to the sinks. The seqs wait
+      // in #unwrittenSeqs and the cursors in #cursorWrites for the next checkpoint.
+      this.#nextBatch(p);
+      this.committedEvents += p.count;
+      if (p.count > 0) this.#options.onCommit?.(p);
+      // Traffic may stop here: the checkpoint still comes when due.
+      if (this.#checkpointTimer === undefined) {
+        this.#checkpointTimer = this.#clock.setTimeout(() => {
+          this.#checkpointTimer = undefined;
+          this.#schedule();
+        }, Math.max(0, this.#lastCheckpoint + SEQ_CHECKPOINT_MS - now));
+      }
+      return;
+    }
     let seqNote: string | null = null;
     if (checkpoint) {
       if (this.#lastCheckpoint === -Infinity) {
@@ -371,27 +390,6 @@ export class Journal {
       seqNote = "{}";
     } else if (noteSeqs) {
       seqNote = JSON.stringify(Object.fromEntries(this.#unwrittenSeqs));
-    }
-    const beat = now - this.#lastOwnerBeat >= OWNER_HEARTBEAT_MS;
-    if (
-      !this.#keepEvents && !checkpoint && !beat && this.#sessionWrites.size === 0 &&
-      this.#identifyWrites.length === 0 && this.#inflight.length === 0 && this.#nextId - 1 <= this.#idCeiling
-    ) {
-      // Events are not kept and nothing else must be stored now: straight to the sinks. The seqs wait
-      // in #unwrittenSeqs and the cursors in #cursorWrites for the next checkpoint.
-      this.#seqs.clear();
-      this.#storedSeqs.clear();
-      this.#pending = new Pending(pendingCapacity(p.length, this.#maxBatchBytes));
-      this.committedEvents += p.count;
-      if (p.count > 0) this.#options.onCommit?.(p);
-      // Traffic may stop here: the checkpoint still comes when due.
-      if (this.#checkpointTimer === undefined) {
-        this.#checkpointTimer = this.#clock.setTimeout(() => {
-          this.#checkpointTimer = undefined;
-          this.#schedule();
-        }, Math.max(0, this.#lastCheckpoint + SEQ_CHECKPOINT_MS - now));
-      }
-      return;
     }
     if (beat) this.#lastOwnerBeat = now;
     // Events not kept: the writer needs only the last id, not the events (nothing to copy over).
@@ -425,8 +423,7 @@ export class Journal {
       owner: beat ? { pid: Deno.pid, host: safeHostname() } : null,
     };
     p.no = batch.no;
-    this.#seqs.clear();
-    this.#storedSeqs.clear();
+    this.#nextBatch(p);
     this.#sessionWrites.clear();
     this.#cursorWrites.clear();
     this.#identifyWrites = [];
@@ -434,8 +431,6 @@ export class Journal {
       this.#inflightWaiters.set(batch.no, this.#cursorWaiters);
       this.#cursorWaiters = [];
     }
-    // Sized like this batch, so a flood does not grow every batch from 64 KB again.
-    this.#pending = new Pending(pendingCapacity(p.length, this.#maxBatchBytes));
     this.#inflight.push(p);
     this.#heldBytes += p.length;
     this.#writer.write(batch);
@@ -446,6 +441,14 @@ export class Journal {
       });
       this.#options.onBackpressure?.(true);
     }
+  }
+
+  /** `p` is taken: gathering starts afresh for the next batch. */
+  #nextBatch(p: Pending): void {
+    this.#seqs.clear();
+    this.#storedSeqs.clear();
+    // Sized like this batch, so a flood does not grow every batch from 64 KB again.
+    this.#pending = new Pending(pendingCapacity(p.length, this.#maxBatchBytes));
   }
 
   #committed(no: number, bytes?: Uint8Array): void {

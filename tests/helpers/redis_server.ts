@@ -2,6 +2,35 @@
  * A redis-server of the test's own, on a free port, with AOF (`appendfsync always`, so whatever Redis
  * acknowledged survives a kill -9), stopped by its pid. For tests that kill the broker.
  */
+/** A port nothing listens on now, below `below` (a cluster node also listens on port + 10000). */
+export function freePort(below = 55_000): number {
+  for (;;) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = listener.addr.port;
+    listener.close();
+    if (port < below) return port;
+  }
+}
+
+/** Waits until the Redis on `port` answers PING. */
+export async function waitPing(port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await conn.write(new TextEncoder().encode("PING\r\n"));
+      const buf = new Uint8Array(16);
+      const n = await conn.read(buf);
+      conn.close();
+      if (n !== null && new TextDecoder().decode(buf.subarray(0, n)).startsWith("+PONG")) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not start`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 export class RedisServer {
   readonly port: number;
   readonly dir: string;
@@ -13,10 +42,7 @@ export class RedisServer {
   }
 
   static async start(): Promise<RedisServer> {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = listener.addr.port;
-    listener.close();
-    const server = new RedisServer(port, await Deno.makeTempDir({ prefix: "gatehouse-redis-" }));
+    const server = new RedisServer(freePort(), await Deno.makeTempDir({ prefix: "gatehouse-redis-" }));
     await server.restart();
     return server;
   }
@@ -45,21 +71,8 @@ export class RedisServer {
       stdout: "null",
       stderr: "null",
     }).spawn();
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      try {
-        const conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port });
-        await conn.write(new TextEncoder().encode("PING\r\n"));
-        const buf = new Uint8Array(16);
-        const n = await conn.read(buf);
-        conn.close();
-        if (n !== null && new TextDecoder().decode(buf.subarray(0, n)).startsWith("+PONG")) return;
-      } catch {
-        // not up yet (or still loading the AOF)
-      }
-      if (Date.now() > deadline) throw new Error(`redis-server on ${this.port} did not start`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    // Until it answers (it may still be loading the AOF).
+    await waitPing(this.port);
   }
 
   /** kill -9, by pid. */

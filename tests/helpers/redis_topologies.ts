@@ -2,34 +2,7 @@
  * Redis Sentinel and Redis Cluster of a test's own: redis-server processes on free ports, in a temporary
  * directory, stopped by their pids.
  */
-
-function freePort(below = 55_000): number {
-  for (;;) {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = listener.addr.port;
-    listener.close();
-    // A cluster node also listens on port + 10000 (its bus).
-    if (port < below) return port;
-  }
-}
-
-async function waitPing(port: number, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await conn.write(new TextEncoder().encode("PING\r\n"));
-      const buf = new Uint8Array(16);
-      const n = await conn.read(buf);
-      conn.close();
-      if (n !== null && new TextDecoder().decode(buf.subarray(0, n)).startsWith("+PONG")) return;
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) throw new Error(`redis on ${port} did not start`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+import { freePort, waitPing } from "./redis_server.ts";
 
 async function redisCli(args: string[]): Promise<string> {
   const out = await new Deno.Command("redis-cli", { args, stdout: "piped", stderr: "piped" }).output();
