@@ -176,6 +176,7 @@ export class Journal {
   #inflightWaiters = new Map<number, Array<() => void>>();
   #identifyWrites: Array<[number, number]> = [];
   #scheduled = false;
+  #commitTimer: ReturnType<typeof setTimeout> | undefined;
   /**
    * Events not kept: ids up to here are recorded as given out (meta last_id), so a new process starts
    * above them. Written ahead, by a reserve, at each transaction; a commit that would go past it is
@@ -311,13 +312,28 @@ export class Journal {
     this.#scheduled = true;
     // While a batch is being written, #committed() schedules the next one.
     if (this.#inflight.length > 0) return;
+    this.#armCommitTimer();
+  }
+
+  /**
+   * One commit timer at most, due `commitIntervalMs` after the last commit began. (Two used to be armed
+   * when a sink's cursor arrived while its batch was acknowledged: the second then committed the
+   * cursor alone right after the first, doubling the transactions under steady traffic.)
+   */
+  #armCommitTimer(): void {
+    if (this.#commitTimer !== undefined) return;
     const wait = this.#lastCommitAt + this.#commitIntervalMs - performance.now();
-    setTimeout(this.#commitLater, wait > 0 ? wait : 0);
+    this.#commitTimer = setTimeout(this.#commitLater, wait > 0 ? wait : 0);
   }
 
   readonly #commitLater = () => {
-    if (!this.#scheduled) return;
-    if (this.#inflight.length > 0) return;
+    this.#commitTimer = undefined;
+    if (!this.#scheduled || this.#inflight.length > 0 || this.#fatal) return;
+    if (performance.now() < this.#lastCommitAt + this.#commitIntervalMs - 1) {
+      // A commit came in between (a full batch, a flush): keep the interval from that one.
+      this.#armCommitTimer();
+      return;
+    }
     this.#scheduled = false;
     this.commit();
   };
@@ -479,11 +495,8 @@ export class Journal {
       for (const waiter of waiters) waiter();
     }
     if (p.count > 0) this.#options.onCommit?.(p);
-    if (this.#scheduled && this.#inflight.length === 0) {
-      // Events gathered while this batch was written: commit them after the interval.
-      const wait = this.#lastCommitAt + this.#commitIntervalMs - performance.now();
-      setTimeout(this.#commitLater, wait > 0 ? wait : 0);
-    }
+    // Events gathered while this batch was written: commit them after the interval.
+    if (this.#scheduled && this.#inflight.length === 0) this.#armCommitTimer();
   }
 
   #failed(error: StoreError): void {
@@ -522,6 +535,8 @@ export class Journal {
   async close(): Promise<void> {
     this.#fatal = true;
     if (this.#checkpointTimer !== undefined) this.#clock.clearTimeout(this.#checkpointTimer);
+    clearTimeout(this.#commitTimer);
+    this.#commitTimer = undefined;
     await this.#writer.close();
   }
 }

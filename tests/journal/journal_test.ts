@@ -280,6 +280,48 @@ Deno.test("sink runner: delivers what is stored beyond its cursor first, in orde
   });
 });
 
+Deno.test("steady traffic: one transaction per commit interval, the sink's cursor riding with the next events", async () => {
+  await withStore(async (store) => {
+    const sink = recordingSink();
+    let runner: SinkRunner | null = null;
+    let batches = 0;
+    const journal = new Journal({
+      store,
+      logger: log,
+      commitIntervalMs: 25,
+      onCommit: (b) => {
+        batches++;
+        runner!.offer(b);
+      },
+    });
+    runner = new SinkRunner({ sink, journal, store, logger: log });
+    runner.start();
+    let n = 0;
+    const started = performance.now();
+    while (performance.now() - started < 400) {
+      journal.event(0, "E", ++n, enc(`{"n":${n}}`), 0, true);
+      await tick(2);
+    }
+    for (let i = 0; i < 50 && runner.cursor < n; i++) await tick(10);
+    assert.equal(sink.got.length, n, "every event delivered");
+    await tick(60);
+    assert.equal(store.cursor("test"), n, "the last cursor is stored");
+    // Every transaction but the last (the final cursor) carries events: a cursor does not get a
+    // transaction of its own while events flow, and the interval holds.
+    assert.ok(
+      journal.commits <= batches + 1,
+      `${journal.commits} transactions for ${batches} batches of events`,
+    );
+    const elapsed = performance.now() - started;
+    assert.ok(
+      journal.commits <= elapsed / 25 + 2,
+      `${journal.commits} transactions in ${Math.round(elapsed)} ms`,
+    );
+    runner.close();
+    await journal.close();
+  });
+});
+
 Deno.test("sink runner: a failing sink is retried from its cursor; an async sink acknowledges on resolve", async () => {
   await withStore(async (store) => {
     const sink = recordingSink({ fail: 2, async: true });
