@@ -165,7 +165,8 @@ interface Measure {
   events: number;
   seconds: number;
   eventsPerSecond: number;
-  cpuPer100k: number;
+  /** null when no progress was reported (a client that fell behind and stopped heartbeating news). */
+  cpuPer100k: number | null;
   peakRssMb: number;
 }
 
@@ -214,12 +215,15 @@ async function throughput(
       events,
       seconds: Number(elapsed.toFixed(2)),
       eventsPerSecond: Math.round(perSecond),
-      cpuPer100k: Number((((c1 - c0) / events) * 100_000).toFixed(3)),
+      cpuPer100k: events > 0 ? Number((((c1 - c0) / events) * 100_000).toFixed(3)) : null,
       peakRssMb: Math.round(memoryKb(child.pid).peak / 1024),
     };
+    const cpu = result.cpuPer100k === null
+      ? "no progress reported (no heartbeat carried a newer seq: the client fell behind)"
+      : `${result.cpuPer100k.toFixed(2).padStart(5)} CPU-s/100k`;
     log(
       `${target.padEnd(20)} ${scenario.padEnd(18)} ${String(result.eventsPerSecond).padStart(7)} events/s  ` +
-        `${result.cpuPer100k.toFixed(2).padStart(5)} CPU-s/100k  peak RSS ${result.peakRssMb} MB`,
+        `${cpu}  peak RSS ${result.peakRssMb} MB`,
     );
     return result;
   } finally {
