@@ -124,7 +124,8 @@ Deno.test("rediss:// with [redis] tls_ca: events and commands over TLS; without 
   };
   // The system's roots do not know this certificate: the sink fails and says so, events wait.
   const untrusted = spawnGatehouse({ env });
-  const g = spawnGatehouse({ env: { ...env, GATEHOUSE_REDIS_TLS_CA: server.caFile } });
+  // The trusting gateway starts once the other is gone: both write the same stream.
+  let g: ReturnType<typeof spawnGatehouse> | null = null;
   try {
     await untrusted.waitFor(
       () =>
@@ -137,14 +138,15 @@ Deno.test("rediss:// with [redis] tls_ca: events and commands over TLS; without 
     untrusted.kill("SIGKILL");
     await untrusted.status;
     assert.equal(await client.exists(`${prefix}:events`), 0, "nothing reached Redis without the CA");
+    g = spawnGatehouse({ env: { ...env, GATEHOUSE_REDIS_TLS_CA: server.caFile } });
     await exercise(fake, g, client, prefix);
     const ids = await streamIds(client, `${prefix}:events`);
     assert.deepEqual(ids, g.lines.map((l) => l.id), "every event once, in order");
   } finally {
     untrusted.kill("SIGKILL");
     await untrusted.status;
-    g.kill("SIGKILL");
-    await g.status;
+    g?.kill("SIGKILL");
+    await g?.status;
     client.disconnect();
     await fake.stop();
     await server.stop();
