@@ -334,6 +334,13 @@ export class WsClient {
         const payload = buffer.subarray(start + header, start + header + length);
         start += header + length;
         if (!this.#onFrame(b0 & 0x80, b0 & 0x0f, payload)) return;
+        // One read can hold hundreds of frames (tens of ms of work in a flood): take turns between
+        // frames too, so other connections, sinks and timers are not held up for a whole read.
+        const turn = yieldIfBusy();
+        if (turn !== null) {
+          await turn;
+          if (this.#state === WS_CLOSED) return;
+        }
       }
       if (start === end) {
         start = end = 0;

@@ -5,6 +5,7 @@
  * batches straight from memory; one that is behind (after a restart, a failure, or a long stall) reads
  * from the store in id order until it has caught up.
  */
+import { awaitingNetwork } from "../util/cooperate.ts";
 import type { EventBatch, Journal } from "../journal/journal.ts";
 import type { Store, StoredEvent } from "../journal/store.ts";
 import type { Logger } from "../util/log.ts";
@@ -253,7 +254,7 @@ export class SinkRunner {
       return;
     }
     if (result instanceof Promise) {
-      result.then(() => this.#ack(batch), (error) => this.#fail(error));
+      awaitingNetwork(result).then(() => this.#ack(batch), (error) => this.#fail(error));
     } else {
       this.#ack(batch);
     }
