@@ -5,9 +5,10 @@
  * Why not Deno's built-in `WebSocket`: under a flood it reads ahead of the message handler and buffers
  * without a useful bound (measured: ~30 MB per connection, 500 MB for 16 flooded shards), and it makes
  * one async operation and one ArrayBuffer per message. Here the read loop asks the socket for more bytes
- * only after every complete frame in the buffer has been handled synchronously, so a slow consumer makes
- * TCP push back on Discord; one read returns many frames, and each message is handed over as a view into
- * the read buffer (no copy, no allocation). The read buffer grows while reads fill it and shrinks when
+ * only after every complete frame in the buffer has been handled (each message synchronously; a busy loop
+ * takes turns with the others between frames), so a slow consumer makes TCP push back on Discord; one
+ * read returns many frames, and each message is handed over as a view into the read buffer (no copy, no
+ * allocation). The read buffer grows while reads fill it and shrinks when
  * the connection goes quiet, so an idle shard holds a few KB.
  *
  * Client frames are masked; server frames must not be. Text and binary messages, fragmentation, ping/pong
