@@ -454,7 +454,19 @@ async function runWithStore(
   }
   await journal.flush();
   await journal.close();
-  for (const runner of runners) runner.close();
+  for (const runner of runners) {
+    runner.close();
+    const waiting = journal.lastAssignedId - runner.cursor;
+    if (waiting > 0 && config.store.journal) {
+      log.info(
+        "sink {sink}: {events} event(s) not delivered yet; they wait in the journal for the next start",
+        {
+          sink: runner.sink.name,
+          events: waiting,
+        },
+      );
+    }
+  }
   await Promise.all(sinks.map(async (sink) => {
     try {
       await sink.close?.();

@@ -280,6 +280,12 @@ export class SinkRunner {
   }
 
   #fail(error: unknown): void {
+    if (this.#closed) {
+      // Stopping: the broker connection was closed under a delivery. Nothing is retried in this
+      // process; the journal keeps the events for the next start.
+      this.#busy = false;
+      return;
+    }
     if ((error as { permanent?: boolean })?.permanent) {
       // The sink is gone for good (stdout closed by its reader): its owner stops; nothing to retry.
       this.#closed = true;
@@ -329,7 +335,11 @@ export class SinkRunner {
       if (!batch) break;
       try {
         const result = this.sink.deliver(batch);
-        if (result instanceof Promise) break;
+        if (result instanceof Promise) {
+          // Not waited for: the caller settles what it can. Its failure (the broker is gone) is no news.
+          result.catch(() => {});
+          break;
+        }
       } catch {
         break;
       }

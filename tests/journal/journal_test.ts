@@ -322,6 +322,64 @@ Deno.test("steady traffic: one transaction per commit interval, the sink's curso
   });
 });
 
+Deno.test("sink runner: a delivery that fails because the sink was closed at stop is not retried or counted", async () => {
+  await withStore(async (store) => {
+    let calls = 0;
+    let reject: (error: Error) => void = () => {};
+    const sink: Sink = {
+      name: "broker",
+      deliver() {
+        calls++;
+        return new Promise<void>((_, no) => reject = no);
+      },
+    };
+    let runner: SinkRunner | null = null;
+    const journal = new Journal({ store, logger: log, onCommit: (b) => runner!.offer(b) });
+    runner = new SinkRunner({ sink, journal, store, logger: log });
+    runner.start();
+    journal.event(0, "E", 1, enc('{"n":1}'), 0, true);
+    for (let i = 0; i < 50 && calls === 0; i++) await tick(10);
+    assert.equal(calls, 1, "one delivery in flight");
+    runner.close();
+    reject(new Error("Connection closed by client"));
+    await tick(400);
+    assert.equal(runner.errors, 0, "not counted as a sink error");
+    assert.equal(calls, 1, "not retried after the stop");
+    assert.equal(runner.cursor, 0, "the event stays undelivered in the journal");
+    await journal.close();
+  });
+});
+
+Deno.test("sink runner: at stop, a delivery that drain() does not wait for may fail without an unhandled rejection", async () => {
+  await withStore(async (store) => {
+    let calls = 0;
+    const sink: Sink = {
+      name: "broker",
+      deliver() {
+        calls++;
+        // The first delivery hangs; the one drain() starts fails a moment later (the broker is gone).
+        return calls === 1
+          ? new Promise<void>(() => {})
+          : new Promise<void>((_, no) => setTimeout(() => no(new Error("gone")), 5));
+      },
+    };
+    let runner: SinkRunner | null = null;
+    const journal = new Journal({ store, logger: log, onCommit: (b) => runner!.offer(b) });
+    runner = new SinkRunner({ sink, journal, store, logger: log });
+    runner.start();
+    journal.event(0, "E", 1, enc('{"n":1}'), 0, true);
+    for (let i = 0; i < 50 && calls === 0; i++) await tick(10);
+    journal.event(0, "E", 2, enc('{"n":2}'), 0, true);
+    await journal.flush();
+    runner.drain();
+    assert.equal(calls, 2, "drain() handed the queued batch over");
+    // An unhandled rejection here would fail this test.
+    await tick(50);
+    runner.close();
+    await journal.close();
+  });
+});
+
 Deno.test("sink runner: a failing sink is retried from its cursor; an async sink acknowledges on resolve", async () => {
   await withStore(async (store) => {
     const sink = recordingSink({ fail: 2, async: true });
