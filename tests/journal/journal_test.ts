@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { type EventBatch, Journal } from "../../src/journal/journal.ts";
+import { type EventBatch, Journal, type JournalOptions } from "../../src/journal/journal.ts";
 import { Store } from "../../src/journal/store.ts";
 import { type BatchData, HybridWriter, InlineWriter, WorkerWriter } from "../../src/journal/write.ts";
 import { SinkRunner } from "../../src/sinks/runner.ts";
@@ -241,6 +241,27 @@ Deno.test("a failing store: nothing acknowledged, sessions do not advance, shard
 });
 
 /** A sink that records what it got and can be told to fail or to answer later. */
+/** A journal on `store` whose commits go to a started runner for `sink` (`options.onCommit` sees them first). */
+function journalWithRunner(
+  store: Store,
+  sink: Sink,
+  options: Partial<Omit<JournalOptions, "store" | "logger">> = {},
+): { journal: Journal; runner: SinkRunner } {
+  let runner: SinkRunner | null = null;
+  const journal = new Journal({
+    ...options,
+    store,
+    logger: log,
+    onCommit: (b) => {
+      options.onCommit?.(b);
+      runner!.offer(b);
+    },
+  });
+  runner = new SinkRunner({ sink, journal, store, logger: log });
+  runner.start();
+  return { journal, runner };
+}
+
 function recordingSink(mode: { fail?: number; async?: boolean } = {}): Sink & { got: number[] } {
   let failures = mode.fail ?? 0;
   const sink = {
@@ -268,10 +289,7 @@ Deno.test("sink runner: delivers what is stored beyond its cursor first, in orde
     });
     store.lastId = 5000;
     const sink = recordingSink();
-    let runner: SinkRunner | null = null;
-    const journal = new Journal({ store, logger: log, onCommit: (b) => runner!.offer(b) });
-    runner = new SinkRunner({ sink, journal, store, logger: log });
-    runner.start();
+    const { journal, runner } = journalWithRunner(store, sink);
     journal.event(0, "E", 5001, enc('{"n":5001}'), 0, true);
     for (let i = 0; i < 20 && runner.cursor < 5001; i++) await tick(10);
     assert.deepEqual(sink.got, Array.from({ length: 3801 }, (_, i) => 1201 + i));
@@ -284,19 +302,11 @@ Deno.test("sink runner: delivers what is stored beyond its cursor first, in orde
 Deno.test("steady traffic: one transaction per commit interval, the sink's cursor riding with the next events", async () => {
   await withStore(async (store) => {
     const sink = recordingSink();
-    let runner: SinkRunner | null = null;
     let batches = 0;
-    const journal = new Journal({
-      store,
-      logger: log,
+    const { journal, runner } = journalWithRunner(store, sink, {
       commitIntervalMs: 25,
-      onCommit: (b) => {
-        batches++;
-        runner!.offer(b);
-      },
+      onCommit: () => batches++,
     });
-    runner = new SinkRunner({ sink, journal, store, logger: log });
-    runner.start();
     let n = 0;
     const started = performance.now();
     while (performance.now() - started < 400) {
@@ -334,10 +344,7 @@ Deno.test("sink runner: a delivery that fails because the sink was closed at sto
         return new Promise<void>((_, no) => reject = no);
       },
     };
-    let runner: SinkRunner | null = null;
-    const journal = new Journal({ store, logger: log, onCommit: (b) => runner!.offer(b) });
-    runner = new SinkRunner({ sink, journal, store, logger: log });
-    runner.start();
+    const { journal, runner } = journalWithRunner(store, sink);
     journal.event(0, "E", 1, enc('{"n":1}'), 0, true);
     for (let i = 0; i < 50 && calls === 0; i++) await tick(10);
     assert.equal(calls, 1, "one delivery in flight");
@@ -364,10 +371,7 @@ Deno.test("sink runner: at stop, a delivery that drain() does not wait for may f
           : new Promise<void>((_, no) => setTimeout(() => no(new Error("gone")), 5));
       },
     };
-    let runner: SinkRunner | null = null;
-    const journal = new Journal({ store, logger: log, onCommit: (b) => runner!.offer(b) });
-    runner = new SinkRunner({ sink, journal, store, logger: log });
-    runner.start();
+    const { journal, runner } = journalWithRunner(store, sink);
     journal.event(0, "E", 1, enc('{"n":1}'), 0, true);
     for (let i = 0; i < 50 && calls === 0; i++) await tick(10);
     journal.event(0, "E", 2, enc('{"n":2}'), 0, true);
@@ -384,10 +388,7 @@ Deno.test("sink runner: at stop, a delivery that drain() does not wait for may f
 Deno.test("sink runner: a failing sink is retried from its cursor; an async sink acknowledges on resolve", async () => {
   await withStore(async (store) => {
     const sink = recordingSink({ fail: 2, async: true });
-    let runner: SinkRunner | null = null;
-    const journal = new Journal({ store, logger: log, onCommit: (b) => runner!.offer(b) });
-    runner = new SinkRunner({ sink, journal, store, logger: log });
-    runner.start();
+    const { journal, runner } = journalWithRunner(store, sink);
     for (let n = 1; n <= 30; n++) {
       journal.event(0, "E", n, enc(`{"n":${n}}`), 0, true);
       if (n % 10 === 0) await tick();
