@@ -51,12 +51,6 @@ Deno.test("redis: kill -9 redis-server in a flood of 4 shards, back 5 s later: e
       assert.ok(Date.now() < deadline, "events reach Redis");
       await sleep(100);
     }
-    // Delivery keeps pace with the flood: the sink gets its turns while the shards read (when a read
-    // loop yielded by a setImmediate only, about 2 % got through; now most do).
-    const sent0 = fake.stats().eventsSent, stored0 = await client.xlen("gw:events");
-    await sleep(1500);
-    const sent = fake.stats().eventsSent - sent0, stored = (await client.xlen("gw:events")) - stored0;
-    assert.ok(stored >= sent * 0.25, `${stored} events reached Redis while Discord sent ${sent}`);
     client.disconnect();
     await redis.kill();
     const sentAtKill = fake.stats().eventsSent;

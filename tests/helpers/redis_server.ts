@@ -1,6 +1,7 @@
 /**
- * A redis-server of the test's own, on a free port, with AOF (`appendfsync always`, so whatever Redis
- * acknowledged survives a kill -9), stopped by its pid. For tests that kill the broker.
+ * A redis-server of the test's own, on a free port, stopped by its pid. By default with AOF
+ * (`appendfsync always`, so whatever Redis acknowledged survives a kill -9), for tests that kill the
+ * broker; `durable: false` keeps nothing on disk, for tests that measure delivery rather than the disk.
  */
 /** A port nothing listens on now, below `below` (a cluster node also listens on port + 10000). */
 export function freePort(below = 55_000): number {
@@ -34,15 +35,18 @@ export async function waitPing(port: number, timeoutMs = 10_000): Promise<void> 
 export class RedisServer {
   readonly port: number;
   readonly dir: string;
+  readonly #durable: boolean;
   #child: Deno.ChildProcess | null = null;
 
-  private constructor(port: number, dir: string) {
+  private constructor(port: number, dir: string, durable: boolean) {
     this.port = port;
     this.dir = dir;
+    this.#durable = durable;
   }
 
-  static async start(): Promise<RedisServer> {
-    const server = new RedisServer(freePort(), await Deno.makeTempDir({ prefix: "gatehouse-redis-" }));
+  static async start(options: { durable?: boolean } = {}): Promise<RedisServer> {
+    const dir = await Deno.makeTempDir({ prefix: "gatehouse-redis-" });
+    const server = new RedisServer(freePort(), dir, options.durable ?? true);
     await server.restart();
     return server;
   }
@@ -61,10 +65,7 @@ export class RedisServer {
         "127.0.0.1",
         "--dir",
         this.dir,
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
+        ...(this.#durable ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"]),
         "--save",
         "",
       ],
