@@ -619,7 +619,7 @@ export const DEFAULTS = {
     maxAgeMs: 7 * 86_400_000,
     maxSizeBytes: 1e9,
     hardMaxSizeBytes: 0,
-    commitIntervalMs: 10,
+    commitIntervalMs: 50,
   },
   broker: { types: ["stdout"] as SinkType[], group: "gatehouse" },
   redis: {

@@ -54,7 +54,7 @@ export interface JournalOptions {
   /** A batch this large is committed at once instead of at the end of the turn. */
   maxBatchBytes?: number;
   /**
-   * Group commit: at most one transaction per this many ms (default 10), and none while the previous
+   * Group commit: at most one transaction per this many ms (default 50), and none while the previous
    * one is still being written — events arriving meanwhile join the next batch. Bounds the number of
    * transactions (and sink deliveries) per second whatever the event rate; a full batch
    * (`maxBatchBytes`) goes at once.
@@ -201,7 +201,7 @@ export class Journal {
     this.#options = options;
     this.#maxPendingBytes = options.maxPendingBytes ?? 32 * 1024 * 1024;
     this.#maxBatchBytes = options.maxBatchBytes ?? 1024 * 1024;
-    this.#commitIntervalMs = options.commitIntervalMs ?? 10;
+    this.#commitIntervalMs = options.commitIntervalMs ?? 50;
     this.#keepEvents = options.keepEvents ?? true;
     this.#nextId = options.store.lastId + 1;
     this.#idCeiling = this.#idsAtLastWrite = options.store.lastId;

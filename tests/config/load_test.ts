@@ -51,7 +51,7 @@ Deno.test("defaults: only a token is needed; a missing default gatehouse.toml is
     maxAgeMs: 7 * 86_400_000,
     maxSizeBytes: 1e9,
     hardMaxSizeBytes: 0,
-    commitIntervalMs: 10,
+    commitIntervalMs: 50,
   });
   assert.deepEqual(config.log, { level: "info" });
   assert.deepEqual(warnings, []);
@@ -349,7 +349,7 @@ Deno.test("durations and sizes for retention; the identify reserve", () => {
   assert.equal(config.store.hardMaxSizeBytes, 2e9);
   assert.equal(config.gateway.identifyReserve, 50);
   assert.equal(config.store.commitIntervalMs, 25);
-  assert.equal(load({ env: withToken }).config.store.commitIntervalMs, 10);
+  assert.equal(load({ env: withToken }).config.store.commitIntervalMs, 50);
   assert.match(
     loadError({ env: { ...withToken, GATEHOUSE_COMMIT_INTERVAL_MS: "5000" } }),
     /store\.commit_interval_ms = 5000 \(from env GATEHOUSE_COMMIT_INTERVAL_MS\) is invalid: must be an integer from 0 to 1000/,

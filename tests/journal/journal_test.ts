@@ -494,7 +494,7 @@ Deno.test("sink runner without a store (journal off): a sink far behind holds th
   });
 });
 
-Deno.test("hybrid writer: small batches commit on this thread, large ones on the writer thread, in order", async () => {
+Deno.test("hybrid writer: small batches commit on this thread, large ones on the writer thread while this one is saturated, in order", async () => {
   await withStore(async (store, path) => {
     const committed: Array<[number, string]> = [];
     let writer: HybridWriter | null = null;
@@ -502,7 +502,13 @@ Deno.test("hybrid writer: small batches commit on this thread, large ones on the
       committed: (no: number) => committed.push([no, writer!.lastRoute]),
       failed: (error: Error) => assert.fail(error.message),
     };
-    writer = new HybridWriter(new InlineWriter(store, events), new WorkerWriter(path, {}, events), 1000);
+    let saturated = true;
+    writer = new HybridWriter(
+      new InlineWriter(store, events),
+      new WorkerWriter(path, {}, events),
+      1000,
+      () => saturated,
+    );
     const batch = (no: number, firstId: number, count: number, size: number): BatchData => ({
       no,
       lastId: firstId + count - 1,
@@ -534,7 +540,16 @@ Deno.test("hybrid writer: small batches commit on this thread, large ones on the
     assert.deepEqual(committed.map(([, route]) => route).slice(1), ["worker", "worker"]);
     writer.write(batch(4, 57, 1, 10)); // the thread is idle again: here
     assert.deepEqual(committed.at(-1), [4, "inline"]);
-    assert.deepEqual(store.readEvents(0, 100).map((r) => r.id), Array.from({ length: 57 }, (_, i) => i + 1));
+    // Paced traffic (this thread has time to spare): a large batch costs less CPU here.
+    saturated = false;
+    writer.write(batch(5, 58, 50, 100));
+    assert.deepEqual(committed.at(-1), [5, "inline"]);
+    saturated = true;
+    writer.write(batch(6, 108, 50, 100));
+    assert.deepEqual(committed.at(-1), [5, "inline"]);
+    assert.ok(await writer.drain(5000));
+    assert.deepEqual(committed.at(-1), [6, "worker"]);
+    assert.deepEqual(store.readEvents(0, 200).map((r) => r.id), Array.from({ length: 157 }, (_, i) => i + 1));
     await writer.close();
   });
 });
