@@ -333,6 +333,28 @@ Deno.test("steady traffic: one transaction per commit interval, the sink's curso
   });
 });
 
+Deno.test("group commit: an event after a quiet spell is committed at once; under steady traffic the next waits for the interval", async () => {
+  await withStore(async (store) => {
+    const committed: number[] = [];
+    const journal = new Journal({
+      store,
+      logger: log,
+      commitIntervalMs: 1000,
+      onCommit: (batch) => committed.push(batch.lastId),
+    });
+    journal.event(0, "E", 1, enc('{"n":1}'), 0, true);
+    await tick(30);
+    assert.deepEqual(committed, [1], "the first event did not wait for the interval");
+    journal.event(0, "E", 2, enc('{"n":2}'), 0, true);
+    journal.event(0, "E", 3, enc('{"n":3}'), 0, true);
+    await tick(100);
+    assert.deepEqual(committed, [1], "events right after a commit wait for the interval");
+    await journal.flush();
+    assert.deepEqual(committed, [1, 3], "and then go as one batch");
+    await journal.close();
+  });
+});
+
 Deno.test("sink runner: a delivery that fails because the sink was closed at stop is not retried or counted", async () => {
   await withStore(async (store) => {
     let calls = 0;
