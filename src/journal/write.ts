@@ -265,11 +265,6 @@ export class WorkerWriter implements JournalWriter {
   }
 }
 
-function meterSaturated(): () => boolean {
-  const meter = new SaturationMeter();
-  return () => meter.saturated();
-}
-
 /**
  * Batches on the calling thread, unless they are large and this thread is saturated: then on the writer
  * thread. Handing a batch to a thread costs more than a small transaction itself (measured: journal-off
@@ -283,30 +278,30 @@ export class HybridWriter implements JournalWriter {
   readonly #inline: InlineWriter;
   readonly #worker: WorkerWriter;
   readonly #maxInlineBytes: number;
-  readonly #saturated: () => boolean;
+  readonly #meter: { saturated(): boolean };
   /** Where the last batch went (for tests and debugging). */
   lastRoute: "inline" | "worker" = "inline";
 
   /**
    * `maxInlineBytes`: measured on 16 shards at 500 and 2000 events/s and in floods (64 KB–600 KB).
-   * `saturated`: whether the calling thread has no time to spare (default: the process's CPU time).
+   * `meter`: whether the calling thread has no time to spare (default: the process's CPU time).
    */
   constructor(
     inline: InlineWriter,
     worker: WorkerWriter,
     maxInlineBytes = 512 * 1024,
-    saturated: () => boolean = meterSaturated(),
+    meter: { saturated(): boolean } = new SaturationMeter(),
   ) {
     this.#inline = inline;
     this.#worker = worker;
     this.#maxInlineBytes = maxInlineBytes;
-    this.#saturated = saturated;
+    this.#meter = meter;
   }
 
   write(batch: BatchData): void {
     const size = batch.ends.length > 0 ? batch.ends[batch.ends.length - 1] : 0;
     const inline = this.#inline.pending > 0 ||
-      (this.#worker.pending === 0 && (size <= this.#maxInlineBytes || !this.#saturated()));
+      (this.#worker.pending === 0 && (size <= this.#maxInlineBytes || !this.#meter.saturated()));
     this.lastRoute = inline ? "inline" : "worker";
     if (inline) this.#inline.write(batch);
     else this.#worker.write(batch);

@@ -6,15 +6,14 @@
 import assert from "node:assert/strict";
 import { Redis } from "ioredis";
 import { FakeDiscord } from "../fake_discord/server.ts";
-import { fakeEnv, spawnGatehouse } from "../helpers/gatehouse.ts";
+import { controlUrl, fakeEnv, spawnGatehouse } from "../helpers/gatehouse.ts";
 import { RedisServer } from "../helpers/redis_server.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Dispatches gatehouse has taken from Discord so far: the sum of its events_received counter. */
 async function eventsTaken(store: string): Promise<number> {
-  const { url } = JSON.parse(await Deno.readTextFile(`${store}.control`));
-  const text = await (await fetch(`${url}/metrics`)).text();
+  const text = await (await fetch(`${await controlUrl(store)}/metrics`)).text();
   let total = 0;
   for (const m of text.matchAll(/^gatehouse_events_received_total\{[^}]*\} (\d+)$/gm)) total += Number(m[1]);
   return total;

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import parsePrometheus from "parse-prometheus-text-format";
 import { FakeDiscord } from "../fake_discord/server.ts";
-import { fakeEnv, RUN_FLAGS, spawnGatehouse } from "../helpers/gatehouse.ts";
+import { controlUrl, fakeEnv, RUN_FLAGS, spawnGatehouse } from "../helpers/gatehouse.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const TOKEN = "test-control-token-0123456789";
@@ -34,17 +34,6 @@ function value(m: Map<string, Family>, name: string, labels: Record<string, stri
   assert.ok(family, `metric ${name} exists`);
   const series = family.metrics.find((s) => Object.entries(labels).every(([k, v]) => s.labels?.[k] === v));
   return series?.value === undefined ? 0 : Number(series.value);
-}
-
-async function controlUrl(store: string): Promise<string> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      return JSON.parse(await Deno.readTextFile(`${store}.control`)).url;
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-  throw new Error("gatehouse did not record its control address");
 }
 
 /** Runs `gatehouse shards …` and returns its exit code and output. */

@@ -56,6 +56,18 @@ export function fakeEnv(apiHost: string, token = "fake-token"): Record<string, s
   };
 }
 
+/** The control listener's URL, which `run` records beside the store (`<store>.control`) once it listens. */
+export async function controlUrl(store: string): Promise<string> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      return JSON.parse(await Deno.readTextFile(`${store}.control`)).url;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  throw new Error("gatehouse did not record its control address");
+}
+
 export function spawnGatehouse(options: SpawnOptions = {}): Gatehouse {
   // Tests run in parallel: each control listener takes a free port (run records it beside the store).
   const env: Record<string, string> = {

@@ -530,7 +530,7 @@ Deno.test("hybrid writer: small batches commit on this thread, large ones on the
       new InlineWriter(store, events),
       new WorkerWriter(path, {}, events),
       1000,
-      () => saturated,
+      { saturated: () => saturated },
     );
     const batch = (no: number, firstId: number, count: number, size: number): BatchData => ({
       no,
