@@ -6,7 +6,7 @@ import { ConfigError, type GatehouseConfig, loadConfig } from "../config/load.ts
 import { fetchGatewayBot, GatewayInfoError, TokenRejectedError } from "../gateway/gateway_info.ts";
 import { IdentifyGuard, LocalIdentifyQueue, type SessionStartLimit } from "../gateway/identify_queue.ts";
 import { type GatewayBotInfo, intentNames, PRIVILEGED_INTENTS } from "../gateway/protocol.ts";
-import type { ResumableSession } from "../gateway/shard.ts";
+import { isGatewayUrl, type ResumableSession } from "../gateway/shard.ts";
 import { Journal } from "../journal/journal.ts";
 import { HybridWriter, InlineWriter, WorkerWriter } from "../journal/write.ts";
 import { Retention } from "../journal/retention.ts";
@@ -187,7 +187,9 @@ async function runWithStore(
       });
       continue;
     }
-    sessions.set(stored.shard, { id: stored.sessionId, resumeUrl: stored.resumeUrl, seq: stored.seq });
+    // A resume URL the store holds is not trusted either (an older version stored whatever READY said).
+    const resumeUrl = isGatewayUrl(stored.resumeUrl) ? stored.resumeUrl : info.url;
+    sessions.set(stored.shard, { id: stored.sessionId, resumeUrl, seq: stored.seq });
   }
   if (sessions.size > 0) {
     log.info("resuming {n} stored session(s) from {path}", { n: sessions.size, path: store.path });

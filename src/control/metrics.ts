@@ -190,7 +190,7 @@ export class Metrics {
     stats.onLatency = (seconds) => latency.observe(seconds);
     counter(
       "gatehouse_shard_reconnects_total",
-      "Reconnects, by shard and what caused them (zombie, op7, op9, op9_resumable, dropped, close_<code>, connect_timeout, bad_stream, operator).",
+      "Reconnects, by shard and what caused them (zombie, op7, op9, op9_resumable, dropped, close_<code>, connect_timeout, bad_stream, protocol_error, operator).",
       ["shard", "reason"],
       (set) => {
         for (const [shard, reasons] of stats.reconnects) {
@@ -222,6 +222,17 @@ export class Metrics {
       ["shard"],
       (set) => {
         for (const [shard, n] of stats.sessionsLost) set({ shard }, n);
+      },
+    );
+    counter(
+      "gatehouse_shard_protocol_errors_total",
+      "Frames Discord sent that could not be used (bad_seq, bad_ready, bad_hello, bad_resume_url, " +
+        "invalid_payload, bad_frame) and events that could not be handed over (handover), by shard.",
+      ["shard", "kind"],
+      (set) => {
+        for (const [shard, kinds] of stats.protocolErrors) {
+          for (const [kind, n] of kinds) set({ shard, kind }, n);
+        }
       },
     );
     gauge(

@@ -61,6 +61,8 @@ export class GatewayStats implements ShardObserver {
   readonly resumes = new Map<number, Map<string, number>>();
   readonly identifies = new Map<number, number>();
   readonly sessionsLost = new Map<number, number>();
+  /** `shard → kind → count`: frames Discord sent that could not be used, events not handed over. */
+  readonly protocolErrors = new Map<number, Map<string, number>>();
   /** Called with every heartbeat latency, in seconds (the metrics' histogram). */
   onLatency: ((seconds: number) => void) | null = null;
   /** Commands taken, by source and result. */
@@ -149,6 +151,10 @@ export class GatewayStats implements ShardObserver {
 
   sessionLost(shard: number): void {
     this.sessionsLost.set(shard, (this.sessionsLost.get(shard) ?? 0) + 1);
+  }
+
+  protocolError(shard: number, kind: string): void {
+    bump(this.protocolErrors, shard, kind);
   }
 }
 

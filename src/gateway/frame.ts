@@ -9,7 +9,7 @@
 export const header = {
   /** Opcode, or -1 when absent. */
   op: -1,
-  /** Sequence number, or -1 when null/absent. */
+  /** Sequence number, -1 when null/absent, BAD_SEQ when it is not a safe non-negative integer. */
   s: -1,
   /** Byte range of the event name inside the payload (without quotes); tStart = -1 when null. */
   tStart: -1,
@@ -22,6 +22,12 @@ const QUOTE = 0x22, BACKSLASH = 0x5c, COLON = 0x3a, COMMA = 0x2c;
 const OPEN_BRACE = 0x7b, CLOSE_BRACE = 0x7d, OPEN_BRACKET = 0x5b, CLOSE_BRACKET = 0x5d;
 const LOWER_D = 0x64, LOWER_O = 0x6f, LOWER_P = 0x70, LOWER_S = 0x73, LOWER_T = 0x74, LOWER_N = 0x6e;
 const MINUS = 0x2d, ZERO = 0x30, NINE = 0x39;
+
+/**
+ * `header.s` of a sequence number that cannot be used: negative, or beyond 2^53 where doubles lose
+ * integers (99999999999999999999 would otherwise compare as "already seen" with every later event).
+ */
+export const BAD_SEQ = -2;
 
 function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
@@ -74,7 +80,10 @@ function skipValue(b: Uint8Array, i: number): number {
   return i;
 }
 
-/** Parses a non-negative or negative integer at `i`; `null` gives -1. Returns the end index or -1. */
+/**
+ * Parses an integer at `i` into `intValue`: `null` gives -1, a negative number or one beyond
+ * Number.MAX_SAFE_INTEGER gives BAD_SEQ. Returns the end index or -1.
+ */
 let intValue = 0;
 function readInt(b: Uint8Array, i: number): number {
   if (b[i] === LOWER_N) {
@@ -93,7 +102,7 @@ function readInt(b: Uint8Array, i: number): number {
     i++;
   }
   if (i === first) return -1;
-  intValue = negative ? -value : value;
+  intValue = negative || !Number.isSafeInteger(value) ? BAD_SEQ : value;
   return i;
 }
 

@@ -9,6 +9,7 @@ import type { Logger } from "../util/log.ts";
 import type { Secret } from "../util/secret.ts";
 import type { GatewayBotInfo } from "./protocol.ts";
 import { VERSION } from "../version.ts";
+import { isGatewayUrl } from "./shard.ts";
 
 /** Discord refused the token (401 here, close 4004 on the gateway): exit code 3. */
 export class TokenRejectedError extends Error {
@@ -97,7 +98,7 @@ function safeJson(text: string): Record<string, unknown> | null {
 export function parseGatewayBot(body: string, url: string): GatewayBotInfo {
   const json = safeJson(body);
   const limit = json?.session_start_limit as Record<string, unknown> | undefined;
-  const ok = json !== null && typeof json.url === "string" && /^wss?:\/\//.test(json.url) &&
+  const ok = json !== null && typeof json.url === "string" && isGatewayUrl(json.url) &&
     Number.isInteger(json.shards) && (json.shards as number) > 0 && limit !== undefined &&
     Number.isInteger(limit.total) && Number.isInteger(limit.remaining) &&
     typeof limit.reset_after === "number" && Number.isInteger(limit.max_concurrency) &&

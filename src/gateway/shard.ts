@@ -11,7 +11,7 @@ import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import type { Secret } from "../util/secret.ts";
 import { createDecompressor, type Decompressor } from "./decompress.ts";
-import { eventName, header, scanHeader } from "./frame.ts";
+import { BAD_SEQ, eventName, header, scanHeader } from "./frame.ts";
 import type { IdentifyQueue } from "./identify_queue.ts";
 import { type Compression, MAX_PAYLOAD_BYTES, Op, type Presence } from "./protocol.ts";
 import { SendLimiter } from "./send_limiter.ts";
@@ -78,6 +78,11 @@ export interface ShardObserver {
   session(shard: number, resumed: boolean, reason: string): void;
   /** A session was lost (events may have been missed). */
   sessionLost(shard: number): void;
+  /**
+   * Discord sent something unusable (`bad_seq`, `bad_ready`, `bad_hello`, `bad_resume_url`,
+   * `bad_frame`), or an event could not be handed over (`handover`).
+   */
+  protocolError?(shard: number, kind: string): void;
 }
 
 /** A point-in-time view of a shard, for logs, health and `gatehouse shards`. */
@@ -104,6 +109,17 @@ export interface ShardStatus {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
+/**
+ * A HELLO interval outside this range is refused as a protocol error. Discord's is about 41 s; below
+ * 100 ms no connection could keep up (and a 1 ms interval declares a zombie before READY is read),
+ * beyond 10 minutes a dead connection would go unnoticed.
+ */
+export const HEARTBEAT_INTERVAL_RANGE = { min: 100, max: 600_000 } as const;
+/**
+ * Commands waiting for one shard at most; more are refused. At Discord's 120 sends per minute this is
+ * minutes of backlog already: a bot that sends faster must be told, not buffered without bound.
+ */
+export const MAX_QUEUED_COMMANDS = 1000;
 
 export class Shard {
   readonly id: number;
@@ -205,12 +221,15 @@ export class Shard {
     else this.#ws?.resume();
   }
 
-  /** Closes the connection with 4000 and resumes at once (an operator's request). */
+  /**
+   * An operator's request: a live connection is closed with 4000 and resumed at once; a shard waiting
+   * out a backoff connects now. Returns false when the state machine had nothing to do (not started,
+   * stopped, fatal, or in the middle of connecting).
+   */
   reconnect(): boolean {
-    const kind = this.#state.kind;
-    if (kind === "fatal" || kind === "stopped") return false;
+    const before = this.#state;
     this.#input({ type: "reconnect_requested", by: "operator" });
-    return true;
+    return this.#state !== before;
   }
 
   /**
@@ -231,6 +250,10 @@ export class Shard {
     const size = encoder.encode(text).length;
     if (size > MAX_PAYLOAD_BYTES) {
       return `payload is ${size} bytes; Discord accepts at most ${MAX_PAYLOAD_BYTES}`;
+    }
+    if (this.#commandQueue.length >= MAX_QUEUED_COMMANDS) {
+      return `shard ${this.id} already has ${this.#commandQueue.length} commands waiting ` +
+        `(state ${this.#state.kind}; Discord takes about 110 per minute)`;
     }
     this.#commandQueue.push(text);
     this.#commandSent.push(onSent);
@@ -259,7 +282,18 @@ export class Shard {
             input: next.type,
           });
         }
-        for (const effect of effects) this.#run(effect);
+        for (const effect of effects) {
+          try {
+            this.#run(effect);
+          } catch (error) {
+            // A bug or a throwing callback must not leave the loop (nor escape into a timer).
+            this.#log.error("shard {shard}: carrying out {effect} failed: {error}", {
+              shard: this.id,
+              effect: effect.type,
+              error: (error as Error)?.stack ?? String(error),
+            });
+          }
+        }
       }
     } finally {
       this.#busy = false;
@@ -366,13 +400,13 @@ export class Shard {
   // ---- connection ----
 
   #connect(base: string): void {
-    const url = gatewayConnectUrl(base, this.#o.apiVersion, this.#o.compression);
-    this.#log.debug("shard {shard}: connecting to {url}", { shard: this.id, url });
     this.#decompressor.reset();
     this.#limiter.reset();
     this.#receivedSinceBeat = true;
     let ws: WsClient | null = null;
     try {
+      const url = gatewayConnectUrl(base, this.#o.apiVersion, this.#o.compression);
+      this.#log.debug("shard {shard}: connecting to {url}", { shard: this.id, url });
       ws = WsClient.connect(url, {
         onOpen: () => {
           if (this.#ws === ws) this.#input({ type: "socket_open" });
@@ -387,7 +421,10 @@ export class Shard {
         },
       }, { headers: { "User-Agent": `DiscordBot (gatehouse, ${VERSION})` } });
     } catch (error) {
-      queueMicrotask(() => this.#input({ type: "socket_closed", code: 1006, reason: String(error) }));
+      // A URL that cannot be used (validated before, but never trusted): a failed connect, backed off.
+      queueMicrotask(() =>
+        this.#input({ type: "socket_closed", code: 1006, reason: (error as Error).message })
+      );
       return;
     }
     this.#ws = ws;
@@ -460,23 +497,36 @@ export class Shard {
       const s = header.s;
       const start = header.start;
       const t = eventName(payload, header.tStart, header.tEnd);
-      if (t === "READY") {
-        this.#onReady(payload, s);
-      } else if (s >= 0) {
-        if (s <= this.#seq) {
-          // Already delivered (a replay overlapping what we had): forwarding it again would duplicate it.
-          this.#log.debug("shard {shard}: dropping repeated seq {s} (have {seq})", {
-            shard: this.id,
-            s,
-            seq: this.#seq,
-          });
-          return;
-        }
-        this.#seq = s;
+      if (s === BAD_SEQ) {
+        this.#protocolError("bad_seq", `a ${t} dispatch with an unusable sequence number`, payload);
+        return;
       }
+      if (t === "READY") {
+        if (!this.#onReady(payload, s)) return;
+      } else if (s >= 0 && s <= this.#seq) {
+        // Already delivered (a replay overlapping what we had): forwarding it again would duplicate it.
+        this.#log.debug("shard {shard}: dropping repeated seq {s} (have {seq})", {
+          shard: this.id,
+          s,
+          seq: this.#seq,
+        });
+        return;
+      }
+      // Handed over first, then counted as received: an event the pipeline did not take must not be
+      // acknowledged (heartbeats, the RESUME seq), or Discord would never send it again.
+      try {
+        this.#o.sink.dispatch(this.id, t, s, payload, start);
+      } catch (error) {
+        this.#protocolError(
+          "handover",
+          `event ${t} (seq ${s}) could not be handed over: ${(error as Error)?.message ?? error}`,
+          null,
+        );
+        return;
+      }
+      if (s >= 0) this.#seq = s;
       this.#events++;
       this.#lastEventAt = this.#lastFrameAt;
-      this.#o.sink.dispatch(this.id, t, s, payload, start);
       if (t === "RESUMED") this.#input({ type: "resumed" });
       return;
     }
@@ -498,8 +548,15 @@ export class Shard {
       }
       case Op.Hello: {
         const interval = (parse(payload)?.d as { heartbeat_interval?: unknown } | null)?.heartbeat_interval;
-        if (typeof interval !== "number" || !(interval > 0)) {
-          this.#badFrame(payload, "HELLO without a heartbeat_interval");
+        const { min, max } = HEARTBEAT_INTERVAL_RANGE;
+        if (typeof interval !== "number" || !(interval >= min && interval <= max)) {
+          this.#protocolError(
+            "bad_hello",
+            `HELLO with heartbeat_interval ${
+              JSON.stringify(interval) ?? "missing"
+            } (allowed ${min}–${max} ms)`,
+            payload,
+          );
           return;
         }
         if (this.#connectTimer !== null) this.#clock.clearTimeout(this.#connectTimer);
@@ -512,15 +569,46 @@ export class Shard {
     }
   }
 
-  #onReady(payload: Uint8Array, s: number): void {
-    const d = parse(payload)?.d as { session_id?: unknown; resume_gateway_url?: unknown } | undefined;
-    // A new session numbers its events from READY: never keep the previous session's seq.
-    this.#seq = s >= 0 ? s : 0;
-    if (typeof d?.session_id !== "string" || typeof d.resume_gateway_url !== "string") {
-      this.#badFrame(payload, "READY without session_id or resume_gateway_url");
-      return;
+  /**
+   * A READY starts a new session. Returns false (and drops the connection) when it is unusable: a
+   * READY without a session id would leave the shard identifying forever while events flow. A missing
+   * or unusable resume URL is replaced by the main URL.
+   */
+  #onReady(payload: Uint8Array, s: number): boolean {
+    const d = parse(payload)?.d as { session_id?: unknown; resume_gateway_url?: unknown } | null | undefined;
+    const sessionId = d?.session_id;
+    if (typeof sessionId !== "string" || !/^[\x21-\x7e]{1,256}$/.test(sessionId)) {
+      this.#protocolError("bad_ready", "READY without a usable session_id", payload);
+      return false;
     }
-    this.#input({ type: "ready", sessionId: d.session_id, resumeUrl: d.resume_gateway_url });
+    let resumeUrl = typeof d!.resume_gateway_url === "string" ? d!.resume_gateway_url : "";
+    if (!isGatewayUrl(resumeUrl)) {
+      this.#o.observer?.protocolError?.(this.id, "bad_resume_url");
+      this.#log.warn(
+        "shard {shard}: READY's resume_gateway_url {url} is not a ws:// or wss:// URL; resuming through the " +
+          "main gateway URL instead",
+        { shard: this.id, url: JSON.stringify(resumeUrl.slice(0, 200)) },
+      );
+      resumeUrl = this.#ctx.mainUrl;
+    }
+    // A new session numbers its events from READY: never keep the previous session's seq.
+    this.#seq = s >= 0 ? s - 1 : 0;
+    this.#input({ type: "ready", sessionId, resumeUrl });
+    return true;
+  }
+
+  /** Something Discord sent cannot be trusted: logged, counted, and the connection resumes. */
+  #protocolError(kind: string, why: string, payload: Uint8Array | null): void {
+    this.#badFrames++;
+    this.#o.observer?.protocolError?.(this.id, kind);
+    const text = payload ? `: ${decoder.decode(payload.subarray(0, 120))}` : "";
+    this.#log.warn("shard {shard}: protocol error ({why}); reconnecting to resume after seq {seq}{text}", {
+      shard: this.id,
+      why,
+      seq: this.#seq,
+      text,
+    });
+    this.#input({ type: "protocol_error", reason: `protocol error: ${why}`, label: "protocol_error" });
   }
 
   #badFrame(payload: Uint8Array, why: string): void {
@@ -594,8 +682,12 @@ export class Shard {
     this.#pumpSends();
   }
 
+  /**
+   * Writes what the send budget allows. Heartbeats, IDENTIFY and RESUME go first and never wait behind
+   * commands: they use slots the commands may not touch, so only the commands wait (on a timer) when the
+   * budget is spent.
+   */
   #pumpSends(): void {
-    if (this.#sendTimer !== null) return;
     const ws = this.#ws;
     if (ws === null || ws.readyState !== WS_OPEN) return;
     let wait = 0;
@@ -618,6 +710,10 @@ export class Shard {
         ws.send(this.#commandQueue.shift()!);
         this.#commandSent.shift()?.();
       }
+    }
+    if (this.#sendTimer !== null) {
+      this.#clock.clearTimeout(this.#sendTimer);
+      this.#sendTimer = null;
     }
     if (wait > 0) {
       this.#sendTimer = this.#clock.setTimeout(() => {
@@ -652,8 +748,21 @@ export function reconnectLabel(input: ShardInput | null): string {
       return "connect_timeout";
     case "bad_stream":
       return "bad_stream";
+    case "protocol_error":
+      return input.label;
     default:
       return input?.type ?? "unknown";
+  }
+}
+
+/** Whether `text` is a URL a shard can connect to: ws:// or wss:// with a host. */
+export function isGatewayUrl(text: string): boolean {
+  if (text.length === 0 || text.length > 2048) return false;
+  try {
+    const url = new URL(text);
+    return (url.protocol === "ws:" || url.protocol === "wss:") && url.hostname.length > 0;
+  } catch {
+    return false;
   }
 }
 

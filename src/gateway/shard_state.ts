@@ -49,6 +49,13 @@ export type ShardInput =
   | { type: "connect_timeout" }
   /** A frame could not be decompressed: the stream context is broken, the connection must go. */
   | { type: "bad_stream"; reason: string }
+  /**
+   * Discord sent something the protocol does not allow (an unusable sequence number, a READY without a
+   * session id, an absurd heartbeat interval), or an event could not be handed over: nothing after it on
+   * this connection can be trusted. The connection goes and the session resumes from the last event
+   * handed over, so Discord sends again what followed. `label` is a short stable name for metrics.
+   */
+  | { type: "protocol_error"; reason: string; label: string }
   /** The wait before reconnecting has elapsed. */
   | { type: "retry" }
   | { type: "stop"; code: number };
@@ -229,6 +236,14 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
       return { state, effects: [{ type: "send_heartbeat" }] };
 
     case "reconnect_requested":
+      if (state.kind === "waiting" && input.by === "operator") {
+        // An operator does not want to wait out the backoff: connect now (disconnect clears the timer).
+        const url = connectUrl(state.session, state.attempt, ctx);
+        return {
+          state: { kind: "connecting", attempt: state.attempt, url, session: state.session },
+          effects: [{ type: "disconnect", code: 4000 }, { type: "connect", url }],
+        };
+      }
       if (!isConnected(state) && state.kind !== "connecting") return same(state);
       return reconnect(state, {
         code: 4000,
@@ -296,6 +311,12 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
     case "bad_stream":
       if (!isConnected(state)) return same(state);
       return reconnect(state, { code: 4000, keepSession: true, kind: "immediate", reason: input.reason });
+
+    case "protocol_error":
+      if (!isConnected(state)) return same(state);
+      // Always a backoff (at least 0.5–1 s), even from a live connection: a peer that keeps sending the
+      // same bad frame must not make the shard reconnect in a tight loop.
+      return reconnect(state, { code: 4000, keepSession: true, kind: "backoff", reason: input.reason });
 
     case "retry": {
       if (state.kind !== "waiting") return same(state);

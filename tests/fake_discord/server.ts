@@ -227,6 +227,13 @@ export class FakeDiscord {
   readonly commands: Array<{ shard: number; op: number; d: unknown; at: number }> = [];
   /** Decremented per accepted IDENTIFY; an IDENTIFY at 0 → violation and op 9 false. */
   sessionStartRemaining: number;
+  /**
+   * Hostile Discord, for tests: each new connection takes the first entry (if any) as the raw text of
+   * its HELLO instead of a well-formed one (`{"op":10,"d":{"heartbeat_interval":1e400}}`).
+   */
+  readonly nextHellos: string[] = [];
+  /** Each new session's READY `d` goes through the first of these (if any), e.g. to drop `session_id`. */
+  readonly nextReadyPatches: Array<(d: Record<string, unknown>) => unknown> = [];
 
   #rest!: Deno.HttpServer<Deno.NetAddr>;
   #main!: WsServer;
@@ -422,6 +429,11 @@ export class FakeDiscord {
       ws.close(4002, "Error while decoding payload.");
       return;
     }
+    const hostileHello = this.nextHellos.shift();
+    if (hostileHello !== undefined) {
+      this.#sendText(conn, hostileHello);
+      return;
+    }
     this.#sendControl(conn, {
       t: null,
       s: null,
@@ -605,11 +617,9 @@ export class FakeDiscord {
     conn.identified = true;
     conn.lastSessionId = session.id;
     conn.sentSeq = 0;
-    this.#generate(
-      session,
-      "READY",
-      readyPayload({ sessionId: session.id, resumeUrl: this.resumeUrl, shard, count, guildIds }),
-    );
+    const ready = readyPayload({ sessionId: session.id, resumeUrl: this.resumeUrl, shard, count, guildIds });
+    const patch = this.nextReadyPatches.shift();
+    this.#generate(session, "READY", patch ? patch(ready) : ready);
     guildIds.forEach((id, index) => {
       this.#generate(session, "GUILD_CREATE", guildCreatePayload(id, index, this.#memberCount(index)));
     });
@@ -1121,6 +1131,21 @@ export class FakeDiscord {
     if (stalled) this.#stalledShards.add(shard);
     else this.#stalledShards.delete(shard);
     this.stall(shard, stalled);
+  }
+
+  /**
+   * Sends `text` as it is on the shard's live connection(s), outside any session (not replayed on
+   * RESUME): a malformed frame, an event with a broken sequence number, invalid JSON.
+   */
+  sendRaw(shard: number, text: string | Uint8Array): void {
+    for (const conn of this.#liveConns(shard)) {
+      if (typeof text === "string") this.#sendText(conn, text);
+      else if (conn.compressor === null) conn.ws.send(text);
+      else {
+        conn.compressedAny = true;
+        this.#sendBytes(conn, conn.compressor.compress(text));
+      }
+    }
   }
 
   /** Op 1: the client must beat at once. */

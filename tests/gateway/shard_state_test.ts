@@ -295,3 +295,32 @@ Deno.test("stale inputs are ignored", () => {
     [],
   );
 });
+
+Deno.test("protocol error: close 4000, keep the session, back off even from a live connection", () => {
+  const r = drive(readyState, {
+    type: "protocol_error",
+    reason: "protocol error: bad seq",
+    label: "protocol_error",
+  });
+  assert.deepEqual(r.state, { kind: "waiting", attempt: 0, session, reason: "protocol error: bad seq" });
+  assert.deepEqual(r.effects, [
+    { type: "disconnect", code: 4000 },
+    { type: "schedule_retry", kind: "backoff", attempt: 0 },
+  ]);
+  assert.ok(retryDelay("backoff", 0, 0) >= 500, "never an immediate reconnect after a protocol error");
+  // Before a session (a bad READY while identifying): nothing to keep, IDENTIFY again.
+  const identifying: ShardState = { kind: "identifying", attempt: 0, sent: true };
+  const i = drive(identifying, { type: "protocol_error", reason: "bad READY", label: "protocol_error" });
+  assert.deepEqual(i.state, { kind: "waiting", attempt: 1, session: null, reason: "bad READY" });
+  assert.deepEqual(drive(idle, { type: "protocol_error", reason: "x", label: "x" }).state, idle);
+});
+
+Deno.test("operator reconnect while waiting out a backoff connects now; while idle it does nothing", () => {
+  const waiting: ShardState = { kind: "waiting", attempt: 4, session, reason: "connect failed" };
+  const r = drive(waiting, { type: "reconnect_requested", by: "operator" });
+  assert.deepEqual(r.state, { kind: "connecting", attempt: 4, url: ctx.mainUrl, session });
+  assert.deepEqual(r.effects, [{ type: "disconnect", code: 4000 }, { type: "connect", url: ctx.mainUrl }]);
+  // Discord's op 7 cannot arrive while waiting; only an operator's request acts there.
+  assert.deepEqual(drive(waiting, { type: "reconnect_requested" }).effects, []);
+  assert.deepEqual(drive(idle, { type: "reconnect_requested", by: "operator" }).effects, []);
+});
