@@ -7,6 +7,7 @@ import { Store, StoreError } from "../journal/store.ts";
 import { pacing, parsePoint, readSelection, resolveRange, type Selection } from "../replay/select.ts";
 import { serveReplay } from "../replay/serve.ts";
 import { LineBuffer } from "../sinks/ndjson.ts";
+import { eventPosition, eventScope } from "../journal/identity.ts";
 import { logger } from "../util/log.ts";
 import { ExitError } from "./errors.ts";
 
@@ -145,7 +146,14 @@ async function toStdout(
         }
       }
       previousAt = event.receivedAt;
-      buffer.append(event.id, event.shard, event.payload, 0);
+      buffer.append(
+        event.id,
+        eventScope(event.shard, event.session, event.seq, store.producer),
+        eventPosition(event.session, event.seq, event.id),
+        event.shard,
+        event.payload,
+        0,
+      );
     }
     write();
   }

@@ -264,6 +264,7 @@ async function runWithStore(
       return new HttpSink({
         url: config.http.url!,
         authorization: config.http.authorization === null ? null : new Secret(config.http.authorization),
+        producer: store.producer,
       });
     }
     return new AmqpSink({ url: config.amqp.url, exchange: config.amqp.exchange, logger: logger("amqp") });
@@ -398,7 +399,13 @@ async function runWithStore(
     shardCount,
     now: () => Date.now(),
     shards: () => livePool.status(),
-    sinks: () => runners.map((r) => ({ name: r.sink.name, cursor: r.cursor, errors: r.errors })),
+    sinks: () =>
+      runners.map((r) => ({
+        name: r.sink.name,
+        cursor: r.cursor,
+        errors: r.errors,
+        duplicates: (r.sink as { duplicates?: number }).duplicates,
+      })),
     journal: () => ({
       enabled: config.store.journal,
       lastId: journal.lastAssignedId,

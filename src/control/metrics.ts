@@ -305,6 +305,14 @@ export class Metrics {
     counter("gatehouse_sink_errors_total", "Failed deliveries (retried), by sink.", ["sink"], (set) => {
       for (const s of snap().sinks) set({ sink: s.name }, s.errors);
     });
+    counter(
+      "gatehouse_sink_duplicates_total",
+      "Events a sink skipped because they were already delivered (after a restart, or by another process).",
+      ["sink"],
+      (set) => {
+        for (const s of snap().sinks) if (s.duplicates !== undefined) set({ sink: s.name }, s.duplicates);
+      },
+    );
     gauge(
       "gatehouse_command_queue_depth",
       "Commands waiting for the shard's send budget, by shard.",

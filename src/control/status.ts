@@ -13,7 +13,8 @@ export interface GatewayView {
   readonly shardCount: number;
   now(): number;
   shards(): ShardStatus[];
-  sinks(): Array<{ name: string; cursor: number; errors: number }>;
+  /** `duplicates`: events a de-duplicating sink skipped as already delivered. */
+  sinks(): Array<{ name: string; cursor: number; errors: number; duplicates?: number }>;
   journal(): {
     enabled: boolean;
     lastId: number;

@@ -13,6 +13,7 @@
 import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import type { Store, StoreError } from "./store.ts";
+import { eventPosition, eventScope } from "./identity.ts";
 import {
   type BatchData,
   InlineWriter,
@@ -35,6 +36,9 @@ export interface EventBatch {
   /** The event's payload: Discord's JSON object (from its `{`), exactly as received. */
   payload(i: number): Uint8Array;
   t(i: number): string;
+  /** The event's identity (identity.ts): its scope (a session, or the store) and position in it. */
+  scope(i: number): string;
+  position(i: number): number;
 }
 
 export interface JournalOptions {
@@ -96,9 +100,11 @@ class Pending implements EventBatch {
   seqs: Array<number | null> = [];
   names: string[] = [];
   receivedAt: number[] = [];
+  readonly #producer: string;
 
   /** `capacity`: the bytes the batch is expected to hold (it grows when needed). */
-  constructor(capacity = 64 * 1024) {
+  constructor(producer: string, capacity = 64 * 1024) {
+    this.#producer = producer;
     this.bytes = new Uint8Array(capacity);
   }
 
@@ -125,6 +131,12 @@ class Pending implements EventBatch {
   }
   payload(i: number): Uint8Array {
     return this.bytes.subarray(i === 0 ? 0 : this.ends[i - 1], this.ends[i]);
+  }
+  scope(i: number): string {
+    return eventScope(this.shards[i], this.sessions[i], this.seqs[i], this.#producer);
+  }
+  position(i: number): number {
+    return eventPosition(this.sessions[i], this.seqs[i], this.ids[i]);
   }
 
   add(bytes: Uint8Array, start: number, end: number): void {
@@ -153,7 +165,7 @@ export class Journal {
   #lastCommitAt = -Infinity;
   readonly #keepEvents: boolean;
   readonly #writer: JournalWriter;
-  #pending = new Pending();
+  #pending: Pending;
   /** Batches handed to the writer and not stored yet, oldest first. */
   #inflight: Pending[] = [];
   #heldBytes = 0;
@@ -205,6 +217,7 @@ export class Journal {
     this.#keepEvents = options.keepEvents ?? true;
     this.#nextId = options.store.lastId + 1;
     this.#idCeiling = this.#idsAtLastWrite = options.store.lastId;
+    this.#pending = new Pending(options.store.producer);
     const events: WriterEvents = {
       committed: (no, bytes) => this.#committed(no, bytes),
       failed: (error) => this.#failed(error),
@@ -464,7 +477,7 @@ export class Journal {
     this.#seqs.clear();
     this.#storedSeqs.clear();
     // Sized like this batch, so a flood does not grow every batch from 64 KB again.
-    this.#pending = new Pending(pendingCapacity(p.length, this.#maxBatchBytes));
+    this.#pending = new Pending(this.#store.producer, pendingCapacity(p.length, this.#maxBatchBytes));
   }
 
   #committed(no: number, bytes?: Uint8Array): void {

@@ -117,6 +117,7 @@ export class Store {
   readonly #now: () => number;
   #statements = new Map<string, StatementSync>();
   #lastId = 0;
+  #producer = "unknown";
   #lock: Deno.FsFile | null = null;
 
   private constructor(path: string, db: DatabaseSync, readOnly: boolean, now: () => number) {
@@ -198,6 +199,12 @@ export class Store {
     const meta = this.meta("last_id");
     const max = (db.prepare("SELECT max(id) AS id FROM events").get() as { id: number | null }).id ?? 0;
     this.#lastId = Math.max(Number(meta ?? 0), max);
+    let producer = this.meta("producer");
+    if (producer === undefined && !this.readOnly) {
+      producer = crypto.randomUUID().replaceAll("-", "");
+      this.transaction("naming it", () => this.setMeta("producer", producer!));
+    }
+    this.#producer = producer ?? "unknown";
   }
 
   #stmt(sql: string): StatementSync {
@@ -228,6 +235,15 @@ export class Store {
       }
       throw error instanceof StoreError ? error : classify(error, this.path, doing);
     }
+  }
+
+  /**
+   * A random name this store got when it was created. Event ids are unique only within one store; the
+   * identity of gatehouse's own events (which Discord did not number) is this name plus the id, so two
+   * stores — two processes, or a fresh container — never give two events the same identity.
+   */
+  get producer(): string {
+    return this.#producer;
   }
 
   /** Highest event id ever given out in this store (ids never go back, even after pruning). */

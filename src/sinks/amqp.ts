@@ -1,9 +1,11 @@
 /**
  * The RabbitMQ (AMQP 0-9-1) sink: a durable topic exchange, one persistent message per event with the
- * event name as routing key and the journal id as `message_id`; the body is the event's NDJSON line.
+ * event name as routing key and the event's identity (`uid`) as `message_id`; the body is the event's
+ * NDJSON line.
  * Publisher confirms are the acknowledgement: a batch is acknowledged once the broker confirmed every
  * message of it. When the connection drops, what was not confirmed fails the delivery and is published
- * again from the journal on a new connection — repeats carry the same `message_id`.
+ * again from the journal on a new connection — repeats carry the same `message_id`, whichever process
+ * or store they come from.
  */
 import { AMQPClient } from "@cloudamqp/amqp-client";
 import type { AMQPChannel } from "@cloudamqp/amqp-client";
@@ -81,11 +83,12 @@ export class AmqpSink implements Sink {
     }
     const confirms: Promise<number>[] = [];
     for (let i = 0; i < batch.count; i++) {
-      this.#line.append(batch.id(i), batch.shard(i), batch.payload(i), 0);
+      this.#line.appendEvent(batch, i);
       const line = this.#line.take();
       confirms.push(
         channel.basicPublish(this.#exchange, batch.t(i), line.slice(0, line.length - 1), {
-          messageId: String(batch.id(i)),
+          // The event's identity, the same from every process and store (journal/identity.ts).
+          messageId: `${batch.scope(i)}:${batch.position(i)}`,
           deliveryMode: 2,
           contentType: "application/json",
         }),

@@ -2,8 +2,10 @@
  * The HTTP sink: each batch is one POST of NDJSON lines (`application/x-ndjson`) to a URL, with an
  * `Authorization` header when configured. Any 2xx answer acknowledges the batch; anything else (or no
  * answer within the timeout) fails it, and the runner tries again from the journal with backoff — a slow
- * or failing endpoint never slows the shards. Repeats carry their ids (and `X-Gatehouse-First-Id` /
- * `X-Gatehouse-Last-Id` headers name the batch's range), so the endpoint can drop them.
+ * or failing endpoint never slows the shards. Every line carries the event's identity (`uid`, the same
+ * from every process), so the endpoint can drop repeats; `X-Gatehouse-First-Id` / `X-Gatehouse-Last-Id`
+ * name the batch's range of store ids, which are unique only together with `X-Gatehouse-Producer` (the
+ * store's name).
  */
 import type { EventBatch } from "../journal/journal.ts";
 import type { Secret } from "../util/secret.ts";
@@ -17,6 +19,8 @@ export interface HttpSinkOptions {
   /** A POST not answered within this time fails (default 30 s). */
   timeoutMs?: number;
   name?: string;
+  /** The store's name (`Store.producer`): store ids are unique only together with it. */
+  producer?: string;
 }
 
 export class HttpSink implements Sink {
@@ -27,17 +31,19 @@ export class HttpSink implements Sink {
   readonly #authorization: Secret | null;
   readonly #timeoutMs: number;
   readonly #buffer = new LineBuffer();
+  readonly #producer: string;
 
   constructor(options: HttpSinkOptions) {
     this.name = options.name ?? "http";
     this.#url = options.url;
     this.#authorization = options.authorization ?? null;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
+    this.#producer = options.producer ?? "unknown";
   }
 
   async deliver(batch: EventBatch): Promise<void> {
     for (let i = 0; i < batch.count; i++) {
-      this.#buffer.append(batch.id(i), batch.shard(i), batch.payload(i), 0);
+      this.#buffer.appendEvent(batch, i);
     }
     const body = this.#buffer.take().slice();
     this.#buffer.shrink(2 * 1024 * 1024);
@@ -45,6 +51,7 @@ export class HttpSink implements Sink {
       "content-type": "application/x-ndjson",
       "x-gatehouse-first-id": String(batch.firstId),
       "x-gatehouse-last-id": String(batch.lastId),
+      "x-gatehouse-producer": this.#producer,
     };
     if (this.#authorization) headers.authorization = this.#authorization.reveal();
     let response: Response;

@@ -1,11 +1,15 @@
 /**
- * The NDJSON event line (DESIGN.md): `{"id":…,"shard":…,` followed by Discord's own payload bytes
- * after its opening brace, so `d` is exactly what Discord sent and nothing is parsed or re-serialised.
+ * The NDJSON event line (DESIGN.md): `{"id":…,"uid":"…","shard":…,` followed by Discord's own payload
+ * bytes after its opening brace, so `d` is exactly what Discord sent and nothing is parsed or
+ * re-serialised. `id` is the store's; `uid` is the event's identity everywhere (journal/identity.ts).
  * Lines are assembled into one growable buffer per batch.
  */
+import type { EventBatch } from "../journal/journal.ts";
 
-const ID_PREFIX = new TextEncoder().encode('{"id":');
-const SHARD_PREFIX = new TextEncoder().encode(',"shard":');
+const encoder = new TextEncoder();
+const ID_PREFIX = encoder.encode('{"id":');
+const UID_PREFIX = encoder.encode(',"uid":"');
+const SHARD_PREFIX = encoder.encode('","shard":');
 
 /** A growable byte buffer that NDJSON lines are appended to. */
 export class LineBuffer {
@@ -13,6 +17,8 @@ export class LineBuffer {
   #length = 0;
   /** Lines appended since the last `take`. */
   lines = 0;
+  /** Encoded scopes (a few sessions per shard at a time), so a line does not encode its session again. */
+  #scopes = new Map<string, Uint8Array>();
 
   constructor(initialCapacity = 64 * 1024) {
     this.#bytes = new Uint8Array(initialCapacity);
@@ -27,15 +33,32 @@ export class LineBuffer {
    * Raw newlines can only be insignificant whitespace in JSON (inside strings they are escaped), so
    * they are turned into spaces: the line stays one line and means the same.
    */
-  append(id: number, shard: number, payload: Uint8Array, start: number): void {
+  append(
+    id: number,
+    scope: string,
+    position: number,
+    shard: number,
+    payload: Uint8Array,
+    start: number,
+  ): void {
     let end = payload.length;
     while (end > start && isSpace(payload[end - 1])) end--;
     const body = end - start - 1;
-    this.#reserve(ID_PREFIX.length + 20 + SHARD_PREFIX.length + 10 + 1 + body + 1);
+    const scopeBytes = this.#scope(scope);
+    this.#reserve(
+      ID_PREFIX.length + 20 + UID_PREFIX.length + scopeBytes.length + 21 + SHARD_PREFIX.length + 10 + 1 +
+        body + 1,
+    );
     const bytes = this.#bytes;
     let at = this.#length;
     bytes.set(ID_PREFIX, at);
     at = writeInt(bytes, at + ID_PREFIX.length, id);
+    bytes.set(UID_PREFIX, at);
+    at += UID_PREFIX.length;
+    bytes.set(scopeBytes, at);
+    at += scopeBytes.length;
+    bytes[at++] = 0x3a; // :
+    at = writeInt(bytes, at, position);
     bytes.set(SHARD_PREFIX, at);
     at = writeInt(bytes, at + SHARD_PREFIX.length, shard);
     // Discord's payload after its `{`; an empty object `{}` needs no comma.
@@ -54,6 +77,22 @@ export class LineBuffer {
     bytes[at++] = 0x0a;
     this.#length = at;
     this.lines++;
+  }
+
+  /** Appends event `i` of a batch. */
+  appendEvent(batch: EventBatch, i: number): void {
+    this.append(batch.id(i), batch.scope(i), batch.position(i), batch.shard(i), batch.payload(i), 0);
+  }
+
+  /** A scope as the bytes of a JSON string's content (escaped if it ever needs it). */
+  #scope(scope: string): Uint8Array {
+    let bytes = this.#scopes.get(scope);
+    if (bytes === undefined) {
+      bytes = encoder.encode(JSON.stringify(scope).slice(1, -1));
+      if (this.#scopes.size >= 4096) this.#scopes.clear();
+      this.#scopes.set(scope, bytes);
+    }
+    return bytes;
   }
 
   /** The bytes appended so far (a view, valid until the next append) and resets the buffer. */

@@ -1,11 +1,18 @@
 /**
- * The Redis Streams sink. Each event is one stream entry whose id is derived from its journal id
- * (`<id>-0`), so a batch delivered again after a crash is refused by Redis as already present: the
- * streams hold every event exactly once. Layout: one stream per event name (`{prefix}:{EVENT}`, as
- * Spectacles does) or one stream for all (`{prefix}:events`). A batch goes out as one pipeline; the
- * acknowledgement is Redis's answer to every entry of it.
+ * The Redis Streams sink, exactly once with any number of producers per stream. Each event is one
+ * stream entry (Redis assigns its id) with one field, `data`: the event's NDJSON line (without its
+ * newline). Layout: one stream per event name (`{prefix}:{EVENT}`, as Spectacles does) or one stream for
+ * all (`{prefix}:events`).
  *
- * The entry has one field, `data`: the NDJSON line of the event (without its newline).
+ * Why not explicit entry ids: ids from one store's counter collide the day two processes (or one fresh
+ * container) write the same stream, and Redis refusing a "smaller" id then silently drops real events.
+ * Instead every stream has a hash of high-water marks (`{<stream>}:seen`): per event scope (a Discord
+ * session, or the store for gatehouse's own events) the highest position (seq, or id) appended. One Lua
+ * script per stream and batch appends only the events above their scope's mark and moves the marks in
+ * the same step, atomically: a batch delivered again after a crash, or an event a second process also
+ * holds, is skipped (counted), never appended twice, and nothing is skipped that was not appended.
+ * Within a scope positions only grow in delivery order, so one mark per scope is enough. Scopes unused
+ * for 7 days are forgotten (`{<stream>}:seen_at`). The marks' keys share the stream's Cluster slot.
  */
 import { Buffer } from "node:buffer";
 import { Cluster } from "ioredis";
@@ -14,6 +21,53 @@ import type { Logger } from "../util/log.ts";
 import { LineBuffer } from "./ndjson.ts";
 import type { Sink } from "./sink.ts";
 import { connectRedis, type RedisClient } from "./redis_client.ts";
+
+/**
+ * KEYS: the stream, its marks (hash scope → position), its scopes by last use (zset, ms).
+ * ARGV: maxlen (0 = no trimming), group ("" = none), then scope, position, data per event in order.
+ * Returns {appended, skipped}.
+ */
+const APPEND_SCRIPT = `
+local maxlen = tonumber(ARGV[1])
+if ARGV[2] ~= "" then
+  redis.pcall("XGROUP", "CREATE", KEYS[1], ARGV[2], "0", "MKSTREAM")
+end
+local marks = {}
+local appended, skipped = 0, 0
+for i = 3, #ARGV, 3 do
+  local scope, position = ARGV[i], tonumber(ARGV[i + 1])
+  local mark = marks[scope]
+  if mark == nil then mark = tonumber(redis.call("HGET", KEYS[2], scope) or "0") end
+  if position > mark then
+    if maxlen > 0 then
+      redis.call("XADD", KEYS[1], "MAXLEN", "~", maxlen, "*", "data", ARGV[i + 2])
+    else
+      redis.call("XADD", KEYS[1], "*", "data", ARGV[i + 2])
+    end
+    mark = position
+    appended = appended + 1
+  else
+    skipped = skipped + 1
+  end
+  marks[scope] = mark
+end
+local time = redis.call("TIME")
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+for scope, mark in pairs(marks) do
+  redis.call("HSET", KEYS[2], scope, string.format("%.0f", mark))
+  redis.call("ZADD", KEYS[3], now, scope)
+end
+local old = redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", now - 604800000, "LIMIT", 0, 16)
+for _, scope in ipairs(old) do
+  redis.call("HDEL", KEYS[2], scope)
+  redis.call("ZREM", KEYS[3], scope)
+end
+return {appended, skipped}
+`;
+
+type AppendClient = RedisClient & {
+  gatehouseAppend(...args: Array<string | number | Buffer>): Promise<[number, number]>;
+};
 
 export type StreamLayout = "per-event" | "single";
 
@@ -34,9 +88,6 @@ export interface RedisSinkOptions {
   name?: string;
 }
 
-/** Redis's answer to an XADD whose id is not above the stream's last one: the entry is already there. */
-const ALREADY_THERE = /equal or smaller than the target stream top item/;
-
 export class RedisSink implements Sink {
   readonly name: string;
   readonly #client: RedisClient;
@@ -50,12 +101,15 @@ export class RedisSink implements Sink {
   readonly #line = new LineBuffer(4096);
   /** Streams whose consumer group is known to exist. */
   readonly #grouped = new Set<string>();
-  /** Redis refuses entries it already holds: repeats after a crash cost nothing. */
+  /** Events already appended are skipped by the script: repeats after a crash cost nothing. */
   readonly runsAheadOfStoredCursor = true;
   /** Why the connection last failed (a refused certificate, a refused password…), until it is ready. */
   #lastError: string | null = null;
-  /** Entries Redis refused as already present (re-deliveries after a crash). */
+  /** Events skipped as already in their stream (re-deliveries after a crash, or another producer's). */
   duplicates = 0;
+  /** Skipped since the last log line about them. */
+  #unreported = 0;
+  #lastReport = 0;
 
   constructor(options: RedisSinkOptions) {
     this.name = options.name ?? "redis";
@@ -72,6 +126,7 @@ export class RedisSink implements Sink {
       enableOfflineQueue: true,
     }, options.tlsCa ?? null);
     this.#perStream = this.#client instanceof Cluster;
+    this.#client.defineCommand("gatehouseAppend", { numberOfKeys: 3, lua: APPEND_SCRIPT });
     this.#client.on("error", (error: Error) => {
       this.#lastError = error.message;
       this.#log?.debug("redis: {error}", { error: error.message });
@@ -79,47 +134,77 @@ export class RedisSink implements Sink {
     this.#client.on("ready", () => (this.#lastError = null));
   }
 
-  /** The stream an event goes to. */
+  /**
+   * The stream an event goes to. An event name Discord made up is used as it is when it looks like one;
+   * anything else (braces would move the key to another Cluster slot) has its odd characters replaced.
+   */
   stream(t: string): string {
-    return this.#layout === "single" ? `${this.#prefix}:events` : `${this.#prefix}:${t}`;
+    if (this.#layout === "single") return `${this.#prefix}:events`;
+    const name = /^[A-Za-z0-9_.-]{1,100}$/.test(t)
+      ? t
+      : t.slice(0, 100).replace(/[^A-Za-z0-9_.-]/g, "_") || "_";
+    return `${this.#prefix}:${name}`;
+  }
+
+  /** The keys a stream's script touches: the stream and its marks, in the stream's Cluster slot. */
+  static markKeys(stream: string): [string, string] {
+    return [`{${stream}}:seen`, `{${stream}}:seen_at`];
   }
 
   async deliver(batch: EventBatch): Promise<void> {
-    const shared = this.#perStream ? null : this.#client.pipeline();
-    const pipelines = new Map<string, ReturnType<RedisClient["pipeline"]>>();
-    const groupsAsked: string[] = [];
+    // Per stream, in order: scope, position, data of each event.
+    const byStream = new Map<string, Array<string | number | Buffer>>();
     for (let i = 0; i < batch.count; i++) {
       const stream = this.stream(batch.t(i));
-      let pipeline = shared ?? pipelines.get(stream);
-      if (pipeline === undefined) pipelines.set(stream, pipeline = this.#client.pipeline());
-      if (this.#group !== null && !this.#grouped.has(stream) && !groupsAsked.includes(stream)) {
-        pipeline.xgroup("CREATE", stream, this.#group, "0", "MKSTREAM");
-        groupsAsked.push(stream);
-      }
-      this.#line.append(batch.id(i), batch.shard(i), batch.payload(i), 0);
+      let args = byStream.get(stream);
+      if (args === undefined) byStream.set(stream, args = []);
+      this.#line.appendEvent(batch, i);
       const line = this.#line.take();
-      const data = Buffer.from(line.subarray(0, line.length - 1));
-      const id = `${batch.id(i)}-0`;
-      if (this.#maxLen > 0) pipeline.xadd(stream, "MAXLEN", "~", this.#maxLen, id, "data", data);
-      else pipeline.xadd(stream, id, "data", data);
+      args.push(batch.scope(i), batch.position(i), Buffer.from(line.subarray(0, line.length - 1)));
     }
+    const client = this.#client as AppendClient;
+    const shared = this.#perStream ? null : client.pipeline() as unknown as AppendClient;
+    const pipelines: AppendClient[] = [];
+    const asked: string[] = [];
+    for (const [stream, args] of byStream) {
+      const pipeline = shared ?? client.pipeline() as unknown as AppendClient;
+      if (pipeline !== shared) pipelines.push(pipeline);
+      const group = this.#group !== null && !this.#grouped.has(stream) ? this.#group : "";
+      if (group) asked.push(stream);
+      void pipeline.gatehouseAppend(stream, ...RedisSink.markKeys(stream), this.#maxLen, group, ...args);
+    }
+    if (shared) pipelines.push(shared);
     let all;
     try {
-      all = await Promise.all((shared ? [shared] : [...pipelines.values()]).map((p) => p.exec()));
+      all = await Promise.all(
+        pipelines.map((p) => (p as unknown as ReturnType<RedisClient["pipeline"]>).exec()),
+      );
     } catch (error) {
       throw this.#failure((error as Error).message);
     }
     if (all.some((results) => results === null)) throw new Error("redis: the pipeline was not run");
-    for (const [error] of all.flatMap((results) => results!)) {
-      if (error === null) continue;
-      if (ALREADY_THERE.test(error.message)) {
-        this.duplicates++;
-        continue;
-      }
-      if (/BUSYGROUP/.test(error.message)) continue;
-      throw this.#failure(error.message);
+    let skipped = 0;
+    for (const [error, result] of all.flatMap((results) => results!)) {
+      if (error !== null) throw this.#failure(error.message);
+      skipped += Number((result as [number, number])[1]);
     }
-    for (const stream of groupsAsked) this.#grouped.add(stream);
+    for (const stream of asked) this.#grouped.add(stream);
+    if (skipped > 0) this.#skipped(skipped);
+  }
+
+  /** Counted always; logged at most every 10 s, with how many since the last line. */
+  #skipped(n: number): void {
+    this.duplicates += n;
+    this.#unreported += n;
+    const now = Date.now();
+    if (now - this.#lastReport < 10_000) return;
+    this.#lastReport = now;
+    this.#log?.info(
+      "redis: skipped {n} event(s) already in their stream (delivered again after a restart, or by another " +
+        "gatehouse holding the same session); {total} so far",
+      { n: this.#unreported, total: this.duplicates },
+    );
+    this.#unreported = 0;
   }
 
   /** "Connection is closed" or "max retries" say little: add what the connection attempts ran into. */

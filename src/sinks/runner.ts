@@ -10,6 +10,7 @@ import type { EventBatch, Journal } from "../journal/journal.ts";
 import type { Store, StoredEvent } from "../journal/store.ts";
 import type { Logger } from "../util/log.ts";
 import type { Sink } from "./sink.ts";
+import { eventPosition, eventScope } from "../journal/identity.ts";
 
 const PAGE = 1000;
 /**
@@ -24,10 +25,12 @@ const MAX_DELIVERY_BYTES = 1024 * 1024;
 const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
 
 /** Stored rows as a batch. */
-class RowBatch implements EventBatch {
+export class RowBatch implements EventBatch {
   readonly #rows: StoredEvent[];
-  constructor(rows: StoredEvent[]) {
+  readonly #producer: string;
+  constructor(rows: StoredEvent[], producer: string) {
     this.#rows = rows;
+    this.#producer = producer;
   }
   get count() {
     return this.#rows.length;
@@ -54,6 +57,14 @@ class RowBatch implements EventBatch {
   }
   payload(i: number) {
     return this.#rows[i].payload;
+  }
+  scope(i: number) {
+    const row = this.#rows[i];
+    return eventScope(row.shard, row.session, row.seq, this.#producer);
+  }
+  position(i: number) {
+    const row = this.#rows[i];
+    return eventPosition(row.session, row.seq, row.id);
   }
 }
 
@@ -106,6 +117,14 @@ class JoinedBatch implements EventBatch {
   payload(i: number) {
     const j = this.#at(i);
     return this.#parts[this.#part].payload(j);
+  }
+  scope(i: number) {
+    const j = this.#at(i);
+    return this.#parts[this.#part].scope(j);
+  }
+  position(i: number) {
+    const j = this.#at(i);
+    return this.#parts[this.#part].position(j);
   }
 }
 
@@ -230,7 +249,7 @@ export class SinkRunner {
     let batch: EventBatch | undefined;
     if (this.#behind && this.#store) {
       const rows = this.#store.readEvents(this.#cursor, PAGE, this.#store.lastId, MAX_DELIVERY_BYTES);
-      if (rows.length > 0) batch = new RowBatch(rows);
+      if (rows.length > 0) batch = new RowBatch(rows, this.#store.producer);
       else this.#behind = false;
     }
     batch ??= this.#takeQueued();
@@ -328,7 +347,7 @@ export class SinkRunner {
       let batch: EventBatch | undefined;
       if (this.#store && (this.#behind || this.#queue.length > 0)) {
         const rows = this.#store.readEvents(this.#cursor, PAGE, this.#store.lastId, MAX_DELIVERY_BYTES);
-        if (rows.length > 0) batch = new RowBatch(rows);
+        if (rows.length > 0) batch = new RowBatch(rows, this.#store.producer);
       } else {
         batch = this.#takeQueued();
       }

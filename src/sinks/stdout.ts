@@ -40,7 +40,7 @@ export class StdoutSink implements Sink {
   deliver(batch: EventBatch): void {
     if (this.#closed) throw new OutputClosedError("stdout is closed");
     for (let i = 0; i < batch.count; i++) {
-      this.#buffer.append(batch.id(i), batch.shard(i), batch.payload(i), 0);
+      this.#buffer.appendEvent(batch, i);
     }
     const bytes = this.#buffer.take();
     try {

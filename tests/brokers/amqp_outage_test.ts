@@ -1,8 +1,8 @@
 /**
  * RabbitMQ, end to end: `gatehouse run` with `[broker] type = "amqp"` against the fake Discord and the
  * local RabbitMQ. While events flow, `rabbitmqctl close_all_connections` cuts gatehouse's connections
- * twice: a queue bound to the exchange holds every event; repeats carry the same `message_id` (the journal
- * id). The test holds the RabbitMQ lock exclusively, so no other test's connection is open meanwhile.
+ * twice: a queue bound to the exchange holds every event; repeats carry the same `message_id` (the event's
+ * uid). The test holds the RabbitMQ lock exclusively, so no other test's connection is open meanwhile.
  */
 import assert from "node:assert/strict";
 import { AMQPClient } from "@cloudamqp/amqp-client";
@@ -76,7 +76,7 @@ Deno.test("amqp: rabbitmqctl close_all_connections mid-flow, twice: every event 
       reader = new AMQPClient(AMQP_URL);
       await reader.connect();
       const channel = await reader.channel();
-      const byId = new Map<number, string>();
+      const byUid = new Map<string, string>();
       let repeats = 0;
       const lines: Line[] = [];
       const catchUp = new CatchUp();
@@ -85,18 +85,18 @@ Deno.test("amqp: rabbitmqctl close_all_connections mid-flow, twice: every event 
         for (;;) {
           const message = await channel.basicGet(queueName, { noAck: true });
           if (!message) break;
-          const id = Number(message.properties.messageId);
+          const uid = message.properties.messageId;
           const body = message.bodyToString()!;
           const line = JSON.parse(body) as Line;
-          assert.equal(line.id, id, "message_id is the journal id");
+          assert.equal(line.uid, uid, "message_id is the event's uid");
           assert.equal(message.routingKey, line.t, "routing key = event name");
-          const before = byId.get(id);
+          const before = byUid.get(uid!);
           if (before !== undefined) {
-            assert.equal(body, before, `message ${id} repeated with different content`);
+            assert.equal(body, before, `message ${uid} repeated with different content`);
             repeats++;
             continue;
           }
-          byId.set(id, body);
+          byUid.set(uid!, body);
           lines.push(line);
         }
         if (catchUp.check(fake, lines)) break;

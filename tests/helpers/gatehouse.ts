@@ -18,7 +18,15 @@ export const RUN_FLAGS = [
 ];
 
 // deno-lint-ignore no-explicit-any
-export type Line = { id: number; shard: number; op: number; s: number | null; t: string; d: any };
+export type Line = {
+  id: number;
+  uid: string;
+  shard: number;
+  op: number;
+  s: number | null;
+  t: string;
+  d: any;
+};
 
 export interface Gatehouse {
   child: Deno.ChildProcess;

@@ -436,6 +436,8 @@ function syntheticBatch(first: number, count: number, size: number): EventBatch 
     shard: () => 0,
     t: () => "E",
     payload: () => body,
+    scope: () => "0:s",
+    position: (i) => first + i,
   };
 }
 

@@ -26,6 +26,9 @@ interface Event {
   shard: number;
   t: string;
   payload: string;
+  /** The event's identity: a session of its shard, and its seq there. */
+  scope: string;
+  position: number;
 }
 
 function batchOf(events: Event[]): EventBatch {
@@ -39,20 +42,30 @@ function batchOf(events: Event[]): EventBatch {
     shard: (i) => events[i].shard,
     t: (i) => events[i].t,
     payload: (i) => payloads[i],
+    scope: (i) => events[i].scope,
+    position: (i) => events[i].position,
   };
 }
 
-function event(id: number, t = id % 3 === 0 ? "GUILD_CREATE" : "MESSAGE_CREATE"): Event {
+/**
+ * Event `id` of a store; its identity is session `session` of its shard with seq = id (positions grow
+ * with ids inside each shard's session, as they do in a journal).
+ */
+function event(id: number, t = id % 3 === 0 ? "GUILD_CREATE" : "MESSAGE_CREATE", session = "a"): Event {
+  const shard = id % 4;
   return {
     id,
-    shard: id % 4,
+    shard,
     t,
     payload: `{"t":"${t}","s":${id},"op":0,"d":{"n":${id},"big":123456789012345678901}}`,
+    scope: `${shard}:${session}${shard}`,
+    position: id,
   };
 }
 
-/** The line a sink must hold for an event: id, shard, then Discord's bytes untouched. */
-const lineOf = (e: Event) => `{"id":${e.id},"shard":${e.shard},${e.payload.slice(1)}`;
+/** The line a sink must hold for an event: id, uid, shard, then Discord's bytes untouched. */
+const lineOf = (e: Event) =>
+  `{"id":${e.id},"uid":"${e.scope}:${e.position}","shard":${e.shard},${e.payload.slice(1)}`;
 
 interface Subject {
   sink: Sink;
@@ -103,17 +116,22 @@ const KINDS: Kind[] = [
         sink,
         idempotent: true,
         async read() {
+          // Per stream in entry order; streams merged by the order the events were given (line ids).
           const lines: Array<[number, string]> = [];
           for (const key of await keys()) {
-            for (const [id, fields] of await client.xrange(key, "-", "+")) {
+            let previous = 0;
+            for (const [, fields] of await client.xrange(key, "-", "+")) {
               assert.equal(fields[0], "data");
-              lines.push([Number(id.split("-")[0]), fields[1]]);
+              const id = JSON.parse(fields[1]).id;
+              assert.ok(id > previous || lines.some(([other]) => other === id), "in order within a stream");
+              previous = id;
+              lines.push([id, fields[1]]);
             }
           }
           return lines.sort((a, b) => a[0] - b[0]).map(([, line]) => line);
         },
         async cleanup() {
-          const all = await keys();
+          const all = [...await keys(), ...await client.keys(`{${prefix}:*`)];
           if (all.length > 0) await client.del(...all);
           await sink.close?.();
           client.disconnect();
@@ -145,14 +163,16 @@ const KINDS: Kind[] = [
         sink,
         idempotent: false,
         async read() {
-          const got: Array<[number, string]> = [];
+          const got: Array<[string, string]> = [];
           for (;;) {
             const message = await channel.basicGet(queue.name, { noAck: true });
             if (!message) break;
             assert.equal(message.properties.deliveryMode, 2, "persistent");
-            got.push([Number(message.properties.messageId), message.bodyToString()!]);
+            got.push([message.properties.messageId!, message.bodyToString()!]);
           }
-          for (const [id, line] of got) assert.equal(JSON.parse(line).id, id, "message_id is the journal id");
+          for (const [uid, line] of got) {
+            assert.equal(JSON.parse(line).uid, uid, "message_id is the event's uid");
+          }
           return got.map(([, line]) => line);
         },
         async cleanup() {
@@ -181,12 +201,14 @@ const KINDS: Kind[] = [
         const lines = body.split("\n").filter((l) => l !== "");
         assert.equal(request.headers.get("x-gatehouse-first-id"), String(JSON.parse(lines[0]).id));
         assert.equal(request.headers.get("x-gatehouse-last-id"), String(JSON.parse(lines.at(-1)!).id));
+        assert.equal(request.headers.get("x-gatehouse-producer"), "store-1");
         bodies.push(body);
         return new Response(null, { status: 204 });
       });
       const sink = new HttpSink({
         url: `http://127.0.0.1:${server.addr.port}/events`,
         authorization: new Secret("Bearer test-secret"),
+        producer: "store-1",
       });
       return Promise.resolve({
         sink,
@@ -256,6 +278,38 @@ for (const kind of KINDS) {
   );
 
   Deno.test(
+    `sink contract, ${kind.name}: two producers (two stores numbering from 1) lose nothing; ` +
+      "the same event from both is held once where the sink de-duplicates",
+    guarded(kind, async () => {
+      const s = await kind.make();
+      try {
+        // Store A: its shards' sessions "a…", ids 1–8. Store B (a fresh container, other shards'
+        // sessions "b…"): ids 1–8 again.
+        const a = Array.from({ length: 8 }, (_, i) => event(i + 1, "MESSAGE_CREATE", "a"));
+        const b = Array.from({ length: 8 }, (_, i) => event(i + 1, "MESSAGE_CREATE", "b"));
+        await s.sink.deliver(batchOf(a));
+        await s.sink.deliver(batchOf(b));
+        // B also holds two of A's events (the same sessions and seqs) under ids of its own.
+        const shared = [{ ...a[6], id: 9 }, { ...a[7], id: 10 }];
+        await s.sink.deliver(batchOf(shared));
+        const lines = (await s.read()).map((line) => JSON.parse(line));
+        const uids = lines.map((line) => line.uid);
+        for (const e of [...a, ...b]) {
+          assert.ok(uids.includes(`${e.scope}:${e.position}`), `${e.scope}:${e.position} delivered`);
+        }
+        if (s.idempotent) {
+          assert.equal(lines.length, 16, "each event once, whichever store it came from");
+        } else {
+          assert.equal(lines.length, 18, "repeats carry the same uid");
+          assert.equal(new Set(uids).size, 16);
+        }
+      } finally {
+        await s.cleanup();
+      }
+    }),
+  );
+
+  Deno.test(
     `sink contract, ${kind.name}: a destination that cannot take events fails the delivery`,
     guarded(kind, async () => {
       const b = await kind.broken();
@@ -268,29 +322,37 @@ for (const kind of KINDS) {
   );
 }
 
-Deno.test("redis sink: per-event layout uses {prefix}:{EVENT} streams with explicit ids and creates the group", async () => {
+Deno.test("redis sink: per-event layout uses {prefix}:{EVENT} streams, Redis's entry ids, and creates the group", async () => {
   const prefix = `gatehouse-test-${crypto.randomUUID().slice(0, 8)}`;
   const sink = new RedisSink({ url: REDIS_URL, prefix, group: "bots", maxLen: 1000 });
   const client = new Redis(REDIS_URL);
   try {
+    // An older stream top (explicit ids from an earlier version, or another producer) is no obstacle.
+    await client.xadd(`${prefix}:MESSAGE_CREATE`, "99999999999-0", "data", "{}");
+    await client.del(`${prefix}:MESSAGE_CREATE`);
+    await client.xadd(`${prefix}:MESSAGE_CREATE`, "5-0", "data", '{"id":5}');
     await sink.deliver(
-      batchOf([event(7, "MESSAGE_CREATE"), event(8, "GUILD_CREATE"), event(9, "MESSAGE_CREATE")]),
+      batchOf([event(1, "MESSAGE_CREATE"), event(2, "GUILD_CREATE"), event(3, "MESSAGE_CREATE")]),
     );
     assert.deepEqual((await client.keys(`${prefix}:*`)).sort(), [
       `${prefix}:GUILD_CREATE`,
       `${prefix}:MESSAGE_CREATE`,
     ]);
     const entries = await client.xrange(`${prefix}:MESSAGE_CREATE`, "-", "+");
-    assert.deepEqual(entries.map(([id]) => id), ["7-0", "9-0"]);
+    assert.deepEqual(entries.map(([, fields]) => JSON.parse(fields[1]).id), [5, 1, 3]);
     const groups = (await client.xinfo("GROUPS", `${prefix}:MESSAGE_CREATE`)) as unknown[][];
     assert.equal(groups.length, 1);
     assert.equal(groups[0][1], "bots");
-    // Delivered again: Redis refuses the entries as already there, and that is an acknowledgement.
-    await sink.deliver(batchOf([event(8, "GUILD_CREATE"), event(9, "MESSAGE_CREATE")]));
+    // Delivered again: skipped by the marks, and that is an acknowledgement.
+    await sink.deliver(batchOf([event(2, "GUILD_CREATE"), event(3, "MESSAGE_CREATE")]));
     assert.equal(sink.duplicates, 2);
-    assert.equal(await client.xlen(`${prefix}:MESSAGE_CREATE`), 2);
+    assert.equal(await client.xlen(`${prefix}:MESSAGE_CREATE`), 3);
+    const [seen] = RedisSink.markKeys(`${prefix}:MESSAGE_CREATE`);
+    assert.deepEqual(await client.hgetall(seen), { "1:a1": "1", "3:a3": "3" });
+    // An event name with characters that would move its key to another Cluster slot.
+    assert.equal(sink.stream("ODD{NAME} x"), `${prefix}:ODD_NAME__x`);
   } finally {
-    const keys = await client.keys(`${prefix}:*`);
+    const keys = [...await client.keys(`${prefix}:*`), ...await client.keys(`{${prefix}:*`)];
     if (keys.length > 0) await client.del(...keys);
     await sink.close();
     client.disconnect();

@@ -6,14 +6,14 @@ import { OutputClosedError, StdoutSink } from "../../src/sinks/stdout.ts";
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
-Deno.test("line = id, shard, then Discord's payload bytes untouched", () => {
+Deno.test("line = id, uid, shard, then Discord's payload bytes untouched", () => {
   const buffer = new LineBuffer(16);
   const payload = '{"t":"MESSAGE_CREATE","s":87,"op":0,"d":{"content":"a \\"b\\"","n":12345678901234567890}}';
-  buffer.append(1042, 3, enc(payload), 0);
+  buffer.append(1042, "3:9f8e7d", 87, 3, enc(payload), 0);
   const line = dec(buffer.take());
   assert.equal(
     line,
-    '{"id":1042,"shard":3,"t":"MESSAGE_CREATE","s":87,"op":0,"d":{"content":"a \\"b\\"","n":12345678901234567890}}\n',
+    '{"id":1042,"uid":"3:9f8e7d:87","shard":3,"t":"MESSAGE_CREATE","s":87,"op":0,"d":{"content":"a \\"b\\"","n":12345678901234567890}}\n',
   );
   // The big number survives byte for byte (JSON.parse would have rounded it).
   assert.ok(line.includes("12345678901234567890"));
@@ -24,26 +24,38 @@ Deno.test("line = id, shard, then Discord's payload bytes untouched", () => {
 
 Deno.test("leading/trailing whitespace and raw newlines keep it one line", () => {
   const buffer = new LineBuffer();
-  buffer.append(1, 0, enc('  {"t":"X",\n"s":1,\r\n"op":0,"d":{"s":"line\\nbreak"}}\n  '), 2);
+  buffer.append(1, "0:s", 1, 0, enc('  {"t":"X",\n"s":1,\r\n"op":0,"d":{"s":"line\\nbreak"}}\n  '), 2);
   const out = dec(buffer.take());
   assert.equal(out.split("\n").length, 2);
-  assert.deepEqual(JSON.parse(out), { id: 1, shard: 0, t: "X", s: 1, op: 0, d: { s: "line\nbreak" } });
+  assert.deepEqual(JSON.parse(out), {
+    id: 1,
+    uid: "0:s:1",
+    shard: 0,
+    t: "X",
+    s: 1,
+    op: 0,
+    d: { s: "line\nbreak" },
+  });
 });
 
 Deno.test("ids of every size and many lines in one buffer", () => {
   const buffer = new LineBuffer(8);
   const ids = [0, 7, 10, 99, 100, 123456, 9007199254740991];
-  for (const id of ids) buffer.append(id, id % 5, enc('{"op":0,"t":"A","s":1,"d":{}}'), 0);
+  for (const id of ids) {
+    buffer.append(id, `gatehouse:p"q\\`, id, id % 5, enc('{"op":0,"t":"A","s":1,"d":{}}'), 0);
+  }
   assert.equal(buffer.lines, ids.length);
   const lines = dec(buffer.take()).trimEnd().split("\n").map((l) => JSON.parse(l));
   assert.deepEqual(lines.map((l) => l.id), ids);
   assert.deepEqual(lines.map((l) => l.shard), ids.map((id) => id % 5));
+  // A scope that needed escaping stays one JSON string.
+  assert.deepEqual(lines.map((l) => l.uid), ids.map((id) => `gatehouse:p"q\\:${id}`));
 });
 
 Deno.test("an empty object payload", () => {
   const buffer = new LineBuffer();
-  buffer.append(5, 1, enc("{}"), 0);
-  assert.equal(dec(buffer.take()), '{"id":5,"shard":1}\n');
+  buffer.append(5, "gatehouse:x", 5, 1, enc("{}"), 0);
+  assert.equal(dec(buffer.take()), '{"id":5,"uid":"gatehouse:x:5","shard":1}\n');
 });
 
 /** A batch of payloads with ids from `firstId`. */
@@ -58,6 +70,8 @@ function batchOf(firstId: number, payloads: string[], shard = 0): EventBatch {
     shard: () => shard,
     t: () => "E",
     payload: (i) => bytes[i],
+    scope: () => `${shard}:s`,
+    position: (i) => firstId + i,
   };
 }
 
