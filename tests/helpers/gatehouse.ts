@@ -17,7 +17,6 @@ export const RUN_FLAGS = [
   "--v8-flags=--max-semi-space-size=1",
 ];
 
-// deno-lint-ignore no-explicit-any
 export type Line = {
   id: number;
   uid: string;
@@ -25,6 +24,7 @@ export type Line = {
   op: number;
   s: number | null;
   t: string;
+  // deno-lint-ignore no-explicit-any
   d: any;
 };
 
