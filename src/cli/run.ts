@@ -10,7 +10,7 @@ import { isGatewayUrl, type ResumableSession } from "../gateway/shard.ts";
 import { Journal } from "../journal/journal.ts";
 import { HybridWriter, InlineWriter, WorkerWriter } from "../journal/write.ts";
 import { Retention } from "../journal/retention.ts";
-import { Store, StoreError } from "../journal/store.ts";
+import { hardCapPages, Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
 import { AmqpCommandSource } from "../commands/amqp_source.ts";
@@ -51,8 +51,12 @@ export interface RunFlags {
 
 /** How long shutdown may take before the process exits anyway. */
 const SHUTDOWN_TIMEOUT_MS = 10_000;
-/** How long a stop waits for broker sinks to take what is committed (the rest stays in the journal). */
+/** How long a stop waits for the sinks to take what is committed (the rest stays in the journal). */
 const SINK_SETTLE_MS = 5_000;
+/** How long closing one sink's connection may take. */
+const SINK_CLOSE_MS = 2_000;
+/** A stop never takes longer than this, whatever hangs. */
+const STOP_LIMIT_MS = 25_000;
 
 export function loadRunConfig(
   flags: RunFlags,
@@ -115,12 +119,10 @@ async function runGateway(config: GatehouseConfig, stopped: Promise<string>): Pr
 
 function openStore(config: GatehouseConfig): Store {
   try {
-    const store = Store.open(config.store.path, {
-      maxPageCount: config.store.hardMaxSizeBytes > 0
-        ? Math.floor(config.store.hardMaxSizeBytes / 16384)
-        : undefined,
-    });
+    const store = Store.open(config.store.path);
     try {
+      const pages = hardCapPages(config.store.hardMaxSizeBytes, store.pageSize());
+      if (pages !== undefined) store.setMaxPageCount(pages);
       store.claim();
     } catch (error) {
       store.close();
@@ -217,9 +219,7 @@ async function runWithStore(
     else holding.delete(who);
     pool?.setPaused(holding.size > 0);
   };
-  const maxPageCount = config.store.hardMaxSizeBytes > 0
-    ? Math.max(64, Math.floor(config.store.hardMaxSizeBytes / store.pageSize()))
-    : undefined;
+  const maxPageCount = hardCapPages(config.store.hardMaxSizeBytes, store.pageSize());
   const journal = new Journal({
     store,
     keepEvents: config.store.journal,
@@ -237,7 +237,11 @@ async function runWithStore(
     },
     onBackpressure: (paused) => hold("journal", paused),
     onFatal: (error) => storeFailure(error.message),
-    onFull: () => void retention?.run(),
+    // Retention prunes what it may; a write waiting out its backoff then goes at once.
+    onFull: () =>
+      void retention?.run().then((pruned) =>
+        pruned.pruned + pruned.prunedUndelivered > 0 && journal.retryNow()
+      ),
   });
   for (const [shard, session] of sessions) {
     journal.restoreSession(shard, { ...session, shardCount });
@@ -448,49 +452,75 @@ async function runWithStore(
       signal: outcome.detail,
     });
   }
+  // Every step below is bounded; this is the bound of them all (a second signal ends it at once).
+  const forced = setTimeout(() => {
+    log.error("stopping took longer than {s} s: exiting now (sessions stay resumable for a few minutes)", {
+      s: STOP_LIMIT_MS / 1000,
+    });
+    Deno.exit(1);
+  }, STOP_LIMIT_MS);
   retention?.stop();
   progress.stop();
   await control?.stop();
   await redisCommands?.stop();
   await amqpCommands?.stop();
-  const { closed, total } = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
+  const closing = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
   // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
   await journal.flush();
-  if (outcome.kind !== "output") {
-    for (const runner of runners) runner.drain();
-    // Sinks that answer later (brokers): give them a moment to take what is committed.
-    await Promise.all(runners.map((runner) => runner.settle(journal.lastAssignedId, SINK_SETTLE_MS)));
-  }
+  // Sinks get a moment to take what is committed (a reader that does not read, a broker that does not
+  // answer, keeps it in the journal for the next start).
+  await Promise.all(runners.map((runner) => runner.finish(journal.lastCommittedId, SINK_SETTLE_MS)));
   await journal.flush();
+  // Held in memory because the store refused them (disk full): never stored, never acknowledged.
+  const unstored = journal.pendingEvents;
+  const failure = journal.lastFailure;
   await journal.close();
   for (const runner of runners) {
     runner.close();
-    const waiting = journal.lastAssignedId - runner.cursor;
+    const waiting = journal.lastCommittedId - runner.cursor;
     if (waiting > 0 && config.store.journal) {
       log.info(
         "sink {sink}: {events} event(s) not delivered yet; they wait in the journal for the next start",
-        {
-          sink: runner.sink.name,
-          events: waiting,
-        },
+        { sink: runner.sink.name, events: waiting },
       );
     }
   }
-  await Promise.all(sinks.map(async (sink) => {
-    try {
-      await sink.close?.();
-    } catch {
-      // closing a broker connection on the way out
-    }
-  }));
-  log.info("stopped: {closed} of {total} shard(s) closed cleanly, {events} event(s) written", {
-    closed,
-    total,
-    events: stdout.written,
-  });
+  await Promise.all(sinks.map((sink) => bounded(sink.close?.(), SINK_CLOSE_MS)));
+  const delivered = runners.map((r) => `${r.sink.name} ${r.delivered}`).join(", ");
+  const notConnected = closing.total - closing.connected;
+  log.info(
+    "stopped: {clean} of {connected} connected shard(s) closed cleanly{others}; delivered this run: {delivered}",
+    {
+      clean: closing.clean,
+      connected: closing.connected,
+      others: notConnected > 0 ? ` (${notConnected} had no connection)` : "",
+      delivered,
+    },
+  );
+  clearTimeout(forced);
+  if (unstored > 0) {
+    log.error(
+      "{events} event(s) received from Discord were never stored ({failure}); they were not acknowledged: " +
+        "the sessions' stored sequence numbers are before them, so a start within a few minutes resumes and " +
+        "Discord sends them again",
+      { events: unstored, failure: failure ?? "the store did not answer in time" },
+    );
+    throw new ExitError(6, "", { logged: true });
+  }
   if (outcome.kind === "fatal") throw new ExitError(outcome.failure.exitCode, "", { logged: true });
   if (outcome.kind === "store") throw new ExitError(6, "", { logged: true });
   return 0;
+}
+
+/** Waits for `promise` (its failure ignored) at most `ms`. */
+async function bounded(promise: unknown, ms: number): Promise<void> {
+  if (!(promise instanceof Promise)) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    promise.catch(() => {}),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
+  ]);
+  clearTimeout(timer);
 }
 
 /** The operator-facing explanation of a fatal close code. */
@@ -520,13 +550,27 @@ export function fatalMessage(failure: PoolFailure, config: GatehouseConfig, shar
   }
 }
 
-/** Resolves with the signal's name on SIGINT, or SIGTERM where the OS has it (not on Windows). */
+/**
+ * Resolves with the signal's name on SIGINT, SIGTERM or SIGHUP (SIGINT only on Windows). A second signal
+ * while stopping ends the process at once, for an operator who will not wait.
+ */
 function stopSignal(): { signal: Promise<string>; dispose: () => void } {
-  const names: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  const names: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM", "SIGHUP"];
   let resolve: (name: string) => void = () => {};
+  let received: string | null = null;
   const signal = new Promise<string>((r) => (resolve = r));
   const handlers = names.map((name) => {
-    const handler = () => resolve(name);
+    const handler = () => {
+      if (received !== null) {
+        logger("run").warn("{signal} while stopping on {first}: exiting now", {
+          signal: name,
+          first: received,
+        });
+        Deno.exit(1);
+      }
+      received = name;
+      resolve(name);
+    };
     Deno.addSignalListener(name, handler);
     return [name, handler] as const;
   });

@@ -153,7 +153,8 @@ export class Shard {
   #commandQueue: string[] = [];
   /** Per queued command (same order): called once it is written to the socket. */
   #commandSent: Array<(() => void) | undefined> = [];
-  #closed: Promise<void> = Promise.resolve();
+  /** The last connection's close, and whether its handshake completed ("none": no connection). */
+  #closed: Promise<"clean" | "dropped" | "none"> = Promise.resolve("none");
 
   #lastBeatAt = 0;
   /** Reading is paused (the journal cannot keep up): silence is ours, not a zombie connection. */
@@ -234,11 +235,12 @@ export class Shard {
 
   /**
    * Closes the connection with `code` (4000 keeps the session resumable) and waits a bounded time for
-   * Discord to acknowledge the close.
+   * Discord to acknowledge the close. Says how it went: "clean" (Discord answered the close), "dropped"
+   * (TCP ended without that), "none" (there was no connection to close).
    */
-  async stop(code = 4000): Promise<void> {
+  stop(code = 4000): Promise<"clean" | "dropped" | "none"> {
     this.#input({ type: "stop", code });
-    await this.#closed;
+    return this.#closed;
   }
 
   /**
@@ -452,9 +454,20 @@ export class Shard {
     this.#decompressor.reset();
     const ws = this.#ws;
     this.#ws = null;
-    if (ws === null) return;
+    if (ws === null) {
+      this.#closed = Promise.resolve("none");
+      return;
+    }
+    if (ws.readyState !== WS_OPEN) {
+      // Still connecting (or already closing): dropped, not closed with a handshake.
+      this.#closed = ws.close(code).then(() => "none" as const, () => "none" as const);
+      return;
+    }
     // Bounded: a server that never answers the close frame is dropped by the client's close timeout.
-    this.#closed = ws.close(code).catch(() => {});
+    this.#closed = ws.close(code).then(
+      () => (ws.closedCleanly ? "clean" as const : "dropped" as const),
+      () => "dropped" as const,
+    );
   }
 
   // ---- receiving ----

@@ -58,6 +58,7 @@ export class WsClient {
   #aborted = false;
   #closeNotified = false;
   #closeSentCode: number | null = null;
+  #closeReceived = false;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #closed: Promise<void>;
   #resolveClosed!: () => void;
@@ -92,6 +93,11 @@ export class WsClient {
 
   get readyState(): number {
     return this.#state;
+  }
+
+  /** Both sides sent their close frame: the close handshake completed (a clean close). */
+  get closedCleanly(): boolean {
+    return this.#closeReceived && this.#closeSentCode !== null;
   }
 
   /** Resolves when the TCP connection is gone. */
@@ -436,6 +442,7 @@ export class WsClient {
         return true;
       }
       case 0x8: {
+        this.#closeReceived = true;
         const code = payload.length >= 2 ? (payload[0] << 8) | payload[1] : 1005;
         const reason = payload.length > 2 ? decoder.decode(payload.subarray(2)) : "";
         if (this.#closeSentCode === null) this.#sendClose(code === 1005 ? 1000 : code, "");

@@ -198,6 +198,7 @@ export class Journal {
   #idsAtLastWrite: number;
   #checkpointTimer: TimerId | undefined;
   #failures = 0;
+  #lastFailure: string | null = null;
   #paused = false;
   #fatal = false;
   #lastOwnerBeat = 0;
@@ -228,6 +229,21 @@ export class Journal {
   /** Highest id given out (stored or waiting). */
   get lastAssignedId(): number {
     return this.#nextId - 1;
+  }
+
+  /** Highest id the store holds (committed). */
+  get lastCommittedId(): number {
+    return this.#store.lastId;
+  }
+
+  /** Why the last write failed, while writes fail (null once one succeeds). */
+  get lastFailure(): string | null {
+    return this.#lastFailure;
+  }
+
+  /** Room was made in the store (retention pruned): a write waiting out its backoff may go now. */
+  retryNow(): void {
+    this.#writer.retryNow?.();
   }
 
   /** Whether the store is refusing writes and events are waiting in memory. */
@@ -497,6 +513,7 @@ export class Journal {
         failures: this.#failures,
       });
       this.#failures = 0;
+      this.#lastFailure = null;
     }
     if (this.#paused && this.#heldBytes <= this.#maxPendingBytes / 2) {
       this.#paused = false;
@@ -521,6 +538,7 @@ export class Journal {
       return;
     }
     this.#failures++;
+    this.#lastFailure = error.message;
     if (error.kind === "full") this.#options.onFull?.();
     if (this.#failures === 1 || this.#failures % 20 === 0) {
       this.#log.error(

@@ -616,6 +616,14 @@ export class Store {
   }
 }
 
+/**
+ * SQLite's `max_page_count` for a hard size limit: the same for every connection to a store (the main
+ * thread's and the writer thread's), from the store's own page size; at least 64 pages.
+ */
+export function hardCapPages(hardMaxSizeBytes: number, pageSize: number): number | undefined {
+  return hardMaxSizeBytes > 0 ? Math.max(64, Math.floor(hardMaxSizeBytes / pageSize)) : undefined;
+}
+
 /** Creates the file 0600 if missing; narrows an existing one that others could read. */
 function createPrivate(path: string): void {
   try {

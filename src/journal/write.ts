@@ -93,6 +93,8 @@ export interface WriterEvents {
 
 export interface JournalWriter {
   write(batch: BatchData): void;
+  /** A write waiting out its retry backoff goes now (room was just made). */
+  retryNow?(): void;
   /** Resolves when everything written so far is stored (or `timeoutMs` passed). */
   drain(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;

@@ -33,6 +33,7 @@ export class Dispatcher implements DispatchSink {
   internal(shard: number, t: string, d: Record<string, unknown>): void {
     if (this.#allowed !== null && !this.#allowed.has(t)) {
       this.filtered++;
+      if (this.#stats) this.#stats.filtered++;
       return;
     }
     this.#journal.internal(shard, t, d);

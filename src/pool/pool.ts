@@ -78,16 +78,26 @@ export class Pool {
   }
 
   /**
-   * Closes every shard with `code` and waits at most `timeoutMs`. Returns how many closed cleanly.
+   * Closes every shard with `code` and waits at most `timeoutMs`. Returns how many had a connection,
+   * and how many of those Discord acknowledged (a clean close).
    */
-  async stop(code = 4000, timeoutMs = 10_000): Promise<{ closed: number; total: number }> {
-    let closed = 0;
-    const all = Promise.all(this.shards.map((shard) => shard.stop(code).then(() => closed++)));
+  async stop(
+    code = 4000,
+    timeoutMs = 10_000,
+  ): Promise<{ clean: number; connected: number; total: number }> {
+    // "none" is known at once; a close still under way at the timeout had a connection.
+    let clean = 0, none = 0;
+    const all = Promise.all(this.shards.map((shard) =>
+      shard.stop(code).then((how) => {
+        if (how === "none") none++;
+        if (how === "clean") clean++;
+      })
+    ));
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
     await Promise.race([all, timeout]);
     clearTimeout(timer);
-    return { closed, total: this.shards.length };
+    return { clean, connected: this.shards.length - none, total: this.shards.length };
   }
 
   #fail(failure: PoolFailure): void {

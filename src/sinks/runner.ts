@@ -156,6 +156,8 @@ export class SinkRunner {
   /** A delivery, or the storing of its cursor, is under way. */
   #busy = false;
   #closed = false;
+  /** Stopping: deliver what is committed without waiting for each cursor to be stored. */
+  #finishing = false;
   #retry: ReturnType<typeof setTimeout> | undefined;
   #failures = 0;
   delivered = 0;
@@ -273,7 +275,10 @@ export class SinkRunner {
       return;
     }
     if (result instanceof Promise) {
-      awaitingNetwork(result).then(() => this.#ack(batch), (error) => this.#fail(error));
+      (this.sink.local ? result : awaitingNetwork(result)).then(
+        () => this.#ack(batch),
+        (error) => this.#fail(error),
+      );
     } else {
       this.#ack(batch);
     }
@@ -285,7 +290,7 @@ export class SinkRunner {
     this.delivered += lastId - this.#cursor;
     this.#cursor = lastId;
     this.#failures = 0;
-    if (this.sink.runsAheadOfStoredCursor) {
+    if (this.sink.runsAheadOfStoredCursor || this.#finishing) {
       this.#journal.setCursor(this.sink.name, lastId);
       this.#busy = false;
       this.#next();
@@ -338,41 +343,18 @@ export class SinkRunner {
   }
 
   /**
-   * Shutdown: delivers everything committed, without waiting for cursors in between (the caller
-   * flushes the journal afterwards, which stores the last one). Sinks that answer at once only.
+   * Shutdown: delivers what is committed up to `lastId` — without waiting for each cursor to be stored
+   * in between (the caller flushes the journal afterwards, which stores the last one) — and waits at
+   * most `timeoutMs` for the sink to take it. A delivery under way is waited for, never doubled; what
+   * the sink has not taken by then stays in the journal. Returns whether everything was taken.
    */
-  drain(): void {
-    if (this.#closed) return;
-    for (;;) {
-      let batch: EventBatch | undefined;
-      if (this.#store && (this.#behind || this.#queue.length > 0)) {
-        const rows = this.#store.readEvents(this.#cursor, PAGE, this.#store.lastId, MAX_DELIVERY_BYTES);
-        if (rows.length > 0) batch = new RowBatch(rows, this.#store.producer);
-      } else {
-        batch = this.#takeQueued();
-      }
-      if (!batch) break;
-      try {
-        const result = this.sink.deliver(batch);
-        if (result instanceof Promise) {
-          // Not waited for: the caller settles what it can. Its failure (the broker is gone) is no news.
-          result.catch(() => {});
-          break;
-        }
-      } catch {
-        break;
-      }
-      this.#cursor = batch.lastId;
-      this.#journal.setCursor(this.sink.name, batch.lastId);
-    }
-    this.#clearQueue();
-  }
-
-  /** Waits (at most `timeoutMs`) until the cursor reaches `lastId`. */
-  async settle(lastId: number, timeoutMs: number): Promise<boolean> {
+  async finish(lastId: number, timeoutMs: number): Promise<boolean> {
+    this.#finishing = true;
+    this.#next();
     const deadline = Date.now() + timeoutMs;
     while (this.#cursor < lastId && !this.#closed && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      this.#next();
     }
     return this.#cursor >= lastId;
   }

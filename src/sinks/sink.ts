@@ -16,5 +16,11 @@ export interface Sink {
    * most one batch. Waiting for the store would tie a broker's pace to the journal's write queue.
    */
   readonly runsAheadOfStoredCursor?: boolean;
+  /**
+   * true: a delivery waits on this machine (a pipe), not on a network peer's reply. While a network sink
+   * waits, the read loops' turns let the event loop go idle so the reply gets in (util/cooperate.ts);
+   * a local wait needs no such turns.
+   */
+  readonly local?: boolean;
   close?(): void | Promise<void>;
 }

@@ -1,7 +1,9 @@
 /**
- * The stdout sink: NDJSON lines, one write per batch, never one per event. The write is synchronous:
- * when the reader is slower than Discord, the write blocks and the acknowledgement waits with it —
- * the journal keeps what arrives meanwhile.
+ * The stdout sink: NDJSON lines, one write per batch, never one per event. The write is asynchronous:
+ * a reader that stops reading (`gatehouse run | less`, a paused consumer) only makes stdout lag. The
+ * delivery stays open until the pipe takes the batch; meanwhile the journal keeps what arrives, and the
+ * shards, heartbeats, the control listener and a stop go on (a blocking write on the one thread used
+ * to freeze them all until Discord dropped the sessions).
  */
 import type { EventBatch } from "../journal/journal.ts";
 import { LineBuffer } from "./ndjson.ts";
@@ -15,16 +17,18 @@ export class OutputClosedError extends Error {
 }
 
 export interface StdoutSinkOptions {
-  /** Writes some bytes, returning how many were written. Defaults to `Deno.stdout.writeSync`. */
-  writeSync?: (bytes: Uint8Array) => number;
+  /** Writes some bytes, resolving with how many were written. Defaults to `Deno.stdout.write`. */
+  write?: (bytes: Uint8Array) => Promise<number>;
   /** Called once when stdout is closed by its reader. */
   onClosed?: (error: Error) => void;
 }
 
 export class StdoutSink implements Sink {
   readonly name = "stdout";
-  readonly #buffer = new LineBuffer();
-  readonly #writeSync: (bytes: Uint8Array) => number;
+  /** A pipe on this machine, not a broker's reply: the read loops need not go idle while it waits. */
+  readonly local = true;
+  #buffer = new LineBuffer();
+  readonly #write: (bytes: Uint8Array) => Promise<number>;
   readonly #onClosed?: (error: Error) => void;
   #closed = false;
   /** Lines written so far. */
@@ -33,19 +37,17 @@ export class StdoutSink implements Sink {
   batches = 0;
 
   constructor(options: StdoutSinkOptions = {}) {
-    this.#writeSync = options.writeSync ?? ((bytes) => Deno.stdout.writeSync(bytes));
+    this.#write = options.write ?? ((bytes) => Deno.stdout.write(bytes));
     this.#onClosed = options.onClosed;
   }
 
-  deliver(batch: EventBatch): void {
+  async deliver(batch: EventBatch): Promise<void> {
     if (this.#closed) throw new OutputClosedError("stdout is closed");
-    for (let i = 0; i < batch.count; i++) {
-      this.#buffer.appendEvent(batch, i);
-    }
+    for (let i = 0; i < batch.count; i++) this.#buffer.appendEvent(batch, i);
     const bytes = this.#buffer.take();
     try {
       let offset = 0;
-      while (offset < bytes.length) offset += this.#writeSync(bytes.subarray(offset));
+      while (offset < bytes.length) offset += await this.#write(bytes.subarray(offset));
     } catch (error) {
       this.#closed = true;
       const closed = new OutputClosedError(`cannot write to stdout: ${(error as Error).message}`);

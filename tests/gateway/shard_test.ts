@@ -233,3 +233,15 @@ Deno.test("shard: an operator's reconnect works only where it does something", a
     assert.equal(shard.reconnect(), true, "live: close and resume");
   });
 });
+
+Deno.test("shard: stop says whether there was a connection and whether Discord answered the close", async () => {
+  await withShard({}, async ({ shard }) => {
+    assert.equal(await shard.stop(4000), "none", "never connected");
+  });
+  await withShard({}, async ({ fake, shard }) => {
+    shard.start();
+    await fake.waitFor(() => readyNow(shard), 5000, "READY");
+    assert.equal(await shard.stop(4000), "clean");
+    assert.deepEqual(fake.clientCloses.map((c) => c.code), [4000]);
+  });
+});

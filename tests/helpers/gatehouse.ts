@@ -42,6 +42,8 @@ export interface Gatehouse {
   status: Promise<Deno.CommandStatus>;
   /** Writes text to stdin (only with `stdin: true`). */
   write(text: string): Promise<void>;
+  /** With `stallStdout`: starts reading stdout (until then nobody reads the pipe). */
+  readStdout(): void;
 }
 
 export interface SpawnOptions {
@@ -52,6 +54,8 @@ export interface SpawnOptions {
   cwd?: string;
   /** Give the process a stdin pipe (for commands); `write` then sends to it. */
   stdin?: boolean;
+  /** Nobody reads stdout until `readStdout()`: a reader that stalls (`gatehouse run | less`). */
+  stallStdout?: boolean;
 }
 
 /** Environment pointing gatehouse at a fake Discord. */
@@ -101,7 +105,10 @@ export function spawnGatehouse(options: SpawnOptions = {}): Gatehouse {
   const badLines: string[] = [];
   let stderrText = "";
 
+  let startReading: () => void = () => {};
+  const reading = options.stallStdout ? new Promise<void>((resolve) => (startReading = resolve)) : null;
   const readStdout = (async () => {
+    if (reading) await reading;
     const decoder = new TextDecoder();
     let rest = "";
     for await (const chunk of child.stdout) {
@@ -137,6 +144,7 @@ export function spawnGatehouse(options: SpawnOptions = {}): Gatehouse {
     lines,
     badLines,
     stderr: () => stderrText,
+    readStdout: () => startReading(),
     write: async (text: string) => {
       const writer = child.stdin.getWriter();
       try {

@@ -381,30 +381,44 @@ Deno.test("sink runner: a delivery that fails because the sink was closed at sto
   });
 });
 
-Deno.test("sink runner: at stop, a delivery that drain() does not wait for may fail without an unhandled rejection", async () => {
+Deno.test("sink runner: at stop, finish() waits for the delivery under way (never doubles it) and is bounded", async () => {
   await withStore(async (store) => {
-    let calls = 0;
+    const deliveries: Array<[number, number]> = [];
+    let release: (() => void) | null = null;
     const sink: Sink = {
-      name: "broker",
-      deliver() {
-        calls++;
-        // The first delivery hangs; the one drain() starts fails a moment later (the broker is gone).
-        return calls === 1
-          ? new Promise<void>(() => {})
-          : new Promise<void>((_, no) => setTimeout(() => no(new Error("gone")), 5));
+      name: "slow",
+      deliver(batch) {
+        deliveries.push([batch.firstId, batch.lastId]);
+        // The first delivery is slow (a broker, a reader that pauses), the others are quick.
+        return deliveries.length === 1
+          ? new Promise<void>((resolve) => (release = resolve))
+          : Promise.resolve();
       },
     };
     const { journal, runner } = journalWithRunner(store, sink);
     journal.event(0, "E", 1, enc('{"n":1}'), 0, true);
-    for (let i = 0; i < 50 && calls === 0; i++) await tick(10);
+    for (let i = 0; i < 50 && deliveries.length === 0; i++) await tick(10);
     journal.event(0, "E", 2, enc('{"n":2}'), 0, true);
+    journal.event(0, "E", 3, enc('{"n":3}'), 0, true);
     await journal.flush();
-    runner.drain();
-    assert.equal(calls, 2, "drain() handed the queued batch over");
-    // An unhandled rejection here would fail this test.
-    await tick(50);
+    setTimeout(() => release!(), 100);
+    const started = Date.now();
+    assert.equal(await runner.finish(journal.lastCommittedId, 5000), true);
+    assert.ok(Date.now() - started < 2000, "done once the sink took it, not after the whole timeout");
+    assert.deepEqual(deliveries, [[1, 1], [2, 3]], "each batch once, in order");
+    assert.equal(runner.cursor, 3);
+    // A sink that never answers: finish gives up after its timeout, the events stay in the journal.
     runner.close();
     await journal.close();
+    const stuck = journalWithRunner(store, { name: "stuck", deliver: () => new Promise<void>(() => {}) });
+    stuck.journal.event(0, "E", 4, enc('{"n":4}'), 0, true);
+    await stuck.journal.flush();
+    const t0 = Date.now();
+    assert.equal(await stuck.runner.finish(stuck.journal.lastCommittedId, 200), false);
+    assert.ok(Date.now() - t0 < 1000);
+    assert.equal(stuck.runner.cursor, 3);
+    stuck.runner.close();
+    await stuck.journal.close();
   });
 });
 

@@ -88,7 +88,9 @@ const KINDS: Kind[] = [
     name: "stdout",
     make() {
       const chunks: Uint8Array[] = [];
-      const sink = new StdoutSink({ writeSync: (bytes) => (chunks.push(bytes.slice()), bytes.length) });
+      const sink = new StdoutSink({
+        write: (bytes) => (chunks.push(bytes.slice()), Promise.resolve(bytes.length)),
+      });
       return Promise.resolve({
         sink,
         idempotent: false,
@@ -97,11 +99,7 @@ const KINDS: Kind[] = [
       });
     },
     broken() {
-      const sink = new StdoutSink({
-        writeSync: () => {
-          throw new Error("Broken pipe (os error 32)");
-        },
-      });
+      const sink = new StdoutSink({ write: () => Promise.reject(new Error("Broken pipe (os error 32)")) });
       return Promise.resolve({ sink, cleanup: () => Promise.resolve() });
     },
   },

@@ -75,17 +75,19 @@ function batchOf(firstId: number, payloads: string[], shard = 0): EventBatch {
   };
 }
 
-Deno.test("stdout sink: one write per batch, not per event; partial writes are completed", () => {
+Deno.test("stdout sink: one write per batch, not per event; partial writes are completed", async () => {
   const writes: Uint8Array[] = [];
   const sink = new StdoutSink({
-    writeSync: (bytes) => {
+    write: (bytes) => {
       // Accept at most 100 bytes per call, like a pipe that is nearly full.
       const n = Math.min(100, bytes.length);
       writes.push(bytes.slice(0, n));
-      return n;
+      return Promise.resolve(n);
     },
   });
-  sink.deliver(batchOf(1, Array.from({ length: 50 }, (_, i) => `{"t":"E","s":${i + 1},"op":0,"d":{}}`)));
+  await sink.deliver(
+    batchOf(1, Array.from({ length: 50 }, (_, i) => `{"t":"E","s":${i + 1},"op":0,"d":{}}`)),
+  );
   assert.equal(sink.batches, 1);
   assert.equal(sink.written, 50);
   const text = writes.map(dec).join("");
@@ -94,18 +96,18 @@ Deno.test("stdout sink: one write per batch, not per event; partial writes are c
   assert.ok(writes.length > 1, "the write was split and completed");
 });
 
-Deno.test("stdout sink: a closed reader is reported once, and nothing is acknowledged", () => {
+Deno.test("stdout sink: a closed reader is reported once, and nothing is acknowledged", async () => {
   let reports = 0;
   let calls = 0;
   const sink = new StdoutSink({
-    writeSync: () => {
+    write: () => {
       calls++;
-      throw new Deno.errors.BrokenPipe("Broken pipe (os error 32)");
+      return Promise.reject(new Deno.errors.BrokenPipe("Broken pipe (os error 32)"));
     },
     onClosed: () => reports++,
   });
-  assert.throws(() => sink.deliver(batchOf(1, ['{"op":0}'])), OutputClosedError);
-  assert.throws(() => sink.deliver(batchOf(2, ['{"op":0}'])), OutputClosedError);
+  await assert.rejects(() => sink.deliver(batchOf(1, ['{"op":0}'])), OutputClosedError);
+  await assert.rejects(() => sink.deliver(batchOf(2, ['{"op":0}'])), OutputClosedError);
   assert.equal(reports, 1);
   assert.equal(calls, 1);
   assert.equal(sink.written, 0);
