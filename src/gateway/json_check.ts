@@ -18,8 +18,9 @@
  * Why the code looks the way it does: V8 does not constant-fold module-level `const`s nor inline calls
  * to module-level functions reliably in optimized code (each use is a context load and a hole check,
  * each call a generic call). So the hot function, `scan`, is one loop with byte values written as
- * literals (the character in a comment) and no calls except on rare paths: whitespace, escapes,
- * non-ASCII bytes, fractions and exponents, and errors.
+ * literals (the character in a comment) and no calls except on rarer paths: escapes, non-ASCII
+ * bytes, fractions and exponents, and errors. Indexes are forced to int32 (`| 0`) where they come
+ * from arguments or calls, so that optimized code keeps them in registers untagged.
  */
 
 /** 1 for a byte that a string may hold as it is (0x20..0x7F except `"` and `\`); 0 for the rest. */
@@ -106,13 +107,12 @@ function prepare(bytes: Uint8Array, start: number, end: number): void {
 
 /** True when `b[start, end)` is one JSON text; otherwise false, with `problem` and `problemAt` set. */
 function scan(b: Uint8Array, start: number, end: number): boolean {
-  // `| 0` everywhere an index comes from outside (arguments, calls) keeps indexes untagged int32s.
   start |= 0;
   end |= 0;
   const w = words;
   const off = base;
   const plain = PLAIN;
-  // Words past this one hold no byte of [start, end) (or are not whole in the buffer).
+  // Words from this index on hold no byte of [start, end) (or are not whole in the buffer).
   const wordStop = Math.min(w.length, (off + end + 3) >> 2);
   let stack = stackBuffer;
   let depth = 0;
@@ -240,29 +240,20 @@ function scan(b: Uint8Array, start: number, end: number): boolean {
  * closing quote, or -1.
  */
 function stringRest(b: Uint8Array, open: number, i: number, end: number): number {
+  open |= 0;
+  i |= 0;
+  end |= 0;
   const w = words;
   const off = base;
-  const plain = PLAIN;
+  const plain = PLAIN, shortEscape = SHORT_ESCAPE, hexDigit = HEX;
   const wordStop = Math.min(w.length, (off + end + 3) >> 2);
   for (;;) {
     if (i >= end) return fail(UNTERMINATED_STRING, open);
     let c = b[i];
-    if (c === 0x22) return i + 1; // "
-    if (c === 0x5c) { // \
-      if (i + 1 >= end) return fail(UNTERMINATED_STRING, open);
-      c = b[i + 1];
-      if (SHORT_ESCAPE[c] === 1) i += 2;
-      else if (c === 0x75) { // u
-        if (i + 5 >= end || (HEX[b[i + 2]] & HEX[b[i + 3]] & HEX[b[i + 4]] & HEX[b[i + 5]]) === 0) {
-          return fail(BAD_UNICODE_ESCAPE, i);
-        }
-        i += 6;
-      } else return fail(BAD_ESCAPE, i);
-    } else if (c < 0x20) return fail(CONTROL_IN_STRING, i);
-    else {
-      // UTF-8 (c >= 0x80). The second byte's range rules out overlong forms (E0 80..9F, F0 80..8F),
-      // encoded surrogates (ED A0..BF) and code points above U+10FFFF (F4 90..BF); C0, C1, F5..FF and
-      // a stray continuation byte never start a sequence.
+    if (c >= 0x80) {
+      // UTF-8, one sequence per turn (text in most scripts is runs of them). The second byte's range
+      // rules out overlong forms (E0 80..9F, F0 80..8F), encoded surrogates (ED A0..BF) and code
+      // points above U+10FFFF (F4 90..BF); C0, C1, F5..FF and a stray continuation byte start none.
       if (c < 0xc2) return fail(UTF8, i);
       if (c < 0xe0) {
         if (i + 1 >= end || (b[i + 1] & 0xc0) !== 0x80) return fail(UTF8, i);
@@ -285,14 +276,33 @@ function stringRest(b: Uint8Array, open: number, i: number, end: number): number
         ) return fail(UTF8, i);
         i += 4;
       } else return fail(UTF8, i);
+      continue;
     }
-    // Plain bytes up to the next byte that needs a look, as in `scan`.
+    if (c === 0x22) return i + 1; // "
+    if (c === 0x5c) { // \
+      if (i + 1 >= end) return fail(UNTERMINATED_STRING, open);
+      c = b[i + 1];
+      if (shortEscape[c] === 1) i += 2;
+      else if (c === 0x75) { // u
+        if (
+          i + 5 >= end ||
+          (hexDigit[b[i + 2]] & hexDigit[b[i + 3]] & hexDigit[b[i + 4]] & hexDigit[b[i + 5]]) === 0
+        ) {
+          return fail(BAD_UNICODE_ESCAPE, i);
+        }
+        i += 6;
+      } else return fail(BAD_ESCAPE, i);
+      continue;
+    }
+    if (c < 0x20) return fail(CONTROL_IN_STRING, i);
+    // A plain byte: skip to the next byte that needs a look, four at a time as in `scan`.
+    i++;
     let k = (i + off) >> 2;
+    let m = 0;
     if (k < wordStop) {
       let x = w[k];
       let lo = x & 0x7f7f7f7f;
-      let m =
-        ~((lo + 0x60606060) & ((lo ^ 0x22222222) + 0x7f7f7f7f) & ((lo ^ 0x5c5c5c5c) + 0x7f7f7f7f) & ~x) &
+      m = ~((lo + 0x60606060) & ((lo ^ 0x22222222) + 0x7f7f7f7f) & ((lo ^ 0x5c5c5c5c) + 0x7f7f7f7f) & ~x) &
         0x80808080 & (-1 << (((i + off) & 3) << 3));
       while (m === 0 && ++k < wordStop) {
         x = w[k];
@@ -301,9 +311,8 @@ function stringRest(b: Uint8Array, open: number, i: number, end: number): number
           0x80808080;
       }
       i = (k << 2) - off + (m === 0 ? 0 : (31 - Math.clz32(m & -m)) >> 3);
-      if (i > end) i = end;
     }
-    while (i < end && plain[b[i]] === 1) i++;
+    if (m === 0) { while (i < end && plain[b[i]] === 1) i++; }
   }
 }
 
