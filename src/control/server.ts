@@ -9,12 +9,17 @@
  *   POST /commands                one command, as on stdin (NDJSON object)        (bearer token)
  *
  * Actions need `[control] token`, compared in constant time; without one they are refused (403).
+ *
+ * It runs on our own small HTTP/1.1 server (`http_server.ts`), not `Deno.serve`: that one cannot bound
+ * how long a client takes nor how many connections it holds, and stops accepting for good after one
+ * accept error (EMFILE), which is when an operator needs /healthz most.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { ListenAddress } from "../config/schema.ts";
 import type { Logger } from "../util/log.ts";
 import type { Secret } from "../util/secret.ts";
 import { VERSION } from "../version.ts";
+import { HttpServer } from "./http_server.ts";
 import { Metrics } from "./metrics.ts";
 import { type GatewayView, RateSampler, statusReport } from "./status.ts";
 
@@ -26,6 +31,12 @@ export interface ControlOptions {
   logger: Logger;
   /** How often events/s are sampled. */
   sampleEveryMs?: number;
+  /** The whole request (headers and body) must arrive within this, else the connection is closed (5000). */
+  headerTimeoutMs?: number;
+  /** A client must take the response within this, else the connection is closed (10000). */
+  writeTimeoutMs?: number;
+  /** Open connections at most; past it the oldest idle one is closed, or the newcomer gets 503 (64). */
+  maxConnections?: number;
 }
 
 const MAX_BODY_BYTES = 8192;
@@ -34,7 +45,7 @@ export class ControlServer {
   readonly #o: ControlOptions;
   readonly #metrics: Metrics;
   readonly #rates = new RateSampler();
-  #server: Deno.HttpServer<Deno.NetAddr> | null = null;
+  #server: HttpServer | null = null;
   #sampler: ReturnType<typeof setInterval> | undefined;
   #tokenDigest: Uint8Array | null;
 
@@ -47,15 +58,18 @@ export class ControlServer {
   /** Binds; returns the address it listens on (the real port when 0 was asked). */
   start(): { hostname: string; port: number } {
     const { hostname, port } = this.#o.address;
-    this.#server = Deno.serve({
+    const server = new HttpServer({
       hostname,
       port,
-      onListen: () => {},
-      onError: (error) => {
-        this.#o.logger.warn("control: error while answering a request: {error}", { error: String(error) });
-        return json(500, { error: "internal error" });
-      },
-    }, (request) => this.#handle(request));
+      handler: (request) => this.#handle(request),
+      logger: this.#o.logger,
+      headerTimeoutMs: this.#o.headerTimeoutMs,
+      writeTimeoutMs: this.#o.writeTimeoutMs,
+      maxConnections: this.#o.maxConnections,
+      maxBodyBytes: MAX_BODY_BYTES,
+    });
+    const bound = server.start();
+    this.#server = server;
     const view = this.#o.view;
     this.#rates.sample(view.shards(), view.now());
     this.#sampler = setInterval(
@@ -63,13 +77,18 @@ export class ControlServer {
       this.#o.sampleEveryMs ?? 5_000,
     );
     Deno.unrefTimer(this.#sampler);
-    const addr = this.#server.addr;
-    return { hostname: addr.hostname, port: addr.port };
+    return bound;
   }
 
+  /** Open connections now (for tests and diagnostics). */
+  get connections(): number {
+    return this.#server?.connections ?? 0;
+  }
+
+  /** Closes the listener and every open connection; resolves once they are all gone. */
   async stop(): Promise<void> {
     clearInterval(this.#sampler);
-    await this.#server?.shutdown();
+    await this.#server?.stop();
     this.#server = null;
   }
 
