@@ -9,13 +9,28 @@ import { replay, type ReplayFlags } from "./src/cli/replay.ts";
 import { loadRunConfig, run, type RunFlags } from "./src/cli/run.ts";
 import { shards, type ShardsFlags } from "./src/cli/shards.ts";
 import { COMPRESSIONS } from "./src/gateway/protocol.ts";
-import { redact } from "./src/util/log.ts";
+import type { GatehouseConfig } from "./src/config/load.ts";
+import { logger, redact, setupLogging } from "./src/util/log.ts";
 import { VERSION } from "./src/version.ts";
 
 const encoder = new TextEncoder();
 
 function writeErr(text: string): void {
   Deno.stderr.writeSync(encoder.encode(redact(text)));
+}
+
+/**
+ * The config of a command other than `run` (which sets logging up itself, after adding the token as a
+ * secret), with logging set up as `run` does it: stderr at [log] level, so stdout keeps only the command's
+ * output, and the config's warnings logged instead of dropped.
+ */
+function commandConfig(flags: { config?: string; store?: string }): GatehouseConfig {
+  const { config, warnings } = loadRunConfig({ config: flags.config, store: flags.store }, {
+    requireToken: false,
+  });
+  setupLogging({ level: config.log.level });
+  for (const warning of warnings) logger("config").warn(warning);
+  return config;
 }
 
 export function buildProgram(onExit: (code: number) => void): Command {
@@ -106,7 +121,7 @@ export function buildProgram(onExit: (code: number) => void): Command {
         "intervals. --check: down = unreachable or no shard ready; degraded = a threshold crossed.",
     )
     .action(async (flags: ShardsFlags & { config?: string; store?: string }) => {
-      const { config } = loadRunConfig({ config: flags.config, store: flags.store }, { requireToken: false });
+      const config = commandConfig(flags);
       try {
         onExit(await shards(config, flags));
       } catch (error) {
@@ -125,7 +140,7 @@ export function buildProgram(onExit: (code: number) => void): Command {
     .option("--store <path>", "SQLite store [GATEHOUSE_STORE]")
     .option("--json", "print one JSON object")
     .action((flags: { config?: string; store?: string; json?: boolean }) => {
-      const { config } = loadRunConfig({ config: flags.config, store: flags.store }, { requireToken: false });
+      const config = commandConfig(flags);
       onExit(inspect(config, { json: flags.json }));
     });
 
@@ -154,8 +169,14 @@ export function buildProgram(onExit: (code: number) => void): Command {
       "pacing: 1 = as recorded, 10 = ten times faster, max = no waiting " +
         "(default: max on stdout, 1 with --serve)",
     )
+    .addHelpText(
+      "after",
+      "\nLogs go to stderr at [log] level (GATEHOUSE_LOG_LEVEL): JSON lines unless stderr is a terminal. stdout\n" +
+        'carries only the events, or with --serve one line: {"url":"ws://…","api":"http://…"}.\n' +
+        "--serve: a bot identifies with the recorded shard count (its shard's events) or with 1 (every shard's).",
+    )
     .action(async (flags: ReplayFlags & { config?: string; store?: string }) => {
-      const { config } = loadRunConfig({ config: flags.config, store: flags.store }, { requireToken: false });
+      const config = commandConfig(flags);
       onExit(await replay(config, flags));
     });
 

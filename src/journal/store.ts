@@ -433,6 +433,45 @@ export class Store {
     return row ? Number(row.id) : null;
   }
 
+  /**
+   * Up to `limit` events named `t`, walking ids from `from`: downwards (`id <= from`, newest first) or
+   * upwards (`from <= id <= to`, oldest first). For `replay --serve`, which needs the READY current where
+   * a selection starts. There is no index on `t` (it would slow every insert); SQLite walks the rowid
+   * from `from` and stops at the `limit`-th match, so a nearby event is found without reading the rest.
+   */
+  eventsOfType(
+    t: string,
+    from: number,
+    direction: "down" | "up",
+    limit: number,
+    to = Number.MAX_SAFE_INTEGER,
+  ): StoredEvent[] {
+    const rows = (direction === "down"
+      ? this.#stmt(
+        "SELECT id, shard, session, seq, t, received_at, payload FROM events WHERE id <= ? AND t = ? ORDER BY id DESC LIMIT ?",
+      ).all(from, t, limit)
+      : this.#stmt(
+        "SELECT id, shard, session, seq, t, received_at, payload FROM events WHERE id >= ? AND id <= ? AND t = ? ORDER BY id LIMIT ?",
+      ).all(from, to, t, limit)) as Array<{
+        id: number;
+        shard: number;
+        session: string | null;
+        seq: number | null;
+        t: string;
+        received_at: number;
+        payload: Uint8Array;
+      }>;
+    return rows.map((r) => ({
+      id: Number(r.id),
+      shard: Number(r.shard),
+      session: r.session,
+      seq: r.seq === null ? null : Number(r.seq),
+      t: r.t,
+      receivedAt: Number(r.received_at),
+      payload: r.payload,
+    }));
+  }
+
   // ---- sessions ----
 
   /**

@@ -187,6 +187,16 @@ Deno.test("replay --serve: a real Discord library (@discordjs/ws) identifies, ge
     assert.equal(received[0].t, "READY");
     assert.deepEqual(received.slice(1).map((p) => [p.t, p.d]), expected.map((l) => [l.t, l.d]));
     assert.deepEqual(received.map((p) => p.s), received.map((_, i) => i + 1), "its own sequence numbers");
+    // READY lists the recorded guilds as unavailable (so the library waits for their GUILD_CREATE instead
+    // of taking each for a guild joined): for a bot with one shard, those of every recorded shard.
+    const recordedGuilds = (shard: number) =>
+      (lines.find((l) => l.t === "READY" && l.shard === shard)!.d.guilds as Array<{ id: string }>)
+        .map((g) => ({ id: g.id, unavailable: true }));
+    assert.equal(recordedGuilds(0).length + recordedGuilds(1).length, 4);
+    assert.deepEqual(
+      (received[0].d as { guilds: unknown }).guilds,
+      [...recordedGuilds(0), ...recordedGuilds(1)],
+    );
 
     // zlib-stream, with gatehouse run as the bot: the replayed traffic flows through a second gatehouse.
     const second = spawnGatehouse({
@@ -210,10 +220,89 @@ Deno.test("replay --serve: a real Discord library (@discordjs/ws) identifies, ge
         second.lines.filter((l) => l.shard === shard && l.t !== "READY").map((l) => [l.t, l.d]),
         expected.filter((l) => l.shard === shard).map((l) => [l.t, l.d]),
       );
+      // Each shard's READY lists exactly the guilds of that shard's recorded READY.
+      assert.deepEqual(
+        second.lines.find((l) => l.shard === shard && l.t === "READY")!.d.guilds,
+        recordedGuilds(shard),
+      );
     }
   } finally {
     server.kill("SIGINT");
     await server.status;
+    await fake.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("replay --serve logs on stderr (JSON lines, [log] level) and writes only the address on stdout", async () => {
+  const fake = await FakeDiscord.start({ token: TOKEN, shards: 1 });
+  const dir = await Deno.makeTempDir();
+  const store = `${dir}/gatehouse.db`;
+  const g = spawnGatehouse({ env: { ...fakeEnv(fake.apiHost, TOKEN), GATEHOUSE_STORE: store } });
+  await g.waitFor(() => g.lines.some((l) => l.t === "GUILD_CREATE"), 10_000, "GUILD_CREATE");
+  g.kill("SIGTERM");
+  await g.status;
+  const serve = (level: string) =>
+    spawnGatehouse({
+      command: ["replay", "--store", store, "--serve", "127.0.0.1:0", "--speed", "max"],
+      env: { GATEHOUSE_LOG_LEVEL: level },
+    });
+  const server = serve("info");
+  const quiet = serve("warning");
+  try {
+    for (const s of [server, quiet]) {
+      await s.waitFor(() => s.lines.length === 1, 10_000, "address");
+      const { api } = s.lines[0] as unknown as { api: string };
+      let ready = false;
+      const manager = new WebSocketManager({
+        token: "anything",
+        intents: 1,
+        rest: new REST({ api: `${api}/api`, version: "10" }).setToken("anything"),
+        compression: null,
+        shardCount: 1,
+      });
+      manager.on(WebSocketShardEvents.Dispatch, (payload: { t: string }) => {
+        if (payload.t === "READY") ready = true;
+      });
+      await manager.connect();
+      const deadline = Date.now() + 5000;
+      while (!ready && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+      await manager.destroy();
+      assert.ok(ready);
+    }
+    await server.waitFor(() => server.stderr().includes("a bot identified"), 5000, "the identify log line");
+    server.kill("SIGINT");
+    quiet.kill("SIGINT");
+    assert.equal((await server.status).code, 0);
+    assert.equal((await quiet.status).code, 0);
+    // stderr is a pipe: one JSON object per line.
+    const logged = server.stderr().split("\n").filter((l) => l.trim() !== "").map((l) =>
+      JSON.parse(l) as { level: string; logger: string; message: string }
+    );
+    const messages = logged.map((l) => `${l.level} ${l.logger} ${l.message}`);
+    assert.ok(
+      messages.some((m) =>
+        /^INFO gatehouse\.replay replay: serving recorded events .* on ws:\/\/127\.0\.0\.1:/.test(m)
+      ),
+      messages.join("\n"),
+    );
+    assert.ok(
+      messages.some((m) => m.startsWith("INFO gatehouse.replay replay: a bot identified as shard [0, 1]")),
+      messages.join("\n"),
+    );
+    // At level warning, the info lines are left out.
+    assert.equal(quiet.stderr(), "");
+    // stdout carries the address line and nothing else.
+    for (const s of [server, quiet]) {
+      assert.equal(s.lines.length, 1);
+      assert.deepEqual(s.badLines, []);
+      assert.deepEqual(Object.keys(s.lines[0]).sort(), ["api", "url"]);
+    }
+  } finally {
+    server.kill("SIGINT");
+    quiet.kill("SIGINT");
+    await server.status;
+    await quiet.status;
     await fake.stop();
     await Deno.remove(dir, { recursive: true });
   }
