@@ -2,7 +2,7 @@
  * `gatehouse run`: connect every configured shard and print each dispatch as one NDJSON line on
  * stdout until SIGINT/SIGTERM, or until Discord closes with a code that forbids reconnecting.
  */
-import { ConfigError, type GatehouseConfig, loadConfig } from "../config/load.ts";
+import { ConfigError, type GatehouseConfig, loadConfig, registerSecrets } from "../config/load.ts";
 import { fetchGatewayBot, GatewayInfoError, TokenRejectedError } from "../gateway/gateway_info.ts";
 import { IdentifyGuard, LocalIdentifyQueue, type SessionStartLimit } from "../gateway/identify_queue.ts";
 import { type GatewayBotInfo, intentNames, PRIVILEGED_INTENTS } from "../gateway/protocol.ts";
@@ -18,13 +18,12 @@ import { RedisCommandSource } from "../commands/redis_source.ts";
 import { CommandRouter, readLines } from "../commands/router.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
 import { HttpSink } from "../sinks/http.ts";
-import { Secret } from "../util/secret.ts";
 import { RedisSink } from "../sinks/redis.ts";
 import { SinkRunner } from "../sinks/runner.ts";
 import type { Sink } from "../sinks/sink.ts";
 import { StdoutSink } from "../sinks/stdout.ts";
 import { systemClock } from "../util/clock.ts";
-import { addSecret, logger, setupLogging } from "../util/log.ts";
+import { logger, setupLogging } from "../util/log.ts";
 import { ExitError } from "./errors.ts";
 import { ControlServer, listenerUrl } from "../control/server.ts";
 import { GatewayStats } from "../control/stats.ts";
@@ -78,7 +77,7 @@ export function loadRunConfig(
 
 export async function run(flags: RunFlags): Promise<number> {
   const { config, warnings } = loadRunConfig(flags);
-  addSecret(config.token.reveal());
+  registerSecrets(config);
   setupLogging({ level: config.log.level });
   const log = logger("run");
   for (const warning of warnings) log.warn(warning);
@@ -250,12 +249,12 @@ async function runWithStore(
   let outputClosed: (reason: string) => void = () => {};
   const outputGone = new Promise<string>((resolve) => (outputClosed = resolve));
   const stdout = new StdoutSink({ onClosed: (error) => outputClosed(error.message) });
-  const redisCa = readRedisCa(config);
+  const redisCa = config.redis.tlsCaPem;
   const sinks: Sink[] = config.broker.types.map((type) => {
     if (type === "stdout") return stdout;
     if (type === "redis") {
       return new RedisSink({
-        url: config.redis.url,
+        url: config.redis.url.reveal(),
         prefix: config.redis.prefix,
         layout: config.redis.streams,
         maxLen: config.redis.maxLen,
@@ -266,12 +265,16 @@ async function runWithStore(
     }
     if (type === "http") {
       return new HttpSink({
-        url: config.http.url!,
-        authorization: config.http.authorization === null ? null : new Secret(config.http.authorization),
+        url: config.http.url!.reveal(),
+        authorization: config.http.authorization,
         producer: store.producer,
       });
     }
-    return new AmqpSink({ url: config.amqp.url, exchange: config.amqp.exchange, logger: logger("amqp") });
+    return new AmqpSink({
+      url: config.amqp.url.reveal(),
+      exchange: config.amqp.exchange,
+      logger: logger("amqp"),
+    });
   });
   for (const sink of sinks) {
     const runner = new SinkRunner({
@@ -375,7 +378,7 @@ async function runWithStore(
   // With Redis as a sink, commands also come from the {prefix}:commands stream (consumer group).
   const redisCommands = config.broker.types.includes("redis")
     ? new RedisCommandSource({
-      url: config.redis.url,
+      url: config.redis.url.reveal(),
       stream: `${config.redis.prefix}:commands`,
       group: config.broker.group,
       onCommand: commandsFrom("redis"),
@@ -387,7 +390,7 @@ async function runWithStore(
   // With RabbitMQ as a sink, commands also come from the durable queue {exchange}.commands.
   const amqpCommands = config.broker.types.includes("amqp")
     ? new AmqpCommandSource({
-      url: config.amqp.url,
+      url: config.amqp.url.reveal(),
       queue: `${config.amqp.exchange}.commands`,
       onCommand: commandsFrom("amqp"),
       logger: commandLog,
@@ -582,22 +585,6 @@ function stopSignal(): { signal: Promise<string>; dispose: () => void } {
   };
 }
 
-/** The PEM file of `[redis] tls_ca`, read once; a file that cannot be read is a configuration error. */
-function readRedisCa(config: GatehouseConfig): string | null {
-  const path = config.redis.tlsCa;
-  if (path === null || !config.broker.types.includes("redis")) return null;
-  try {
-    return Deno.readTextFileSync(path);
-  } catch (error) {
-    throw new ExitError(
-      2,
-      `configuration error:\nredis.tls_ca = ${JSON.stringify(path)}: cannot read it: ${
-        (error as Error).message
-      }`,
-    );
-  }
-}
-
 /** Live bytes of the store, or 0 when it cannot be read just now. */
 function safeSize(store: Store): number {
   try {
@@ -629,7 +616,7 @@ async function startControl(
   }
   const server = new ControlServer({
     address,
-    token: config.control.token === null ? null : new Secret(config.control.token),
+    token: config.control.token,
     metricsPath: config.control.metricsPath,
     view,
     logger: log,

@@ -3,8 +3,11 @@
  * Every value keeps its source so an error can say exactly where a bad value came from.
  */
 import { parse as parseToml, TomlError } from "smol-toml";
-import { Secret } from "../util/secret.ts";
+import { redisUrlSecretParts } from "../sinks/redis_client.ts";
+import { addSecret } from "../util/log.ts";
+import { Secret, urlSecretParts } from "../util/secret.ts";
 import {
+  bounded,
   DEFAULTS,
   describeSource,
   type FlagName,
@@ -15,6 +18,8 @@ import {
   KNOWN_EVENTS,
   type ListenAddress,
   NOT_YET_SUPPORTED,
+  showValue,
+  type SinkType,
   type Source,
 } from "./schema.ts";
 
@@ -32,9 +37,15 @@ export interface LoadOptions {
   configPath?: string;
   env: (name: string) => string | undefined;
   flags: Partial<Record<FlagName, string>>;
+  /** Reads the config file and the files it names (`[redis] tls_ca`). */
   readTextFile?: (path: string) => string;
   /** `inspect` and `replay` read the store only: no token needed. */
   requireToken?: boolean;
+  /**
+   * Read the files the sinks need (the Redis CA of `[redis] tls_ca`). Default: when a token is required
+   * (`run`); `inspect`, `replay` and `shards` connect to no broker, so a CA they cannot read is no error.
+   */
+  readBrokerFiles?: boolean;
 }
 
 interface RawValue {
@@ -42,18 +53,22 @@ interface RawValue {
   source: Source;
 }
 
+/**
+ * The configuration from the file, the environment and the flags. Every problem found is reported, one
+ * per line, in a single ConfigError: an operator fixes them all in one go.
+ */
 export function loadConfig(options: LoadOptions): { config: GatehouseConfig; warnings: string[] } {
   const warnings: string[] = [];
   const errors: string[] = [];
   const path = options.configPath ?? DEFAULT_CONFIG_PATH;
+  const readTextFile = options.readTextFile ?? Deno.readTextFileSync;
   const raw = new Map<string, RawValue>();
 
-  const file = readFile(
-    path,
-    options.configPath !== undefined,
-    options.readTextFile ?? Deno.readTextFileSync,
-  );
-  if (file !== null) collectFile(file, path, raw, errors, warnings);
+  // A file that cannot be read or parsed is one problem; the env and flags are still checked.
+  let fileUsable = true;
+  const file = readFile(path, options.configPath !== undefined, readTextFile, errors);
+  if (file === undefined) fileUsable = false;
+  else if (file !== null) fileUsable = collectFile(file, path, raw, errors, warnings);
 
   for (const def of KEYS) {
     for (const name of def.env) {
@@ -85,19 +100,60 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
     else errors.push(invalid(def, given, result.allowed));
   }
 
-  if (!raw.has("token") && options.requireToken !== false) {
+  // The token may be in a file that could not be read: that file's error says enough.
+  if (!raw.has("token") && options.requireToken !== false && fileUsable) {
     errors.unshift(`no Discord token: set DISCORD_TOKEN or \`token\` in ${path}`);
   }
+  const get = <T>(key: string, fallback: T): T => (values.has(key) ? values.get(key) as T : fallback);
+  const from = (key: string) => `from ${describeSource(raw.get(key)!.source)}`;
+
   const count = values.get("shards.count") as number | undefined;
   const ids = values.get("shards.ids") as number[] | undefined;
   if (count !== undefined && ids !== undefined) {
     const outside = ids.filter((id) => id >= count);
     if (outside.length > 0) {
-      const source = describeSource(raw.get("shards.ids")!.source);
       errors.push(
-        `shards.ids = ${JSON.stringify(ids)} (from ${source}) is invalid: ids must be below shards.count ` +
-          `(${count}); ${outside.join(", ")} ${outside.length === 1 ? "is" : "are"} not`,
+        `shards.ids = ${showValue(ids)} (${from("shards.ids")}) is invalid: ids must be below shards.count ` +
+          `(${count}); ${bounded(outside.join(", "))} ${outside.length === 1 ? "is" : "are"} not`,
       );
+    }
+  }
+
+  // [prometheus] address is Spectacles' name for the same listener; [control] address wins.
+  const addressKey = values.has("control.address") ? "control.address" : "prometheus.address";
+  const address = get<ListenAddress>(addressKey, DEFAULTS.control.address);
+  const controlToken = get<string | null>("control.token", DEFAULTS.control.token);
+  if (address !== null && !raw.has("control.token") && !isLoopback(address.hostname)) {
+    const source = addressKey === "control.address"
+      ? from(addressKey)
+      : `from prometheus.address in ${describeSource(raw.get(addressKey)!.source)}`;
+    errors.push(
+      `control.address = ${address.hostname}:${address.port} (${source}) is reachable from other machines, ` +
+        "and control.token is not set: the control listener binds a non-loopback address only with a token. " +
+        'Set [control] token (or GATEHOUSE_CONTROL_TOKEN), or bind 127.0.0.1, or set it to "off"',
+    );
+  }
+  const types = get<SinkType[]>("broker.type", DEFAULTS.broker.types);
+  const httpUrl = get<string | null>("http.url", DEFAULTS.http.url);
+  if (types.includes("http") && httpUrl === null && !raw.has("http.url")) {
+    errors.push(
+      `broker.type = ${showValue(raw.get("broker.type")!.value)} (${from("broker.type")}) includes http, ` +
+        "but http.url is not set: set [http] url or GATEHOUSE_HTTP_URL",
+    );
+  }
+  const tlsCa = get<string | null>("redis.tls_ca", DEFAULTS.redis.tlsCa);
+  let tlsCaPem: string | null = null;
+  if (
+    tlsCa !== null && types.includes("redis") && (options.readBrokerFiles ?? options.requireToken !== false)
+  ) {
+    const problem = `redis.tls_ca = ${showValue(tlsCa)} (${from("redis.tls_ca")})`;
+    try {
+      tlsCaPem = readTextFile(tlsCa);
+      if (!/-----BEGIN [A-Z0-9 ]*CERTIFICATE-----/.test(tlsCaPem)) {
+        errors.push(`${problem} is not a PEM file (no -----BEGIN CERTIFICATE----- line)`);
+      }
+    } catch (error) {
+      errors.push(`${problem} cannot be read: ${readProblem(error)}`);
     }
   }
   if (errors.length > 0) throw new ConfigError(errors.join("\n"));
@@ -111,7 +167,8 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
     }
   }
 
-  const get = <T>(key: string, fallback: T): T => (values.has(key) ? values.get(key) as T : fallback);
+  const secret = (text: string | null) => (text === null ? null : new Secret(text));
+  const authorization = get<string | null>("http.authorization", DEFAULTS.http.authorization);
   const config: GatehouseConfig = {
     token: new Secret((values.get("token") as string | undefined) ?? ""),
     events,
@@ -136,59 +193,82 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
       hardMaxSizeBytes: get("store.hard_max_size", DEFAULTS.store.hardMaxSizeBytes),
       commitIntervalMs: get("store.commit_interval_ms", DEFAULTS.store.commitIntervalMs),
     },
-    broker: {
-      types: get("broker.type", DEFAULTS.broker.types),
-      group: get("broker.group", DEFAULTS.broker.group),
-    },
+    broker: { types, group: get("broker.group", DEFAULTS.broker.group) },
     redis: {
-      url: get("redis.url", DEFAULTS.redis.url),
+      url: new Secret(get("redis.url", DEFAULTS.redis.url)),
       prefix: get("redis.prefix", DEFAULTS.redis.prefix),
       streams: get("redis.streams", DEFAULTS.redis.streams),
       maxLen: get("redis.max_len", DEFAULTS.redis.maxLen),
-      tlsCa: get("redis.tls_ca", DEFAULTS.redis.tlsCa),
+      tlsCa,
+      tlsCaPem,
     },
     amqp: {
-      url: get("amqp.url", DEFAULTS.amqp.url),
+      url: new Secret(get("amqp.url", DEFAULTS.amqp.url)),
       exchange: get("amqp.exchange", DEFAULTS.amqp.exchange),
     },
-    http: {
-      url: get("http.url", DEFAULTS.http.url),
-      authorization: get("http.authorization", DEFAULTS.http.authorization),
-    },
+    http: { url: secret(httpUrl), authorization: secret(authorization) },
     control: {
-      // [prometheus] address is Spectacles' name for the same listener; [control] address wins.
-      address: values.has("control.address")
-        ? values.get("control.address") as ListenAddress
-        : get("prometheus.address", DEFAULTS.control.address),
-      token: get("control.token", DEFAULTS.control.token),
+      address,
+      token: secret(controlToken),
       metricsPath: get("prometheus.endpoint", DEFAULTS.control.metricsPath),
     },
     log: { level: get("log.level", DEFAULTS.log.level) },
   };
-  const control = config.control.address;
-  if (control !== null && config.control.token === null && !isLoopback(control.hostname)) {
-    throw new ConfigError(
-      `control.address = ${control.hostname}:${control.port} is reachable from other machines, and ` +
-        "control.token is not set: the control listener binds a non-loopback address only with a token. " +
-        'Set [control] token (or GATEHOUSE_CONTROL_TOKEN), or bind 127.0.0.1, or set it to "off"',
-    );
-  }
-  if (config.broker.types.includes("http") && config.http.url === null) {
-    throw new ConfigError(
-      "broker.type includes http but http.url is not set: set [http] url or GATEHOUSE_HTTP_URL",
-    );
-  }
   return { config, warnings };
 }
 
-function readFile(path: string, explicit: boolean, read: (path: string) => string): string | null {
+/**
+ * Registers every secret of `config` with the log redactor, so that no log line shows one even when a
+ * library puts it in an error message: the token, the control token, the Authorization header (and its
+ * credential alone), and the broker URLs with their userinfo and passwords (as written and decoded).
+ * `run` calls it once the configuration is loaded, before anything logs.
+ */
+export function registerSecrets(config: GatehouseConfig): void {
+  addSecret(config.token.reveal());
+  if (config.control.token) addSecret(config.control.token.reveal());
+  if (config.http.authorization) {
+    const header = config.http.authorization.reveal();
+    addSecret(header);
+    // "Bearer abc…": a library may print the credential without its scheme.
+    const credential = /^\S+\s+(.+)$/.exec(header)?.[1];
+    if (credential) addSecret(credential, { fragment: true });
+  }
+  const urls = [config.amqp.url.reveal(), config.http.url?.reveal()];
+  for (const url of urls) {
+    if (!url) continue;
+    addSecret(url);
+    for (const part of urlSecretParts(url)) addSecret(part, { fragment: true });
+  }
+  const redis = config.redis.url.reveal();
+  addSecret(redis);
+  for (const part of redisUrlSecretParts(redis)) addSecret(part, { fragment: true });
+}
+
+/**
+ * Reads the config file: its text, null when the default file is missing (which is fine), or undefined
+ * when it cannot be read (the problem is added to `errors`).
+ */
+function readFile(
+  path: string,
+  explicit: boolean,
+  read: (path: string) => string,
+  errors: string[],
+): string | null | undefined {
   try {
     return read(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound && !explicit) return null;
-    const why = error instanceof Deno.errors.NotFound ? "no such file" : (error as Error).message;
-    throw new ConfigError(`cannot read config file ${path}: ${why}`);
+    errors.push(`cannot read config file ${path}: ${readProblem(error)}`);
+    return undefined;
   }
+}
+
+/** Why a file could not be read, in a few words. */
+function readProblem(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "no such file";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.IsADirectory) return "it is a directory";
+  return bounded((error as Error).message);
 }
 
 /** Flattens the TOML document into keys, reporting syntax errors, unknown keys and unsupported tables. */
@@ -198,16 +278,18 @@ function collectFile(
   raw: Map<string, RawValue>,
   errors: string[],
   warnings: string[],
-): void {
+): boolean {
   let doc: Record<string, unknown>;
   try {
     doc = parseToml(text) as Record<string, unknown>;
   } catch (error) {
-    if (error instanceof TomlError) {
-      const reason = error.message.split("\n")[0];
-      throw new ConfigError(`${path}:${error.line}:${error.column}: invalid TOML: ${reason}`);
-    }
-    throw new ConfigError(`${path}: invalid TOML: ${(error as Error).message}`);
+    const reason = bounded((error as Error).message.split("\n")[0]);
+    errors.push(
+      error instanceof TomlError
+        ? `${path}:${error.line}:${error.column}: invalid TOML: ${reason}`
+        : `${path}: invalid TOML: ${reason}`,
+    );
+    return false;
   }
   const source: Source = { kind: "file", path };
   const known = new Set(KEYS.map((def) => def.key));
@@ -238,6 +320,7 @@ function collectFile(
     }
     errors.push(unknownKey(name, path, known));
   }
+  return true;
 }
 
 function isTable(value: unknown): value is Record<string, unknown> {
@@ -245,12 +328,13 @@ function isTable(value: unknown): value is Record<string, unknown> {
 }
 
 function unknownKey(key: string, path: string, known: Set<string>): string {
-  const suggestion = closest(key, [...known]);
-  return `unknown key ${key} in ${path}` + (suggestion ? ` (did you mean ${suggestion}?)` : "");
+  // A key far longer than any known one is no typo (and the edit distance would take long).
+  const suggestion = key.length <= 64 ? closest(key, [...known]) : null;
+  return `unknown key ${bounded(key)} in ${path}` + (suggestion ? ` (did you mean ${suggestion}?)` : "");
 }
 
 function invalid(def: KeyDef, given: RawValue, allowed: string): string {
-  const shown = def.secret ? "<redacted>" : JSON.stringify(given.value) ?? String(given.value);
+  const shown = def.secret ? "<redacted>" : showValue(given.value);
   const typeNote = given.source.kind === "file" && !def.secret ? ` (a TOML ${tomlType(given.value)})` : "";
   return `${def.key} = ${shown}${typeNote} (from ${
     describeSource(given.source)

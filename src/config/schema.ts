@@ -13,8 +13,8 @@ import {
   NON_PRIVILEGED_INTENTS,
   type Presence,
 } from "../gateway/protocol.ts";
-import type { Secret } from "../util/secret.ts";
-import { parseRedisUrl, REDIS_URL_PATTERN } from "../sinks/redis_client.ts";
+import { type Secret, urlProblem } from "../util/secret.ts";
+import { parseRedisUrl } from "../sinks/redis_client.ts";
 
 export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
 export const LOG_LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal"];
@@ -46,17 +46,25 @@ export interface GatehouseConfig {
   /** Where events go: one or more sinks, each with its own cursor. */
   broker: { types: SinkType[]; group: string };
   redis: {
-    url: string;
+    /** May hold a password. */
+    url: Secret;
     prefix: string;
     streams: "per-event" | "single";
     maxLen: number;
     /** PEM file of the CA(s) that sign the server's certificate (rediss://); null = the system's. */
     tlsCa: string | null;
+    /**
+     * That file's text, read while loading (so a file that cannot be read is an error naming where
+     * `tls_ca` was set); null when `tls_ca` is not set, Redis is not a sink, or broker files were not read.
+     */
+    tlsCaPem: string | null;
   };
-  amqp: { url: string; exchange: string };
-  http: { url: string | null; authorization: string | null };
+  /** The URL may hold a password. */
+  amqp: { url: Secret; exchange: string };
+  /** The URL may hold a password or a token in its query; the header is a credential. */
+  http: { url: Secret | null; authorization: Secret | null };
   /** The control listener: metrics, health, status, actions (with `token`). */
-  control: { address: ListenAddress; token: string | null; metricsPath: string };
+  control: { address: ListenAddress; token: Secret | null; metricsPath: string };
   log: { level: LogLevel };
 }
 
@@ -133,6 +141,32 @@ export interface KeyDef {
   secret?: boolean;
 }
 
+/** Longest value (in characters) an error message quotes: a 1 MB typo must not become a 1 MB message. */
+export const MAX_SHOWN = 100;
+
+/**
+ * `text` cut to MAX_SHOWN characters, saying how long it was: `"xxxx… (1000000 characters)"`. `length`
+ * is the length reported (default: of `text`).
+ */
+export function bounded(text: string, length = text.length): string {
+  if (text.length <= MAX_SHOWN) return text;
+  let end = MAX_SHOWN - 1;
+  // Do not split a surrogate pair.
+  if (/[\uD800-\uDBFF]/.test(text[end - 1])) end--;
+  return `${text.slice(0, end)}… (${length} characters)`;
+}
+
+/** A value as an error message quotes it: JSON (strings in quotes), bounded. */
+export function showValue(value: unknown): string {
+  let text: string;
+  try {
+    text = typeof value === "bigint" ? value.toString() : JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return bounded(text, typeof value === "string" ? value.length : text.length);
+}
+
 const asList = (text: string) => text.split(",").map((part) => part.trim()).filter((part) => part.length > 0);
 const asIs = (text: string) => text;
 
@@ -175,6 +209,7 @@ const INTENT_LIST = Object.keys(INTENTS).join(", ");
 
 /** Intents as names (case-insensitive, aliases accepted) or a bitfield. */
 function parseIntents(raw: unknown): { ok: true; value: number } | { ok: false; allowed: string } {
+  if (typeof raw === "string") raw = raw.trim();
   if (typeof raw === "number" || (typeof raw === "string" && /^\d+$/.test(raw))) {
     const bits = Number(raw);
     if (!Number.isSafeInteger(bits) || bits < 0) {
@@ -202,7 +237,10 @@ function parseIntents(raw: unknown): { ok: true; value: number } | { ok: false; 
     else bits |= bit;
   }
   if (unknownNames.length > 0) {
-    return { ok: false, allowed: `intent names among ${INTENT_LIST} (unknown: ${unknownNames.join(", ")})` };
+    return {
+      ok: false,
+      allowed: `intent names among ${INTENT_LIST} (unknown: ${bounded(unknownNames.join(", "))})`,
+    };
   }
   return { ok: true, value: bits };
 }
@@ -343,6 +381,72 @@ function parseSinkTypes(raw: unknown): { ok: true; value: SinkType[] } | { ok: f
   return { ok: true, value: types as SinkType[] };
 }
 
+/**
+ * Why a token cannot be right, or null: whitespace or control characters inside it come from a copy
+ * and paste or a file with a line break, and a line break would also break the escaping of log lines.
+ */
+function tokenProblem(token: string): string | null {
+  if (/[\r\n\u2028\u2029]/.test(token)) return "the token contains a line break";
+  if (/\s/.test(token)) return "the token contains whitespace";
+  // deno-lint-ignore no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(token)) return "the token contains a control character";
+  return null;
+}
+
+/** The bot token: the ends and a leading "Bot " are trimmed; nothing else may be whitespace. */
+function parseToken(raw: unknown): { ok: true; value: string } | { ok: false; allowed: string } {
+  const allowed = "a non-empty bot token string";
+  if (typeof raw !== "string") return { ok: false, allowed };
+  const token = raw.trim().replace(/^Bot\s+/i, "");
+  if (token.length === 0) return { ok: false, allowed };
+  const problem = tokenProblem(token);
+  return problem ? { ok: false, allowed: `${allowed} (${problem})` } : { ok: true, value: token };
+}
+
+function parseControlToken(raw: unknown): { ok: true; value: string } | { ok: false; allowed: string } {
+  const allowed = "a bearer token of at least 16 characters";
+  if (typeof raw !== "string" || raw.trim().length < 16) return { ok: false, allowed };
+  const problem = tokenProblem(raw.trim());
+  return problem ? { ok: false, allowed: `${allowed} (${problem})` } : { ok: true, value: raw.trim() };
+}
+
+/** A header value: spaces are part of it ("Bearer …"), line breaks and control characters are not. */
+function parseAuthorization(raw: unknown): { ok: true; value: string } | { ok: false; allowed: string } {
+  const allowed = 'the Authorization header\'s value, e.g. "Bearer …"';
+  if (typeof raw !== "string" || raw.trim().length === 0) return { ok: false, allowed };
+  const value = raw.trim();
+  if (/[\r\n]/.test(value)) return { ok: false, allowed: `${allowed} (it contains a line break)` };
+  // deno-lint-ignore no-control-regex
+  if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value)) {
+    return { ok: false, allowed: `${allowed} (it contains a control character)` };
+  }
+  return { ok: true, value };
+}
+
+/** A URL checked at load time, so a library never fails on it later (printing it, password and all). */
+function urlKey(schemes: readonly string[], allowed: string) {
+  return (raw: unknown): { ok: true; value: string } | { ok: false; allowed: string } => {
+    if (typeof raw !== "string") return { ok: false, allowed };
+    const problem = urlProblem(raw, schemes);
+    return problem ? { ok: false, allowed: `${allowed} (${problem})` } : { ok: true, value: raw };
+  };
+}
+
+/** `host[:port]` of the Discord API: a name or address, a port from 1 to 65535. */
+function parseApiHost(raw: unknown): { ok: true; value: string } | { ok: false; allowed: string } {
+  const allowed = "a host name or address with an optional :port from 1 to 65535, without scheme or path " +
+    "(e.g. discord.com)";
+  const match = typeof raw === "string"
+    ? /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/.exec(raw)
+    : null;
+  // A DNS name has at most 253 characters.
+  if (!match || match[1].length > 253) return { ok: false, allowed };
+  if (match[2] !== undefined && (Number(match[2]) < 1 || Number(match[2]) > 65535)) {
+    return { ok: false, allowed };
+  }
+  return { ok: true, value: raw as string };
+}
+
 function parseBool(raw: unknown): { ok: true; value: boolean } | { ok: false; allowed: string } {
   if (typeof raw === "boolean") return { ok: true, value: raw };
   if (typeof raw === "string" && /^(true|false|1|0|yes|no|on|off)$/i.test(raw.trim())) {
@@ -356,10 +460,7 @@ export const KEYS: readonly KeyDef[] = [
     key: "token",
     env: ["DISCORD_TOKEN"],
     fromText: asIs,
-    parse: (raw) =>
-      typeof raw === "string" && raw.trim().replace(/^Bot\s+/i, "").length > 0
-        ? { ok: true, value: raw.trim().replace(/^Bot\s+/i, "") }
-        : { ok: false, allowed: "a non-empty bot token string" },
+    parse: parseToken,
     secret: true,
   },
   {
@@ -373,7 +474,7 @@ export const KEYS: readonly KeyDef[] = [
     key: "intents",
     env: ["DISCORD_RAW_INTENTS", "DISCORD_INTENTS"],
     flag: { name: "intents", option: "intents" },
-    fromText: asIs,
+    fromText: (text) => text.trim(),
     parse: parseIntents,
   },
   {
@@ -409,10 +510,7 @@ export const KEYS: readonly KeyDef[] = [
     env: ["DISCORD_API_HOST"],
     flag: { name: "apiHost", option: "api-host" },
     fromText: (text) => text.trim(),
-    parse: fromZod(
-      z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/),
-      "a host name or address with an optional :port, without scheme or path (e.g. discord.com)",
-    ),
+    parse: parseApiHost,
   },
   {
     key: "presence",
@@ -497,7 +595,7 @@ export const KEYS: readonly KeyDef[] = [
     parse: (raw) => {
       const allowed =
         "a redis:// or rediss:// URL, redis+sentinel://host:26379[,host:port…]/master, or redis+cluster://host:port[,host:port…]";
-      if (typeof raw !== "string" || !REDIS_URL_PATTERN.test(raw)) return { ok: false, allowed };
+      if (typeof raw !== "string") return { ok: false, allowed };
       try {
         parseRedisUrl(raw);
       } catch (error) {
@@ -538,7 +636,7 @@ export const KEYS: readonly KeyDef[] = [
     key: "amqp.url",
     env: ["AMQP_URL"],
     fromText: asIs,
-    parse: fromZod(z.string().regex(/^amqps?:\/\/\S+$/), "an amqp:// or amqps:// URL"),
+    parse: urlKey(["amqp", "amqps"], "an amqp:// or amqps:// URL like amqp://user:password@host:5672/vhost"),
     secret: true,
   },
   {
@@ -551,14 +649,14 @@ export const KEYS: readonly KeyDef[] = [
     key: "http.url",
     env: ["GATEHOUSE_HTTP_URL"],
     fromText: asIs,
-    parse: fromZod(z.string().regex(/^https?:\/\/\S+$/), "an http:// or https:// URL"),
+    parse: urlKey(["http", "https"], "an http:// or https:// URL"),
     secret: true,
   },
   {
     key: "http.authorization",
     env: ["GATEHOUSE_HTTP_AUTHORIZATION"],
     fromText: asIs,
-    parse: fromZod(z.string().min(1), 'the Authorization header\'s value, e.g. "Bearer …"'),
+    parse: parseAuthorization,
     secret: true,
   },
   {
@@ -577,7 +675,7 @@ export const KEYS: readonly KeyDef[] = [
     key: "control.token",
     env: ["GATEHOUSE_CONTROL_TOKEN"],
     fromText: asIs,
-    parse: fromZod(z.string().min(16), "a bearer token of at least 16 characters"),
+    parse: parseControlToken,
     secret: true,
   },
   {
@@ -628,6 +726,7 @@ export const DEFAULTS = {
     streams: "per-event" as "per-event" | "single",
     maxLen: 0,
     tlsCa: null as string | null,
+    tlsCaPem: null as string | null,
   },
   amqp: { url: "amqp://guest:guest@127.0.0.1:5672", exchange: "gatehouse" },
   http: { url: null as string | null, authorization: null as string | null },

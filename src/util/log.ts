@@ -4,7 +4,8 @@
  *
  * Secrets are redacted twice: values are `Secret` objects that print as `<redacted>`, and the sink
  * replaces any registered secret text that still reaches a formatted line (an error message from a
- * library, a URL) before it is written.
+ * library, a URL, a password a library gives back percent-encoded) before it is written — in every
+ * escaped form the line may hold it (see `addSecret`).
  */
 import {
   configureSync,
@@ -19,11 +20,63 @@ import {
 export type { Logger, LogLevel };
 
 const encoder = new TextEncoder();
-const secrets = new Set<string>();
+/** Every form of every registered secret, longest first (a URL goes before the password inside it). */
+let secrets: string[] = [];
 
-/** Registers a text that must never appear in a log line (the bot token). */
-export function addSecret(text: string): void {
-  if (text.length > 0) secrets.add(text);
+/**
+ * Parts of a secret (a URL's password or userinfo) shorter than this are not registered: redacting
+ * "pw" or "u:a" would mangle every line that happens to hold those letters. A whole secret is
+ * registered whatever its length.
+ */
+export const MIN_FRAGMENT_LENGTH = 4;
+
+/**
+ * Registers a text that must never appear in a log line (the bot token, a broker URL, a password). Its
+ * escaped forms are registered with it, because a line may hold the secret only as JSON escaped it
+ * (once, or twice when a message holding JSON is itself a JSON log line), as Deno.inspect quotes it, or
+ * percent-encoded (as a library that rebuilds a URL writes it). `fragment`: the text is a part of a
+ * secret (a URL's password); parts under MIN_FRAGMENT_LENGTH characters are skipped.
+ */
+export function addSecret(text: string, options: { fragment?: boolean } = {}): void {
+  if (text.length === 0) return;
+  if (options.fragment && text.length < MIN_FRAGMENT_LENGTH) return;
+  const forms = new Set(secrets);
+  for (const form of escapedForms(text)) if (form.length > 0) forms.add(form);
+  secrets = [...forms].sort((a, b) => b.length - a.length);
+}
+
+/** The forms in which `text` can reach a formatted log line. */
+function escapedForms(text: string): string[] {
+  const json = JSON.stringify(text).slice(1, -1);
+  const forms = [text, json, JSON.stringify(json).slice(1, -1), inspected(text)];
+  for (const form of [text, ...tryDecode(text)]) {
+    forms.push(encodeURIComponent(form), userinfoEncoded(form));
+  }
+  return forms;
+}
+
+/** The string as Deno.inspect (and node:util) print it inside an object, without its quotes. */
+function inspected(text: string): string {
+  const shown = Deno.inspect([text], { colors: false, strAbbreviateSize: Infinity });
+  const start = shown.search(/['"`]/);
+  const end = shown.lastIndexOf(shown[start]);
+  return start >= 0 && end > start ? shown.slice(start + 1, end) : text;
+}
+
+/** How the URL standard percent-encodes `text` as a password (it leaves `$&+,` alone, unlike encodeURIComponent). */
+function userinfoEncoded(text: string): string {
+  const url = new URL("http://host/");
+  url.password = text;
+  return url.password;
+}
+
+function tryDecode(text: string): string[] {
+  try {
+    const decoded = decodeURIComponent(text);
+    return decoded === text ? [] : [decoded];
+  } catch {
+    return [];
+  }
 }
 
 /** Replaces every registered secret in `text` with `<redacted>`. */

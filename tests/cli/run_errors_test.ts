@@ -178,3 +178,48 @@ Deno.test("the token never reaches stderr, even at trace level through a whole s
     }
   });
 });
+
+Deno.test("bad secret values: exit 2 naming each key and source; nothing of the secrets reaches stderr", async () => {
+  const result = await runGatehouse({
+    env: {
+      DISCORD_TOKEN: "tok-FIRSTHALF\ntok-SECONDHALF",
+      BROKER_TYPE: "redis,amqp,http",
+      AMQP_URL: "amqp://user:s3cretpass@mqhostname:notaport",
+      GATEHOUSE_HTTP_URL: "http://user:s3cretpass@exa mple.com/",
+      REDIS_URL: "redis+sentinel://:p/a?s@s@127.0.0.1:26379",
+    },
+  });
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(result.stderr, /token = <redacted> \(from env DISCORD_TOKEN\) is invalid: .*line break/);
+  assert.match(result.stderr, /amqp\.url = <redacted> \(from env AMQP_URL\) is invalid: .*the port is not/);
+  assert.match(
+    result.stderr,
+    /http\.url = <redacted> \(from env GATEHOUSE_HTTP_URL\) is invalid: .*whitespace/,
+  );
+  assert.match(
+    result.stderr,
+    /redis\.url = <redacted> \(from env REDIS_URL\) is invalid: .*names the master/,
+  );
+  for (const part of ["FIRSTHALF", "SECONDHALF", "s3cret", "mqhostname", "exa mple", "p/a", "s@s"]) {
+    assert.ok(!result.stderr.includes(part), `${part} in stderr:\n${result.stderr}`);
+  }
+});
+
+Deno.test("an unreadable [redis] tls_ca: exit 2 naming the key and where it was set", async () => {
+  await withFake({}, async (fake) => {
+    const result = await runGatehouse({
+      env: {
+        ...fakeEnv(fake.apiHost, TOKEN),
+        BROKER_TYPE: "redis",
+        REDIS_URL: "rediss://127.0.0.1:6379",
+        GATEHOUSE_REDIS_TLS_CA: "/nonexistent/gatehouse-ca.pem",
+      },
+    });
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(
+      result.stderr,
+      /redis\.tls_ca = "\/nonexistent\/gatehouse-ca\.pem" \(from env GATEHOUSE_REDIS_TLS_CA\) cannot be read: no such file/,
+    );
+    assert.deepEqual(fake.identifies.length, 0);
+  });
+});

@@ -10,15 +10,20 @@ interface Setup {
   env?: Record<string, string>;
   flags?: Partial<Record<FlagName, string>>;
   configPath?: string;
+  /** Other files readTextFile finds (the Redis CA); the config file is `file`. */
+  files?: Record<string, string>;
 }
 
-function load({ file, env = {}, flags = {}, configPath }: Setup) {
+function load({ file, env = {}, flags = {}, configPath, files = {} }: Setup) {
   return loadConfig({
     configPath,
     env: (name) => env[name],
     flags,
     readTextFile: (path) => {
-      if (file === undefined) throw new Deno.errors.NotFound(`${path}: not found`);
+      if (path in files) return files[path];
+      if (file === undefined || path !== (configPath ?? "gatehouse.toml")) {
+        throw new Deno.errors.NotFound(`${path}: not found`);
+      }
       return file;
     },
   });
@@ -447,13 +452,13 @@ Deno.test("control: a non-loopback address needs a token; bad addresses and shor
   // Spectacles writes ":9090" for every interface: allowed only with a token.
   assert.match(
     loadError({ file: '[prometheus]\naddress = ":9090"', env: withToken }),
-    /control\.address = 0\.0\.0\.0:9090 is reachable from other machines, and control\.token is not set/,
+    /control\.address = 0\.0\.0\.0:9090 \(from prometheus\.address in gatehouse\.toml\) is reachable from other machines, and control\.token is not set/,
   );
   const secured = load({
     file: '[control]\naddress = "0.0.0.0:7979"',
     env: { ...withToken, GATEHOUSE_CONTROL_TOKEN: "a-long-enough-token-123" },
   }).config.control;
-  assert.equal(secured.token, "a-long-enough-token-123");
+  assert.equal(secured.token?.reveal(), "a-long-enough-token-123");
   assert.match(
     loadError({ file: '[control]\naddress = "localhost"', env: withToken }),
     /control\.address = "localhost" .*must be host:port/,
@@ -473,24 +478,27 @@ Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url
     file: '[broker]\ntype = ["stdout", "redis"]\ngroup = "bots"\n[redis]\nurl = "redis://10.0.0.5:6380"\n' +
       'prefix = "gw"\nstreams = "single"\nmax_len = 100000\ntls_ca = "/etc/ca.pem"',
     env: withToken,
+    files: { "/etc/ca.pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" },
   });
   assert.deepEqual(config.broker, { types: ["stdout", "redis"], group: "bots" });
-  assert.deepEqual(config.redis, {
-    url: "redis://10.0.0.5:6380",
+  const { url: redisUrl, ...redis } = config.redis;
+  assert.equal(redisUrl.reveal(), "redis://10.0.0.5:6380");
+  assert.deepEqual(redis, {
     prefix: "gw",
     streams: "single",
     maxLen: 100000,
     tlsCa: "/etc/ca.pem",
+    tlsCaPem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
   });
   for (const url of ["redis+sentinel://:pw@s1:26379,s2:26380/mymaster", "rediss+cluster://n1:7000,n2:7001"]) {
-    assert.equal(load({ env: { ...withToken, REDIS_URL: url } }).config.redis.url, url);
+    assert.equal(load({ env: { ...withToken, REDIS_URL: url } }).config.redis.url.reveal(), url);
   }
   const noMaster = loadError({ env: { ...withToken, REDIS_URL: "redis+sentinel://:hunter2@s1:26379" } });
   assert.match(noMaster, /redis\.url = <redacted> .*names the master after the hosts/);
   assert.ok(!noMaster.includes("hunter2"));
   const env = load({ env: { ...withToken, BROKER_TYPE: "redis", REDIS_URL: "rediss://u:p@h:6379" } }).config;
   assert.deepEqual(env.broker.types, ["redis"]);
-  assert.equal(env.redis.url, "rediss://u:p@h:6379");
+  assert.equal(env.redis.url.reveal(), "rediss://u:p@h:6379");
   assert.match(
     loadError({ env: { ...withToken, BROKER_TYPE: "kafka" } }),
     /broker\.type = "kafka" \(from env BROKER_TYPE\) is invalid: must be one or more of stdout, redis, amqp/,
@@ -512,7 +520,8 @@ Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url
     },
   }).config;
   assert.deepEqual(amqp.broker.types, ["amqp", "stdout"]);
-  assert.deepEqual(amqp.amqp, { url: "amqp://u:p@mq:5672/v", exchange: "gw" });
+  assert.equal(amqp.amqp.url.reveal(), "amqp://u:p@mq:5672/v");
+  assert.equal(amqp.amqp.exchange, "gw");
   assert.match(loadError({ env: { ...withToken, AMQP_URL: "mq:5672" } }), /amqp\.url = <redacted>/);
   const http = load({
     env: {
@@ -522,7 +531,8 @@ Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url
       GATEHOUSE_HTTP_AUTHORIZATION: "Bearer x",
     },
   }).config;
-  assert.deepEqual(http.http, { url: "https://bot.example/events", authorization: "Bearer x" });
+  assert.equal(http.http.url?.reveal(), "https://bot.example/events");
+  assert.equal(http.http.authorization?.reveal(), "Bearer x");
   assert.match(loadError({ env: { ...withToken, BROKER_TYPE: "http" } }), /http\.url is not set/);
 });
 
@@ -573,4 +583,390 @@ Deno.test("config.example.toml loads and mentions every key, env variable and fl
     for (const env of def.env) assert.ok(text.includes(env), `${env} missing`);
     if (def.flag) assert.ok(text.includes(`--${def.flag.option}`), `--${def.flag.option} missing`);
   }
+});
+
+// --- Secrets: URLs checked at load time, typed secrets, tokens without whitespace -------------------
+
+Deno.test("amqp.url and http.url are parsed at load time: errors name key, source and the problem, never the value", () => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [
+      { AMQP_URL: "amqp://user:s3cretpass@mqhostname:notaport" },
+      /^amqp\.url = <redacted> \(from env AMQP_URL\) is invalid: must be an amqp:\/\/ or amqps:\/\/ URL.* \(the port is not a number from 1 to 65535\)$/,
+    ],
+    [
+      { AMQP_URL: "amqp://user:s3cretpass@mqhostname:0" },
+      /amqp\.url = <redacted> .*the port is not a number from 1/,
+    ],
+    [
+      { AMQP_URL: "amqps://user:s3cretpass@mqhostname:65536/v" },
+      /amqp\.url = <redacted> .*the port is not a number/,
+    ],
+    [{ AMQP_URL: "amqp://user:s3cretpass@/vhost" }, /amqp\.url = <redacted> .*\(it has no host\)/],
+    [{ AMQP_URL: "amqp://user:s3cretpass@" }, /amqp\.url = <redacted> .*\(it has no host\)/],
+    [
+      { AMQP_URL: "https://user:s3cretpass@mqhostname" },
+      /amqp\.url = <redacted> .*\(the scheme is not amqp:\/\/ or amqps:\/\/\)/,
+    ],
+    [
+      { AMQP_URL: "amqp://user:s3cret pass@mqhostname" },
+      /amqp\.url = <redacted> .*\(it contains whitespace\)/,
+    ],
+    [{ AMQP_URL: "amqp://user:s3cret/pass@mqhostname" }, /amqp\.url = <redacted> .*must be percent-encoded/],
+    [
+      { BROKER_TYPE: "http", GATEHOUSE_HTTP_URL: "http://user:s3cretpass@exa mple.com/" },
+      /^http\.url = <redacted> \(from env GATEHOUSE_HTTP_URL\) is invalid: must be an http:\/\/ or https:\/\/ URL.* \(it contains whitespace\)$/,
+    ],
+    [
+      { GATEHOUSE_HTTP_URL: "https://user:s3cretpass@mqhostname:99999/x" },
+      /http\.url = <redacted> .*the port is not/,
+    ],
+    [
+      { GATEHOUSE_HTTP_URL: "https://user:s3cretpass@mqhostname:0/x" },
+      /http\.url = <redacted> .*the port is not/,
+    ],
+    [{ GATEHOUSE_HTTP_URL: "https://user:s3cretpass@/x" }, /http\.url = <redacted> .*\(it has no host\)/],
+    [
+      { GATEHOUSE_HTTP_URL: "https://user:s3cretpass@[::1/x" },
+      /http\.url = <redacted> .*\(it is not a valid URL/,
+    ],
+    [
+      { GATEHOUSE_HTTP_URL: "ftp://user:s3cretpass@mqhostname/x" },
+      /http\.url = <redacted> .*\(the scheme is not http/,
+    ],
+  ];
+  for (const [env, pattern] of cases) {
+    const message = loadError({ env: { ...withToken, ...env } });
+    assert.match(message, pattern, JSON.stringify(env));
+    assert.ok(!message.includes("s3cret"), message);
+    assert.ok(!message.includes("mqhostname"), message);
+  }
+  const file = loadError({ file: '[amqp]\nurl = "amqp://u:s3cretpass@mq:x"', env: withToken });
+  assert.match(file, /^amqp\.url = <redacted> \(from gatehouse\.toml\) is invalid: .*the port/);
+  assert.ok(!file.includes("s3cret"));
+  // Good URLs still load.
+  for (const url of ["amqp://mq", "amqps://u:p%2Fw@mq:5671/%2F", "amqp://[::1]:5672/v"]) {
+    assert.equal(load({ env: { ...withToken, AMQP_URL: url } }).config.amqp.url.reveal(), url);
+  }
+  for (const url of ["http://127.0.0.1:8080/events?key=abc", "https://u:p@bot.example/x"]) {
+    assert.equal(load({ env: { ...withToken, GATEHOUSE_HTTP_URL: url } }).config.http.url?.reveal(), url);
+  }
+});
+
+Deno.test("tokens: inner whitespace or control characters are errors (value redacted); the ends and 'Bot ' are trimmed", () => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [
+      { DISCORD_TOKEN: "first-half-tok.abc\nsecond-half-tok" },
+      /^token = <redacted> \(from env DISCORD_TOKEN\) is invalid: .*\(the token contains a line break\)$/,
+    ],
+    [
+      { DISCORD_TOKEN: "Bot first-half-tok.abc second-half-tok" },
+      /^token = <redacted> .*contains whitespace/,
+    ],
+    [{ DISCORD_TOKEN: "first-half-tok.abc\u0000second-half-tok" }, /^token = <redacted> .*control character/],
+    [
+      { ...withToken, GATEHOUSE_CONTROL_TOKEN: "first-half-tok-1234\r\nsecond-half-tok" },
+      /^control\.token = <redacted> \(from env GATEHOUSE_CONTROL_TOKEN\) is invalid: .*contains a line break/,
+    ],
+    [
+      { ...withToken, GATEHOUSE_CONTROL_TOKEN: "first-half-tok-1234 second-half-tok" },
+      /^control\.token = <redacted> .*contains whitespace/,
+    ],
+    [
+      { ...withToken, GATEHOUSE_HTTP_AUTHORIZATION: "Bearer first-half-tok\nsecond-half-tok" },
+      /^http\.authorization = <redacted> \(from env GATEHOUSE_HTTP_AUTHORIZATION\) is invalid: .*contains a line break/,
+    ],
+  ];
+  for (const [env, pattern] of cases) {
+    const message = loadError({ env });
+    assert.match(message, pattern, JSON.stringify(env));
+    assert.ok(!message.includes("first-half") && !message.includes("second-half"), message);
+  }
+  const inFile = loadError({ file: 'token = "first-half-tok\\nsecond-half-tok"' });
+  assert.match(inFile, /^token = <redacted> \(from gatehouse\.toml\) is invalid: .*line break/);
+  assert.ok(!inFile.includes("first-half"));
+  assert.equal(load({ env: { DISCORD_TOKEN: `  Bot  ${TOKEN}\n` } }).config.token.reveal(), TOKEN);
+  assert.equal(
+    load({ env: { ...withToken, GATEHOUSE_CONTROL_TOKEN: " a-long-enough-token-123\n" } }).config.control
+      .token
+      ?.reveal(),
+    "a-long-enough-token-123",
+  );
+  // An Authorization header has a space in it; that is fine.
+  assert.equal(
+    load({ env: { ...withToken, GATEHOUSE_HTTP_AUTHORIZATION: "Bearer abc" } }).config.http.authorization
+      ?.reveal(),
+    "Bearer abc",
+  );
+});
+
+const ALL_SECRETS = {
+  DISCORD_TOKEN: "discord-token-SECRET-value.abc",
+  GATEHOUSE_CONTROL_TOKEN: "control-token-SECRET-value",
+  GATEHOUSE_HTTP_AUTHORIZATION: "Bearer authorization-SECRET-value",
+  REDIS_URL: "redis://:redis-SECRET-pass@127.0.0.1:6379",
+  AMQP_URL: "amqp://u:amqp-SECRET-pass@127.0.0.1:5672",
+  GATEHOUSE_HTTP_URL: "https://u:http-SECRET-pass@bot.example/x",
+};
+
+Deno.test("every secret is a Secret: <redacted> through String, templates, JSON.stringify and Deno.inspect", () => {
+  const { config } = load({ env: ALL_SECRETS });
+  const secrets = {
+    token: config.token,
+    "control.token": config.control.token,
+    "http.authorization": config.http.authorization,
+    "redis.url": config.redis.url,
+    "amqp.url": config.amqp.url,
+    "http.url": config.http.url,
+  };
+  for (const [key, secret] of Object.entries(secrets)) {
+    assert.ok(secret !== null && typeof secret === "object", `${key} is not a Secret`);
+    assert.equal(String(secret), "<redacted>", key);
+    assert.equal(`${secret}`, "<redacted>", key);
+    assert.equal("" + secret, "<redacted>", key);
+    assert.equal(JSON.stringify(secret), '"<redacted>"', key);
+    assert.equal(Deno.inspect(secret), "<redacted>", key);
+    assert.equal(Deno.inspect(secret, { colors: true }), "<redacted>", key);
+  }
+  assert.equal(config.control.token?.reveal(), ALL_SECRETS.GATEHOUSE_CONTROL_TOKEN);
+  assert.equal(config.http.authorization?.reveal(), ALL_SECRETS.GATEHOUSE_HTTP_AUTHORIZATION);
+  assert.equal(config.redis.url.reveal(), ALL_SECRETS.REDIS_URL);
+  assert.equal(config.amqp.url.reveal(), ALL_SECRETS.AMQP_URL);
+  assert.equal(config.http.url?.reveal(), ALL_SECRETS.GATEHOUSE_HTTP_URL);
+  const whole = [
+    JSON.stringify(config),
+    Deno.inspect(config, { depth: 10 }),
+    `${JSON.stringify({ config })}`,
+  ];
+  for (const text of whole) assert.ok(!text.includes("SECRET"), text);
+  // Defaults are Secrets too.
+  const defaults = load({ env: withToken }).config;
+  assert.equal(String(defaults.redis.url), "<redacted>");
+  assert.equal(String(defaults.amqp.url), "<redacted>");
+});
+
+Deno.test("every secret is <redacted> through console.log and console.error (a real process)", async () => {
+  const code = `
+    import { loadConfig } from "./src/config/load.ts";
+    const env = ${JSON.stringify(ALL_SECRETS)};
+    const { config } = loadConfig({ env: (n) => env[n], flags: {}, readTextFile: () => "" });
+    console.log(config);
+    console.log("%s %o %O %j", config.amqp.url, config.redis.url, config.http.url, config.control.token);
+    console.error(config.token, config.http.authorization, { deep: { deeper: config } });
+    console.log(\`\${config.token} \${config.http.url}\`);
+  `;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-check", code],
+    cwd: new URL("../../", import.meta.url),
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(output.stdout);
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.equal(output.code, 0, stderr);
+  assert.ok(stdout.includes("<redacted>") && stderr.includes("<redacted>"), stdout + stderr);
+  assert.ok(!stdout.includes("SECRET"), stdout);
+  assert.ok(!stderr.includes("SECRET"), stderr);
+});
+
+// --- Config values: trimmed numbers, bounded echoes, ports, sources, every problem at once ----------
+
+Deno.test("numbers and bitfields from env and flags are trimmed", () => {
+  const envCases: Array<[string, string, (c: ReturnType<typeof load>["config"]) => unknown, unknown]> = [
+    ["DISCORD_RAW_INTENTS", " 513 ", (c) => c.intents, 513],
+    ["DISCORD_INTENTS", "\t513\n", (c) => c.intents, 513],
+    ["DISCORD_SHARD_COUNT", " 4 ", (c) => c.shards.count, 4],
+    ["DISCORD_SHARD_IDS", " 0-1 , 3 \n", (c) => c.shards.ids, [0, 1, 3]],
+    ["DISCORD_API_VERSION", " 9 ", (c) => c.api.version, 9],
+    ["GATEHOUSE_LARGE_THRESHOLD", " 100\n", (c) => c.gateway.largeThreshold, 100],
+    ["GATEHOUSE_IDENTIFY_RESERVE", " 5 ", (c) => c.gateway.identifyReserve, 5],
+    ["GATEHOUSE_STORE_MAX_AGE", " 2h ", (c) => c.store.maxAgeMs, 7_200_000],
+    ["GATEHOUSE_STORE_MAX_SIZE", " 10MB ", (c) => c.store.maxSizeBytes, 1e7],
+    ["GATEHOUSE_STORE_HARD_MAX_SIZE", "\t10MB\n", (c) => c.store.hardMaxSizeBytes, 1e7],
+    ["GATEHOUSE_COMMIT_INTERVAL_MS", " 20 ", (c) => c.store.commitIntervalMs, 20],
+    ["GATEHOUSE_REDIS_MAX_LEN", " 1000 ", (c) => c.redis.maxLen, 1000],
+    ["GATEHOUSE_JOURNAL", " false ", (c) => c.store.journal, false],
+    ["GATEHOUSE_CONTROL_ADDRESS", " 127.0.0.1:1234 ", (c) => c.control.address, {
+      hostname: "127.0.0.1",
+      port: 1234,
+    }],
+    ["PROMETHEUS_ADDRESS", " 127.0.0.1:1235 ", (c) => c.control.address, {
+      hostname: "127.0.0.1",
+      port: 1235,
+    }],
+  ];
+  for (const [name, text, get, want] of envCases) {
+    assert.deepEqual(get(load({ env: { ...withToken, [name]: text } }).config), want, name);
+  }
+  const flagCases: Array<[FlagName, string, (c: ReturnType<typeof load>["config"]) => unknown, unknown]> = [
+    ["intents", " 513 ", (c) => c.intents, 513],
+    ["shardCount", " 4 ", (c) => c.shards.count, 4],
+    ["shardIds", " 2 ", (c) => c.shards.ids, [2]],
+    ["apiVersion", " 9 ", (c) => c.api.version, 9],
+    ["largeThreshold", " 60 ", (c) => c.gateway.largeThreshold, 60],
+    ["journal", " true ", (c) => c.store.journal, true],
+    ["controlAddress", " 127.0.0.1:1236 ", (c) => c.control.address, { hostname: "127.0.0.1", port: 1236 }],
+  ];
+  for (const [name, text, get, want] of flagCases) {
+    assert.deepEqual(get(load({ env: withToken, flags: { [name]: text } }).config), want, name);
+  }
+  // A TOML string holding a bitfield is read the same way.
+  assert.equal(load({ file: 'intents = " 513 "', env: withToken }).config.intents, 513);
+});
+
+Deno.test("a huge bad value is cut to 100 characters in the error, with its length", () => {
+  const huge = "x".repeat(1_000_000);
+  const count = loadError({ env: { ...withToken, DISCORD_SHARD_COUNT: huge } });
+  assert.equal(
+    count,
+    `shards.count = "${"x".repeat(98)}… (1000000 characters) (from env DISCORD_SHARD_COUNT) is invalid: ` +
+      "must be a positive integer",
+  );
+  const cases: Setup[] = [
+    { env: { ...withToken, DISCORD_EVENTS: huge } },
+    { env: { ...withToken, DISCORD_INTENTS: "nope,".repeat(200_000) } },
+    { env: { ...withToken, DISCORD_PRESENCE: huge } },
+    { env: { ...withToken, GATEHOUSE_REDIS_TLS_CA: "/".repeat(1_000_000), BROKER_TYPE: "redis" } },
+    { env: withToken, flags: { apiHost: huge } },
+    { file: `[store]\npath = ${JSON.stringify(["a".repeat(500_000)])}`, env: withToken },
+    { file: `${"k".repeat(1_000_000)} = 1`, env: withToken },
+    { file: `[shards]\n${"c".repeat(1_000_000)} = 1`, env: withToken },
+    {
+      file: "[shards]\ncount = 1\nids = [" + Array.from({ length: 50_000 }, (_, i) => i).join(",") + "]",
+      env: withToken,
+    },
+    { env: { ...withToken, DISCORD_SHARD_COUNT: "1", DISCORD_SHARD_IDS: "0-99999" } },
+  ];
+  for (const setup of cases) {
+    const started = Date.now();
+    const message = loadError(setup);
+    // The longest "allowed" text (every intent name) is about 600 characters; the value adds at most 100.
+    assert.ok(message.length < 1000, `${message.length} characters: ${message.slice(0, 300)}`);
+    assert.ok(Date.now() - started < 2000, "took too long");
+  }
+  assert.match(
+    loadError({ env: { ...withToken, DISCORD_INTENTS: "nope,".repeat(200_000) } }),
+    /… \(\d+ characters\)/,
+  );
+});
+
+Deno.test("host:port keys take ports 1-65535 (0 = any free port where listening)", () => {
+  assert.match(
+    loadError({ file: '[api]\nhost = "127.0.0.1:99999"', env: withToken }),
+    /^api\.host = "127\.0\.0\.1:99999" \(a TOML string\) \(from gatehouse\.toml\) is invalid: .*port from 1 to 65535/,
+  );
+  for (const host of ["127.0.0.1:0", "[::1]:65536", "discord.com:70000", "h:"]) {
+    assert.match(loadError({ env: { ...withToken, DISCORD_API_HOST: host } }), /^api\.host = /, host);
+  }
+  for (const host of ["127.0.0.1:65535", "[::1]:1", "discord.com"]) {
+    assert.equal(load({ env: { ...withToken, DISCORD_API_HOST: host } }).config.api.host, host);
+  }
+  for (
+    const [name, address] of [["GATEHOUSE_CONTROL_ADDRESS", "127.0.0.1:99999"], [
+      "PROMETHEUS_ADDRESS",
+      ":65536",
+    ]]
+  ) {
+    assert.match(
+      loadError({ env: { ...withToken, [name]: address } }),
+      new RegExp(`from env ${name}\\) is invalid`),
+    );
+  }
+  assert.match(
+    loadError({ file: '[prometheus]\naddress = "127.0.0.1:99999"', env: withToken }),
+    /^prometheus\.address = "127\.0\.0\.1:99999" .*\(from gatehouse\.toml\) is invalid/,
+  );
+  assert.deepEqual(
+    load({ env: { ...withToken, GATEHOUSE_CONTROL_ADDRESS: "127.0.0.1:0" } }).config.control.address,
+    { hostname: "127.0.0.1", port: 0 },
+  );
+});
+
+Deno.test("errors found after reading every value name where the value came from", () => {
+  assert.match(
+    loadError({ file: '[prometheus]\naddress = ":9090"', env: withToken }),
+    /^control\.address = 0\.0\.0\.0:9090 \(from prometheus\.address in gatehouse\.toml\) is reachable from other machines/,
+  );
+  assert.match(
+    loadError({ env: { ...withToken, GATEHOUSE_CONTROL_ADDRESS: "0.0.0.0:7979" } }),
+    /^control\.address = 0\.0\.0\.0:7979 \(from env GATEHOUSE_CONTROL_ADDRESS\) is reachable/,
+  );
+  assert.match(
+    loadError({ env: withToken, flags: { controlAddress: "10.1.2.3:7979" } }),
+    /^control\.address = 10\.1\.2\.3:7979 \(from flag --control-address\) is reachable/,
+  );
+  assert.match(
+    loadError({ env: { ...withToken, BROKER_TYPE: "stdout,http" } }),
+    /^broker\.type = "stdout,http" \(from env BROKER_TYPE\) includes http, but http\.url is not set: set \[http\] url or GATEHOUSE_HTTP_URL$/,
+  );
+  assert.match(
+    loadError({ file: '[broker]\ntype = ["http"]', env: withToken }),
+    /^broker\.type = \["http"\] \(from gatehouse\.toml\) includes http/,
+  );
+  // The Redis CA is read while loading, so its error names the key and the source.
+  assert.equal(
+    loadError({ file: '[broker]\ntype = "redis"\n[redis]\ntls_ca = "/nope/ca.pem"', env: withToken }),
+    'redis.tls_ca = "/nope/ca.pem" (from gatehouse.toml) cannot be read: no such file',
+  );
+  assert.match(
+    loadError({ env: { ...withToken, BROKER_TYPE: "redis", GATEHOUSE_REDIS_TLS_CA: "/nope/ca.pem" } }),
+    /^redis\.tls_ca = "\/nope\/ca\.pem" \(from env GATEHOUSE_REDIS_TLS_CA\) cannot be read: no such file$/,
+  );
+  assert.match(
+    loadError({
+      env: { ...withToken, BROKER_TYPE: "redis", GATEHOUSE_REDIS_TLS_CA: "/etc/ca.der" },
+      files: { "/etc/ca.der": "\x30\x82binary" },
+    }),
+    /^redis\.tls_ca = "\/etc\/ca\.der" \(from env GATEHOUSE_REDIS_TLS_CA\) is not a PEM file/,
+  );
+  const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  const withCa = load({
+    env: { ...withToken, BROKER_TYPE: "redis", GATEHOUSE_REDIS_TLS_CA: "/etc/ca.pem" },
+    files: { "/etc/ca.pem": pem },
+  }).config.redis;
+  assert.equal(withCa.tlsCa, "/etc/ca.pem");
+  assert.equal(withCa.tlsCaPem, pem);
+  // Not read when Redis is not a sink, nor for inspect/replay (no token needed, no broker files read).
+  assert.equal(
+    load({ env: { ...withToken, GATEHOUSE_REDIS_TLS_CA: "/nope/ca.pem" } }).config.redis.tlsCaPem,
+    null,
+  );
+  const readOnly = loadConfig({
+    env: (name) =>
+      ({ BROKER_TYPE: "redis", GATEHOUSE_REDIS_TLS_CA: "/nope/ca.pem" } as Record<string, string>)[name],
+    flags: {},
+    readTextFile: () => {
+      throw new Deno.errors.NotFound("nothing here");
+    },
+    requireToken: false,
+  });
+  assert.equal(readOnly.config.redis.tlsCaPem, null);
+});
+
+Deno.test("loadConfig lists every problem found, not only the first", () => {
+  const lines = loadError({
+    file:
+      '[broker]\ntype = ["redis", "http"]\n[redis]\ntls_ca = "/nope/ca.pem"\n[control]\naddress = "0.0.0.0:1"',
+    env: { ...withToken, DISCORD_SHARD_COUNT: "many", AMQP_URL: "amqp://u:p@h:x" },
+  }).split("\n");
+  assert.equal(lines.length, 5, lines.join("\n"));
+  assert.ok(lines.some((l) => l.startsWith("shards.count = ")));
+  assert.ok(lines.some((l) => l.startsWith("amqp.url = <redacted>")));
+  assert.ok(lines.some((l) => l.startsWith("control.address = 0.0.0.0:1 ")));
+  assert.ok(lines.some((l) => l.startsWith("broker.type = ")));
+  assert.ok(lines.some((l) => l.startsWith("redis.tls_ca = ")));
+  // A broken file does not hide the problems of env and flags (and its token is not called missing).
+  const broken = loadError({
+    file: 'token = "x"\n[shards\ncount = 1',
+    env: { DISCORD_SHARD_COUNT: "zero" },
+    flags: { largeThreshold: "7" },
+  }).split("\n");
+  assert.equal(broken.length, 3, broken.join("\n"));
+  assert.match(broken[0], /^gatehouse\.toml:2:\d+: invalid TOML/);
+  const missing = loadError({
+    configPath: "nope.toml",
+    env: { ...withToken, GATEHOUSE_LOG_LEVEL: "loud" },
+  }).split("\n");
+  assert.deepEqual(missing.length, 2, missing.join("\n"));
+  assert.equal(missing[0], "cannot read config file nope.toml: no such file");
 });

@@ -309,7 +309,7 @@ Deno.test("the control listener refuses a non-loopback address without a token (
   assert.equal((await refused.status).code, 2);
   assert.match(
     refused.stderr(),
-    /control\.address = 0\.0\.0\.0:0 is reachable from other machines, and control\.token is not set/,
+    /control\.address = 0\.0\.0\.0:0 \(from env GATEHOUSE_CONTROL_ADDRESS\) is reachable from other machines, and control\.token is not set/,
   );
 
   const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
