@@ -14,7 +14,7 @@ import { Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
 import { AmqpCommandSource } from "../commands/amqp_source.ts";
-import { RedisCommandSource } from "../commands/redis_source.ts";
+import { claimIdleFromEnv, RedisCommandSource } from "../commands/redis_source.ts";
 import { RejectionLog } from "../commands/rejections.ts";
 import { CommandRouter, readLines, type Refusal } from "../commands/router.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
@@ -357,12 +357,6 @@ async function runWithStore(
       command: line.length > 200 ? `${line.slice(0, 200)}…` : line,
     });
   };
-  /** Routes one command to this process's shards; resolves once it was sent to Discord (or rejected). */
-  const commandsFrom = (source: string) => (line: string): Promise<void> => {
-    const result = router.handle(line);
-    reportCommand(source)(line, result.ok ? null : result);
-    return result.ok ? result.sent : Promise.resolve();
-  };
   /** Routes one command to this process's shards; the reason when it is refused. */
   const takeCommand = (line: string, source: string): string | null => {
     const result = router.handle(line);
@@ -378,24 +372,29 @@ async function runWithStore(
       commandLog.warn("stopped reading commands from stdin: {error}", { error: (error as Error).message });
     });
   }
-  // With Redis as a sink, commands also come from the {prefix}:commands stream (consumer group).
+  // With Redis as a sink, commands also come from the {prefix}:commands stream (consumer group), passed
+  // on to the shards' streams, which the processes running them read.
   const redisCommands = config.broker.types.includes("redis")
     ? new RedisCommandSource({
       url: config.redis.url,
       stream: `${config.redis.prefix}:commands`,
       group: config.broker.group,
-      onCommand: commandsFrom("redis"),
+      router,
+      report: reportCommand("redis"),
       logger: commandLog,
       tlsCa: redisCa,
+      claimIdleMs: claimIdleFromEnv(Deno.env.get("GATEHOUSE_COMMAND_CLAIM_IDLE_MS"), commandLog),
     })
     : null;
   redisCommands?.start();
-  // With RabbitMQ as a sink, commands also come from the durable queue {exchange}.commands.
+  // With RabbitMQ as a sink, commands also come from the durable queue {exchange}.commands, passed on
+  // to the shards' queues {exchange}.commands.{shard}.
   const amqpCommands = config.broker.types.includes("amqp")
     ? new AmqpCommandSource({
       url: config.amqp.url,
       queue: `${config.amqp.exchange}.commands`,
-      onCommand: commandsFrom("amqp"),
+      router,
+      report: reportCommand("amqp"),
       logger: commandLog,
     })
     : null;
