@@ -56,9 +56,7 @@ Deno.test("redis commands: from {prefix}:commands through the consumer group to 
     g.kill("SIGKILL");
     await g.status;
     await fake.stop();
-    const keys = await client.keys(`${prefix}:*`);
-    if (keys.length > 0) await client.del(...keys);
-    client.disconnect();
+    await cleanUp(client, prefix);
   }
 });
 
