@@ -50,7 +50,7 @@ Deno.test("amqp commands: from {exchange}.commands to the owning shard; rejected
       g.kill("SIGKILL");
       await g.status;
       await fake.stop();
-      await channel.queueDelete(queue).catch(() => {});
+      for (const q of [queue, `${queue}.0`, `${queue}.1`]) await channel.queueDelete(q).catch(() => {});
       await channel.exchangeDelete(exchange).catch(() => {});
       await client.close();
     }
