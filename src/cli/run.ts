@@ -14,8 +14,9 @@ import { hardCapPages, Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
 import { AmqpCommandSource } from "../commands/amqp_source.ts";
-import { RedisCommandSource } from "../commands/redis_source.ts";
-import { CommandRouter, readLines } from "../commands/router.ts";
+import { claimIdleFromEnv, RedisCommandSource } from "../commands/redis_source.ts";
+import { RejectionLog } from "../commands/rejections.ts";
+import { CommandRouter, readLines, type Refusal } from "../commands/router.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
 import { HttpSink } from "../sinks/http.ts";
 import { RedisSink } from "../sinks/redis.ts";
@@ -352,47 +353,58 @@ async function runWithStore(
   // Commands from the bot on stdin, when it is a pipe: one NDJSON command per line.
   const router = new CommandRouter(pool.shards, shardCount);
   const commandLog = logger("commands");
-  /** Handles one command; resolves once it was sent to Discord (or rejected). */
-  /** Routes one command; the reason when it is refused (logged and reported as an event). */
-  const takeCommand = (line: string, source: string): { sent: Promise<void> } | { refused: string } => {
-    const result = router.handle(line);
-    stats.command(source, result.ok);
-    if (result.ok) return { sent: result.sent };
-    commandLog.warn("command rejected: {reason}", { reason: result.reason });
-    const shard = result.shard ?? Math.min(...shardIds);
+  const rejections = new RejectionLog({ logger: commandLog });
+  /** Counts a command; a refused one is logged (rate-limited) and reported as an event. */
+  const reportCommand = (source: string) => (line: string, refusal: Refusal | null): void => {
+    stats.command(source, refusal === null);
+    if (refusal === null) return;
+    rejections.rejected(refusal.reason, source);
+    const shard = refusal.shard !== null && router.runs(refusal.shard)
+      ? refusal.shard
+      : Math.min(...shardIds);
     dispatcher.internal(shard, "GATEHOUSE_COMMAND_REJECTED", {
-      reason: result.reason,
+      reason: refusal.reason,
       command: line.length > 200 ? `${line.slice(0, 200)}…` : line,
     });
-    return { refused: result.reason };
   };
-  const commandsFrom = (source: string) => (line: string): Promise<void> => {
-    const taken = takeCommand(line, source);
-    return "sent" in taken ? taken.sent : Promise.resolve();
+  /** Routes one command to this process's shards; the reason when it is refused. */
+  const takeCommand = (line: string, source: string): string | null => {
+    const result = router.handle(line);
+    reportCommand(source)(line, result.ok ? null : result);
+    return result.ok ? null : result.reason;
   };
   if (!Deno.stdin.isTerminal()) {
-    readLines(Deno.stdin.readable, commandsFrom("stdin")).catch((error) => {
+    readLines(Deno.stdin.readable, {
+      onLine: (line) => void takeCommand(line, "stdin"),
+      onTooLong: (bytes, head) =>
+        reportCommand("stdin")(head, { reason: `line of ${bytes} bytes is longer than 64 KB`, shard: null }),
+    }).catch((error) => {
       commandLog.warn("stopped reading commands from stdin: {error}", { error: (error as Error).message });
     });
   }
-  // With Redis as a sink, commands also come from the {prefix}:commands stream (consumer group).
+  // With Redis as a sink, commands also come from the {prefix}:commands stream (consumer group), passed
+  // on to the shards' streams, which the processes running them read.
   const redisCommands = config.broker.types.includes("redis")
     ? new RedisCommandSource({
       url: config.redis.url.reveal(),
       stream: `${config.redis.prefix}:commands`,
       group: config.broker.group,
-      onCommand: commandsFrom("redis"),
+      router,
+      report: reportCommand("redis"),
       logger: commandLog,
       tlsCa: redisCa,
+      claimIdleMs: claimIdleFromEnv(Deno.env.get("GATEHOUSE_COMMAND_CLAIM_IDLE_MS"), commandLog),
     })
     : null;
   redisCommands?.start();
-  // With RabbitMQ as a sink, commands also come from the durable queue {exchange}.commands.
+  // With RabbitMQ as a sink, commands also come from the durable queue {exchange}.commands, passed on
+  // to the shards' queues {exchange}.commands.{shard}.
   const amqpCommands = config.broker.types.includes("amqp")
     ? new AmqpCommandSource({
       url: config.amqp.url.reveal(),
       queue: `${config.amqp.exchange}.commands`,
-      onCommand: commandsFrom("amqp"),
+      router,
+      report: reportCommand("amqp"),
       logger: commandLog,
     })
     : null;
@@ -423,10 +435,7 @@ async function runWithStore(
     }),
     identify: () => ({ remaining: localQueue.remaining, ...localQueue.budget }),
     reconnect: (id) => livePool.shards.find((s) => s.id === id)?.reconnect() ?? false,
-    command: (line) => {
-      const taken = takeCommand(line, "control");
-      return "refused" in taken ? taken.refused : null;
-    },
+    command: (line) => takeCommand(line, "control"),
   };
   const control = await startControl(config, store, view);
   const progress = new StartupProgress({
@@ -467,6 +476,7 @@ async function runWithStore(
   await control?.stop();
   await redisCommands?.stop();
   await amqpCommands?.stop();
+  rejections.close();
   const closing = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
   // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
   await journal.flush();

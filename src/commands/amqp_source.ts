@@ -1,24 +1,49 @@
 /**
- * Commands from a RabbitMQ queue (`{exchange}.commands`, durable, declared when missing): each message
- * body is one command as JSON; it is acknowledged once the command was sent to Discord or rejected. Reconnects after a lost connection; unacknowledged messages are redelivered by the broker.
+ * Commands from RabbitMQ, for one or several gatehouse processes on one broker (each running some of
+ * the bot's shards):
+ *
+ * - The bot publishes commands (one JSON command per message body) to the durable inbox queue
+ *   `{exchange}.commands`. Any process consumes it, validates each message (a bad one is reported and
+ *   acknowledged) and publishes a good one, persistent and with publisher confirms, to the durable
+ *   queue of every shard that must send it, `{exchange}.commands.{shard}` — declared first, since the
+ *   broker drops a message for a queue that does not exist — then acknowledges the inbox message.
+ * - Each process consumes the queues of the shards it runs and acknowledges a message once its
+ *   command was written to Discord (or refused), each on its own. One channel, a per-consumer prefetch
+ *   (basic.qos, global = false) of `maxInFlight`: a shard in backoff holds that many of its own
+ *   commands and the broker keeps delivering the other shards'.
+ * - A command for a shard no process runs yet waits in its queue until one does; what a process had
+ *   not acknowledged when it died is delivered again by the broker.
  */
-import { AMQPClient } from "@cloudamqp/amqp-client";
+import { type AMQPChannel, AMQPClient, type AMQPConsumer, type AMQPMessage } from "@cloudamqp/amqp-client";
+import { sleep, systemClock } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
+import type { CommandRouter, Refusal } from "./router.ts";
 
 export interface AmqpCommandSourceOptions {
   url: string;
+  /** The inbox, `{exchange}.commands`; a shard's queue is `<inbox>.<shard>`. */
   queue: string;
-  /** Resolves once the command was sent to Discord (or rejected): the message is acknowledged then. */
-  onCommand: (text: string) => Promise<void>;
+  router: CommandRouter;
+  /** As in RedisCommandSourceOptions: every inbox message, and every command a shard refused. */
+  report: (text: string, refusal: Refusal | null) => void;
   logger?: Logger;
+  /** Unacknowledged messages per consumer (per shard); default 50. */
+  maxInFlight?: number;
+}
+
+/** A shard's own queue. */
+export function shardQueueName(inbox: string, shard: number): string {
+  return `${inbox}.${shard}`;
 }
 
 export class AmqpCommandSource {
   readonly #o: AmqpCommandSourceOptions;
   #client: AMQPClient | null = null;
-  #stopped = false;
+  readonly #stopping = new AbortController();
   #loop: Promise<void> | null = null;
-  handled = 0;
+  #inbox: AMQPConsumer | null = null;
+  /** Inbox messages being passed on (awaited by a stop). */
+  readonly #forwarding = new Set<Promise<void>>();
 
   constructor(options: AmqpCommandSourceOptions) {
     this.#o = options;
@@ -28,37 +53,149 @@ export class AmqpCommandSource {
     this.#loop ??= this.#run();
   }
 
+  get #stopped(): boolean {
+    return this.#stopping.signal.aborted;
+  }
+
   async #run(): Promise<void> {
+    const { queue: inbox, router } = this.#o;
     while (!this.#stopped) {
       try {
         const client = new AMQPClient(this.#o.url);
         this.#client = client;
         await client.connect();
         const channel = await client.channel();
-        await channel.queueDeclare(this.#o.queue, { durable: true });
-        await channel.basicQos(100);
-        const consumer = await channel.basicConsume(this.#o.queue, { noAck: false }, async (message) => {
-          await this.#o.onCommand(message.bodyToString() ?? "");
-          await message.ack();
-          this.handled++;
+        await channel.confirmSelect();
+        const declared = new Map<string, Promise<unknown>>();
+        const declare = (queue: string) => {
+          let done = declared.get(queue);
+          if (!done) {
+            done = channel.queueDeclare(queue, { durable: true });
+            declared.set(queue, done);
+          }
+          return done;
+        };
+        await declare(inbox);
+        for (const shard of router.shardIds) await declare(shardQueueName(inbox, shard));
+        // Applies to each consumer started after it on this channel.
+        await channel.basicQos(this.#o.maxInFlight ?? 50, 0, false);
+        const consumers: AMQPConsumer[] = [];
+        for (const shard of router.shardIds) {
+          consumers.push(
+            await channel.basicConsume(
+              shardQueueName(inbox, shard),
+              { noAck: false },
+              (message) => this.#send(shard, message),
+            ),
+          );
+        }
+        this.#inbox = await channel.basicConsume(inbox, { noAck: false }, (message) => {
+          const forwarding = this.#forward(channel, declare, message);
+          this.#forwarding.add(forwarding);
+          forwarding.finally(() => this.#forwarding.delete(forwarding));
         });
-        await consumer.wait();
+        consumers.push(this.#inbox);
+        if (this.#stopped) return;
+        // Any consumer ending (the channel or the connection closed, a queue deleted) starts over.
+        await Promise.race(consumers.map((c) => c.wait()));
+        if (!this.#stopped) throw new Error("a command queue's consumer was cancelled");
       } catch (error) {
         if (this.#stopped) return;
         this.#o.logger?.warn("reading commands from RabbitMQ failed: {error}; retrying in 1 s", {
           error: (error as Error).message,
         });
-        await new Promise((resolve) => setTimeout(resolve, 1000));
+        const client = this.#client;
+        if (client && !client.closed) await client.close().catch(() => {});
+        await sleep(systemClock, 1000, this.#stopping.signal).catch(() => {});
       }
     }
   }
 
+  /** An inbox message: refused, or published to each of its shards' queues (confirmed) and then acked. */
+  async #forward(
+    channel: AMQPChannel,
+    declare: (queue: string) => Promise<unknown>,
+    message: AMQPMessage,
+  ): Promise<void> {
+    const text = message.bodyToString() ?? "";
+    const parsed = this.#o.router.parse(text);
+    try {
+      if (!parsed.ok) {
+        this.#o.report(text, parsed);
+        await message.ack();
+        return;
+      }
+      await Promise.all(parsed.parts.map(async (part) => {
+        const queue = shardQueueName(this.#o.queue, part.shard);
+        await declare(queue);
+        const body = JSON.stringify({ op: parsed.op, shard: part.shard, d: part.d });
+        // Resolves once the broker confirmed it (the channel is in confirm mode).
+        await channel.basicPublish("", queue, body, { deliveryMode: 2, contentType: "application/json" });
+      }));
+      await message.ack();
+      this.#o.report(text, null);
+    } catch (error) {
+      if (this.#stopped || channel.closed) return; // redelivered by the broker
+      this.#o.logger?.warn("passing a command on to its shard queue(s) failed: {error}; retrying in 1 s", {
+        error: (error as Error).message,
+      });
+      await sleep(systemClock, 1000, this.#stopping.signal).catch(() => {});
+      await message.nack(true).catch(() => {});
+    }
+  }
+
+  /** A message of a local shard's queue: queued on the shard, acked once written to Discord or refused. */
+  #send(shard: number, message: AMQPMessage): void {
+    const text = message.bodyToString() ?? "";
+    const ack = () => void message.ack().catch(() => {}); // a closed channel: redelivered by the broker
+    const parsed = this.#o.router.parse(text);
+    let refusal: Refusal;
+    if (!parsed.ok) {
+      refusal = { reason: parsed.reason, shard };
+    } else {
+      const part = parsed.everyShard
+        ? parsed.parts.find((p) => p.shard === shard)
+        : parsed.parts.length === 1 && parsed.parts[0].shard === shard
+        ? parsed.parts[0]
+        : undefined;
+      if (part) {
+        const taken = this.#o.router.sendTo(shard, parsed.op, part.d);
+        if ("sent" in taken) {
+          taken.sent.then(ack);
+          return;
+        }
+        refusal = { reason: taken.refused, shard };
+      } else {
+        const owners = parsed.parts.map((p) => p.shard).join(", ");
+        const queue = shardQueueName(this.#o.queue, shard);
+        refusal = { reason: `a command in ${queue} is for shard ${owners}, not ${shard}`, shard };
+      }
+    }
+    this.#o.report(text, refusal);
+    ack();
+  }
+
+  /**
+   * Stops taking inbox messages and lets those being passed on finish (bounded), then closes the
+   * connection: what this process had not acknowledged goes back to its queue.
+   */
   async stop(): Promise<void> {
-    this.#stopped = true;
+    if (this.#stopped) return;
+    this.#stopping.abort();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const bounded = (work: Promise<unknown>, ms: number) =>
+      Promise.race([work.catch(() => {}), new Promise((resolve) => (timer = setTimeout(resolve, ms)))])
+        .finally(() => clearTimeout(timer));
+    await bounded(
+      (async () => {
+        await this.#inbox?.cancel();
+        await Promise.all(this.#forwarding);
+      })(),
+      1000,
+    );
     const client = this.#client;
     this.#client = null;
-    if (client && !client.closed) await client.close().catch(() => {});
-    // A command still waiting for its shard would hold the loop: do not wait for it.
-    await Promise.race([this.#loop?.catch(() => {}), new Promise((resolve) => setTimeout(resolve, 1000))]);
+    if (client && !client.closed) await bounded(client.close(), 1000);
+    await bounded(this.#loop ?? Promise.resolve(), 1000);
   }
 }

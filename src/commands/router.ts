@@ -1,24 +1,23 @@
 /**
- * Gateway commands from the bot (DESIGN.md, Commands): validated, then routed — by guild id to the
- * shard that owns the guild, presence (op 3) to every local shard unless `shard` names one — and queued
- * on the shard under its send limiter (120 per 60 s, room kept for heartbeats; over-budget commands
- * wait, they are not dropped). A bad command is rejected with a reason; nothing throws.
+ * Gateway commands from the bot (DESIGN.md, Commands): validated (validate.ts), then routed — by guild
+ * id to the shard that owns the guild, presence (op 3) to every shard unless `shard` names one — and
+ * queued on the shard under its send limiter (120 per 60 s, room kept for heartbeats; over-budget
+ * commands wait, they are not dropped). A bad command is rejected with a reason; nothing throws.
  */
-import { MAX_PAYLOAD_BYTES, shardForGuild } from "../gateway/protocol.ts";
+import { type CommandPart, parseCommand, type ParsedCommand } from "./validate.ts";
 
-/** Commands a bot may send: presence, voice state, request guild members, soundboard, channel info. */
-export const COMMAND_OPS: ReadonlyMap<number, string> = new Map([
-  [3, "presence update"],
-  [4, "voice state update"],
-  [8, "request guild members"],
-  [31, "request soundboard sounds"],
-  [43, "request channel info"],
-]);
+export { COMMAND_OPS } from "./validate.ts";
 
 export interface CommandTarget {
   readonly id: number;
   /** Queues the command; returns an error text when the shard refuses it. `onSent`: once written. */
   send(op: number, d: unknown, onSent?: () => void): string | null;
+}
+
+/** Why a command was not taken, and the shard it concerns (for the rejection event), if any. */
+export interface Refusal {
+  reason: string;
+  shard: number | null;
 }
 
 export type CommandResult =
@@ -28,128 +27,152 @@ export type CommandResult =
     shards: number[]; /** Resolves once every shard wrote it to Discord. */
     sent: Promise<void>;
   }
-  | { ok: false; reason: string; shard: number | null };
-
-const SNOWFLAKE = /^\d{1,20}$/;
-const encoder = new TextEncoder();
+  | ({ ok: false } & Refusal);
 
 export class CommandRouter {
   readonly #shards: Map<number, CommandTarget>;
-  readonly #shardCount: number;
+  /** Shards of the whole bot (all processes). */
+  readonly shardCount: number;
 
   constructor(shards: CommandTarget[], shardCount: number) {
     this.#shards = new Map(shards.map((s) => [s.id, s]));
-    this.#shardCount = shardCount;
+    this.shardCount = shardCount;
   }
 
-  /** One command as text (an NDJSON line). */
+  /** The shards this process runs, ascending. */
+  get shardIds(): number[] {
+    return [...this.#shards.keys()].sort((a, b) => a - b);
+  }
+
+  runs(shard: number): boolean {
+    return this.#shards.has(shard);
+  }
+
+  /** Validates and routes over every shard of the bot (for sources that pass commands on, see redis_source). */
+  parse(text: string): ParsedCommand {
+    return parseCommand(text, this.shardCount);
+  }
+
+  /**
+   * One command as text (an NDJSON line) for this process's shards (stdin, the control listener): op 3
+   * without `shard` goes to every local shard; a command for a shard this process does not run is refused.
+   */
   handle(text: string): CommandResult {
-    const bytes = encoder.encode(text).length;
-    if (bytes > MAX_PAYLOAD_BYTES) {
-      return {
-        ok: false,
-        reason: `command is ${bytes} bytes; Discord accepts at most ${MAX_PAYLOAD_BYTES}`,
-        shard: null,
-      };
-    }
-    let command: unknown;
-    try {
-      command = JSON.parse(text);
-    } catch (error) {
-      return { ok: false, reason: `not JSON: ${(error as Error).message}`, shard: null };
-    }
-    if (typeof command !== "object" || command === null || Array.isArray(command)) {
-      return { ok: false, reason: "a command is a JSON object {op, d}", shard: null };
-    }
-    const { op, d, shard } = command as { op?: unknown; d?: unknown; shard?: unknown };
-    if (typeof op !== "number" || !COMMAND_OPS.has(op)) {
-      const allowed = [...COMMAND_OPS].map(([n, name]) => `${n} (${name})`).join(", ");
-      return {
-        ok: false,
-        reason: `op ${JSON.stringify(op)} is not a command; allowed: ${allowed}`,
-        shard: null,
-      };
-    }
-    if (typeof d !== "object" || d === null || Array.isArray(d)) {
-      return { ok: false, reason: `op ${op} needs an object d`, shard: null };
-    }
-    if (shard !== undefined && (!Number.isInteger(shard) || !this.#shards.has(shard as number))) {
-      return {
-        ok: false,
-        reason: `shard ${JSON.stringify(shard)} is not run by this process (it runs ${
-          [...this.#shards.keys()].join(", ")
-        })`,
-        shard: null,
-      };
-    }
-    let targets: CommandTarget[];
-    if (op === 3) {
-      targets = shard === undefined ? [...this.#shards.values()] : [this.#shards.get(shard as number)!];
+    const parsed = this.parse(text);
+    if (!parsed.ok) return parsed;
+    let parts: CommandPart[];
+    if (parsed.everyShard) {
+      parts = parsed.parts.filter((p) => this.#shards.has(p.shard));
     } else {
-      const guildId = (d as { guild_id?: unknown }).guild_id;
-      if (typeof guildId !== "string" || !SNOWFLAKE.test(guildId)) {
-        return { ok: false, reason: `op ${op} needs d.guild_id, a snowflake string`, shard: null };
-      }
-      const owner = shardForGuild(guildId, this.#shardCount);
-      const target = this.#shards.get(owner);
-      if (!target) {
-        return {
-          ok: false,
-          reason: `guild ${guildId} belongs to shard ${owner}, which this process does not run`,
-          shard: null,
-        };
-      }
-      if (shard !== undefined && shard !== owner) {
-        return {
-          ok: false,
-          reason: `guild ${guildId} belongs to shard ${owner}, not ${shard}`,
-          shard: owner,
-        };
-      }
-      targets = [target];
+      parts = parsed.parts;
+      const foreign = parts.find((p) => !this.#shards.has(p.shard));
+      if (foreign) return { ok: false, reason: this.#notLocal(parsed.op, foreign), shard: null };
     }
     const sends: Promise<void>[] = [];
-    for (const target of targets) {
-      let done!: () => void;
-      const sent = new Promise<void>((resolve) => (done = resolve));
-      const refused = target.send(op, d, done);
-      if (refused !== null) return { ok: false, reason: refused, shard: target.id };
-      sends.push(sent);
+    for (const part of parts) {
+      const taken = this.sendTo(part.shard, parsed.op, part.d);
+      if ("refused" in taken) return { ok: false, reason: taken.refused, shard: part.shard };
+      sends.push(taken.sent);
     }
-    return { ok: true, op, shards: targets.map((t) => t.id), sent: Promise.all(sends).then(() => {}) };
+    return {
+      ok: true,
+      op: parsed.op,
+      shards: parts.map((p) => p.shard),
+      sent: Promise.all(sends).then(() => {}),
+    };
+  }
+
+  /** Queues one part on a local shard; `sent` resolves once it was written to Discord. */
+  sendTo(shard: number, op: number, d: unknown): { sent: Promise<void> } | { refused: string } {
+    const target = this.#shards.get(shard);
+    if (!target) return { refused: `shard ${shard} is not run by this process (it runs ${this.#runList()})` };
+    let done!: () => void;
+    const sent = new Promise<void>((resolve) => (done = resolve));
+    const refused = target.send(op, d, done);
+    return refused === null ? { sent } : { refused };
+  }
+
+  #notLocal(op: number, part: CommandPart): string {
+    if (op === 3) return `shard ${part.shard} is not run by this process (it runs ${this.#runList()})`;
+    const d = part.d as { guild_id?: string; guild_ids?: string[] };
+    const guild = d.guild_id ?? d.guild_ids?.[0];
+    return `guild ${guild} belongs to shard ${part.shard}, which this process does not run`;
+  }
+
+  #runList(): string {
+    return this.shardIds.join(", ");
   }
 }
 
+export interface LineHandlers {
+  onLine(line: string): void;
+  /** A line longer than the limit: its size and its first 200 characters (the rest was never kept). */
+  onTooLong(bytes: number, head: string): void;
+}
+
+const NEWLINE = 10;
+const HEAD_BYTES = 200;
+
 /**
  * Reads NDJSON commands from a stream (stdin in a pipe) until it ends; each line goes to `onLine`.
- * A line longer than `maxLine` bytes is reported whole as too long instead of being buffered.
+ * A line longer than `maxLine` bytes is reported once, as too long, when it ends: its bytes are counted,
+ * not buffered, so a hostile 10 MB line costs neither memory nor a flood of rejections.
  */
 export async function readLines(
   stream: ReadableStream<Uint8Array>,
-  onLine: (line: string) => void,
+  handlers: LineHandlers,
   maxLine = 64 * 1024,
 ): Promise<void> {
   const decoder = new TextDecoder();
-  let rest = "";
-  let skipping = false;
-  for await (const chunk of stream) {
-    rest += decoder.decode(chunk, { stream: true });
-    let newline: number;
-    while ((newline = rest.indexOf("\n")) !== -1) {
-      const line = rest.slice(0, newline).trim();
-      rest = rest.slice(newline + 1);
-      if (skipping) {
-        skipping = false;
-        continue;
-      }
-      if (line !== "") onLine(line);
+  let parts: Uint8Array[] = [];
+  let size = 0;
+  /** Bytes of the current line once it is too long (then `parts` holds only its head). */
+  let tooLong = -1;
+  const endLine = () => {
+    if (tooLong >= 0) {
+      const head = decoder.decode(concat(parts, size)).slice(0, HEAD_BYTES);
+      handlers.onTooLong(tooLong, head);
+    } else if (size > 0) {
+      const line = decoder.decode(concat(parts, size)).trim();
+      if (line !== "") handlers.onLine(line);
     }
-    if (rest.length > maxLine) {
-      onLine(rest.slice(0, maxLine));
-      rest = "";
-      skipping = true;
+    parts = [];
+    size = 0;
+    tooLong = -1;
+  };
+  for await (const chunk of stream) {
+    let start = 0;
+    while (start <= chunk.length) {
+      const newline = chunk.indexOf(NEWLINE, start);
+      const end = newline === -1 ? chunk.length : newline;
+      if (tooLong >= 0) {
+        tooLong += end - start;
+      } else if (size + end - start > maxLine) {
+        tooLong = size + end - start;
+        // Keep only the head, for the rejection event.
+        const head = concat([...parts, chunk.subarray(start, end)], size + end - start).slice(0, HEAD_BYTES);
+        parts = [head];
+        size = head.length;
+      } else if (end > start) {
+        parts.push(chunk.slice(start, end));
+        size += end - start;
+      }
+      if (newline === -1) break;
+      endLine();
+      start = newline + 1;
     }
   }
-  const last = rest.trim();
-  if (last !== "" && !skipping) onLine(last);
+  endLine();
+}
+
+function concat(parts: Uint8Array[], size: number): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part.subarray(0, size - at), at);
+    at += Math.min(part.length, size - at);
+    if (at >= size) break;
+  }
+  return out;
 }
