@@ -12,6 +12,7 @@ import type { Logger } from "../util/log.ts";
 import type { Secret } from "../util/secret.ts";
 import { createDecompressor, type Decompressor } from "./decompress.ts";
 import { BAD_SEQ, eventName, header, scanHeader } from "./frame.ts";
+import { isValidJson, jsonProblem } from "./json_check.ts";
 import type { IdentifyQueue } from "./identify_queue.ts";
 import { type Compression, MAX_PAYLOAD_BYTES, Op, type Presence } from "./protocol.ts";
 import { SendLimiter } from "./send_limiter.ts";
@@ -108,6 +109,8 @@ export interface ShardStatus {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+/** For showing bytes that are not valid UTF-8: replacement characters instead of an error. */
+const lossy = new TextDecoder("utf-8", { fatal: false });
 const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
 /**
  * A HELLO interval outside this range is refused as a protocol error. Discord's is about 41 s; below
@@ -165,6 +168,9 @@ export class Shard {
   #events = 0;
   #reconnects = 0;
   #badFrames = 0;
+  #invalidWindow = -Infinity;
+  #invalidLogged = 0;
+  #invalidSuppressed = 0;
   #sessionSince: number | null = null;
   /** The input being handled, and the label of the last reconnect's cause (for metrics). */
   #handling: ShardInput | null = null;
@@ -498,7 +504,7 @@ export class Shard {
 
   #onPayload(payload: Uint8Array): void {
     if (!scanHeader(payload)) {
-      this.#badFrame(payload, "not a JSON object with an op");
+      this.#invalidPayload(payload, null, -1, jsonProblem(payload) ?? "not a JSON object with an op");
       return;
     }
     const op = header.op;
@@ -512,6 +518,14 @@ export class Shard {
       const t = eventName(payload, header.tStart, header.tEnd);
       if (s === BAD_SEQ) {
         this.#protocolError("bad_seq", `a ${t} dispatch with an unusable sequence number`, payload);
+        return;
+      }
+      if (!isValidJson(payload, start)) {
+        // Discord numbered it, so it counts (a RESUME would only bring the same bytes again); what goes
+        // out instead is a GATEHOUSE_INVALID_PAYLOAD event, so every line gatehouse writes is JSON.
+        if (s >= 0 && s <= this.#seq) return;
+        this.#invalidPayload(payload, t, s, jsonProblem(payload, start) ?? "invalid JSON");
+        if (s >= 0) this.#seq = s;
         return;
       }
       if (t === "READY") {
@@ -622,6 +636,49 @@ export class Shard {
       text,
     });
     this.#input({ type: "protocol_error", reason: `protocol error: ${why}`, label: "protocol_error" });
+  }
+
+  /**
+   * A payload that is not valid JSON in valid UTF-8 is held out: counted, logged (at most a few lines
+   * per 10 s), and a GATEHOUSE_INVALID_PAYLOAD event takes its place so consumers learn of the gap.
+   */
+  #invalidPayload(payload: Uint8Array, t: string | null, s: number, problem: string): void {
+    this.#badFrames++;
+    this.#o.observer?.protocolError?.(this.id, "invalid_payload");
+    const now = this.#clock.now();
+    if (now - this.#invalidWindow >= 10_000) {
+      if (this.#invalidSuppressed > 0) {
+        this.#log.warn("shard {shard}: {n} more invalid payload(s) in the last 10 s", {
+          shard: this.id,
+          n: this.#invalidSuppressed,
+        });
+      }
+      this.#invalidWindow = now;
+      this.#invalidLogged = this.#invalidSuppressed = 0;
+    }
+    const head = lossy.decode(payload.subarray(0, 200));
+    if (this.#invalidLogged++ < 5) {
+      this.#log.warn("shard {shard}: held out a payload that is not valid JSON ({problem}): {head}", {
+        shard: this.id,
+        problem,
+        head: JSON.stringify(head),
+      });
+    } else this.#invalidSuppressed++;
+    try {
+      this.#o.sink.internal(this.id, "GATEHOUSE_INVALID_PAYLOAD", {
+        shard_id: this.id,
+        t,
+        s: s >= 0 ? s : null,
+        problem,
+        bytes: payload.length,
+        head,
+      });
+    } catch (error) {
+      this.#log.error("shard {shard}: cannot report an invalid payload: {error}", {
+        shard: this.id,
+        error: (error as Error)?.message ?? String(error),
+      });
+    }
   }
 
   #badFrame(payload: Uint8Array, why: string): void {

@@ -38,7 +38,7 @@ Deno.test("4 shards, max_concurrency 2: buckets identify in parallel 5 s apart; 
     // The NDJSON contract: id, shard, then Discord's payload; nothing else on stdout.
     assert.deepEqual(g.badLines, []);
     const ready = g.lines.find((l) => l.t === "READY" && l.shard === 3)!;
-    assert.deepEqual(Object.keys(ready), ["id", "shard", "t", "s", "op", "d"]);
+    assert.deepEqual(Object.keys(ready), ["id", "uid", "shard", "t", "s", "op", "d"]);
     assert.equal(ready.op, 0);
     assert.equal(ready.s, 1);
     assert.deepEqual(ready.d.shard, [3, 4]);

@@ -245,3 +245,37 @@ Deno.test("shard: stop says whether there was a connection and whether Discord a
     assert.deepEqual(fake.clientCloses.map((c) => c.code), [4000]);
   });
 });
+
+Deno.test("shard: a dispatch that is not valid JSON or UTF-8 is held out; a GATEHOUSE_INVALID_PAYLOAD takes its place", async () => {
+  await withShard({}, async ({ fake, shard, sink, counts }) => {
+    shard.start();
+    await fake.waitFor(() => readyNow(shard) && sink.events.length === 3, 5000, "READY");
+    const enc = new TextEncoder();
+    const bad: Uint8Array[] = [
+      enc.encode('{"t":"MESSAGE_CREATE","s":4,"op":0,"d":{"content":"cut short'),
+      new Uint8Array([
+        ...enc.encode('{"t":"MESSAGE_CREATE","s":5,"op":0,"d":{"content":"'),
+        0xff,
+        0xfe,
+        ...enc.encode('"}}'),
+      ]),
+      enc.encode("not json at all"),
+    ];
+    for (const bytes of bad) fake.sendRaw(0, bytes);
+    // The session's own next event: seq 4 in the fake's numbering, already used by the bad frame above,
+    // so a 6 is what shows the seq went on past the held-out ones.
+    fake.sendRaw(0, '{"t":"MESSAGE_CREATE","s":6,"op":0,"d":{"content":"fine"}}');
+    await fake.waitFor(() => sink.events.some((e) => e.s === 6), 5000, "the good event after");
+    const invalid = sink.internals.filter((e) => e.t === "GATEHOUSE_INVALID_PAYLOAD");
+    assert.deepEqual(invalid.map((e) => [e.d.t, e.d.s]), [["MESSAGE_CREATE", 4], ["MESSAGE_CREATE", 5], [
+      null,
+      null,
+    ]]);
+    assert.match(String(invalid[0].d.problem), /unterminated string/);
+    assert.match(String(invalid[1].d.problem), /invalid UTF-8/);
+    for (const e of invalid) JSON.stringify(e.d); // plain data, printable as JSON
+    assert.equal(counts.protocol.get("invalid_payload"), 3);
+    assert.ok(!sink.events.some((e) => e.s === 4 || e.s === 5), "the invalid ones are not handed over");
+    assert.equal(counts.reconnects.length, 0, "no reconnect: resuming would bring the same bytes again");
+  });
+});

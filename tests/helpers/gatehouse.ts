@@ -109,22 +109,36 @@ export function spawnGatehouse(options: SpawnOptions = {}): Gatehouse {
   const reading = options.stallStdout ? new Promise<void>((resolve) => (startReading = resolve)) : null;
   const readStdout = (async () => {
     if (reading) await reading;
-    const decoder = new TextDecoder();
-    let rest = "";
-    for await (const chunk of child.stdout) {
-      rest += decoder.decode(chunk, { stream: true });
-      let newline: number;
-      while ((newline = rest.indexOf("\n")) !== -1) {
-        const line = rest.slice(0, newline);
-        rest = rest.slice(newline + 1);
-        try {
-          lines.push(JSON.parse(line));
-        } catch {
-          badLines.push(line);
-        }
+    // Strict: a line that is not valid UTF-8 is a bad line too (a `| jq` reader would stop on it).
+    const decoder = new TextDecoder("utf-8", { fatal: true });
+    let rest = new Uint8Array(0);
+    const take = (bytes: Uint8Array) => {
+      let text: string;
+      try {
+        text = decoder.decode(bytes);
+      } catch {
+        badLines.push(`(invalid UTF-8) ${new TextDecoder().decode(bytes)}`);
+        return;
       }
+      try {
+        lines.push(JSON.parse(text));
+      } catch {
+        badLines.push(text);
+      }
+    };
+    for await (const chunk of child.stdout) {
+      const joined = new Uint8Array(rest.length + chunk.length);
+      joined.set(rest);
+      joined.set(chunk, rest.length);
+      let from = 0;
+      let newline: number;
+      while ((newline = joined.indexOf(0x0a, from)) !== -1) {
+        take(joined.subarray(from, newline));
+        from = newline + 1;
+      }
+      rest = joined.slice(from);
     }
-    if (rest.length > 0) badLines.push(rest);
+    if (rest.length > 0) take(rest);
   })();
   const readStderr = (async () => {
     const decoder = new TextDecoder();
