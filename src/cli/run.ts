@@ -604,6 +604,21 @@ function safeSize(store: Store): number {
   }
 }
 
+/**
+ * Writes the control file without following links: a new file (O_EXCL, 0600) renamed over the old
+ * name, so a link planted there is replaced, not written through.
+ */
+async function writeControlFile(path: string, text: string): Promise<void> {
+  const temporary = `${path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  await Deno.writeTextFile(temporary, text, { createNew: true, mode: 0o600 });
+  try {
+    await Deno.rename(temporary, path);
+  } catch (error) {
+    await Deno.remove(temporary).catch(() => {});
+    throw error;
+  }
+}
+
 /** Where `gatehouse run` tells `gatehouse shards` its control address: next to the store. */
 export function controlFilePath(storePath: string): string {
   return `${storePath}.control`;
@@ -649,10 +664,9 @@ async function startControl(
     actions: config.control.token === null ? "disabled (no control.token)" : "enabled",
   });
   try {
-    await Deno.writeTextFile(
+    await writeControlFile(
       controlFilePath(store.path),
       `${JSON.stringify({ pid: Deno.pid, url, started_at: new Date(view.startedAt).toISOString() })}\n`,
-      { mode: 0o600 },
     );
   } catch (error) {
     log.warn("cannot record the control address next to the store: {error}", {

@@ -264,6 +264,7 @@ export class Store {
    */
   claim(pid = Deno.pid, host = safeHostname()): void {
     const lockPath = `${this.path}.lock`;
+    refuseSymlink(lockPath, "lock file");
     let lock: Deno.FsFile;
     try {
       lock = Deno.openSync(lockPath, { create: true, write: true, mode: 0o600 });
@@ -663,25 +664,54 @@ export function hardCapPages(hardMaxSizeBytes: number, pageSize: number): number
   return hardMaxSizeBytes > 0 ? Math.max(64, Math.floor(hardMaxSizeBytes / pageSize)) : undefined;
 }
 
-/** Creates the file 0600 if missing; narrows an existing one that others could read. */
-function createPrivate(path: string): void {
+/**
+ * Refuses a path that is a symbolic link. Opening one for writing would write (and chmod) whatever it
+ * points to: a link planted at the store path, or at its `-wal`, `-shm`, `.lock` or `.control` file,
+ * could make gatehouse overwrite a file of the attacker's choosing.
+ */
+export function refuseSymlink(path: string, what: string): void {
+  let info: Deno.FileInfo;
   try {
-    const file = Deno.openSync(path, { create: true, write: true, mode: 0o600 });
+    info = Deno.lstatSync(path);
+  } catch {
+    return; // missing: it will be created without following anything
+  }
+  if (info.isSymlink) {
+    throw new StoreError(
+      "io",
+      `${what} ${path} is a symbolic link; gatehouse does not follow links for files it writes ` +
+        "(point [store] path at the real file, or remove the link)",
+    );
+  }
+  if (!info.isFile) throw new StoreError("io", `${what} ${path} is not a regular file`);
+}
+
+/** Creates the file 0600 if missing (never through a link); narrows an existing one that others could read. */
+function createPrivate(path: string): void {
+  for (const [file, what] of [[path, "store"], [`${path}-wal`, "store file"], [`${path}-shm`, "store file"]]) {
+    refuseSymlink(file, what);
+  }
+  try {
+    // O_CREAT|O_EXCL: fails rather than follow a link that appears in between.
+    const file = Deno.openSync(path, { createNew: true, write: true, mode: 0o600 });
     file.close();
   } catch (error) {
-    if (error instanceof Deno.errors.PermissionDenied) {
-      throw new StoreError("readonly", `cannot create store ${path}: permission denied`, { cause: error });
+    if (!(error instanceof Deno.errors.AlreadyExists)) {
+      if (error instanceof Deno.errors.PermissionDenied) {
+        throw new StoreError("readonly", `cannot create store ${path}: permission denied`, { cause: error });
+      }
+      if (error instanceof Deno.errors.NotFound) {
+        throw new StoreError("io", `cannot create store ${path}: the directory does not exist`, {
+          cause: error,
+        });
+      }
+      throw new StoreError("io", `cannot create store ${path}: ${(error as Error).message}`, { cause: error });
     }
-    if (error instanceof Deno.errors.NotFound) {
-      throw new StoreError("io", `cannot create store ${path}: the directory does not exist`, {
-        cause: error,
-      });
-    }
-    throw new StoreError("io", `cannot create store ${path}: ${(error as Error).message}`, { cause: error });
   }
+  refuseSymlink(path, "store");
   if (Deno.build.os !== "windows") {
     try {
-      const mode = Deno.statSync(path).mode ?? 0o600;
+      const mode = Deno.lstatSync(path).mode ?? 0o600;
       if ((mode & 0o077) !== 0) Deno.chmodSync(path, 0o600);
     } catch {
       // best effort: an fs without modes

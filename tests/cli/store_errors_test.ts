@@ -108,3 +108,45 @@ Deno.test("a store that fills up at runtime: events held, nothing lost, recovere
     }
   }, { guildsPerShard: 1 });
 });
+
+Deno.test("a store path, -wal, -shm or .lock file that is a symbolic link is refused; the file it points to is untouched", async () => {
+  for (const planted of ["", "-wal", "-shm", ".lock"]) {
+    await withFake(async (fake, dir) => {
+      const store = `${dir}/gatehouse.db`;
+      const victim = `${dir}/victim.txt`;
+      await Deno.writeTextFile(victim, "precious\n");
+      await Deno.chmod(victim, 0o644);
+      await Deno.symlink(victim, `${store}${planted}`);
+      const run = await runGatehouse({ env: { ...fakeEnv(fake.apiHost), GATEHOUSE_STORE: store } });
+      assert.equal(run.code, 6, run.stderr);
+      assert.match(run.stderr, new RegExp(`${store}${planted} is a symbolic link`));
+      assert.equal(await Deno.readTextFile(victim), "precious\n");
+      assert.equal((await Deno.stat(victim)).mode! & 0o777, 0o644, "the victim's mode is unchanged");
+      assert.equal(fake.identifies.length, 0);
+    });
+  }
+});
+
+Deno.test("a <store>.control that is a symbolic link is replaced by a file of its own, not written through", async () => {
+  await withFake(async (fake, dir) => {
+    const store = `${dir}/gatehouse.db`;
+    const victim = `${dir}/victim.txt`;
+    await Deno.writeTextFile(victim, "precious\n");
+    await Deno.symlink(victim, `${store}.control`);
+    const g = spawnGatehouse({ env: { ...fakeEnv(fake.apiHost), GATEHOUSE_STORE: store } });
+    try {
+      await g.waitFor(() => g.lines.some((l) => l.t === "READY"), 10_000, "READY");
+      for (let i = 0; i < 100 && (await Deno.lstat(`${store}.control`)).isSymlink; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const control = await Deno.lstat(`${store}.control`);
+      assert.ok(control.isFile && !control.isSymlink, "a regular file now");
+      assert.equal(control.mode! & 0o777, 0o600);
+      assert.match(await Deno.readTextFile(`${store}.control`), /"url":"http:\/\/127\.0\.0\.1:\d+"/);
+      assert.equal(await Deno.readTextFile(victim), "precious\n");
+    } finally {
+      g.kill("SIGTERM");
+      await g.status;
+    }
+  });
+});
