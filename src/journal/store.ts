@@ -688,7 +688,9 @@ export function refuseSymlink(path: string, what: string): void {
 
 /** Creates the file 0600 if missing (never through a link); narrows an existing one that others could read. */
 function createPrivate(path: string): void {
-  for (const [file, what] of [[path, "store"], [`${path}-wal`, "store file"], [`${path}-shm`, "store file"]]) {
+  for (
+    const [file, what] of [[path, "store"], [`${path}-wal`, "store file"], [`${path}-shm`, "store file"]]
+  ) {
     refuseSymlink(file, what);
   }
   try {
@@ -705,7 +707,9 @@ function createPrivate(path: string): void {
           cause: error,
         });
       }
-      throw new StoreError("io", `cannot create store ${path}: ${(error as Error).message}`, { cause: error });
+      throw new StoreError("io", `cannot create store ${path}: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
   }
   refuseSymlink(path, "store");
