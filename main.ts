@@ -10,7 +10,7 @@ import { loadRunConfig, run, type RunFlags } from "./src/cli/run.ts";
 import { shards, type ShardsFlags } from "./src/cli/shards.ts";
 import { COMPRESSIONS } from "./src/gateway/protocol.ts";
 import type { GatehouseConfig } from "./src/config/load.ts";
-import { logger, redact, setupLogging } from "./src/util/log.ts";
+import { captureConsole, logger, redact, setupLogging } from "./src/util/log.ts";
 import { VERSION } from "./src/version.ts";
 
 const encoder = new TextEncoder();
@@ -29,6 +29,7 @@ function commandConfig(flags: { config?: string; store?: string }): GatehouseCon
     requireToken: false,
   });
   setupLogging({ level: config.log.level });
+  captureConsole();
   for (const warning of warnings) logger("config").warn(warning);
   return config;
 }

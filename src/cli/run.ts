@@ -24,7 +24,7 @@ import { SinkRunner } from "../sinks/runner.ts";
 import type { Sink } from "../sinks/sink.ts";
 import { StdoutSink } from "../sinks/stdout.ts";
 import { systemClock } from "../util/clock.ts";
-import { logger, setupLogging } from "../util/log.ts";
+import { captureConsole, logger, setupLogging } from "../util/log.ts";
 import { ExitError } from "./errors.ts";
 import { ControlServer, listenerUrl } from "../control/server.ts";
 import { GatewayStats } from "../control/stats.ts";
@@ -80,6 +80,7 @@ export async function run(flags: RunFlags): Promise<number> {
   const { config, warnings } = loadRunConfig(flags);
   registerSecrets(config);
   setupLogging({ level: config.log.level });
+  captureConsole();
   const log = logger("run");
   for (const warning of warnings) log.warn(warning);
 

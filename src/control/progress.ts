@@ -23,9 +23,16 @@ export interface Progress {
   total: number;
   /** Shards that became ready per second since start. */
   rate: number;
-  /** Seconds left (null until it can be told). */
+  /** Seconds left (null until it can be told, or while it cannot be told). */
   etaS: number | null;
+  /** Shards not ready that keep failing to connect, and the last reason one gave. */
+  failing?: { count: number; reason: string | null };
+  /** Seconds until Discord's daily session-start budget refills, while identifies wait for it. */
+  budgetResetS?: number | null;
 }
+
+/** A shard that failed this many connects in a row counts as one that cannot connect. */
+export const FAILING_ATTEMPTS = 2;
 
 /** Progress at `now`: the ETA is the slower of the measured rate and the identify buckets' pace. */
 export function progressAt(
@@ -45,9 +52,26 @@ export function progressAt(
   return { ready, total, rate, etaS };
 }
 
+/**
+ * One line. No time left is promised while it cannot be known: when the shards that are not ready all
+ * fail to connect, or identifies wait for Discord's daily reset, the line says that instead.
+ */
 export function describe(p: Progress): string {
+  const head = `start-up: ${p.ready}/${p.total} shards ready, ${p.rate.toFixed(1)} shards/s`;
+  const left = p.total - p.ready;
+  if (p.budgetResetS != null && left > 0) {
+    return `${head}; identifies wait for Discord's daily session-start limit to reset in ` +
+      formatDuration(Math.max(0, p.budgetResetS));
+  }
+  if (p.failing && p.failing.count > 0 && p.failing.count >= left) {
+    return `${head}; ${
+      p.failing.count === left ? "none" : p.failing.count
+    } of the ${left} not ready can connect` +
+      (p.failing.reason ? ` (${p.failing.reason})` : "");
+  }
   const eta = p.etaS === null ? "" : p.etaS === 0 ? "" : `, about ${formatDuration(p.etaS)} left`;
-  return `start-up: ${p.ready}/${p.total} shards ready, ${p.rate.toFixed(1)} shards/s${eta}`;
+  const failing = p.failing && p.failing.count > 0 ? `; ${p.failing.count} cannot connect` : "";
+  return `${head}${eta}${failing}`;
 }
 
 export function formatDuration(seconds: number): string {
@@ -88,6 +112,13 @@ export class StartupProgress {
     const ready = shards.filter((s) => readiness(s, now).ready).length;
     const elapsed = now - this.#startedAt;
     const p = progressAt(ready, shards.length, elapsed, this.#o.maxConcurrency);
+    const failing = shards.filter((s) => !readiness(s, now).ready && s.attempt >= FAILING_ATTEMPTS);
+    p.failing = {
+      count: failing.length,
+      reason: failing.find((s) => s.waitingReason !== null)?.waitingReason ?? null,
+    };
+    const identify = view.identify();
+    p.budgetResetS = identify.holding ? (identify.resetAt - now) / 1000 : null;
     if (ready === shards.length) {
       this.stop();
       this.#o.logger.info("all {n} shard(s) ready in {time}", {

@@ -23,7 +23,14 @@ export interface GatewayView {
     commits: number;
     failedCommits: number;
   };
-  identify(): { remaining: number; total: number; resetAt: number; maxConcurrency: number };
+  /** `holding`: identifies wait for the daily session-start budget to refill (at `resetAt`). */
+  identify(): {
+    remaining: number;
+    total: number;
+    resetAt: number;
+    maxConcurrency: number;
+    holding?: boolean;
+  };
   reconnect(shard: number): boolean;
   /** A command line as on stdin; resolves with null when routed, else the reason it was refused. */
   command(line: string): string | null;

@@ -10,6 +10,7 @@ import type { Secret } from "../util/secret.ts";
 import type { GatewayBotInfo } from "./protocol.ts";
 import { VERSION } from "../version.ts";
 import { isGatewayUrl } from "./shard.ts";
+import { explainConnectError } from "./ws_client.ts";
 
 /** Discord refused the token (401 here, close 4004 on the gateway): exit code 3. */
 export class TokenRejectedError extends Error {
@@ -71,7 +72,15 @@ export async function fetchGatewayBot(options: FetchGatewayOptions): Promise<Gat
       }
     } catch (error) {
       if (error instanceof TokenRejectedError || error instanceof GatewayInfoError) throw error;
-      lastProblem = `cannot reach ${url}: ${(error as Error).message}`;
+      // fetch says "fetch failed"; what failed is in the cause (a refused certificate, DNS, a refusal).
+      const cause = (error as { cause?: unknown }).cause;
+      const detail = [(error as Error).message, cause instanceof Error ? cause.message : null]
+        .filter((part) => part).join(": ");
+      const explained = explainConnectError(options.host, detail);
+      if (explained.startsWith("the TLS certificate")) {
+        throw new GatewayInfoError(`cannot reach ${url}: ${explained}`);
+      }
+      lastProblem = `cannot reach ${url}: ${detail}`;
     }
     if (attempt === attempts) break;
     const delay = retryAfterMs ?? Math.min(30_000, 500 * 2 ** (attempt - 1)) * (0.5 + random() * 0.5);

@@ -102,8 +102,13 @@ export class LocalIdentifyQueue implements IdentifyQueue {
   }
 
   /** The daily budget's size, and when it refills (epoch ms), as far as this queue knows. */
-  get budget(): { total: number; resetAt: number; maxConcurrency: number } {
-    return { total: this.#total, resetAt: this.#resetAt, maxConcurrency: this.#options.maxConcurrency };
+  get budget(): { total: number; resetAt: number; maxConcurrency: number; holding: boolean } {
+    return {
+      total: this.#total,
+      resetAt: this.#resetAt,
+      maxConcurrency: this.#options.maxConcurrency,
+      holding: this.#budgetWait !== null,
+    };
   }
 
   wait(shardId: number, signal?: AbortSignal): Promise<void> {

@@ -105,6 +105,10 @@ export interface ShardStatus {
   sessionSince: number | null;
   /** Commands waiting to be sent. */
   queuedCommands: number;
+  /** Failed connection attempts since the last READY or RESUMED. */
+  attempt: number;
+  /** Why the shard waits to reconnect, while it does. */
+  waitingReason: string | null;
 }
 
 const encoder = new TextEncoder();
@@ -214,6 +218,8 @@ export class Shard {
       heartbeatIntervalMs: this.#heartbeatInterval,
       sessionSince: session ? this.#sessionSince : null,
       queuedCommands: this.#commandQueue.length,
+      attempt: "attempt" in state ? state.attempt : 0,
+      waitingReason: state.kind === "waiting" ? state.reason : null,
     };
   }
 
@@ -372,10 +378,13 @@ export class Shard {
         this.#lastReconnectReason = reconnectLabel(this.#handling);
         this.#o.observer?.reconnect(this.id, this.#lastReconnectReason);
         const state = this.#state;
-        this.#log.info("shard {shard}: reconnecting in {delay} ms ({reason})", {
+        // The first failures may be a blip; after a few in a row somebody should look.
+        const level = effect.attempt >= 6 ? "error" : effect.attempt >= 3 ? "warn" : "info";
+        this.#log[level]("shard {shard}: reconnecting in {delay} ms ({reason}){count}", {
           shard: this.id,
           delay,
           reason: state.kind === "waiting" ? state.reason : effect.kind,
+          count: effect.attempt >= 3 ? `; ${effect.attempt} failed attempts in a row` : "",
         });
         this.#retryTimer = this.#clock.setTimeout(() => {
           this.#retryTimer = null;

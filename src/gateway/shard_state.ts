@@ -283,11 +283,13 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
         };
       }
       if (state.kind === "connecting") {
+        // Nothing came from Discord yet: the connection could not be made (often a local problem:
+        // DNS, a firewall, a proxy, an untrusted certificate), so say what failed, not "closed by".
         return reconnect(state, {
           code: 4000,
           keepSession: true,
           kind: "backoff",
-          reason: `connect failed: ${reason}`,
+          reason: `cannot connect: ${input.reason || rule.meaning}`,
         });
       }
       return reconnect(state, {

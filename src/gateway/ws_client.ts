@@ -208,7 +208,7 @@ export class WsClient {
     try {
       conn = secure ? await Deno.connectTls({ hostname, port }) : await Deno.connect({ hostname, port });
     } catch (error) {
-      if (!this.#aborted) this.#fail(1006, `cannot connect to ${url.host}: ${(error as Error).message}`);
+      if (!this.#aborted) this.#fail(1006, explainConnectError(url.host, (error as Error).message));
       return;
     }
     if (this.#aborted) {
@@ -225,7 +225,7 @@ export class WsClient {
     try {
       rest = await this.#handshake(conn, headers);
     } catch (error) {
-      if (!this.#aborted) this.#fail(1006, (error as Error).message);
+      if (!this.#aborted) this.#fail(1006, explainConnectError(url.host, (error as Error).message));
       return;
     }
     if (this.#aborted || this.#state !== WS_CONNECTING) return;
@@ -478,6 +478,18 @@ export class WsClient {
     this.#fail(1009, `message of ${length} bytes exceeds the ${this.#maxMessage}-byte limit`);
     return false;
   }
+}
+
+/**
+ * A connect failure in words an operator can act on. A refused certificate is this machine's problem
+ * (missing CA certificates, a proxy that intercepts TLS), not Discord's, and retrying will not fix it.
+ */
+export function explainConnectError(host: string, message: string): string {
+  if (/certificate|UnknownIssuer|CaUsedAsEndEntity|BadSignature|NotValidForName|Expired/i.test(message)) {
+    return `the TLS certificate of ${host} is not trusted on this machine (${message}): check its CA ` +
+      "certificates, or a proxy that intercepts TLS";
+  }
+  return message.startsWith("handshake with") ? message : `cannot connect to ${host}: ${message}`;
 }
 
 /** A masked client frame. */

@@ -16,6 +16,7 @@ import {
   type LogRecord,
   resetSync,
 } from "@logtape/logtape";
+import { format } from "node:util";
 
 export type { Logger, LogLevel };
 
@@ -163,4 +164,21 @@ function writeStderr(line: string): void {
 /** A logger under the `gatehouse` category, e.g. `logger("shard")` → `gatehouse.shard`. */
 export function logger(...category: string[]): Logger {
   return getLogger(["gatehouse", ...category]);
+}
+
+/**
+ * Libraries that print (ioredis warns with `console.warn`, for one) would put plain text among the
+ * JSON log lines on stderr, or worse, on stdout, which carries events only. From here on the console
+ * goes through the logger (category `gatehouse.library`), formatted as Node would, secrets redacted.
+ */
+export function captureConsole(): void {
+  const log = logger("library");
+  const route = (level: "debug" | "info" | "warn" | "error") => (...args: unknown[]) =>
+    log[level]("{text}", { text: format(...args) });
+  console.log = route("info");
+  console.info = route("info");
+  console.debug = route("debug");
+  console.trace = route("debug");
+  console.warn = route("warn");
+  console.error = route("error");
 }

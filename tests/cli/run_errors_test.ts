@@ -223,3 +223,78 @@ Deno.test("an unreadable [redis] tls_ca: exit 2 naming the key and where it was 
     assert.deepEqual(fake.identifies.length, 0);
   });
 });
+
+/** A TLS listener with the self-signed test certificate, which this machine does not trust. */
+function untrustedTls(handler: (request: Request) => Response = () => new Response("no")) {
+  return Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: Deno.readTextFileSync(new URL("../fixtures/tls/cert.pem", import.meta.url)),
+    key: Deno.readTextFileSync(new URL("../fixtures/tls/key.pem", import.meta.url)),
+    onListen: () => {},
+  }, handler);
+}
+
+Deno.test("an untrusted TLS certificate on the REST API is named, said to be local, and not retried", async () => {
+  const server = untrustedTls();
+  try {
+    const started = Date.now();
+    const result = await runGatehouse({
+      env: {
+        DISCORD_TOKEN: "fake-token",
+        DISCORD_API_HOST: `127.0.0.1:${server.addr.port}`,
+        GATEHOUSE_LOG_LEVEL: "info",
+      },
+    });
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /the TLS certificate of 127\.0\.0\.1:\d+ is not trusted on this machine \(.*certificate/,
+    );
+    assert.doesNotMatch(result.stderr, /gave up after/);
+    assert.ok(Date.now() - started < 10_000, "retrying cannot help a certificate this machine refuses");
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("an untrusted TLS certificate on the gateway: named, not blamed on Discord, louder after a few failures; start-up says none can connect", async () => {
+  const tls = untrustedTls();
+  const rest = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () =>
+    Response.json({
+      url: `wss://127.0.0.1:${tls.addr.port}`,
+      shards: 1,
+      session_start_limit: { total: 1000, remaining: 1000, reset_after: 0, max_concurrency: 1 },
+    }));
+  const g = spawnGatehouse({
+    env: {
+      DISCORD_TOKEN: "fake-token",
+      DISCORD_API_SCHEME: "http",
+      DISCORD_API_HOST: `127.0.0.1:${rest.addr.port}`,
+      GATEHOUSE_LOG_LEVEL: "info",
+    },
+  });
+  try {
+    await g.waitFor(() => /"level":"WARNING"[^\n]*reconnecting in/.test(g.stderr()), 20_000, "a warning");
+    await g.waitFor(
+      () => /none of the 1 not ready can connect/.test(g.stderr()),
+      15_000,
+      "the start-up line",
+    );
+    const stderr = g.stderr();
+    assert.match(
+      stderr,
+      /cannot connect: the TLS certificate of 127\.0\.0\.1:\d+ is not trusted on this machine/,
+    );
+    assert.doesNotMatch(stderr, /closed by Discord/);
+    assert.doesNotMatch(stderr, /about \d+ s left/);
+    g.kill("SIGTERM");
+    assert.equal((await g.status).code, 0);
+    assert.match(g.stderr(), /stopped: 0 of 0 connected shard\(s\) closed cleanly \(1 had no connection\)/);
+  } finally {
+    g.kill("SIGKILL");
+    await g.status;
+    await tls.shutdown();
+    await rest.shutdown();
+  }
+});

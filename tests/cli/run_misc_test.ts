@@ -3,6 +3,7 @@
  * large_threshold in IDENTIFY, SIGINT, and a reader that closes stdout.
  */
 import assert from "node:assert/strict";
+import { Redis } from "ioredis";
 import { FakeDiscord } from "../fake_discord/server.ts";
 import { caughtUp } from "../helpers/delivery.ts";
 import { fakeEnv, spawnGatehouse } from "../helpers/gatehouse.ts";
@@ -115,5 +116,42 @@ Deno.test("a large GUILD_CREATE burst with a fast heartbeat is not mistaken for 
     g.kill("SIGKILL");
     await g.status;
     await fake.stop();
+  }
+});
+
+Deno.test("what a library prints (ioredis' password warning) arrives as a JSON log line, never as plain text", async () => {
+  const fake = await FakeDiscord.start({ shards: 1 });
+  const prefix = `gatehouse-test-${crypto.randomUUID().slice(0, 8)}`;
+  // The local Redis needs no password: ioredis warns with console.warn when one is given.
+  const g = spawnGatehouse({
+    env: {
+      ...fakeEnv(fake.apiHost),
+      BROKER_TYPE: "stdout,redis",
+      REDIS_URL: "redis://:not-needed-secret@127.0.0.1:6379",
+      GATEHOUSE_REDIS_PREFIX: prefix,
+      GATEHOUSE_LOG_LEVEL: "info",
+    },
+  });
+  try {
+    await g.waitFor(() => /does not require a password/.test(g.stderr()), 15_000, "ioredis' warning");
+    g.kill("SIGTERM");
+    await g.status;
+    const lines = g.stderr().split("\n").filter((l) => l !== "");
+    for (const line of lines) JSON.parse(line); // every stderr line is JSON
+    const warning = lines.map((l) => JSON.parse(l)).find((l) =>
+      /does not require a password/.test(l.message)
+    );
+    assert.equal(warning.logger, "gatehouse.library");
+    assert.equal(warning.level, "WARNING");
+    assert.doesNotMatch(g.stderr(), /not-needed-secret/);
+    assert.deepEqual(g.badLines, []);
+  } finally {
+    g.kill("SIGKILL");
+    await g.status;
+    await fake.stop();
+    const client = new Redis("redis://127.0.0.1:6379");
+    const keys = [...await client.keys(`${prefix}:*`), ...await client.keys(`{${prefix}:*`)];
+    if (keys.length > 0) await client.del(...keys);
+    client.disconnect();
   }
 });

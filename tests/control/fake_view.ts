@@ -29,6 +29,8 @@ export function fakeView(shards = 2): FakeView {
     heartbeatIntervalMs: 41_250,
     sessionSince: startedAt,
     queuedCommands: 0,
+    attempt: 0,
+    waitingReason: null,
   });
   return {
     stats: new GatewayStats(),

@@ -25,6 +25,8 @@ function shard(over: Partial<ShardStatus> = {}): ShardStatus {
     heartbeatIntervalMs: 41_250,
     sessionSince: 0,
     queuedCommands: 0,
+    attempt: 0,
+    waitingReason: null,
     ...over,
   };
 }
@@ -114,6 +116,24 @@ Deno.test("start-up progress: ready/total, rate, and an ETA no faster than the i
   assert.equal(describe(p), "start-up: 100/1000 shards ready, 2.0 shards/s, about 7 min 30 s left");
   assert.equal(progressAt(0, 10, 1000, 1).etaS, 50);
   assert.equal(progressAt(10, 10, 1000, 1).etaS, 0);
+});
+
+Deno.test("start-up progress promises no time left while nothing can connect or identifies wait for the daily reset", () => {
+  const nothing = {
+    ...progressAt(0, 4, 30_000, 1),
+    failing: { count: 4, reason: "cannot connect: refused" },
+  };
+  assert.equal(
+    describe(nothing),
+    "start-up: 0/4 shards ready, 0.0 shards/s; none of the 4 not ready can connect (cannot connect: refused)",
+  );
+  const some = { ...progressAt(2, 4, 30_000, 1), failing: { count: 1, reason: null } };
+  assert.match(describe(some), /about \d+ s left; 1 cannot connect$/);
+  const held = { ...progressAt(1, 4, 30_000, 1), budgetResetS: 3 * 3600 + 12 * 60 };
+  assert.equal(
+    describe(held),
+    "start-up: 1/4 shards ready, 0.0 shards/s; identifies wait for Discord's daily session-start limit to reset in 3 h 12 min",
+  );
 });
 
 Deno.test("guild ids of GUILD_CREATE are found without parsing the whole payload", () => {

@@ -324,3 +324,10 @@ Deno.test("operator reconnect while waiting out a backoff connects now; while id
   assert.deepEqual(drive(waiting, { type: "reconnect_requested" }).effects, []);
   assert.deepEqual(drive(idle, { type: "reconnect_requested", by: "operator" }).effects, []);
 });
+
+Deno.test("a connect that fails says what failed, not that Discord closed it", () => {
+  const connecting: ShardState = { kind: "connecting", attempt: 2, url: ctx.mainUrl, session: null };
+  const r = drive(connecting, { type: "socket_closed", code: 1006, reason: "cannot connect to x: refused" });
+  assert.equal(r.state.kind, "waiting");
+  assert.equal((r.state as { reason: string }).reason, "cannot connect: cannot connect to x: refused");
+});
