@@ -130,7 +130,10 @@ export class ControlServer {
         if (!view.shards().some((s) => s.id === id)) {
           return json(404, { error: `shard ${id} does not run here` });
         }
-        if (!view.reconnect(id)) return json(409, { error: `shard ${id} is stopped` });
+        if (!view.reconnect(id)) {
+          const state = view.shards().find((s) => s.id === id)?.state;
+          return json(409, { error: `shard ${id} has nothing to reconnect now (state ${state})` });
+        }
         this.#o.logger.info("control: shard {shard} reconnects (requested through the control API)", {
           shard: id,
         });

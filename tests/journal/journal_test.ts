@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { type EventBatch, Journal, type JournalOptions } from "../../src/journal/journal.ts";
-import { Store } from "../../src/journal/store.ts";
+import { hardCapPages, Store } from "../../src/journal/store.ts";
 import { type BatchData, HybridWriter, InlineWriter, WorkerWriter } from "../../src/journal/write.ts";
 import { SinkRunner } from "../../src/sinks/runner.ts";
 import type { Sink } from "../../src/sinks/sink.ts";
@@ -668,4 +668,37 @@ Deno.test("sink runner: a broker sink runs ahead of the stored cursor; stdout wa
       await journal.close();
     }
   });
+});
+
+Deno.test("a write that failed because the store was full goes at once when room is made (retryNow), not after its backoff", async () => {
+  await withStore(async (store) => {
+    // Room for the schema and little more: a batch of large events does not fit.
+    store.setMaxPageCount(store.usedBytes() / store.pageSize() + 2);
+    let committed = 0;
+    const failures: string[] = [];
+    const journal = new Journal({
+      store,
+      logger: log,
+      onCommit: () => committed++,
+      onFull: () => failures.push("full"),
+    });
+    const big = enc(`{"t":"E","s":1,"op":0,"d":"${"x".repeat(200_000)}"}`);
+    journal.event(0, "E", 1, big, 0, true);
+    journal.commit();
+    for (let i = 0; i < 100 && failures.length < 3; i++) await tick(50);
+    assert.ok(failures.length >= 3, "the store is full");
+    assert.equal(committed, 0);
+    // The backoff is now at least 400 ms; room is made and the write goes at once.
+    store.setMaxPageCount(1_000_000);
+    journal.retryNow();
+    assert.equal(committed, 1, "committed in the same turn");
+    await journal.close();
+  });
+});
+
+Deno.test("the hard size cap is one page count, from the store's own page size", () => {
+  assert.equal(hardCapPages(0, 16384), undefined);
+  assert.equal(hardCapPages(1024 * 1024 * 1024, 16384), 65536);
+  assert.equal(hardCapPages(1024 * 1024 * 1024, 4096), 262144);
+  assert.equal(hardCapPages(100_000, 16384), 64, "never fewer than 64 pages");
 });
