@@ -14,7 +14,7 @@ import { hardCapPages, Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
 import { AmqpCommandSource } from "../commands/amqp_source.ts";
-import { claimIdleFromEnv, RedisCommandSource } from "../commands/redis_source.ts";
+import { RedisCommandSource } from "../commands/redis_source.ts";
 import { RejectionLog } from "../commands/rejections.ts";
 import { CommandRouter, readLines, type Refusal } from "../commands/router.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
@@ -394,7 +394,7 @@ async function runWithStore(
       report: reportCommand("redis"),
       logger: commandLog,
       tlsCa: redisCa,
-      claimIdleMs: claimIdleFromEnv(Deno.env.get("GATEHOUSE_COMMAND_CLAIM_IDLE_MS"), commandLog),
+      claimIdleMs: config.redis.commandClaimIdleMs,
     })
     : null;
   redisCommands?.start();

@@ -53,21 +53,6 @@ export interface RedisCommandSourceOptions {
 export const DEFAULT_CLAIM_IDLE_MS = 30_000;
 const DEFAULT_MAX_IN_FLIGHT = 50;
 
-/**
- * `GATEHOUSE_COMMAND_CLAIM_IDLE_MS` (milliseconds, at least 100): how long before another process takes
- * over a command left unacknowledged — shorter recovers a crashed process's commands sooner, but must
- * stay well above a Redis round trip. Tests use ~1 s. A bad value is logged and the default used.
- */
-export function claimIdleFromEnv(text: string | undefined, logger?: Logger): number {
-  if (text === undefined || text === "") return DEFAULT_CLAIM_IDLE_MS;
-  const ms = Number(text);
-  if (Number.isInteger(ms) && ms >= 100) return ms;
-  logger?.warn(
-    "GATEHOUSE_COMMAND_CLAIM_IDLE_MS (env) = {value}: not a whole number of milliseconds ≥ 100; using {ms}",
-    { value: JSON.stringify(text), ms: DEFAULT_CLAIM_IDLE_MS },
-  );
-  return DEFAULT_CLAIM_IDLE_MS;
-}
 /** Blocking read timeout; shorter while a shard is paused, so it is read again soon after it drains. */
 const BLOCK_MS = 500;
 const BLOCK_PAUSED_MS = 100;

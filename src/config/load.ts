@@ -199,6 +199,7 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
       prefix: get("redis.prefix", DEFAULTS.redis.prefix),
       streams: get("redis.streams", DEFAULTS.redis.streams),
       maxLen: get("redis.max_len", DEFAULTS.redis.maxLen),
+      commandClaimIdleMs: get("redis.command_claim_idle_ms", DEFAULTS.redis.commandClaimIdleMs),
       tlsCa,
       tlsCaPem,
     },

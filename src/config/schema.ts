@@ -51,6 +51,8 @@ export interface GatehouseConfig {
     prefix: string;
     streams: "per-event" | "single";
     maxLen: number;
+    /** Commands another process read but did not acknowledge for this long are taken over (ms). */
+    commandClaimIdleMs: number;
     /** PEM file of the CA(s) that sign the server's certificate (rediss://); null = the system's. */
     tlsCa: string | null;
     /**
@@ -624,6 +626,15 @@ export const KEYS: readonly KeyDef[] = [
     parse: fromZod(z.number().int().min(0), "a non-negative integer (0 = no trimming)"),
   },
   {
+    key: "redis.command_claim_idle_ms",
+    env: ["GATEHOUSE_COMMAND_CLAIM_IDLE_MS"],
+    fromText: asNumber,
+    parse: fromZod(
+      z.number().int().min(100).max(86_400_000),
+      "an integer from 100 to 86400000 (milliseconds)",
+    ),
+  },
+  {
     key: "redis.tls_ca",
     env: ["GATEHOUSE_REDIS_TLS_CA"],
     fromText: asIs,
@@ -725,6 +736,7 @@ export const DEFAULTS = {
     prefix: "gatehouse",
     streams: "per-event" as "per-event" | "single",
     maxLen: 0,
+    commandClaimIdleMs: 30_000,
     tlsCa: null as string | null,
     tlsCaPem: null as string | null,
   },

@@ -35,7 +35,7 @@ Deno.test("4 shards, max_concurrency 2: buckets identify in parallel 5 s apart; 
       assert.deepEqual(identify.properties, { os: Deno.build.os, browser: "gatehouse", device: "gatehouse" });
     }
 
-    // The NDJSON contract: id, shard, then Discord's payload; nothing else on stdout.
+    // The NDJSON contract: id, uid, shard, then Discord's payload; nothing else on stdout.
     assert.deepEqual(g.badLines, []);
     const ready = g.lines.find((l) => l.t === "READY" && l.shard === 3)!;
     assert.deepEqual(Object.keys(ready), ["id", "uid", "shard", "t", "s", "op", "d"]);
@@ -52,7 +52,10 @@ Deno.test("4 shards, max_concurrency 2: buckets identify in parallel 5 s apart; 
     await fake.waitFor(() => fake.clientCloses.length === 4, 5000, "4 close frames");
     assert.deepEqual(fake.clientCloses.map((c) => c.code), [4000, 4000, 4000, 4000]);
     assert.ok(fake.sessions().every((s) => !s.expired), "sessions stay resumable");
-    assert.match(g.stderr(), /stopped: 4 of 4 shard\(s\) closed cleanly/);
+    assert.match(
+      g.stderr(),
+      /stopped: 4 of 4 connected shard\(s\) closed cleanly; delivered this run: stdout \d+/,
+    );
     assert.deepEqual(fake.violations, []);
   } finally {
     g.kill("SIGKILL");

@@ -476,7 +476,7 @@ Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url
   assert.deepEqual(load({ env: withToken }).config.broker, { types: ["stdout"], group: "gatehouse" });
   const { config } = load({
     file: '[broker]\ntype = ["stdout", "redis"]\ngroup = "bots"\n[redis]\nurl = "redis://10.0.0.5:6380"\n' +
-      'prefix = "gw"\nstreams = "single"\nmax_len = 100000\ntls_ca = "/etc/ca.pem"',
+      'prefix = "gw"\nstreams = "single"\nmax_len = 100000\ntls_ca = "/etc/ca.pem"\ncommand_claim_idle_ms = 5000',
     env: withToken,
     files: { "/etc/ca.pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" },
   });
@@ -487,6 +487,7 @@ Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url
     prefix: "gw",
     streams: "single",
     maxLen: 100000,
+    commandClaimIdleMs: 5000,
     tlsCa: "/etc/ca.pem",
     tlsCaPem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
   });
@@ -496,6 +497,11 @@ Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url
   const noMaster = loadError({ env: { ...withToken, REDIS_URL: "redis+sentinel://:hunter2@s1:26379" } });
   assert.match(noMaster, /redis\.url = <redacted> .*names the master after the hosts/);
   assert.ok(!noMaster.includes("hunter2"));
+  assert.equal(load({ env: withToken }).config.redis.commandClaimIdleMs, 30_000);
+  assert.match(
+    loadError({ env: { ...withToken, GATEHOUSE_COMMAND_CLAIM_IDLE_MS: "5" } }),
+    /redis\.command_claim_idle_ms = 5 \(from env GATEHOUSE_COMMAND_CLAIM_IDLE_MS\) is invalid: must be an integer from 100/,
+  );
   const env = load({ env: { ...withToken, BROKER_TYPE: "redis", REDIS_URL: "rediss://u:p@h:6379" } }).config;
   assert.deepEqual(env.broker.types, ["redis"]);
   assert.equal(env.redis.url.reveal(), "rediss://u:p@h:6379");
