@@ -85,12 +85,14 @@ export function buildProgram(onExit: (code: number) => void): Command {
       "after",
       "\nThe token comes from DISCORD_TOKEN or `token` in the config file (never a flag: flags show in ps).\n" +
         "Sinks: [broker] type (BROKER_TYPE) = stdout, redis, amqp and/or http. When stdin is a pipe, each line is a\n" +
-        'gateway command: {"op":3,"d":{...}} presence to every shard, ops 4, 8, 31, 43 to the guild\'s shard.\n' +
+        'gateway command: {"op":3,"d":{...}} presence to every shard, ops 4, 8, 43 to the guild\'s shard, op 31\n' +
+        "to the shards of its guild_ids. Stop with SIGINT, SIGTERM or SIGHUP (a second signal exits at once).\n" +
         "Control listener (default 127.0.0.1:7979, [control] address): /metrics, /healthz, /readyz, /shards; see\n" +
         "`gatehouse shards`. Actions (reconnect a shard, send a command) need [control] token.\n" +
         "Exit codes: 0 stopped cleanly, 1 unexpected failure, 2 configuration or usage error,\n" +
         "3 Discord rejected the token, 4 intents invalid or not enabled, 5 shard layout rejected,\n" +
-        "6 store unusable (corrupt, used by another gatehouse, read-only, full).",
+        "6 store unusable (corrupt, used by another gatehouse, read-only, full; also when events received could not\n" +
+        "be stored by the stop: they were not acknowledged, so the next start gets them again).",
     )
     .action(async (flags: RunFlags) => {
       onExit(await run(flags));
