@@ -148,30 +148,12 @@ export class AmqpCommandSource {
   #send(shard: number, message: AMQPMessage): void {
     const text = message.bodyToString() ?? "";
     const ack = () => void message.ack().catch(() => {}); // a closed channel: redelivered by the broker
-    const parsed = this.#o.router.parse(text);
-    let refusal: Refusal;
-    if (!parsed.ok) {
-      refusal = { reason: parsed.reason, shard };
-    } else {
-      const part = parsed.everyShard
-        ? parsed.parts.find((p) => p.shard === shard)
-        : parsed.parts.length === 1 && parsed.parts[0].shard === shard
-        ? parsed.parts[0]
-        : undefined;
-      if (part) {
-        const taken = this.#o.router.sendTo(shard, parsed.op, part.d);
-        if ("sent" in taken) {
-          taken.sent.then(ack);
-          return;
-        }
-        refusal = { reason: taken.refused, shard };
-      } else {
-        const owners = parsed.parts.map((p) => p.shard).join(", ");
-        const queue = shardQueueName(this.#o.queue, shard);
-        refusal = { reason: `a command in ${queue} is for shard ${owners}, not ${shard}`, shard };
-      }
+    const taken = this.#o.router.sendOwn(text, shard, shardQueueName(this.#o.queue, shard));
+    if ("sent" in taken) {
+      taken.sent.then(ack);
+      return;
     }
-    this.#o.report(text, refusal);
+    this.#o.report(text, taken.refusal);
     ack();
   }
 

@@ -27,7 +27,6 @@ import { connectRedis, type RedisClient } from "../sinks/redis_client.ts";
 import { sleep, systemClock } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import type { CommandRouter, Refusal } from "./router.ts";
-import type { CommandPart } from "./validate.ts";
 
 export interface RedisCommandSourceOptions {
   url: string;
@@ -255,29 +254,12 @@ export class RedisCommandSource {
         if (left <= this.#maxInFlight / 2) this.#paused.delete(shard);
       });
     };
-    const parsed = this.#o.router.parse(text);
-    let refusal: Refusal;
-    if (!parsed.ok) {
-      refusal = { reason: parsed.reason, shard };
-    } else {
-      const part: CommandPart | undefined = parsed.everyShard
-        ? parsed.parts.find((p) => p.shard === shard)
-        : parsed.parts.length === 1 && parsed.parts[0].shard === shard
-        ? parsed.parts[0]
-        : undefined;
-      if (part) {
-        const taken = this.#o.router.sendTo(shard, parsed.op, part.d);
-        if ("sent" in taken) {
-          taken.sent.then(done);
-          return;
-        }
-        refusal = { reason: taken.refused, shard };
-      } else {
-        const owners = parsed.parts.map((p) => p.shard).join(", ");
-        refusal = { reason: `a command in ${key} is for shard ${owners}, not ${shard}`, shard };
-      }
+    const taken = this.#o.router.sendOwn(text, shard, key);
+    if ("sent" in taken) {
+      taken.sent.then(done);
+      return;
     }
-    this.#o.report(text, refusal);
+    this.#o.report(text, taken.refusal);
     done();
   }
 

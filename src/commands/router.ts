@@ -92,6 +92,27 @@ export class CommandRouter {
     return refused === null ? { sent } : { refused };
   }
 
+  /**
+   * A command read from shard `shard`'s own stream or queue (`where` names it): validated again and
+   * queued on that shard, or the refusal (also when it names another shard: it was put in the wrong
+   * place).
+   */
+  sendOwn(text: string, shard: number, where: string): { sent: Promise<void> } | { refusal: Refusal } {
+    const parsed = this.parse(text);
+    if (!parsed.ok) return { refusal: { reason: parsed.reason, shard } };
+    const part = parsed.everyShard
+      ? parsed.parts.find((p) => p.shard === shard)
+      : parsed.parts.length === 1 && parsed.parts[0].shard === shard
+      ? parsed.parts[0]
+      : undefined;
+    if (!part) {
+      const owners = parsed.parts.map((p) => p.shard).join(", ");
+      return { refusal: { reason: `a command in ${where} is for shard ${owners}, not ${shard}`, shard } };
+    }
+    const taken = this.sendTo(shard, parsed.op, part.d);
+    return "sent" in taken ? taken : { refusal: { reason: taken.refused, shard } };
+  }
+
   #notLocal(op: number, part: CommandPart): string {
     if (op === 3) return `shard ${part.shard} is not run by this process (it runs ${this.#runList()})`;
     const d = part.d as { guild_id?: string; guild_ids?: string[] };
