@@ -20,7 +20,7 @@ import { CommandRouter, readLines, type Refusal } from "../commands/router.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
 import { HttpSink } from "../sinks/http.ts";
 import { RedisSink } from "../sinks/redis.ts";
-import { SinkRunner } from "../sinks/runner.ts";
+import { finishDelivery, SinkRunner } from "../sinks/runner.ts";
 import type { Sink } from "../sinks/sink.ts";
 import { StdoutSink } from "../sinks/stdout.ts";
 import { systemClock } from "../util/clock.ts";
@@ -56,7 +56,7 @@ const SINK_SETTLE_MS = 5_000;
 /** How long closing one sink's connection may take. */
 const SINK_CLOSE_MS = 2_000;
 /** A stop never takes longer than this, whatever hangs. */
-const STOP_LIMIT_MS = 25_000;
+const STOP_LIMIT_MS = 40_000;
 
 export function loadRunConfig(
   flags: RunFlags,
@@ -480,21 +480,28 @@ async function runWithStore(
   rejections.close();
   const closing = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
   // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
-  await journal.flush();
   // Sinks get a moment to take what is committed (a reader that does not read, a broker that does not
   // answer, keeps it in the journal for the next start).
-  await Promise.all(runners.map((runner) => runner.finish(journal.lastCommittedId, SINK_SETTLE_MS)));
-  await journal.flush();
+  const { target } = await finishDelivery(journal, runners, config.store.journal, SINK_SETTLE_MS);
+  await journal.close();
   // Held in memory because the store refused them (disk full): never stored, never acknowledged.
   const unstored = journal.pendingEvents;
   const failure = journal.lastFailure;
-  await journal.close();
   for (const runner of runners) {
     runner.close();
-    const waiting = journal.lastCommittedId - runner.cursor;
-    if (waiting > 0 && config.store.journal) {
+    const waiting = (config.store.journal ? journal.lastCommittedId : target) - runner.cursor;
+    if (waiting <= 0) continue;
+    if (config.store.journal) {
       log.info(
         "sink {sink}: {events} event(s) not delivered yet; they wait in the journal for the next start",
+        { sink: runner.sink.name, events: waiting },
+      );
+    } else {
+      log.warn(
+        "sink {sink} did not take {events} event(s) before the stop, and without the journal they are kept " +
+          "nowhere: the sessions' sequence numbers stay at the last checkpoint, so the next start resumes " +
+          "there and Discord sends what followed it again (events the sink had not taken before that " +
+          "checkpoint are lost)",
         { sink: runner.sink.name, events: waiting },
       );
     }
@@ -513,13 +520,14 @@ async function runWithStore(
   );
   clearTimeout(forced);
   if (unstored > 0) {
+    // A fatal close, if any, was logged; its exit code stays the one that says why.
     log.error(
       "{events} event(s) received from Discord were never stored ({failure}); they were not acknowledged: " +
         "the sessions' stored sequence numbers are before them, so a start within a few minutes resumes and " +
         "Discord sends them again",
       { events: unstored, failure: failure ?? "the store did not answer in time" },
     );
-    throw new ExitError(6, "", { logged: true });
+    if (outcome.kind !== "fatal") throw new ExitError(6, "", { logged: true });
   }
   if (outcome.kind === "fatal") throw new ExitError(outcome.failure.exitCode, "", { logged: true });
   if (outcome.kind === "store") throw new ExitError(6, "", { logged: true });
@@ -567,22 +575,29 @@ export function fatalMessage(failure: PoolFailure, config: GatehouseConfig, shar
 /**
  * Resolves with the signal's name on SIGINT, SIGTERM or SIGHUP (SIGINT only on Windows). A second signal
  * while stopping ends the process at once, for an operator who will not wait.
+ *
+ * SIGHUP stops cleanly even under `nohup`: Deno installs its own SIGHUP handler at start, so the
+ * ignored disposition nohup sets does not survive, and without a listener a hang-up would end the
+ * process without closing the shards (reading /proc/self/status to tell would need --allow-all).
  */
 function stopSignal(): { signal: Promise<string>; dispose: () => void } {
   const names: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM", "SIGHUP"];
   let resolve: (name: string) => void = () => {};
-  let received: string | null = null;
+  let received: { name: string; at: number } | null = null;
   const signal = new Promise<string>((r) => (resolve = r));
   const handlers = names.map((name) => {
     const handler = () => {
       if (received !== null) {
+        // A hang-up often comes twice (the shell passes it on, then the kernel sends it): only another
+        // signal, or the same one a second later, is an operator who will not wait.
+        if (name === received.name && Date.now() - received.at < 1000) return;
         logger("run").warn("{signal} while stopping on {first}: exiting now", {
           signal: name,
-          first: received,
+          first: received.name,
         });
         Deno.exit(1);
       }
-      received = name;
+      received = { name, at: Date.now() };
       resolve(name);
     };
     Deno.addSignalListener(name, handler);

@@ -226,7 +226,7 @@ export class Metrics {
     );
     counter(
       "gatehouse_shard_protocol_errors_total",
-      "Frames Discord sent that could not be used (bad_seq, bad_ready, bad_hello, bad_resume_url, " +
+      "Frames Discord sent that could not be used (bad_seq, bad_ready, bad_resumed, bad_hello, bad_resume_url, " +
         "invalid_payload, bad_frame) and events that could not be handed over (handover), by shard.",
       ["shard", "kind"],
       (set) => {

@@ -7,6 +7,9 @@
 import type { Clock } from "../util/clock.ts";
 import { SEND_LIMIT, SEND_WINDOW_MS } from "./protocol.ts";
 
+/** Added to Discord's send window (see the constructor). */
+export const SEND_WINDOW_MARGIN_MS = 1_000;
+
 export class SendLimiter {
   readonly #clock: Clock;
   readonly #limit: number;
@@ -18,7 +21,9 @@ export class SendLimiter {
   constructor(options: { clock: Clock; limit?: number; windowMs?: number; reserve?: number }) {
     this.#clock = options.clock;
     this.#limit = options.limit ?? SEND_LIMIT;
-    this.#windowMs = options.windowMs ?? SEND_WINDOW_MS;
+    // A second more than Discord's window: sends leave in bursts at the window's edge, and network
+    // jitter must not make Discord count 121 of them in its own 60 s.
+    this.#windowMs = options.windowMs ?? SEND_WINDOW_MS + SEND_WINDOW_MARGIN_MS;
     this.#reserve = options.reserve ?? 10;
   }
 

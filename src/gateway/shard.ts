@@ -114,9 +114,10 @@ export interface ShardStatus {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 /** For showing bytes that are not valid UTF-8: replacement characters instead of an error. */
-const VALIDATE = Deno.env.get("NOVALIDATE") === undefined;
 const lossy = new TextDecoder("utf-8", { fatal: false });
 const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
+/** Stands for a heartbeat in the priority queue; its seq is filled in when it is written. */
+const HEARTBEAT = "\u0000heartbeat";
 /**
  * A HELLO interval outside this range is refused as a protocol error. Discord's is about 41 s; below
  * 100 ms no connection could keep up (and a 1 ms interval declares a zombie before READY is read),
@@ -128,6 +129,8 @@ export const HEARTBEAT_INTERVAL_RANGE = { min: 100, max: 600_000 } as const;
  * minutes of backlog already: a bot that sends faster must be told, not buffered without bound.
  */
 export const MAX_QUEUED_COMMANDS = 1000;
+/** Protocol errors at one seq, with nothing taken in between, before the session is given up. */
+export const PROTOCOL_ERRORS_BEFORE_NEW_SESSION = 5;
 
 export class Shard {
   readonly id: number;
@@ -174,6 +177,8 @@ export class Shard {
   #reconnects = 0;
   #badFrames = 0;
   #invalidWindow = -Infinity;
+  /** Protocol errors in a row at the same seq (no event taken in between). */
+  #stuck = { seq: -1, count: 0 };
   #invalidLogged = 0;
   #invalidSuppressed = 0;
   #sessionSince: number | null = null;
@@ -236,9 +241,9 @@ export class Shard {
   }
 
   /**
-   * An operator's request: a live connection is closed with 4000 and resumed at once; a shard waiting
-   * out a backoff connects now. Returns false when the state machine had nothing to do (not started,
-   * stopped, fatal, or in the middle of connecting).
+   * An operator's request: a live connection is closed with 4000 and resumed at once, one being opened
+   * is given up and opened again; a shard waiting out a backoff connects now. Returns false when the
+   * state machine had nothing to do (not started, stopped or fatal).
    */
   reconnect(): boolean {
     const before = this.#state;
@@ -265,6 +270,9 @@ export class Shard {
     const size = encoder.encode(text).length;
     if (size > MAX_PAYLOAD_BYTES) {
       return `payload is ${size} bytes; Discord accepts at most ${MAX_PAYLOAD_BYTES}`;
+    }
+    if (this.#state.kind === "stopped" || this.#state.kind === "fatal") {
+      return `shard ${this.id} is ${this.#state.kind}: it sends nothing any more`;
     }
     if (this.#commandQueue.length >= MAX_QUEUED_COMMANDS) {
       return `shard ${this.id} already has ${this.#commandQueue.length} commands waiting ` +
@@ -530,11 +538,20 @@ export class Shard {
         this.#protocolError("bad_seq", `a ${t} dispatch with an unusable sequence number`, payload);
         return;
       }
-      if (VALIDATE && !isValidJson(payload, start)) {
+      if ((t === "READY" || t === "RESUMED") && !isValidJson(payload, start)) {
+        // The session cannot start on bytes that are not JSON: this connection goes.
+        this.#protocolError(
+          t === "READY" ? "bad_ready" : "bad_resumed",
+          `a ${t} that is not valid JSON`,
+          payload,
+        );
+        return;
+      }
+      if (!isValidJson(payload, start)) {
         // Discord numbered it, so it counts (a RESUME would only bring the same bytes again); what goes
         // out instead is a GATEHOUSE_INVALID_PAYLOAD event, so every line gatehouse writes is JSON.
         if (s >= 0 && s <= this.#seq) return;
-        this.#invalidPayload(payload, t, s, jsonProblem(payload, start) ?? "invalid JSON");
+        if (!this.#invalidPayload(payload, t, s, jsonProblem(payload, start) ?? "invalid JSON")) return;
         if (s >= 0) this.#seq = s;
         return;
       }
@@ -634,9 +651,22 @@ export class Shard {
     return true;
   }
 
-  /** Something Discord sent cannot be trusted: logged, counted, and the connection resumes. */
+  /**
+   * Something Discord sent cannot be trusted: logged, counted, and the connection resumes. When the
+   * session makes no progress across PROTOCOL_ERRORS_BEFORE_NEW_SESSION of them (Discord replays the same
+   * bad frame on every RESUME), the session is given up for a new one, with a GATEHOUSE_SESSION_INVALIDATED
+   * so consumers learn of the gap, instead of resuming into it for ever.
+   */
   #protocolError(kind: string, why: string, payload: Uint8Array | null): void {
     this.#badFrames++;
+    // Only what a RESUME brings back again counts (a bad HELLO says nothing about the session).
+    let giveUp = false;
+    if (kind === "bad_seq" || kind === "handover" || kind === "bad_resumed") {
+      if (this.#stuck.seq === this.#seq) this.#stuck.count++;
+      else this.#stuck = { seq: this.#seq, count: 1 };
+      giveUp = this.#stuck.count >= PROTOCOL_ERRORS_BEFORE_NEW_SESSION;
+      if (giveUp) this.#stuck = { seq: -1, count: 0 };
+    }
     this.#o.observer?.protocolError?.(this.id, kind);
     const text = payload ? `: ${decoder.decode(payload.subarray(0, 120))}` : "";
     this.#log.warn("shard {shard}: protocol error ({why}); reconnecting to resume after seq {seq}{text}", {
@@ -645,14 +675,19 @@ export class Shard {
       seq: this.#seq,
       text,
     });
-    this.#input({ type: "protocol_error", reason: `protocol error: ${why}`, label: "protocol_error" });
+    this.#input({
+      type: "protocol_error",
+      reason: `protocol error: ${why}`,
+      label: "protocol_error",
+      newSession: giveUp,
+    });
   }
 
   /**
    * A payload that is not valid JSON in valid UTF-8 is held out: counted, logged (at most a few lines
    * per 10 s), and a GATEHOUSE_INVALID_PAYLOAD event takes its place so consumers learn of the gap.
    */
-  #invalidPayload(payload: Uint8Array, t: string | null, s: number, problem: string): void {
+  #invalidPayload(payload: Uint8Array, t: string | null, s: number, problem: string): boolean {
     this.#badFrames++;
     this.#o.observer?.protocolError?.(this.id, "invalid_payload");
     const now = this.#clock.now();
@@ -683,16 +718,21 @@ export class Shard {
         bytes: payload.length,
         head,
       });
+      return true;
     } catch (error) {
-      this.#log.error("shard {shard}: cannot report an invalid payload: {error}", {
-        shard: this.id,
-        error: (error as Error)?.message ?? String(error),
-      });
+      // Not handed over: like any event the pipeline refused, it is not acknowledged.
+      this.#protocolError(
+        "handover",
+        `the report of an invalid payload was refused: ${(error as Error)?.message}`,
+        null,
+      );
+      return false;
     }
   }
 
   #badFrame(payload: Uint8Array, why: string): void {
     this.#badFrames++;
+    this.#o.observer?.protocolError?.(this.id, "bad_frame");
     const text = decoder.decode(payload.subarray(0, 120));
     this.#log.warn("shard {shard}: ignoring a bad frame ({why}): {text}", { shard: this.id, why, text });
   }
@@ -716,10 +756,16 @@ export class Shard {
     }, delay);
   }
 
+  /**
+   * At most one heartbeat waits to be sent, and it carries the seq of when it is written: a beat due
+   * while the previous one still waits for the send budget (an interval too short for 120 sends per
+   * minute) does not queue another.
+   */
   #sendHeartbeat(): void {
     this.#receivedSinceBeat = false;
     this.#lastBeatAt = this.#clock.now();
-    this.#sendPriority(`{"op":1,"d":${this.#seq > 0 ? this.#seq : "null"}}`);
+    if (this.#priorityQueue.includes(HEARTBEAT)) return;
+    this.#sendPriority(HEARTBEAT);
   }
 
   // ---- identify ----
@@ -776,7 +822,7 @@ export class Shard {
       if (wait > 0) break;
       this.#limiter.record();
       const text = this.#priorityQueue.shift()!;
-      ws.send(text);
+      ws.send(text === HEARTBEAT ? `{"op":1,"d":${this.#seq > 0 ? this.#seq : "null"}}` : text);
       if (text === this.#pendingIdentify) {
         this.#pendingIdentify = null;
         this.#o.identifyQueue.sent?.(this.id);

@@ -55,7 +55,7 @@ export type ShardInput =
    * this connection can be trusted. The connection goes and the session resumes from the last event
    * handed over, so Discord sends again what followed. `label` is a short stable name for metrics.
    */
-  | { type: "protocol_error"; reason: string; label: string }
+  | { type: "protocol_error"; reason: string; label: string; newSession?: boolean }
   /** The wait before reconnecting has elapsed. */
   | { type: "retry" }
   | { type: "stop"; code: number };
@@ -318,7 +318,13 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
       if (!isConnected(state)) return same(state);
       // Always a backoff (at least 0.5–1 s), even from a live connection: a peer that keeps sending the
       // same bad frame must not make the shard reconnect in a tight loop.
-      return reconnect(state, { code: 4000, keepSession: true, kind: "backoff", reason: input.reason });
+      return reconnect(state, {
+        code: 4000,
+        keepSession: !input.newSession,
+        kind: "backoff",
+        reason: input.reason,
+        lostReason: `the session kept sending what cannot be used (${input.reason})`,
+      });
 
     case "retry": {
       if (state.kind !== "waiting") return same(state);

@@ -199,6 +199,7 @@ export class Journal {
   #checkpointTimer: TimerId | undefined;
   #failures = 0;
   #lastFailure: string | null = null;
+  #lastOfferedId = 0;
   #paused = false;
   #fatal = false;
   #lastOwnerBeat = 0;
@@ -229,6 +230,14 @@ export class Journal {
   /** Highest id given out (stored or waiting). */
   get lastAssignedId(): number {
     return this.#nextId - 1;
+  }
+
+  /**
+   * Highest id handed to the sinks: committed with the journal; without it, as soon as it was read
+   * (those events are nowhere else).
+   */
+  get lastOfferedId(): number {
+    return this.#lastOfferedId;
   }
 
   /** Highest id the store holds (committed). */
@@ -408,7 +417,10 @@ export class Journal {
       // in #unwrittenSeqs and the cursors in #cursorWrites for the next checkpoint.
       this.#nextBatch(p);
       this.committedEvents += p.count;
-      if (p.count > 0) this.#options.onCommit?.(p);
+      if (p.count > 0) {
+        this.#lastOfferedId = p.lastId;
+        this.#options.onCommit?.(p);
+      }
       // Traffic may stop here: the checkpoint still comes when due.
       if (this.#checkpointTimer === undefined) {
         this.#checkpointTimer = this.#clock.setTimeout(() => {
@@ -524,7 +536,10 @@ export class Journal {
       this.#inflightWaiters.delete(no);
       for (const waiter of waiters) waiter();
     }
-    if (p.count > 0) this.#options.onCommit?.(p);
+    if (p.count > 0) {
+      this.#lastOfferedId = p.lastId;
+      this.#options.onCommit?.(p);
+    }
     // Events gathered while this batch was written: commit them after the interval.
     if (this.#scheduled && this.#inflight.length === 0) this.#armCommitTimer();
   }

@@ -30,7 +30,10 @@ import { connectRedis, type RedisClient } from "./redis_client.ts";
 const APPEND_SCRIPT = `
 local maxlen = tonumber(ARGV[1])
 if ARGV[2] ~= "" then
-  redis.pcall("XGROUP", "CREATE", KEYS[1], ARGV[2], "0", "MKSTREAM")
+  local created = redis.pcall("XGROUP", "CREATE", KEYS[1], ARGV[2], "0", "MKSTREAM")
+  if type(created) == "table" and created.err and not string.find(created.err, "BUSYGROUP") then
+    return redis.error_reply(created.err)
+  end
 end
 local marks = {}
 local appended, skipped = 0, 0

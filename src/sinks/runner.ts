@@ -364,3 +364,24 @@ export class SinkRunner {
     clearTimeout(this.#retry);
   }
 }
+
+/**
+ * The end of a run's delivery: commits what is gathered, lets every sink take what was handed out (at
+ * most `timeoutMs`), and stores the last seqs and cursors. With the journal the events are stored
+ * first, so what a sink has not taken waits there. Without it they are only in memory: the sessions'
+ * seqs are checkpointed past them only when every sink took them, else the last checkpoint stays and the
+ * next start's RESUME makes Discord send what followed it again.
+ */
+export async function finishDelivery(
+  journal: Journal,
+  runners: SinkRunner[],
+  keepEvents: boolean,
+  timeoutMs: number,
+): Promise<{ target: number; taken: boolean[] }> {
+  if (keepEvents) await journal.flush();
+  else journal.commit();
+  const target = journal.lastOfferedId;
+  const taken = await Promise.all(runners.map((runner) => runner.finish(target, timeoutMs)));
+  if (keepEvents || taken.every(Boolean)) await journal.flush();
+  return { target, taken };
+}

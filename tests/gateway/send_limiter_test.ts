@@ -61,3 +61,10 @@ Deno.test("reset gives a new connection a fresh budget", () => {
   limiter.reset();
   assert.equal(limiter.delay(true), 0);
 });
+
+Deno.test("the default window is a second longer than Discord's, so bursts at its edge stay under 120", () => {
+  const clock = new ManualClock(0);
+  const limiter = new SendLimiter({ clock, reserve: 0 });
+  for (let i = 0; i < 120; i++) limiter.record();
+  assert.equal(limiter.delay(true), 61_000);
+});

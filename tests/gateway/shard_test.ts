@@ -279,3 +279,72 @@ Deno.test("shard: a dispatch that is not valid JSON or UTF-8 is held out; a GATE
     assert.equal(counts.reconnects.length, 0, "no reconnect: resuming would bring the same bytes again");
   });
 });
+
+Deno.test("shard: with a heartbeat interval too short for the send budget, one beat waits at a time and carries the current seq", async () => {
+  // 200 ms: 300 beats a minute, more than the 120 sends Discord allows.
+  await withShard({ heartbeatIntervalMs: 200 }, async ({ fake, shard }) => {
+    shard.start();
+    await fake.waitFor(() => readyNow(shard), 5000, "READY");
+    fake.startTraffic(50);
+    await new Promise((resolve) => setTimeout(resolve, 4000));
+    fake.stopTraffic();
+    const conn = fake.connections()[0];
+    const seq = shard.status().seq ?? 0;
+    assert.ok(
+      seq - (conn.lastHeartbeatSeq ?? 0) < 50,
+      `the last beat carried ${conn.lastHeartbeatSeq}, seq ${seq}`,
+    );
+    assert.ok(!fake.violations.some((v) => v.kind === "over_send_limit"), "never over the send limit");
+  });
+});
+
+Deno.test("shard: the same protocol error at the same seq five times gives the session up for a new one", async () => {
+  await withShard({ sessionTtlMs: 60_000 }, async ({ fake, shard, sink }) => {
+    shard.start();
+    await fake.waitFor(() => readyNow(shard) && sink.events.length === 3, 5000, "READY");
+    // The pipeline refuses this event whenever Discord replays it.
+    sink.refuse = (t) => t === "MESSAGE_CREATE";
+    fake.dispatch(0, "MESSAGE_CREATE", { content: "never taken" });
+    await fake.waitFor(() => fake.identifies.length === 2 && readyNow(shard), 20_000, "a new session");
+    assert.equal(fake.resumes.filter((r) => r.ok).length, 4, "resumed four times first");
+    const lost = sink.internals.filter((e) => e.t === "GATEHOUSE_SESSION_INVALIDATED");
+    assert.equal(lost.length, 1);
+    assert.equal(lost[0].d.last_seq, 3);
+    assert.match(String(lost[0].d.reason), /kept sending what cannot be used/);
+  });
+});
+
+Deno.test("shard: a READY that is not valid JSON is a protocol error, not a held-out event", async () => {
+  await withShard({}, async ({ fake, shard, sink, counts }) => {
+    // Discord takes the IDENTIFY and answers nothing; then a READY arrives with a byte that is not UTF-8.
+    fake.stallShard(0, true);
+    shard.start();
+    await fake.waitFor(() => fake.identifies.length === 1, 5000, "the IDENTIFY");
+    const enc = new TextEncoder();
+    fake.sendRaw(
+      0,
+      new Uint8Array([
+        ...enc.encode(
+          '{"t":"READY","s":1,"op":0,"d":{"session_id":"abc","resume_gateway_url":"ws://x","user":"',
+        ),
+        0xff,
+        ...enc.encode('"}}'),
+      ]),
+    );
+    await fake.waitFor(() => counts.protocol.get("bad_ready") === 1, 5000, "the protocol error");
+    fake.stallShard(0, false);
+    await fake.waitFor(() => readyNow(shard) && fake.identifies.length === 2, 10_000, "a usable READY");
+    assert.equal(counts.protocol.get("bad_ready"), 1);
+    assert.equal(sink.internals.filter((e) => e.t === "GATEHOUSE_INVALID_PAYLOAD").length, 0);
+    assert.equal(shard.status().sessionId, fake.sessions()[1].id);
+  });
+});
+
+Deno.test("shard: a stopped shard refuses commands instead of queueing them for nobody", async () => {
+  await withShard({}, async ({ fake, shard }) => {
+    shard.start();
+    await fake.waitFor(() => readyNow(shard), 5000, "READY");
+    await shard.stop(4000);
+    assert.match(shard.send(3, { status: "idle" }) ?? "", /shard 0 is stopped/);
+  });
+});

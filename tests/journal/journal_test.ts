@@ -3,7 +3,7 @@ import { DatabaseSync } from "node:sqlite";
 import { type EventBatch, Journal, type JournalOptions } from "../../src/journal/journal.ts";
 import { hardCapPages, Store } from "../../src/journal/store.ts";
 import { type BatchData, HybridWriter, InlineWriter, WorkerWriter } from "../../src/journal/write.ts";
-import { SinkRunner } from "../../src/sinks/runner.ts";
+import { finishDelivery, SinkRunner } from "../../src/sinks/runner.ts";
 import type { Sink } from "../../src/sinks/sink.ts";
 import { ManualClock } from "../../src/util/clock.ts";
 import { logger } from "../../src/util/log.ts";
@@ -701,4 +701,49 @@ Deno.test("the hard size cap is one page count, from the store's own page size",
   assert.equal(hardCapPages(1024 * 1024 * 1024, 16384), 65536);
   assert.equal(hardCapPages(1024 * 1024 * 1024, 4096), 262144);
   assert.equal(hardCapPages(100_000, 16384), 64, "never fewer than 64 pages");
+});
+
+Deno.test("journal off, at stop: the sinks take everything handed out before the seqs are checkpointed past it", async () => {
+  for (const slowMs of [20, 3000]) {
+    await withStore(async (store) => {
+      let taken = 0;
+      const sink: Sink = {
+        name: "slow",
+        deliver: async (batch) => {
+          await tick(slowMs);
+          taken = batch.lastId;
+        },
+      };
+      const runners: SinkRunner[] = [];
+      const journal = new Journal({
+        store,
+        keepEvents: false,
+        logger: log,
+        onCommit: (batch) => runners.forEach((r) => r.offer(batch)),
+      });
+      const runner = new SinkRunner({ sink, journal, store: null, logger: log });
+      runners.push(runner);
+      runner.start();
+      journal.sessionStarted(0, { id: "sess", resumeUrl: "wss://r", seq: 0, shardCount: 1 });
+      for (let s = 1; s <= 60; s++) {
+        journal.event(0, "E", s, enc(`{"n":${s}}`), 0, true);
+        if (s % 5 === 0) await tick(20);
+      }
+      await tick(1100); // a 1 s checkpoint came and went
+      const before = store.loadSessions()[0].seq;
+      const { target, taken: all } = await finishDelivery(journal, runners, false, 300);
+      const stored = store.loadSessions()[0].seq;
+      if (slowMs === 20) {
+        assert.deepEqual(all, [true]);
+        assert.equal(taken, target);
+        assert.equal(stored, 60, "everything was taken: the stop checkpoints the last seq");
+      } else {
+        assert.deepEqual(all, [false], "the sink did not take everything in time");
+        assert.ok(taken < target);
+        assert.equal(stored, before, "the seqs stay at the last checkpoint: Discord sends the rest again");
+      }
+      runner.close();
+      await journal.close();
+    });
+  }
 });
