@@ -538,26 +538,7 @@ export class Shard {
         this.#protocolError("bad_seq", `a ${t} dispatch with an unusable sequence number`, payload);
         return;
       }
-      if ((t === "READY" || t === "RESUMED") && !isValidJson(payload, start)) {
-        // The session cannot start on bytes that are not JSON: this connection goes.
-        this.#protocolError(
-          t === "READY" ? "bad_ready" : "bad_resumed",
-          `a ${t} that is not valid JSON`,
-          payload,
-        );
-        return;
-      }
-      if (!isValidJson(payload, start)) {
-        // Discord numbered it, so it counts (a RESUME would only bring the same bytes again); what goes
-        // out instead is a GATEHOUSE_INVALID_PAYLOAD event, so every line gatehouse writes is JSON.
-        if (s >= 0 && s <= this.#seq) return;
-        if (!this.#invalidPayload(payload, t, s, jsonProblem(payload, start) ?? "invalid JSON")) return;
-        if (s >= 0) this.#seq = s;
-        return;
-      }
-      if (t === "READY") {
-        if (!this.#onReady(payload, s)) return;
-      } else if (s >= 0 && s <= this.#seq) {
+      if (t !== "READY" && s >= 0 && s <= this.#seq) {
         // Already delivered (a replay overlapping what we had): forwarding it again would duplicate it.
         this.#log.debug("shard {shard}: dropping repeated seq {s} (have {seq})", {
           shard: this.id,
@@ -566,6 +547,23 @@ export class Shard {
         });
         return;
       }
+      if (!isValidJson(payload, start)) {
+        if (t === "READY" || t === "RESUMED") {
+          // The session cannot start on bytes that are not JSON: this connection goes.
+          this.#protocolError(
+            t === "READY" ? "bad_ready" : "bad_resumed",
+            `a ${t} that is not valid JSON`,
+            payload,
+          );
+          return;
+        }
+        // Discord numbered it, so it counts (a RESUME would only bring the same bytes again); what goes
+        // out instead is a GATEHOUSE_INVALID_PAYLOAD event, so every line gatehouse writes is JSON.
+        if (!this.#invalidPayload(payload, t, s, jsonProblem(payload, start) ?? "invalid JSON")) return;
+        if (s >= 0) this.#seq = s;
+        return;
+      }
+      if (t === "READY" && !this.#onReady(payload, s)) return;
       // Handed over first, then counted as received: an event the pipeline did not take must not be
       // acknowledged (heartbeats, the RESUME seq), or Discord would never send it again.
       try {

@@ -11,6 +11,13 @@
  * highest delivered in this scope" (see the Redis sink).
  */
 
+/**
+ * Scopes already built, by session id (a session belongs to one shard) and by producer: every line names
+ * one, and building it anew for every event and every sink would cost an allocation each time.
+ */
+const sessionScopes = new Map<string, string>();
+const producerScopes = new Map<string, string>();
+
 /** The scope: one per session, or one per store for events Discord did not number. */
 export function eventScope(
   shard: number,
@@ -18,7 +25,17 @@ export function eventScope(
   seq: number | null,
   producer: string,
 ): string {
-  return session !== null && seq !== null && seq > 0 ? `${shard}:${session}` : `gatehouse:${producer}`;
+  if (session !== null && seq !== null && seq > 0) {
+    let scope = sessionScopes.get(session);
+    if (scope === undefined) {
+      if (sessionScopes.size >= 4096) sessionScopes.clear();
+      sessionScopes.set(session, scope = `${shard}:${session}`);
+    }
+    return scope;
+  }
+  let scope = producerScopes.get(producer);
+  if (scope === undefined) producerScopes.set(producer, scope = `gatehouse:${producer}`);
+  return scope;
 }
 
 /** The position within the scope: the seq, or the store's id. */
@@ -26,13 +43,7 @@ export function eventPosition(session: string | null, seq: number | null, id: nu
   return session !== null && seq !== null && seq > 0 ? seq : id;
 }
 
-/** `scope:position`, as the NDJSON line's `uid` carries it. */
-export function eventUid(
-  shard: number,
-  session: string | null,
-  seq: number | null,
-  id: number,
-  producer: string,
-): string {
-  return `${eventScope(shard, session, seq, producer)}:${eventPosition(session, seq, id)}`;
+/** `scope:position`: the `uid` of the NDJSON line, and the AMQP `message_id`. */
+export function eventUid(scope: string, position: number): string {
+  return `${scope}:${position}`;
 }

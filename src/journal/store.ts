@@ -75,6 +75,29 @@ export interface StoredEvent {
   payload: Uint8Array;
 }
 
+/** A row of the events table as node:sqlite gives it. */
+interface EventRow {
+  id: number;
+  shard: number;
+  session: string | null;
+  seq: number | null;
+  t: string;
+  received_at: number;
+  payload: Uint8Array;
+}
+
+function storedEvent(r: EventRow): StoredEvent {
+  return {
+    id: Number(r.id),
+    shard: Number(r.shard),
+    session: r.session,
+    seq: r.seq === null ? null : Number(r.seq),
+    t: r.t,
+    receivedAt: Number(r.received_at),
+    payload: r.payload,
+  };
+}
+
 export interface OpenOptions {
   readOnly?: boolean;
   /** SQLite `max_page_count`: the hard size limit (writes past it fail with "full"). */
@@ -370,30 +393,14 @@ export class Store {
   ): StoredEvent[] {
     const rows = this.#stmt(
       "SELECT id, shard, session, seq, t, received_at, payload FROM events WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
-    ).all(afterId, toId, limit) as Array<{
-      id: number;
-      shard: number;
-      session: string | null;
-      seq: number | null;
-      t: string;
-      received_at: number;
-      payload: Uint8Array;
-    }>;
+    ).all(afterId, toId, limit) as unknown as EventRow[];
     const events: StoredEvent[] = [];
     let bytes = 0;
     for (const r of rows) {
       // At least one row, then no more than `maxBytes` of payloads (a batch's size bound).
       bytes += r.payload.length;
       if (events.length > 0 && bytes > maxBytes) break;
-      events.push({
-        id: Number(r.id),
-        shard: Number(r.shard),
-        session: r.session,
-        seq: r.seq === null ? null : Number(r.seq),
-        t: r.t,
-        receivedAt: Number(r.received_at),
-        payload: r.payload,
-      });
+      events.push(storedEvent(r));
     }
     return events;
   }
@@ -453,24 +460,8 @@ export class Store {
       ).all(from, t, limit)
       : this.#stmt(
         "SELECT id, shard, session, seq, t, received_at, payload FROM events WHERE id >= ? AND id <= ? AND t = ? ORDER BY id LIMIT ?",
-      ).all(from, to, t, limit)) as Array<{
-        id: number;
-        shard: number;
-        session: string | null;
-        seq: number | null;
-        t: string;
-        received_at: number;
-        payload: Uint8Array;
-      }>;
-    return rows.map((r) => ({
-      id: Number(r.id),
-      shard: Number(r.shard),
-      session: r.session,
-      seq: r.seq === null ? null : Number(r.seq),
-      t: r.t,
-      receivedAt: Number(r.received_at),
-      payload: r.payload,
-    }));
+      ).all(from, to, t, limit)) as unknown as EventRow[];
+    return rows.map(storedEvent);
   }
 
   // ---- sessions ----

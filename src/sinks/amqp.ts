@@ -13,6 +13,7 @@ import type { EventBatch } from "../journal/journal.ts";
 import type { Logger } from "../util/log.ts";
 import { LineBuffer } from "./ndjson.ts";
 import type { Sink } from "./sink.ts";
+import { eventUid } from "../journal/identity.ts";
 
 export interface AmqpSinkOptions {
   /** `amqp://user:pass@host:5672/vhost` (or `amqps://`). */
@@ -88,7 +89,7 @@ export class AmqpSink implements Sink {
       confirms.push(
         channel.basicPublish(this.#exchange, batch.t(i), line.slice(0, line.length - 1), {
           // The event's identity, the same from every process and store (journal/identity.ts).
-          messageId: `${batch.scope(i)}:${batch.position(i)}`,
+          messageId: eventUid(batch.scope(i), batch.position(i)),
           deliveryMode: 2,
           contentType: "application/json",
         }),

@@ -11,18 +11,22 @@ import { freePort } from "../helpers/redis_server.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Every event of every fake session is among `lines` (by uid), once each after de-duplication. */
-function assertAllDelivered(fake: FakeDiscord, lines: Line[]): void {
+/** The first event of a (not invalidated) fake session that is not among `lines` (by uid), or null. */
+function firstMissing(fake: FakeDiscord, lines: Line[]): string | null {
   const uids = new Set(lines.map((l) => l.uid));
   for (const session of fake.sessions()) {
     if (session.invalidated) continue;
     for (let seq = 1; seq <= session.lastSeq; seq++) {
-      assert.ok(
-        uids.has(`${session.shard}:${session.id}:${seq}`),
-        `session ${session.id}: seq ${seq} delivered`,
-      );
+      if (!uids.has(`${session.shard}:${session.id}:${seq}`)) return `session ${session.id}: seq ${seq}`;
     }
   }
+  return null;
+}
+
+/** Every event of every fake session is among `lines` (by uid), once each after de-duplication. */
+function assertAllDelivered(fake: FakeDiscord, lines: Line[]): void {
+  const missing = firstMissing(fake, lines);
+  assert.ok(missing === null, `${missing} delivered`);
 }
 
 async function timed<T>(promise: Promise<T>): Promise<{ value: T; ms: number }> {
@@ -72,16 +76,7 @@ Deno.test("a stdout reader that stops reading only makes stdout lag: heartbeats,
       await g.status;
       second = spawnGatehouse({ env });
       await second.waitFor(
-        () => {
-          const all = [...g.lines, ...second!.lines];
-          const uids = new Set(all.map((l) => l.uid));
-          return fake.sessions().every((s) => {
-            for (let seq = 1; seq <= s.lastSeq; seq++) {
-              if (!uids.has(`${s.shard}:${s.id}:${seq}`)) return false;
-            }
-            return true;
-          });
-        },
+        () => firstMissing(fake, [...g.lines, ...second!.lines]) === null,
         20_000,
         "every event after the restart",
       );
@@ -264,14 +259,7 @@ Deno.test({
         await Deno.remove(`${dir}/filler`);
         again = spawnGatehouse({ env });
         await again.waitFor(
-          () => {
-            const uids = new Set([...g.lines, ...again!.lines].map((l) => l.uid));
-            const s = fake.sessions()[0];
-            for (let seq = 1; seq <= s.lastSeq; seq++) {
-              if (!uids.has(`${s.shard}:${s.id}:${seq}`)) return false;
-            }
-            return true;
-          },
+          () => firstMissing(fake, [...g.lines, ...again!.lines]) === null,
           20_000,
           "every event after the restart",
         );
