@@ -23,7 +23,7 @@
  * second connection does everything else, so acknowledgements never wait behind a blocking read.
  */
 import { hostname } from "node:os";
-import { connectRedis, type RedisClient } from "../sinks/redis_client.ts";
+import { connectRedis, type RedisClient } from "../redis/client.ts";
 import { sleep, systemClock } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import type { CommandRouter, Refusal } from "./router.ts";

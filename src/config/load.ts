@@ -3,7 +3,7 @@
  * Every value keeps its source so an error can say exactly where a bad value came from.
  */
 import { parse as parseToml, TomlError } from "smol-toml";
-import { redisUrlSecretParts } from "../sinks/redis_client.ts";
+import { redisUrlSecretParts } from "../redis/url.ts";
 import { addSecret } from "../util/log.ts";
 import { Secret, urlSecretParts } from "../util/secret.ts";
 import {

@@ -14,7 +14,7 @@ import {
   type Presence,
 } from "../gateway/protocol.ts";
 import { type Secret, urlProblem } from "../util/secret.ts";
-import { parseRedisUrl } from "../sinks/redis_client.ts";
+import { parseRedisUrl } from "../redis/url.ts";
 
 export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
 export const LOG_LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal"];

@@ -20,7 +20,7 @@ import type { EventBatch } from "../journal/journal.ts";
 import type { Logger } from "../util/log.ts";
 import { LineBuffer } from "./ndjson.ts";
 import type { Sink } from "./sink.ts";
-import { connectRedis, type RedisClient } from "./redis_client.ts";
+import { connectRedis, type RedisClient } from "../redis/client.ts";
 
 /**
  * KEYS: the stream, its marks (hash scope → position), its scopes by last use (zset, ms).
@@ -75,7 +75,7 @@ type AppendClient = RedisClient & {
 export type StreamLayout = "per-event" | "single";
 
 export interface RedisSinkOptions {
-  /** `redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://` (see redis_client.ts). */
+  /** `redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://` (see src/redis/url.ts). */
   url: string;
   /** Stream names start with this (default `gatehouse`). */
   prefix?: string;

@@ -7,7 +7,7 @@ import { Cluster, Redis } from "ioredis";
 import { FakeDiscord } from "../fake_discord/server.ts";
 import { fakeEnv, type Gatehouse, spawnGatehouse } from "../helpers/gatehouse.ts";
 import { RedisCluster, RedisSentinel, RedisTls } from "../helpers/redis_topologies.ts";
-import { parseRedisUrl } from "../../src/sinks/redis_client.ts";
+import { parseRedisUrl } from "../../src/redis/url.ts";
 
 const PRESENCE = '{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}';
 

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { ConfigError, loadConfig } from "../../src/config/load.ts";
-import { parseRedisUrl, redisUrlSecretParts } from "../../src/sinks/redis_client.ts";
+import { parseRedisUrl, redisUrlSecretParts } from "../../src/redis/url.ts";
 
 function parseError(url: string): string {
   try {

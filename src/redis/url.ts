@@ -1,5 +1,5 @@
 /**
- * One Redis connection from one URL, for the sink and the command source:
+ * Redis URLs, for the sink, the command source and the config loader (no client is loaded here):
  *
  *   redis://[user:password@]host:port[/db]          a server (rediss:// = TLS), as ioredis takes it
  *   redis+sentinel://[user:password@]h1:26379,h2:26379/mymaster[/db][?sentinelPassword=…]
@@ -12,10 +12,7 @@
  * password may hold `/ ? @ :` unencoded (see `parseRedisUrl`); in the server form, as in any URL, they
  * must be percent-encoded.
  */
-import { Cluster, Redis, type RedisOptions } from "ioredis";
 import { decodedForms, urlProblem, urlSecretParts } from "../util/secret.ts";
-
-export type RedisClient = Redis | Cluster;
 
 export type RedisTopology =
   | { kind: "server"; url: string }
@@ -207,36 +204,4 @@ function decode(text: string, what: string): string {
   } catch {
     throw new Error(`${what} is not valid percent-encoding (write % as %25)`);
   }
-}
-
-/**
- * A client for `url`; `options` (retry strategy, queueing) apply to every connection it makes. `ca`:
- * PEM certificates that sign the servers' (TLS URLs; default: the system's roots).
- */
-export function connectRedis(url: string, options: RedisOptions, ca: string | null = null): RedisClient {
-  const t = parseRedisUrl(url);
-  const tls = ca === null ? {} : { ca };
-  if (t.kind === "server") return new Redis(url, url.startsWith("rediss:") ? { ...options, tls } : options);
-  if (t.kind === "sentinel") {
-    return new Redis({
-      ...options,
-      sentinels: t.sentinels,
-      name: t.name,
-      db: t.db,
-      username: t.username,
-      password: t.password,
-      sentinelPassword: t.sentinelPassword,
-      ...(t.tls ? { tls, sentinelTLS: tls, enableTLSForSentinelMode: true } : {}),
-    });
-  }
-  return new Cluster(t.nodes, {
-    clusterRetryStrategy: options.retryStrategy,
-    enableOfflineQueue: options.enableOfflineQueue ?? true,
-    redisOptions: {
-      ...options,
-      username: t.username,
-      password: t.password,
-      ...(t.tls ? { tls } : {}),
-    },
-  });
 }
