@@ -6,13 +6,13 @@ import { ConfigError, type GatehouseConfig, loadConfig, registerSecrets } from "
 import { fetchGatewayBot, GatewayInfoError, TokenRejectedError } from "../gateway/gateway_info.ts";
 import { IdentifyGuard, LocalIdentifyQueue, type SessionStartLimit } from "../gateway/identify_queue.ts";
 import { type GatewayBotInfo, intentNames, PRIVILEGED_INTENTS } from "../gateway/protocol.ts";
-import { isGatewayUrl, type ResumableSession } from "../gateway/shard.ts";
 import { Journal } from "../journal/journal.ts";
 import { HybridWriter, InlineWriter, WorkerWriter } from "../journal/write.ts";
 import { Retention } from "../journal/retention.ts";
 import { hardCapPages, Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
+import { PlanError, planShards, type ShardPlan } from "../pool/plan.ts";
 import { AmqpCommandSource } from "../commands/amqp_source.ts";
 import { RedisCommandSource } from "../commands/redis_source.ts";
 import { RejectionLog } from "../commands/rejections.ts";
@@ -151,20 +151,22 @@ async function runWithStore(
   if (info === null) return 0;
 
   const limit = info.session_start_limit;
-  const shardCount = config.shards.count ?? info.shards;
-  const shardIds = config.shards.ids ?? Array.from({ length: shardCount }, (_, i) => i);
-  const outside = shardIds.filter((id) => id >= shardCount);
-  if (outside.length > 0) {
-    throw new ExitError(
-      2,
-      `configuration error:\nshards.ids contains ${
-        outside.join(", ")
-      }, but the shard count is ${shardCount} ` +
-        `(ids must be below it${
-          config.shards.count === null ? "; the count is Discord's recommendation" : ""
-        })`,
-    );
+  let plan: ShardPlan;
+  try {
+    plan = planShards({
+      configuredCount: config.shards.count,
+      configuredIds: config.shards.ids,
+      recommendedCount: info.shards,
+      gatewayUrl: info.url,
+      sessionStartsRemaining: limit.remaining,
+      identifyReserve: config.gateway.identifyReserve,
+      stored: store.loadSessions(),
+    });
+  } catch (error) {
+    if (error instanceof PlanError) throw new ExitError(2, `configuration error:\n${error.message}`);
+    throw error;
   }
+  const { count: shardCount, ids: shardIds, resume: sessions } = plan;
   log.info(
     "Discord recommends {recommended} shard(s); running {count} of {total}; max_concurrency {mc}; " +
       "{remaining} of {limit} session starts left",
@@ -177,33 +179,9 @@ async function runWithStore(
       limit: limit.total,
     },
   );
-
-  // Sessions stored by the previous run are resumed (no IDENTIFY, no session start used).
-  const sessions = new Map<number, ResumableSession>();
-  for (const stored of store.loadSessions()) {
-    if (!shardIds.includes(stored.shard)) continue;
-    if (stored.shardCount !== shardCount) {
-      log.warn("shard {shard}: stored session was for {old} shards, now {count}: starting a new session", {
-        shard: stored.shard,
-        old: stored.shardCount,
-        count: shardCount,
-      });
-      continue;
-    }
-    // A resume URL the store holds is not trusted either (an older version stored whatever READY said).
-    const resumeUrl = isGatewayUrl(stored.resumeUrl) ? stored.resumeUrl : info.url;
-    sessions.set(stored.shard, { id: stored.sessionId, resumeUrl, seq: stored.seq });
-  }
+  for (const warning of plan.warnings) log.warn(warning);
   if (sessions.size > 0) {
     log.info("resuming {n} stored session(s) from {path}", { n: sessions.size, path: store.path });
-  }
-  const identifying = shardIds.length - sessions.size;
-  if (limit.remaining - config.gateway.identifyReserve < identifying) {
-    log.warn(
-      "Only {remaining} session starts left (reserve {reserve}) for {count} shard(s) that must IDENTIFY: " +
-        "some will wait for the limit to reset",
-      { remaining: limit.remaining, reserve: config.gateway.identifyReserve, count: identifying },
-    );
   }
 
   let pool: Pool | null = null;
@@ -330,26 +308,27 @@ async function runWithStore(
 
   const dispatcher = new Dispatcher({ events: config.events, journal, stats });
   pool = new Pool({
-    shardIds,
-    shardCount,
-    token: config.token,
-    intents: config.intents,
-    presence: config.presence,
-    largeThreshold: config.gateway.largeThreshold,
-    compression: config.gateway.compression,
-    apiVersion: config.api.version,
-    gatewayUrl: info.url,
-    identifyQueue,
-    sink: dispatcher,
-    logger: logger("shard"),
-    sessions,
-    observer: stats,
-    onSession: (shard, session) => {
-      if (session) journal.sessionStarted(shard, { ...session, shardCount });
-      else journal.sessionLost(shard);
+    shard: {
+      token: config.token,
+      intents: config.intents,
+      presence: config.presence,
+      largeThreshold: config.gateway.largeThreshold,
+      compression: config.gateway.compression,
+      apiVersion: config.api.version,
+      gatewayUrl: info.url,
+      identifyQueue,
+      sink: dispatcher,
+      logger: logger("shard"),
+      observer: stats,
+      onSession: (shard, session) => {
+        if (session) journal.sessionStarted(shard, { ...session, shardCount });
+        else journal.sessionLost(shard);
+      },
     },
+    logger: logger("shard"),
+    sessionFor: (key) => (key.count === shardCount ? sessions.get(key.id) ?? null : null),
   });
-  pool.start();
+  pool.start(shardIds.map((id) => ({ id, count: shardCount })));
 
   // Commands from the bot on stdin, when it is a pipe: one NDJSON command per line.
   const router = new CommandRouter(pool.shards, shardCount);
@@ -435,7 +414,7 @@ async function runWithStore(
       failedCommits: journal.failedCommits,
     }),
     identify: () => ({ remaining: localQueue.remaining, ...localQueue.budget }),
-    reconnect: (id) => livePool.shards.find((s) => s.id === id)?.reconnect() ?? false,
+    reconnect: (id) => livePool.get(id)?.reconnect() ?? false,
     command: (line) => takeCommand(line, "control"),
   };
   const control = await startControl(config, store, view);

@@ -1,76 +1,188 @@
 /**
- * All shards of this process. Starts them (IDENTIFYs go through the shared identify queue), stops
- * them with close code 4000 so their sessions stay resumable, and turns the first fatal close code
+ * The shards of this process. The pool starts the shards it is given and stops the ones it loses, while
+ * running: a plan at start, an ownership that changes (cluster mode), a second shard count beside the
+ * first (resharding). Shards are keyed by shard count and id. It stops them with close code 4000 so their
+ * sessions stay resumable, pauses them all while backpressure is raised, and turns the first fatal close
  * into the process's exit.
  */
 import { type ResumableSession, Shard, type ShardOptions, type ShardStatus } from "../gateway/shard.ts";
+import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
+import { type ShardKey, shardKeyName, type ShardOwnership } from "./ownership.ts";
+
+/** What the pool needs of a shard (a `Shard`, or a fake in tests). */
+export interface PoolShard {
+  readonly id: number;
+  start(): void;
+  stop(code?: number): Promise<"clean" | "dropped" | "none">;
+  setPaused(paused: boolean): void;
+  status(): ShardStatus;
+  reconnect(): boolean;
+  send(op: number, d: unknown, onSent?: () => void): string | null;
+}
 
 /** What every shard shares; the pool sets `id`, `count`, `session` and `onFatal` per shard. */
-export type PoolOptions = Omit<ShardOptions, "id" | "count" | "session" | "onFatal"> & {
-  shardIds: number[];
-  shardCount: number;
-  sessions?: Map<number, ResumableSession>;
-};
+export type ShardTemplate = Omit<ShardOptions, "id" | "count" | "session" | "onFatal">;
+
+export interface PoolOptions {
+  shard: ShardTemplate;
+  logger: Logger;
+  /** The stored session a shard resumes when it is added (null: it identifies). */
+  sessionFor?: (key: ShardKey) => ResumableSession | null;
+  /** Builds a shard; tests pass fakes. */
+  createShard?: (options: ShardOptions) => PoolShard;
+  clock?: Clock;
+}
 
 /** Why the pool stopped on its own. */
 export interface PoolFailure {
   shard: number;
+  count: number;
   code: number;
   reason: string;
   exitCode: number;
 }
 
+/** Something that raises and lowers one "stop reading" signal (the journal and sinks falling behind). */
+export interface PauseSignal {
+  subscribe(listener: (paused: boolean) => void): () => void;
+}
+
+export interface PoolStopResult {
+  /** Shards whose close Discord acknowledged. */
+  clean: number;
+  /** Shards that had a connection (a close still under way at the bound had one). */
+  connected: number;
+  total: number;
+}
+
 export class Pool {
-  readonly shards: Shard[];
+  readonly #o: PoolOptions;
+  readonly #clock: Clock;
   readonly #logger: Logger;
-  readonly #shardCount: number;
+  readonly #shards = new Map<string, { key: ShardKey; shard: PoolShard }>();
+  #paused = false;
+  #running = false;
   #failure: PoolFailure | null = null;
   #onFailure: ((failure: PoolFailure) => void) | null = null;
+  readonly #unsubscribe: Array<() => void> = [];
+  /** Stops of removed shards still under way (a pool stop waits for them too). */
+  readonly #removing = new Set<Promise<unknown>>();
   /** Resolves with the first fatal close; never resolves in a healthy run. */
   readonly failed: Promise<PoolFailure>;
 
   constructor(options: PoolOptions) {
+    this.#o = options;
+    this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger;
-    this.#shardCount = options.shardCount;
     this.failed = new Promise((resolve) => (this.#onFailure = resolve));
-    this.shards = options.shardIds.map((id) =>
-      new Shard({
-        id,
-        count: options.shardCount,
-        token: options.token,
-        intents: options.intents,
-        presence: options.presence,
-        largeThreshold: options.largeThreshold,
-        compression: options.compression,
-        apiVersion: options.apiVersion,
-        gatewayUrl: options.gatewayUrl,
-        identifyQueue: options.identifyQueue,
-        sink: options.sink,
-        logger: options.logger,
-        session: options.sessions?.get(id) ?? null,
-        onSession: options.onSession,
-        onFatal: (shard, code, reason, exitCode) => this.#fail({ shard, code, reason, exitCode }),
-        clock: options.clock,
-        random: options.random,
-        connectTimeoutMs: options.connectTimeoutMs,
-        observer: options.observer,
-      })
-    );
   }
 
-  start(): void {
-    this.#logger.info("starting {count} of {total} shard(s): {ids}", {
-      count: this.shards.length,
-      total: this.#shardCount,
-      ids: summariseIds(this.shards.map((s) => s.id)),
+  /** Starts the shards of `keys` (those not running yet); later `add`s start at once. */
+  start(keys: ShardKey[] = []): void {
+    this.#running = true;
+    const counts = [...new Set(keys.map((k) => k.count))];
+    for (const count of counts) {
+      const ids = keys.filter((k) => k.count === count).map((k) => k.id);
+      this.#logger.info("starting {count} of {total} shard(s): {ids}", {
+        count: ids.length,
+        total: count,
+        ids: summariseIds(ids),
+      });
+    }
+    for (const key of keys) this.add(key);
+  }
+
+  /** Runs what `ownership` owns, now and whenever it changes. */
+  follow(ownership: ShardOwnership): void {
+    const apply = (owned: ShardKey[]) => {
+      const wanted = new Set(owned.map(shardKeyName));
+      for (const { key } of [...this.#shards.values()]) {
+        if (!wanted.has(shardKeyName(key))) void this.remove(key);
+      }
+      for (const key of owned) this.add(key);
+    };
+    this.#unsubscribe.push(ownership.subscribe(apply));
+    apply(ownership.owned());
+  }
+
+  /** Pauses every shard while `signal` is raised (shards added later too). */
+  pauseOn(signal: PauseSignal): void {
+    this.#unsubscribe.push(signal.subscribe((paused) => this.setPaused(paused)));
+  }
+
+  /** Starts a shard; false when it already runs or the pool is not running. */
+  add(key: ShardKey): boolean {
+    const name = shardKeyName(key);
+    if (!this.#running || this.#shards.has(name)) return false;
+    const create = this.#o.createShard ?? ((options: ShardOptions) => new Shard(options));
+    const shard = create({
+      ...this.#o.shard,
+      id: key.id,
+      count: key.count,
+      session: this.#o.sessionFor?.(key) ?? null,
+      onFatal: (id: number, code: number, reason: string, exitCode?: number) =>
+        this.#fail({ shard: id, count: key.count, code, reason, exitCode: exitCode ?? 1 }),
     });
-    for (const shard of this.shards) shard.start();
+    this.#shards.set(name, { key, shard });
+    if (this.#paused) shard.setPaused(true);
+    shard.start();
+    return true;
   }
 
-  /** Stops or resumes reading on every shard (backpressure from the store). */
+  /**
+   * Stops a shard with 4000 (its session stays resumable, for whoever runs it next) and forgets it.
+   * Resolves with how it closed; "none" when it did not run here.
+   */
+  remove(key: ShardKey, code = 4000): Promise<"clean" | "dropped" | "none"> {
+    const name = shardKeyName(key);
+    const entry = this.#shards.get(name);
+    if (!entry) return Promise.resolve("none");
+    this.#shards.delete(name);
+    const stopping = entry.shard.stop(code);
+    this.#removing.add(stopping);
+    void stopping.finally(() => this.#removing.delete(stopping));
+    return stopping;
+  }
+
+  /** The shard with `id` of `count` (of any count when `count` is left out, the lowest count first). */
+  get(id: number, count?: number): PoolShard | undefined {
+    if (count !== undefined) return this.#shards.get(shardKeyName({ id, count }))?.shard;
+    let found: { key: ShardKey; shard: PoolShard } | undefined;
+    for (const entry of this.#shards.values()) {
+      if (entry.key.id === id && (!found || entry.key.count < found.key.count)) found = entry;
+    }
+    return found?.shard;
+  }
+
+  /** The ids of the running shards, ascending (each id once, whatever the counts). */
+  ids(): number[] {
+    return [...new Set([...this.#shards.values()].map((e) => e.key.id))].sort((a, b) => a - b);
+  }
+
+  /** The running shards' keys, by count then id. */
+  keys(): ShardKey[] {
+    return [...this.#shards.values()].map((e) => e.key).sort((a, b) => a.count - b.count || a.id - b.id);
+  }
+
+  /** The shard counts running side by side, ascending. */
+  counts(): number[] {
+    return [...new Set(this.keys().map((k) => k.count))];
+  }
+
+  get shards(): PoolShard[] {
+    return this.keys().map((key) => this.#shards.get(shardKeyName(key))!.shard);
+  }
+
+  /** Stops or resumes reading on every shard (backpressure from the store and the sinks). */
   setPaused(paused: boolean): void {
-    for (const shard of this.shards) shard.setPaused(paused);
+    if (paused === this.#paused) return;
+    this.#paused = paused;
+    for (const { shard } of this.#shards.values()) shard.setPaused(paused);
+  }
+
+  get paused(): boolean {
+    return this.#paused;
   }
 
   status(): ShardStatus[] {
@@ -78,26 +190,30 @@ export class Pool {
   }
 
   /**
-   * Closes every shard with `code` and waits at most `timeoutMs`. Returns how many had a connection,
-   * and how many of those Discord acknowledged (a clean close).
+   * Closes every shard with `code` and waits at most `timeoutMs` (on the pool's clock). Removes added
+   * later are refused.
    */
-  async stop(
-    code = 4000,
-    timeoutMs = 10_000,
-  ): Promise<{ clean: number; connected: number; total: number }> {
-    // "none" is known at once; a close still under way at the timeout had a connection.
+  async stop(code = 4000, timeoutMs = 10_000): Promise<PoolStopResult> {
+    this.#running = false;
+    for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
+    const entries = [...this.#shards.values()];
+    this.#shards.clear();
+    // "none" is known at once; a close still under way at the bound had a connection.
     let clean = 0, none = 0;
-    const all = Promise.all(this.shards.map((shard) =>
-      shard.stop(code).then((how) => {
-        if (how === "none") none++;
-        if (how === "clean") clean++;
-      })
-    ));
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
-    await Promise.race([all, timeout]);
-    clearTimeout(timer);
-    return { clean, connected: this.shards.length - none, total: this.shards.length };
+    const all = Promise.all([
+      ...entries.map(({ shard }) =>
+        shard.stop(code).then((how) => {
+          if (how === "none") none++;
+          if (how === "clean") clean++;
+        })
+      ),
+      ...this.#removing,
+    ]);
+    let timer: TimerId | undefined;
+    const bound = new Promise<void>((resolve) => (timer = this.#clock.setTimeout(resolve, timeoutMs)));
+    await Promise.race([all, bound]);
+    if (timer !== undefined) this.#clock.clearTimeout(timer);
+    return { clean, connected: entries.length - none, total: entries.length };
   }
 
   #fail(failure: PoolFailure): void {
