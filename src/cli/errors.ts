@@ -1,5 +1,5 @@
 /**
- * The one error the CLI edge turns into an exit code (DESIGN.md "Exit codes"): 1 unexpected failure,
+ * The one error the CLI edge turns into an exit code (README, "Exit codes"): 1 unexpected failure,
  * 2 configuration or usage, 3 token rejected, 4 intents, 5 shard layout, 6 store unusable (corrupt,
  * locked by another gatehouse, read-only, full).
  */

@@ -1,5 +1,5 @@
 /**
- * A faithful test double of Discord's gateway and REST API (protocol doc §12), on 127.0.0.1 port 0.
+ * A faithful test double of Discord's gateway and REST API (docs/protocol.md §12), on 127.0.0.1 port 0.
  *
  * It models what a gateway client must get right — identify buckets and the daily session-start
  * counter, READY with a `resume_gateway_url` on a second listener, per-session replay buffers with
