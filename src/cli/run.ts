@@ -26,10 +26,9 @@ import { StdoutSink } from "../sinks/stdout.ts";
 import { systemClock } from "../util/clock.ts";
 import { captureConsole, logger, setupLogging } from "../util/log.ts";
 import { ExitError } from "./errors.ts";
-import { ControlServer, listenerUrl } from "../control/server.ts";
+import { startControl } from "../control/start.ts";
 import { GatewayStats } from "../control/stats.ts";
-import type { GatewayView } from "../control/status.ts";
-import { StartupProgress } from "../control/progress.ts";
+import { gatewayView } from "../control/view.ts";
 
 /** Raw option values from commander; see `registerRun` in main.ts. */
 export interface RunFlags {
@@ -411,41 +410,20 @@ async function runWithStore(
     : null;
   amqpCommands?.start();
 
-  // The control listener: metrics, health, status, actions.
-  const livePool = pool;
-  const view: GatewayView = {
+  // The control listener (metrics, health, status, actions), the control file and the start-up progress.
+  const view = gatewayView({
     stats,
     startedAt,
     shardCount,
-    now: () => Date.now(),
-    shards: () => livePool.status(),
-    sinks: () =>
-      runners.map((r) => ({
-        name: r.sink.name,
-        cursor: r.cursor,
-        errors: r.errors,
-        duplicates: (r.sink as { duplicates?: number }).duplicates,
-      })),
-    journal: () => ({
-      enabled: config.store.journal,
-      lastId: journal.lastAssignedId,
-      sizeBytes: safeSize(store),
-      pendingEvents: journal.pendingEvents,
-      commits: journal.commits,
-      failedCommits: journal.failedCommits,
-    }),
-    identify: () => ({ remaining: localQueue.remaining, ...localQueue.budget }),
-    reconnect: (id) => livePool.shards.find((s) => s.id === id)?.reconnect() ?? false,
+    pool,
+    runners,
+    journalEnabled: config.store.journal,
+    journal,
+    storeSize: () => store.usedBytes(),
+    identify: localQueue,
     command: (line) => takeCommand(line, "control"),
-  };
-  const control = await startControl(config, store, view);
-  const progress = new StartupProgress({
-    view,
-    maxConcurrency: limit.max_concurrency,
-    logger: logger("startup"),
-    terminal: Deno.stderr.isTerminal(),
   });
-  progress.start();
+  const control = await startControl(config, store.path, view, { maxConcurrency: limit.max_concurrency });
 
   const outcome = await Promise.race([
     stopped.then((signal) => ({ kind: "signal" as const, detail: signal })),
@@ -473,8 +451,7 @@ async function runWithStore(
     Deno.exit(1);
   }, STOP_LIMIT_MS);
   retention?.stop();
-  progress.stop();
-  await control?.stop();
+  await control.stop();
   await redisCommands?.stop();
   await amqpCommands?.stop();
   rejections.close();
@@ -607,92 +584,6 @@ function stopSignal(): { signal: Promise<string>; dispose: () => void } {
     signal,
     dispose: () => {
       for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
-    },
-  };
-}
-
-/** Live bytes of the store, or 0 when it cannot be read just now. */
-function safeSize(store: Store): number {
-  try {
-    return store.usedBytes();
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * Writes the control file without following links: a new file (O_EXCL, 0600) renamed over the old
- * name, so a link planted there is replaced, not written through.
- */
-async function writeControlFile(path: string, text: string): Promise<void> {
-  const temporary = `${path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  await Deno.writeTextFile(temporary, text, { createNew: true, mode: 0o600 });
-  try {
-    await Deno.rename(temporary, path);
-  } catch (error) {
-    await Deno.remove(temporary).catch(() => {});
-    throw error;
-  }
-}
-
-/** Where `gatehouse run` tells `gatehouse shards` its control address: next to the store. */
-export function controlFilePath(storePath: string): string {
-  return `${storePath}.control`;
-}
-
-/**
- * Starts the control listener (unless `[control] address = "off"`) and records its address next to the
- * store. A listener that cannot bind is logged and left out: the gateway itself keeps running.
- */
-async function startControl(
-  config: GatehouseConfig,
-  store: Store,
-  view: GatewayView,
-): Promise<{ stop(): Promise<void> } | null> {
-  const log = logger("control");
-  const address = config.control.address;
-  if (address === null) {
-    log.info("control listener off (control.address = off)");
-    return null;
-  }
-  const server = new ControlServer({
-    address,
-    token: config.control.token,
-    metricsPath: config.control.metricsPath,
-    view,
-    logger: log,
-  });
-  let bound: { hostname: string; port: number };
-  try {
-    bound = server.start();
-  } catch (error) {
-    log.error(
-      "control listener: cannot listen on {address}: {error}; running without /metrics, /healthz, /readyz and " +
-        "/shards (set [control] address or GATEHOUSE_CONTROL_ADDRESS)",
-      { address: `${address.hostname}:${address.port}`, error: (error as Error).message },
-    );
-    return null;
-  }
-  const url = listenerUrl(bound.hostname, bound.port);
-  log.info("control listener on {url} ({metrics}, /healthz, /readyz, /shards; actions {actions})", {
-    url,
-    metrics: config.control.metricsPath,
-    actions: config.control.token === null ? "disabled (no control.token)" : "enabled",
-  });
-  try {
-    await writeControlFile(
-      controlFilePath(store.path),
-      `${JSON.stringify({ pid: Deno.pid, url, started_at: new Date(view.startedAt).toISOString() })}\n`,
-    );
-  } catch (error) {
-    log.warn("cannot record the control address next to the store: {error}", {
-      error: (error as Error).message,
-    });
-  }
-  return {
-    stop: async () => {
-      await server.stop();
-      await Deno.remove(controlFilePath(store.path)).catch(() => {});
     },
   };
 }
