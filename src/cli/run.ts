@@ -327,7 +327,7 @@ async function runWithStore(
     logger: logger("identify"),
   });
 
-  const dispatcher = new Dispatcher({ events: config.events, journal, stats });
+  const dispatcher = new Dispatcher({ events: config.events, journal, observer: stats });
   pool = new Pool({
     shardIds,
     shardCount,
