@@ -16,7 +16,7 @@ import { Pool, type PoolFailure } from "../pool/pool.ts";
 import { AmqpCommandSource } from "../commands/amqp_source.ts";
 import { RedisCommandSource } from "../commands/redis_source.ts";
 import { RejectionLog } from "../commands/rejections.ts";
-import { CommandRouter, readLines, type Refusal } from "../commands/router.ts";
+import { CommandRouter, readLines, type Refusal, shardDirectory } from "../commands/router.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
 import { HttpSink } from "../sinks/http.ts";
 import { RedisSink } from "../sinks/redis.ts";
@@ -349,9 +349,10 @@ async function runWithStore(
     },
   });
   pool.start();
+  const livePool = pool;
 
   // Commands from the bot on stdin, when it is a pipe: one NDJSON command per line.
-  const router = new CommandRouter(pool.shards, shardCount);
+  const router = new CommandRouter(shardDirectory(() => livePool.shards), shardCount);
   const commandLog = logger("commands");
   const rejections = new RejectionLog({ logger: commandLog });
   /** Counts a command; a refused one is logged (rate-limited) and reported as an event. */
