@@ -13,10 +13,8 @@ import { Retention } from "../journal/retention.ts";
 import { hardCapPages, Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
-import { AmqpCommandSource } from "../commands/amqp_source.ts";
-import { RedisCommandSource } from "../commands/redis_source.ts";
-import { RejectionLog } from "../commands/rejections.ts";
-import { CommandRouter, readLines, type Refusal, shardDirectory } from "../commands/router.ts";
+import { CommandRouter, shardDirectory } from "../commands/router.ts";
+import { startCommandSources } from "../commands/sources.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
 import { HttpSink } from "../sinks/http.ts";
 import { RedisSink } from "../sinks/redis.ts";
@@ -351,65 +349,9 @@ async function runWithStore(
   pool.start();
   const livePool = pool;
 
-  // Commands from the bot on stdin, when it is a pipe: one NDJSON command per line.
+  // Commands from the bot: stdin when it is a pipe, and the Redis and RabbitMQ inboxes when those are sinks.
   const router = new CommandRouter(shardDirectory(() => livePool.shards), shardCount);
-  const commandLog = logger("commands");
-  const rejections = new RejectionLog({ logger: commandLog });
-  /** Counts a command; a refused one is logged (rate-limited) and reported as an event. */
-  const reportCommand = (source: string) => (line: string, refusal: Refusal | null): void => {
-    stats.command(source, refusal === null);
-    if (refusal === null) return;
-    rejections.rejected(refusal.reason, source);
-    const shard = refusal.shard !== null && router.runs(refusal.shard)
-      ? refusal.shard
-      : Math.min(...shardIds);
-    dispatcher.internal(shard, "GATEHOUSE_COMMAND_REJECTED", {
-      reason: refusal.reason,
-      command: line.length > 200 ? `${line.slice(0, 200)}…` : line,
-    });
-  };
-  /** Routes one command to this process's shards; the reason when it is refused. */
-  const takeCommand = (line: string, source: string): string | null => {
-    const result = router.handle(line);
-    reportCommand(source)(line, result.ok ? null : result);
-    return result.ok ? null : result.reason;
-  };
-  if (!Deno.stdin.isTerminal()) {
-    readLines(Deno.stdin.readable, {
-      onLine: (line) => void takeCommand(line, "stdin"),
-      onTooLong: (bytes, head) =>
-        reportCommand("stdin")(head, { reason: `line of ${bytes} bytes is longer than 64 KB`, shard: null }),
-    }).catch((error) => {
-      commandLog.warn("stopped reading commands from stdin: {error}", { error: (error as Error).message });
-    });
-  }
-  // With Redis as a sink, commands also come from the {prefix}:commands stream (consumer group), passed
-  // on to the shards' streams, which the processes running them read.
-  const redisCommands = config.broker.types.includes("redis")
-    ? new RedisCommandSource({
-      url: config.redis.url.reveal(),
-      stream: `${config.redis.prefix}:commands`,
-      group: config.broker.group,
-      router,
-      report: reportCommand("redis"),
-      logger: commandLog,
-      tlsCa: redisCa,
-      claimIdleMs: config.redis.commandClaimIdleMs,
-    })
-    : null;
-  redisCommands?.start();
-  // With RabbitMQ as a sink, commands also come from the durable queue {exchange}.commands, passed on
-  // to the shards' queues {exchange}.commands.{shard}.
-  const amqpCommands = config.broker.types.includes("amqp")
-    ? new AmqpCommandSource({
-      url: config.amqp.url.reveal(),
-      queue: `${config.amqp.exchange}.commands`,
-      router,
-      report: reportCommand("amqp"),
-      logger: commandLog,
-    })
-    : null;
-  amqpCommands?.start();
+  const commands = startCommandSources(config, router, { counter: stats, events: dispatcher });
 
   // The control listener (metrics, health, status, actions), the control file and the start-up progress.
   const view = gatewayView({
@@ -422,7 +364,7 @@ async function runWithStore(
     journal,
     storeSize: () => store.usedBytes(),
     identify: localQueue,
-    command: (line) => takeCommand(line, "control"),
+    command: (line) => commands.take(line, "control"),
   });
   const control = await startControl(config, store.path, view, { maxConcurrency: limit.max_concurrency });
 
@@ -453,9 +395,7 @@ async function runWithStore(
   }, STOP_LIMIT_MS);
   retention?.stop();
   await control.stop();
-  await redisCommands?.stop();
-  await amqpCommands?.stop();
-  rejections.close();
+  await commands.stop();
   const closing = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
   // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
   // Sinks get a moment to take what is committed (a reader that does not read, a broker that does not
