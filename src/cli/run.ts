@@ -13,10 +13,8 @@ import { hardCapPages, Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
 import { Pool, type PoolFailure } from "../pool/pool.ts";
 import { PlanError, planShards, type ShardPlan } from "../pool/plan.ts";
-import { AmqpCommandSource } from "../commands/amqp_source.ts";
-import { RedisCommandSource } from "../commands/redis_source.ts";
-import { RejectionLog } from "../commands/rejections.ts";
-import { CommandRouter, readLines, type Refusal } from "../commands/router.ts";
+import { CommandRouter } from "../commands/router.ts";
+import { startCommandSources } from "../commands/sources.ts";
 import { AmqpSink } from "../sinks/amqp.ts";
 import { HttpSink } from "../sinks/http.ts";
 import { RedisSink } from "../sinks/redis.ts";
@@ -26,10 +24,9 @@ import { StdoutSink } from "../sinks/stdout.ts";
 import { systemClock } from "../util/clock.ts";
 import { captureConsole, logger, setupLogging } from "../util/log.ts";
 import { ExitError } from "./errors.ts";
-import { ControlServer, listenerUrl } from "../control/server.ts";
+import { startControl } from "../control/start.ts";
 import { GatewayStats } from "../control/stats.ts";
-import type { GatewayView } from "../control/status.ts";
-import { StartupProgress } from "../control/progress.ts";
+import { gatewayView } from "../control/view.ts";
 
 /** Raw option values from commander; see `registerRun` in main.ts. */
 export interface RunFlags {
@@ -306,7 +303,7 @@ async function runWithStore(
     logger: logger("identify"),
   });
 
-  const dispatcher = new Dispatcher({ events: config.events, journal, stats });
+  const dispatcher = new Dispatcher({ events: config.events, journal, observer: stats });
   pool = new Pool({
     shard: {
       token: config.token,
@@ -329,102 +326,26 @@ async function runWithStore(
     sessionFor: (key) => (key.count === shardCount ? sessions.get(key.id) ?? null : null),
   });
   pool.start(shardIds.map((id) => ({ id, count: shardCount })));
-
-  // Commands from the bot on stdin, when it is a pipe: one NDJSON command per line.
-  const router = new CommandRouter(pool.shards, shardCount);
-  const commandLog = logger("commands");
-  const rejections = new RejectionLog({ logger: commandLog });
-  /** Counts a command; a refused one is logged (rate-limited) and reported as an event. */
-  const reportCommand = (source: string) => (line: string, refusal: Refusal | null): void => {
-    stats.command(source, refusal === null);
-    if (refusal === null) return;
-    rejections.rejected(refusal.reason, source);
-    const shard = refusal.shard !== null && router.runs(refusal.shard)
-      ? refusal.shard
-      : Math.min(...shardIds);
-    dispatcher.internal(shard, "GATEHOUSE_COMMAND_REJECTED", {
-      reason: refusal.reason,
-      command: line.length > 200 ? `${line.slice(0, 200)}…` : line,
-    });
-  };
-  /** Routes one command to this process's shards; the reason when it is refused. */
-  const takeCommand = (line: string, source: string): string | null => {
-    const result = router.handle(line);
-    reportCommand(source)(line, result.ok ? null : result);
-    return result.ok ? null : result.reason;
-  };
-  if (!Deno.stdin.isTerminal()) {
-    readLines(Deno.stdin.readable, {
-      onLine: (line) => void takeCommand(line, "stdin"),
-      onTooLong: (bytes, head) =>
-        reportCommand("stdin")(head, { reason: `line of ${bytes} bytes is longer than 64 KB`, shard: null }),
-    }).catch((error) => {
-      commandLog.warn("stopped reading commands from stdin: {error}", { error: (error as Error).message });
-    });
-  }
-  // With Redis as a sink, commands also come from the {prefix}:commands stream (consumer group), passed
-  // on to the shards' streams, which the processes running them read.
-  const redisCommands = config.broker.types.includes("redis")
-    ? new RedisCommandSource({
-      url: config.redis.url.reveal(),
-      stream: `${config.redis.prefix}:commands`,
-      group: config.broker.group,
-      router,
-      report: reportCommand("redis"),
-      logger: commandLog,
-      tlsCa: redisCa,
-      claimIdleMs: config.redis.commandClaimIdleMs,
-    })
-    : null;
-  redisCommands?.start();
-  // With RabbitMQ as a sink, commands also come from the durable queue {exchange}.commands, passed on
-  // to the shards' queues {exchange}.commands.{shard}.
-  const amqpCommands = config.broker.types.includes("amqp")
-    ? new AmqpCommandSource({
-      url: config.amqp.url.reveal(),
-      queue: `${config.amqp.exchange}.commands`,
-      router,
-      report: reportCommand("amqp"),
-      logger: commandLog,
-    })
-    : null;
-  amqpCommands?.start();
-
-  // The control listener: metrics, health, status, actions.
   const livePool = pool;
-  const view: GatewayView = {
+
+  // Commands from the bot: stdin when it is a pipe, and the Redis and RabbitMQ inboxes when those are sinks.
+  const router = new CommandRouter(livePool, shardCount);
+  const commands = startCommandSources(config, router, { counter: stats, events: dispatcher });
+
+  // The control listener (metrics, health, status, actions), the control file and the start-up progress.
+  const view = gatewayView({
     stats,
     startedAt,
     shardCount,
-    now: () => Date.now(),
-    shards: () => livePool.status(),
-    sinks: () =>
-      runners.map((r) => ({
-        name: r.sink.name,
-        cursor: r.cursor,
-        errors: r.errors,
-        duplicates: (r.sink as { duplicates?: number }).duplicates,
-      })),
-    journal: () => ({
-      enabled: config.store.journal,
-      lastId: journal.lastAssignedId,
-      sizeBytes: safeSize(store),
-      pendingEvents: journal.pendingEvents,
-      commits: journal.commits,
-      failedCommits: journal.failedCommits,
-    }),
-    identify: () => ({ remaining: localQueue.remaining, ...localQueue.budget }),
-    reconnect: (id) => livePool.get(id)?.reconnect() ?? false,
-    command: (line) => takeCommand(line, "control"),
-  };
-  const control = await startControl(config, store, view);
-  const progress = new StartupProgress({
-    view,
-    maxConcurrency: limit.max_concurrency,
-    logger: logger("startup"),
-    terminal: Deno.stderr.isTerminal(),
+    pool,
+    runners,
+    journalEnabled: config.store.journal,
+    journal,
+    storeSize: () => store.usedBytes(),
+    identify: localQueue,
+    command: (line) => commands.take(line, "control"),
   });
-  progress.start();
+  const control = await startControl(config, store.path, view, { maxConcurrency: limit.max_concurrency });
 
   const outcome = await Promise.race([
     stopped.then((signal) => ({ kind: "signal" as const, detail: signal })),
@@ -452,11 +373,8 @@ async function runWithStore(
     Deno.exit(1);
   }, STOP_LIMIT_MS);
   retention?.stop();
-  progress.stop();
-  await control?.stop();
-  await redisCommands?.stop();
-  await amqpCommands?.stop();
-  rejections.close();
+  await control.stop();
+  await commands.stop();
   const closing = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
   // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
   // Sinks get a moment to take what is committed (a reader that does not read, a broker that does not
@@ -586,92 +504,6 @@ function stopSignal(): { signal: Promise<string>; dispose: () => void } {
     signal,
     dispose: () => {
       for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
-    },
-  };
-}
-
-/** Live bytes of the store, or 0 when it cannot be read just now. */
-function safeSize(store: Store): number {
-  try {
-    return store.usedBytes();
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * Writes the control file without following links: a new file (O_EXCL, 0600) renamed over the old
- * name, so a link planted there is replaced, not written through.
- */
-async function writeControlFile(path: string, text: string): Promise<void> {
-  const temporary = `${path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  await Deno.writeTextFile(temporary, text, { createNew: true, mode: 0o600 });
-  try {
-    await Deno.rename(temporary, path);
-  } catch (error) {
-    await Deno.remove(temporary).catch(() => {});
-    throw error;
-  }
-}
-
-/** Where `gatehouse run` tells `gatehouse shards` its control address: next to the store. */
-export function controlFilePath(storePath: string): string {
-  return `${storePath}.control`;
-}
-
-/**
- * Starts the control listener (unless `[control] address = "off"`) and records its address next to the
- * store. A listener that cannot bind is logged and left out: the gateway itself keeps running.
- */
-async function startControl(
-  config: GatehouseConfig,
-  store: Store,
-  view: GatewayView,
-): Promise<{ stop(): Promise<void> } | null> {
-  const log = logger("control");
-  const address = config.control.address;
-  if (address === null) {
-    log.info("control listener off (control.address = off)");
-    return null;
-  }
-  const server = new ControlServer({
-    address,
-    token: config.control.token,
-    metricsPath: config.control.metricsPath,
-    view,
-    logger: log,
-  });
-  let bound: { hostname: string; port: number };
-  try {
-    bound = server.start();
-  } catch (error) {
-    log.error(
-      "control listener: cannot listen on {address}: {error}; running without /metrics, /healthz, /readyz and " +
-        "/shards (set [control] address or GATEHOUSE_CONTROL_ADDRESS)",
-      { address: `${address.hostname}:${address.port}`, error: (error as Error).message },
-    );
-    return null;
-  }
-  const url = listenerUrl(bound.hostname, bound.port);
-  log.info("control listener on {url} ({metrics}, /healthz, /readyz, /shards; actions {actions})", {
-    url,
-    metrics: config.control.metricsPath,
-    actions: config.control.token === null ? "disabled (no control.token)" : "enabled",
-  });
-  try {
-    await writeControlFile(
-      controlFilePath(store.path),
-      `${JSON.stringify({ pid: Deno.pid, url, started_at: new Date(view.startedAt).toISOString() })}\n`,
-    );
-  } catch (error) {
-    log.warn("cannot record the control address next to the store: {error}", {
-      error: (error as Error).message,
-    });
-  }
-  return {
-    stop: async () => {
-      await server.stop();
-      await Deno.remove(controlFilePath(store.path)).catch(() => {});
     },
   };
 }

@@ -5,12 +5,12 @@
  * state stored in the store is shown instead, and said to be so.
  */
 import type { GatehouseConfig } from "../config/load.ts";
+import { controlFilePath } from "../control/control_file.ts";
 import { listenerUrl } from "../control/server.ts";
 import type { StatusReport } from "../control/status.ts";
 import { ExitError } from "./errors.ts";
 import { inspectStore } from "./inspect.ts";
 import { age, count, print, table } from "./output.ts";
-import { controlFilePath } from "./run.ts";
 
 export interface ShardsFlags {
   url?: string;

@@ -20,12 +20,20 @@
  *   removed too.
  *
  * One XREADGROUP reads the inbox and the shard streams together (one slot, so on a cluster too); a
- * second connection does everything else, so acknowledgements never wait behind a blocking read.
+ * second connection does everything else, so acknowledgements never wait behind a blocking read. The
+ * group's commands are in `redis_group.ts`.
  */
-import { hostname } from "node:os";
-import { connectRedis, type RedisClient } from "../redis/client.ts";
+import type { RedisClient } from "../redis/client.ts";
 import { sleep, systemClock } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
+import {
+  CommandGroup,
+  connectCommands,
+  consumerName,
+  entryText,
+  type Fields,
+  shardStreamKey,
+} from "./redis_group.ts";
 import type { CommandRouter, Refusal } from "./router.ts";
 
 export interface RedisCommandSourceOptions {
@@ -56,41 +64,13 @@ const DEFAULT_MAX_IN_FLIGHT = 50;
 const BLOCK_MS = 500;
 const BLOCK_PAUSED_MS = 100;
 
-/**
- * The stream of one shard: the inbox key as a Redis Cluster hash tag, so both hash to one slot (a key
- * without a tag hashes whole, a tagged key by its tag). An inbox key that has a tag already keeps it.
- */
-export function shardStreamKey(inbox: string, shard: number): string {
-  const open = inbox.indexOf("{");
-  const close = open === -1 ? -1 : inbox.indexOf("}", open + 1);
-  const tagged = close > open + 1;
-  return tagged ? `${inbox}:${shard}` : `{${inbox}}:${shard}`;
-}
-
-type Fields = string[] | null;
-
-/** KEYS[1] stream, ARGV group, own consumer (kept), min idle ms: removes idle consumers with nothing pending. */
-const REMOVE_IDLE_CONSUMERS = `
-local removed = 0
-for _, fields in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local info = {}
-  for i = 1, #fields, 2 do info[fields[i]] = fields[i + 1] end
-  if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] >= tonumber(ARGV[3]) then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
-    removed = removed + 1
-  end
-end
-return removed
-`;
-type StreamReply = Array<[string, Array<[string, Fields]>]> | null;
-
 export class RedisCommandSource {
   readonly #o: RedisCommandSourceOptions;
   /** Acknowledgements, passing on, claims; never blocks. */
   readonly #client: RedisClient;
   /** Only the blocking XREADGROUP. */
   readonly #reader: RedisClient;
-  readonly #consumer = consumerName();
+  readonly #group: CommandGroup;
   readonly #claimIdleMs: number;
   readonly #maxInFlight: number;
   /** Stream key → the shard it is for (null: the inbox). */
@@ -113,24 +93,14 @@ export class RedisCommandSource {
       this.#streams.set(shardStreamKey(options.stream, shard), shard);
     }
     for (const key of this.#streams.keys()) this.#held.set(key, new Set());
-    const connect = () => {
-      const client = connectRedis(options.url, {
-        retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 5_000),
-        maxRetriesPerRequest: null,
-      }, options.tlsCa ?? null);
-      client.on(
-        "error",
-        (error: Error) => options.logger?.debug("redis commands: {error}", { error: error.message }),
-      );
-      return client;
-    };
-    this.#client = connect();
-    this.#reader = connect();
+    this.#client = connectCommands(options.url, options.tlsCa ?? null, options.logger);
+    this.#reader = connectCommands(options.url, options.tlsCa ?? null, options.logger);
+    this.#group = new CommandGroup(this.#client, options.group, consumerName(), this.#claimIdleMs);
   }
 
   /** This process's consumer name in the group (for tests and logs). */
   get consumer(): string {
-    return this.#consumer;
+    return this.#group.consumer;
   }
 
   start(): void {
@@ -142,10 +112,12 @@ export class RedisCommandSource {
   }
 
   async #readLoop(): Promise<void> {
-    const { stream: inbox, group } = this.#o;
+    const inbox = this.#o.stream;
     while (!this.#stopped) {
       try {
-        await this.#createGroups();
+        await this.#group.create(
+          [...this.#streams].map(([key, shard]) => [key, shard === null ? "$" : "0"] as [string, "$" | "0"]),
+        );
         while (!this.#stopped) {
           const keys = [inbox];
           let count = this.#maxInFlight;
@@ -154,19 +126,8 @@ export class RedisCommandSource {
             keys.push(key);
             count = Math.min(count, this.#maxInFlight - (this.#inFlight.get(shard) ?? 0));
           }
-          const reply = await this.#reader.call(
-            "XREADGROUP",
-            "GROUP",
-            group,
-            this.#consumer,
-            "COUNT",
-            Math.max(1, count),
-            "BLOCK",
-            this.#paused.size > 0 ? BLOCK_PAUSED_MS : BLOCK_MS,
-            "STREAMS",
-            ...keys,
-            ...keys.map(() => ">"),
-          ) as StreamReply;
+          const block = this.#paused.size > 0 ? BLOCK_PAUSED_MS : BLOCK_MS;
+          const reply = await this.#group.read(this.#reader, keys, count, block);
           const forwarding: Promise<void>[] = [];
           for (const [key, entries] of reply ?? []) {
             for (const [id, fields] of entries) forwarding.push(this.#take(key, id, fields));
@@ -181,17 +142,6 @@ export class RedisCommandSource {
         });
         await sleep(systemClock, 1000, this.#stopping.signal).catch(() => {});
       }
-    }
-  }
-
-  async #createGroups(): Promise<void> {
-    for (const [key, shard] of this.#streams) {
-      // The inbox starts at new entries (as before); a shard's stream at 0: what was passed on to a
-      // shard before any process ran it is sent once one does.
-      await this.#client.call("XGROUP", "CREATE", key, this.#o.group, shard === null ? "$" : "0", "MKSTREAM")
-        .catch((error: Error) => {
-          if (!/BUSYGROUP/.test(error.message)) throw error;
-        });
     }
   }
 
@@ -265,13 +215,8 @@ export class RedisCommandSource {
 
   /** XACK (and, for a shard's stream, XDEL: nobody else reads it); the entry is no longer held after. */
   async #ack(key: string, id: string, remove: boolean): Promise<void> {
-    const { group } = this.#o;
     try {
-      const pipeline = this.#client.pipeline().xack(key, group, id);
-      if (remove && key !== this.#o.stream) pipeline.xdel(key, id);
-      const results = await pipeline.exec();
-      const failed = results?.find(([error]) => error !== null)?.[0];
-      if (failed) throw failed;
+      await this.#group.ack(key, id, remove && key !== this.#o.stream);
       this.#held.get(key)!.delete(id);
     } catch (error) {
       if (this.#stopped) return;
@@ -303,85 +248,37 @@ export class RedisCommandSource {
 
   /** Acknowledgements that failed, then for each stream: refresh, claim, remove dead consumers. */
   async #claimRound(every: number): Promise<void> {
-    const { group } = this.#o;
     const retry = this.#failedAcks;
     this.#failedAcks = [];
     for (const { key, id } of retry) await this.#ack(key, id, true);
     for (const [key, shard] of this.#streams) {
       if (this.#stopped) return;
-      await this.#refresh(key, every);
+      const held = this.#held.get(key)!;
+      await this.#group.refresh(key, held, every);
       let room = shard === null ? this.#maxInFlight : this.#maxInFlight - (this.#inFlight.get(shard) ?? 0);
       let cursor = "0-0";
       while (room > 0 && !this.#stopped) {
-        const [next, entries] = await this.#client.call(
-          "XAUTOCLAIM",
-          key,
-          group,
-          this.#consumer,
-          this.#claimIdleMs,
-          cursor,
-          "COUNT",
-          room,
-        ) as [string, Array<[string, Fields] | null>];
+        const [next, entries] = await this.#group.claim(key, cursor, room);
         const taking: Promise<void>[] = [];
         for (const entry of entries) {
           if (entry === null) continue;
           const [id, fields] = entry;
-          if (this.#held.get(key)!.has(id)) continue;
+          if (held.has(id)) continue;
           room--;
           taking.push(this.#take(key, id, fields));
         }
         if (taking.length > 0) {
           this.#o.logger?.info(
             "took over {n} command(s) of {stream} left unacknowledged by another consumer",
-            {
-              n: taking.length,
-              stream: key,
-            },
+            { n: taking.length, stream: key },
           );
         }
         await Promise.all(taking);
         if (next === "0-0") break;
         cursor = next;
       }
-      await this.#removeDeadConsumers(key);
+      await this.#group.removeDeadConsumers(key);
     }
-  }
-
-  /** Resets the idle time of entries this process holds (still its own), so nobody claims them. */
-  async #refresh(key: string, every: number): Promise<void> {
-    const held = this.#held.get(key)!;
-    if (held.size === 0) return;
-    const pending = await this.#client.call(
-      "XPENDING",
-      key,
-      this.#o.group,
-      "IDLE",
-      every,
-      "-",
-      "+",
-      held.size + 100,
-      this.#consumer,
-    ) as Array<[string, string, number, number]>;
-    const ids = pending.map(([id]) => id).filter((id) => held.has(id));
-    if (ids.length > 0) {
-      await this.#client.call("XCLAIM", key, this.#o.group, this.#consumer, 0, ...ids, "JUSTID");
-    }
-  }
-
-  /**
-   * Consumers with nothing pending that have not read for twice claimIdleMs: gone processes. Checked and
-   * removed in one script, so a consumer that reads in between keeps what it read.
-   */
-  async #removeDeadConsumers(key: string): Promise<void> {
-    await this.#client.eval(
-      REMOVE_IDLE_CONSUMERS,
-      1,
-      key,
-      this.#o.group,
-      this.#consumer,
-      2 * this.#claimIdleMs,
-    );
   }
 
   /**
@@ -394,33 +291,7 @@ export class RedisCommandSource {
     this.#stopping.abort();
     const finish = async () => {
       await this.#loops?.catch(() => {});
-      const { group } = this.#o;
-      for (const [key, held] of this.#held) {
-        const ids = [...held];
-        if (ids.length > 0) {
-          await this.#client.call(
-            "XCLAIM",
-            key,
-            group,
-            this.#consumer,
-            0,
-            ...ids,
-            "IDLE",
-            this.#claimIdleMs,
-            "JUSTID",
-          );
-        }
-        const mine = await this.#client.call(
-          "XPENDING",
-          key,
-          group,
-          "-",
-          "+",
-          1,
-          this.#consumer,
-        ) as unknown[];
-        if (mine.length === 0) await this.#client.call("XGROUP", "DELCONSUMER", key, group, this.#consumer);
-      }
+      await this.#group.leave(this.#held);
     };
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
@@ -435,30 +306,4 @@ export class RedisCommandSource {
     this.#reader.disconnect();
     this.#client.disconnect();
   }
-}
-
-function entryText(fields: string[]): string {
-  const at = fields.indexOf("data");
-  return at >= 0 && at % 2 === 0 ? fields[at + 1] : JSON.stringify(Object.fromEntries(pairs(fields)));
-}
-
-function pairs(fields: string[]): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (let i = 0; i + 1 < fields.length; i += 2) out.push([fields[i], fields[i + 1]]);
-  return out;
-}
-
-/** Unique per process, also across hosts and pid reuse (containers all run as pid 1). */
-function consumerName(): string {
-  let host = "host";
-  try {
-    host = hostname();
-  } catch {
-    // no hostname permission or none set
-  }
-  const random = crypto.getRandomValues(new Uint8Array(4)).reduce(
-    (s, b) => s + b.toString(16).padStart(2, "0"),
-    "",
-  );
-  return `gatehouse-${host}-${Deno.pid}-${random}`;
 }

@@ -1,5 +1,5 @@
 /**
- * Gateway commands from the bot (DESIGN.md, Commands): validated (validate.ts), then routed — by guild
+ * Gateway commands from the bot (docs/architecture.md, Commands): validated (validate.ts), then routed — by guild
  * id to the shard that owns the guild, presence (op 3) to every shard unless `shard` names one — and
  * queued on the shard under its send limiter (120 per 60 s, room kept for heartbeats; over-budget
  * commands wait, they are not dropped). A bad command is rejected with a reason; nothing throws.
@@ -12,6 +12,24 @@ export interface CommandTarget {
   readonly id: number;
   /** Queues the command; returns an error text when the shard refuses it. `onSent`: once written. */
   send(op: number, d: unknown, onSent?: () => void): string | null;
+}
+
+/**
+ * The shards this process runs, looked up at each command: the pool may add and remove shards while
+ * the router is in use.
+ */
+export interface ShardDirectory {
+  get(id: number): CommandTarget | undefined;
+  /** Ids of the shards this process runs now (any order). */
+  ids(): Iterable<number>;
+}
+
+/** A directory over a list of targets, read afresh at each call (so a list that changes is followed). */
+export function shardDirectory(targets: () => readonly CommandTarget[]): ShardDirectory {
+  return {
+    get: (id) => targets().find((t) => t.id === id),
+    ids: () => targets().map((t) => t.id),
+  };
 }
 
 /** Why a command was not taken, and the shard it concerns (for the rejection event), if any. */
@@ -30,22 +48,22 @@ export type CommandResult =
   | ({ ok: false } & Refusal);
 
 export class CommandRouter {
-  readonly #shards: Map<number, CommandTarget>;
+  readonly #shards: ShardDirectory;
   /** Shards of the whole bot (all processes). */
   readonly shardCount: number;
 
-  constructor(shards: CommandTarget[], shardCount: number) {
-    this.#shards = new Map(shards.map((s) => [s.id, s]));
+  constructor(shards: ShardDirectory, shardCount: number) {
+    this.#shards = shards;
     this.shardCount = shardCount;
   }
 
-  /** The shards this process runs, ascending. */
+  /** The shards this process runs now, ascending. */
   get shardIds(): number[] {
-    return [...this.#shards.keys()].sort((a, b) => a - b);
+    return [...this.#shards.ids()].sort((a, b) => a - b);
   }
 
   runs(shard: number): boolean {
-    return this.#shards.has(shard);
+    return this.#shards.get(shard) !== undefined;
   }
 
   /** Validates and routes over every shard of the bot (for sources that pass commands on, see redis_source). */
@@ -62,10 +80,10 @@ export class CommandRouter {
     if (!parsed.ok) return parsed;
     let parts: CommandPart[];
     if (parsed.everyShard) {
-      parts = parsed.parts.filter((p) => this.#shards.has(p.shard));
+      parts = parsed.parts.filter((p) => this.runs(p.shard));
     } else {
       parts = parsed.parts;
-      const foreign = parts.find((p) => !this.#shards.has(p.shard));
+      const foreign = parts.find((p) => !this.runs(p.shard));
       if (foreign) return { ok: false, reason: this.#notLocal(parsed.op, foreign), shard: null };
     }
     const sends: Promise<void>[] = [];

@@ -6,6 +6,7 @@
  */
 import type { ShardObserver } from "../gateway/shard.ts";
 import type { EventBatch } from "../journal/journal.ts";
+import type { DispatchObserver } from "../pool/dispatcher.ts";
 
 /** Counts by event type and shard: `type → counts[shard]`. */
 export class EventCounts {
@@ -50,7 +51,7 @@ export const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 
 const decoder = new TextDecoder();
 
-export class GatewayStats implements ShardObserver {
+export class GatewayStats implements ShardObserver, DispatchObserver {
   readonly received = new EventCounts();
   /** Per sink name. */
   readonly delivered = new Map<string, EventCounts>();
@@ -78,6 +79,11 @@ export class GatewayStats implements ShardObserver {
       if (t === "GUILD_CREATE") this.#guildCreate(shard, payload, start);
       else if (t === "GUILD_DELETE") this.#guildDelete(shard, payload, start);
     } else if (t === "READY") this.#ready(shard, payload, start);
+  }
+
+  /** An event left out by the `events` allow-list. */
+  filteredOut(_shard: number, _t: string): void {
+    this.filtered++;
   }
 
   deliveredTo(sink: string, batch: EventBatch): void {

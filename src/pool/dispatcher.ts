@@ -4,7 +4,14 @@
  */
 import type { DispatchSink } from "../gateway/shard.ts";
 import type { Journal } from "../journal/journal.ts";
-import type { GatewayStats } from "../control/stats.ts";
+
+/** What the dispatcher tells whoever counts events (the control side's stats). */
+export interface DispatchObserver {
+  /** One dispatch (called for every event, kept or filtered). */
+  event(shard: number, t: string, payload: Uint8Array, start: number): void;
+  /** An event (a dispatch or gatehouse's own) left out by the allow-list. */
+  filteredOut(shard: number, t: string): void;
+}
 
 export class Dispatcher implements DispatchSink {
   readonly #allowed: ReadonlySet<string> | null;
@@ -12,20 +19,20 @@ export class Dispatcher implements DispatchSink {
   /** Events left out by the allow-list. */
   filtered = 0;
 
-  readonly #stats: GatewayStats | null;
+  readonly #observer: DispatchObserver | null;
 
-  constructor(options: { events: readonly string[] | null; journal: Journal; stats?: GatewayStats }) {
+  constructor(options: { events: readonly string[] | null; journal: Journal; observer?: DispatchObserver }) {
     this.#allowed = options.events && options.events.length > 0 ? new Set(options.events) : null;
     this.#journal = options.journal;
-    this.#stats = options.stats ?? null;
+    this.#observer = options.observer ?? null;
   }
 
   dispatch(shard: number, t: string, s: number, payload: Uint8Array, start: number): void {
-    this.#stats?.event(shard, t, payload, start);
+    this.#observer?.event(shard, t, payload, start);
     const keep = this.#allowed === null || this.#allowed.has(t);
     if (!keep) {
       this.filtered++;
-      if (this.#stats) this.#stats.filtered++;
+      this.#observer?.filteredOut(shard, t);
     }
     this.#journal.event(shard, t, s, payload, start, keep);
   }
@@ -33,7 +40,7 @@ export class Dispatcher implements DispatchSink {
   internal(shard: number, t: string, d: Record<string, unknown>): void {
     if (this.#allowed !== null && !this.#allowed.has(t)) {
       this.filtered++;
-      if (this.#stats) this.#stats.filtered++;
+      this.#observer?.filteredOut(shard, t);
       return;
     }
     this.#journal.internal(shard, t, d);

@@ -4,7 +4,13 @@
  */
 import assert from "node:assert/strict";
 import { shardForGuild } from "../../src/gateway/protocol.ts";
-import { CommandRouter, type CommandTarget, readLines } from "../../src/commands/router.ts";
+import {
+  CommandRouter,
+  type CommandTarget,
+  readLines,
+  type ShardDirectory,
+  shardDirectory,
+} from "../../src/commands/router.ts";
 
 class Target implements CommandTarget {
   readonly sent: Array<{ op: number; d: unknown }> = [];
@@ -28,7 +34,7 @@ function guildOf(shard: number, count: number, n = 0): string {
 
 Deno.test("router: op 31 split over local shards; a guild of another process's shard refuses the command", async () => {
   const targets = [new Target(0), new Target(1)];
-  const router = new CommandRouter(targets, 4);
+  const router = new CommandRouter(shardDirectory(() => targets), 4);
   const [a, b] = [guildOf(0, 4), guildOf(1, 4)];
   const result = router.handle(JSON.stringify({ op: 31, d: { guild_ids: [a, b] } }));
   assert.ok(result.ok);
@@ -49,7 +55,7 @@ Deno.test("router: op 31 split over local shards; a guild of another process's s
 
 Deno.test("router: presence to every local shard; a shard's refusal is the command's", () => {
   const targets = [new Target(2), new Target(3)];
-  const router = new CommandRouter(targets, 4);
+  const router = new CommandRouter(shardDirectory(() => targets), 4);
   const d = { since: null, activities: [], status: "idle", afk: false };
   const result = router.handle(JSON.stringify({ op: 3, d }));
   assert.ok(result.ok);
@@ -60,6 +66,62 @@ Deno.test("router: presence to every local shard; a shard's refusal is the comma
   targets[1].refuse = "queue full";
   const refused = router.handle(JSON.stringify({ op: 3, shard: 3, d }));
   assert.deepEqual(refused, { ok: false, reason: "queue full", shard: 3 });
+});
+
+/** A directory the test adds shards to and removes them from, as a pool would while running. */
+class Directory implements ShardDirectory {
+  readonly #targets = new Map<number, Target>();
+  add(target: Target): void {
+    this.#targets.set(target.id, target);
+  }
+  remove(id: number): void {
+    this.#targets.delete(id);
+  }
+  get(id: number): Target | undefined {
+    return this.#targets.get(id);
+  }
+  ids(): Iterable<number> {
+    return this.#targets.keys();
+  }
+}
+
+Deno.test("router: a shard added after the router was built gets its commands; a removed one no longer does", async () => {
+  const directory = new Directory();
+  const first = new Target(0);
+  directory.add(first);
+  const router = new CommandRouter(directory, 4);
+  const guild = guildOf(2, 4);
+  const command = JSON.stringify({ op: 8, d: { guild_id: guild, limit: 0, query: "" } });
+  const before = router.handle(command);
+  assert.ok(!before.ok);
+  assert.match(
+    before.reason,
+    new RegExp(`guild ${guild} belongs to shard 2, which this process does not run`),
+  );
+
+  const added = new Target(2);
+  directory.add(added);
+  assert.deepEqual(router.shardIds, [0, 2]);
+  assert.ok(router.runs(2));
+  const after = router.handle(command);
+  assert.ok(after.ok);
+  assert.deepEqual(after.shards, [2]);
+  await after.sent;
+  assert.deepEqual(added.sent, [{ op: 8, d: { guild_id: guild, limit: 0, query: "" } }]);
+  const d = { since: null, activities: [], status: "idle", afk: false };
+  const presence = router.handle(JSON.stringify({ op: 3, d }));
+  assert.ok(presence.ok);
+  assert.deepEqual(presence.shards, [0, 2], "presence goes to the added shard too");
+
+  directory.remove(2);
+  assert.deepEqual(router.shardIds, [0]);
+  const removed = router.handle(command);
+  assert.ok(!removed.ok);
+  assert.match(removed.reason, /belongs to shard 2, which this process does not run/);
+  assert.equal(added.sent.length, 2, "nothing more reached the removed shard");
+  const own = router.sendOwn(command, 2, "its stream");
+  assert.ok("refusal" in own);
+  assert.match(own.refusal.reason, /shard 2 is not run by this process \(it runs 0\)/);
 });
 
 function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {

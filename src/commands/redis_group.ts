@@ -1,0 +1,185 @@
+/**
+ * The Redis side of the command streams: their keys, the consumer group every process reads them
+ * through, and the group's bookkeeping (creating it, acknowledging, claiming what a gone consumer left,
+ * keeping what this process holds its own, removing consumers of gone processes, leaving at a stop).
+ * What is read and when is `redis_source.ts`'s; this holds the commands it sends.
+ */
+import { hostname } from "node:os";
+import { connectRedis, type RedisClient } from "../redis/client.ts";
+import { backoffDelay } from "../util/backoff.ts";
+import type { Logger } from "../util/log.ts";
+
+/** An entry's fields (`null`: deleted while pending). */
+export type Fields = string[] | null;
+export type StreamReply = Array<[string, Array<[string, Fields]>]> | null;
+
+/** Reconnects of the command connections: 200 ms doubling to 5 s. */
+const RECONNECT = { baseMs: 200, maxMs: 5_000 };
+
+/**
+ * The stream of one shard: the inbox key as a Redis Cluster hash tag, so both hash to one slot (a key
+ * without a tag hashes whole, a tagged key by its tag). An inbox key that has a tag already keeps it.
+ */
+export function shardStreamKey(inbox: string, shard: number): string {
+  const open = inbox.indexOf("{");
+  const close = open === -1 ? -1 : inbox.indexOf("}", open + 1);
+  const tagged = close > open + 1;
+  return tagged ? `${inbox}:${shard}` : `{${inbox}}:${shard}`;
+}
+
+/** KEYS[1] stream, ARGV group, own consumer (kept), min idle ms: removes idle consumers with nothing pending. */
+const REMOVE_IDLE_CONSUMERS = `
+local removed = 0
+for _, fields in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #fields, 2 do info[fields[i]] = fields[i + 1] end
+  if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    removed = removed + 1
+  end
+end
+return removed
+`;
+
+/** A connection for the command streams: retried for ever, requests kept while it reconnects. */
+export function connectCommands(url: string, tlsCa: string | null, logger?: Logger): RedisClient {
+  const client = connectRedis(url, {
+    retryStrategy: (times) => backoffDelay(RECONNECT, times),
+    maxRetriesPerRequest: null,
+  }, tlsCa);
+  client.on("error", (error: Error) => logger?.debug("redis commands: {error}", { error: error.message }));
+  return client;
+}
+
+/** This process's consumer in the group, on the connection that never blocks. */
+export class CommandGroup {
+  constructor(
+    readonly client: RedisClient,
+    readonly group: string,
+    readonly consumer: string,
+    readonly claimIdleMs: number,
+  ) {}
+
+  /**
+   * Creates the group on every stream (and the stream). The inbox (`start` "$") starts at new entries;
+   * a shard's stream at 0: what was passed on to a shard before any process ran it is sent once one does.
+   */
+  async create(streams: Iterable<[string, "$" | "0"]>): Promise<void> {
+    for (const [key, start] of streams) {
+      await this.client.call("XGROUP", "CREATE", key, this.group, start, "MKSTREAM").catch((error: Error) => {
+        if (!/BUSYGROUP/.test(error.message)) throw error;
+      });
+    }
+  }
+
+  /** New entries of `keys` for this consumer (on the blocking connection `reader`). */
+  async read(reader: RedisClient, keys: string[], count: number, blockMs: number): Promise<StreamReply> {
+    return await reader.call(
+      "XREADGROUP",
+      "GROUP",
+      this.group,
+      this.consumer,
+      "COUNT",
+      Math.max(1, count),
+      "BLOCK",
+      blockMs,
+      "STREAMS",
+      ...keys,
+      ...keys.map(() => ">"),
+    ) as StreamReply;
+  }
+
+  /** XACK, and with `remove` XDEL too (for a shard's stream: nobody else reads it). Throws when it failed. */
+  async ack(key: string, id: string, remove: boolean): Promise<void> {
+    const pipeline = this.client.pipeline().xack(key, this.group, id);
+    if (remove) pipeline.xdel(key, id);
+    const results = await pipeline.exec();
+    const failed = results?.find(([error]) => error !== null)?.[0];
+    if (failed) throw failed;
+  }
+
+  /** Up to `count` entries idle for claimIdleMs, from `cursor` on; the next cursor ("0-0": done). */
+  async claim(key: string, cursor: string, count: number): Promise<[string, Array<[string, Fields] | null>]> {
+    return await this.client.call(
+      "XAUTOCLAIM",
+      key,
+      this.group,
+      this.consumer,
+      this.claimIdleMs,
+      cursor,
+      "COUNT",
+      count,
+    ) as [string, Array<[string, Fields] | null>];
+  }
+
+  /** Resets the idle time of entries this process holds (still its own), so nobody claims them. */
+  async refresh(key: string, held: ReadonlySet<string>, idleMs: number): Promise<void> {
+    if (held.size === 0) return;
+    const pending = await this.client.call(
+      "XPENDING",
+      key,
+      this.group,
+      "IDLE",
+      idleMs,
+      "-",
+      "+",
+      held.size + 100,
+      this.consumer,
+    ) as Array<[string, string, number, number]>;
+    const ids = pending.map(([id]) => id).filter((id) => held.has(id));
+    if (ids.length > 0) {
+      await this.client.call("XCLAIM", key, this.group, this.consumer, 0, ...ids, "JUSTID");
+    }
+  }
+
+  /**
+   * Consumers with nothing pending that have not read for twice claimIdleMs: gone processes. Checked and
+   * removed in one script, so a consumer that reads in between keeps what it read.
+   */
+  async removeDeadConsumers(key: string): Promise<void> {
+    await this.client.eval(REMOVE_IDLE_CONSUMERS, 1, key, this.group, this.consumer, 2 * this.claimIdleMs);
+  }
+
+  /**
+   * Hands back what this process holds (claimable by another process at once) and removes the consumer
+   * from every stream where it has nothing pending.
+   */
+  async leave(held: Iterable<[string, Iterable<string>]>): Promise<void> {
+    const { group, consumer } = this;
+    for (const [key, entries] of held) {
+      const ids = [...entries];
+      if (ids.length > 0) {
+        await this.client.call("XCLAIM", key, group, consumer, 0, ...ids, "IDLE", this.claimIdleMs, "JUSTID");
+      }
+      const mine = await this.client.call("XPENDING", key, group, "-", "+", 1, consumer) as unknown[];
+      if (mine.length === 0) await this.client.call("XGROUP", "DELCONSUMER", key, group, consumer);
+    }
+  }
+}
+
+/** An entry's command text: its `data` field, else all its fields as one JSON object. */
+export function entryText(fields: string[]): string {
+  const at = fields.indexOf("data");
+  return at >= 0 && at % 2 === 0 ? fields[at + 1] : JSON.stringify(Object.fromEntries(pairs(fields)));
+}
+
+function pairs(fields: string[]): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (let i = 0; i + 1 < fields.length; i += 2) out.push([fields[i], fields[i + 1]]);
+  return out;
+}
+
+/** Unique per process, also across hosts and pid reuse (containers all run as pid 1). */
+export function consumerName(): string {
+  let host = "host";
+  try {
+    host = hostname();
+  } catch {
+    // no hostname permission or none set
+  }
+  const random = crypto.getRandomValues(new Uint8Array(4)).reduce(
+    (s, b) => s + b.toString(16).padStart(2, "0"),
+    "",
+  );
+  return `gatehouse-${host}-${Deno.pid}-${random}`;
+}

@@ -1,0 +1,79 @@
+/**
+ * The command sources `gatehouse run` starts, per its configuration: stdin when it is a pipe (one
+ * NDJSON command per line); with Redis as a sink, the `{prefix}:commands` stream (consumer group),
+ * passed on to the shards' streams, which the processes running them read; with RabbitMQ as a sink, the
+ * durable queue `{exchange}.commands`, passed on to the shards' queues `{exchange}.commands.{shard}`.
+ */
+import type { GatehouseConfig } from "../config/load.ts";
+import { type Logger, logger as namedLogger } from "../util/log.ts";
+import { AmqpCommandSource } from "./amqp_source.ts";
+import { type CommandCounter, CommandIntake, type RejectionEvents } from "./intake.ts";
+import { RedisCommandSource } from "./redis_source.ts";
+import type { CommandRouter } from "./router.ts";
+
+export interface CommandSourceParts {
+  counter: CommandCounter;
+  events: RejectionEvents;
+  logger?: Logger;
+  /** Commands on stdin: the default reads `Deno.stdin` unless it is a terminal; null reads none. */
+  stdin?: ReadableStream<Uint8Array> | null;
+}
+
+export interface CommandSources {
+  readonly intake: CommandIntake;
+  /** One command from elsewhere (POST /commands): null when routed, else why it was refused. */
+  take(line: string, source: string): string | null;
+  /** Stops the broker sources (what they hold goes back to the broker), then the rejection log. */
+  stop(): Promise<void>;
+}
+
+export function startCommandSources(
+  config: GatehouseConfig,
+  router: CommandRouter,
+  parts: CommandSourceParts,
+): CommandSources {
+  const log = parts.logger ?? namedLogger("commands");
+  const intake = new CommandIntake({ router, counter: parts.counter, events: parts.events, logger: log });
+  const stdin = parts.stdin !== undefined
+    ? parts.stdin
+    : Deno.stdin.isTerminal()
+    ? null
+    : Deno.stdin.readable;
+  if (stdin !== null) {
+    intake.readLines(stdin, "stdin").catch((error) => {
+      log.warn("stopped reading commands from stdin: {error}", { error: (error as Error).message });
+    });
+  }
+  const redis = config.broker.types.includes("redis")
+    ? new RedisCommandSource({
+      url: config.redis.url.reveal(),
+      stream: `${config.redis.prefix}:commands`,
+      group: config.broker.group,
+      router,
+      report: intake.report("redis"),
+      logger: log,
+      tlsCa: config.redis.tlsCaPem,
+      claimIdleMs: config.redis.commandClaimIdleMs,
+    })
+    : null;
+  redis?.start();
+  const amqp = config.broker.types.includes("amqp")
+    ? new AmqpCommandSource({
+      url: config.amqp.url.reveal(),
+      queue: `${config.amqp.exchange}.commands`,
+      router,
+      report: intake.report("amqp"),
+      logger: log,
+    })
+    : null;
+  amqp?.start();
+  return {
+    intake,
+    take: (line, source) => intake.take(line, source),
+    stop: async () => {
+      await redis?.stop();
+      await amqp?.stop();
+      intake.close();
+    },
+  };
+}
