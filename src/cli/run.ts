@@ -15,12 +15,9 @@ import { Pool, type PoolFailure } from "../pool/pool.ts";
 import { PlanError, planShards, type ShardPlan } from "../pool/plan.ts";
 import { CommandRouter } from "../commands/router.ts";
 import { startCommandSources } from "../commands/sources.ts";
-import { AmqpSink } from "../sinks/amqp.ts";
-import { HttpSink } from "../sinks/http.ts";
-import { RedisSink } from "../sinks/redis.ts";
-import { finishDelivery, SinkRunner } from "../sinks/runner.ts";
-import type { Sink } from "../sinks/sink.ts";
-import { StdoutSink } from "../sinks/stdout.ts";
+import { startDelivery } from "../sinks/delivery.ts";
+import { createSinks } from "../sinks/from_config.ts";
+import { Backpressure } from "../util/backpressure.ts";
 import { systemClock } from "../util/clock.ts";
 import { captureConsole, logger, setupLogging } from "../util/log.ts";
 import { ExitError } from "./errors.ts";
@@ -184,17 +181,11 @@ async function runWithStore(
   let pool: Pool | null = null;
   const startedAt = Date.now();
   const stats = new GatewayStats();
-  const runners: SinkRunner[] = [];
   let retention: Retention | null = null;
   let storeFailure: (reason: string) => void = () => {};
   const storeBroken = new Promise<string>((resolve) => (storeFailure = resolve));
   // Shards stop reading while the store or a sink (without a journal to fall back on) cannot keep up.
-  const holding = new Set<string>();
-  const hold = (who: string, paused: boolean) => {
-    if (paused) holding.add(who);
-    else holding.delete(who);
-    pool?.setPaused(holding.size > 0);
-  };
+  const backpressure = new Backpressure();
   const maxPageCount = hardCapPages(config.store.hardMaxSizeBytes, store.pageSize());
   const journal = new Journal({
     store,
@@ -208,10 +199,7 @@ async function runWithStore(
         new WorkerWriter(store.path, { maxPageCount }, events),
       ),
     logger: logger("journal"),
-    onCommit: (batch) => {
-      for (const runner of runners) runner.offer(batch);
-    },
-    onBackpressure: (paused) => hold("journal", paused),
+    backpressure,
     onFatal: (error) => storeFailure(error.message),
     // Retention prunes what it may; a write waiting out its backoff then goes at once.
     onFull: () =>
@@ -225,47 +213,21 @@ async function runWithStore(
 
   let outputClosed: (reason: string) => void = () => {};
   const outputGone = new Promise<string>((resolve) => (outputClosed = resolve));
-  const stdout = new StdoutSink({ onClosed: (error) => outputClosed(error.message) });
   const redisCa = config.redis.tlsCaPem;
-  const sinks: Sink[] = config.broker.types.map((type) => {
-    if (type === "stdout") return stdout;
-    if (type === "redis") {
-      return new RedisSink({
-        url: config.redis.url.reveal(),
-        prefix: config.redis.prefix,
-        layout: config.redis.streams,
-        maxLen: config.redis.maxLen,
-        group: config.broker.group,
-        logger: logger("redis"),
-        tlsCa: redisCa,
-      });
-    }
-    if (type === "http") {
-      return new HttpSink({
-        url: config.http.url!.reveal(),
-        authorization: config.http.authorization,
-        producer: store.producer,
-      });
-    }
-    return new AmqpSink({
-      url: config.amqp.url.reveal(),
-      exchange: config.amqp.exchange,
-      logger: logger("amqp"),
-    });
+  const sinks = createSinks(config, {
+    producer: store.producer,
+    onOutputClosed: (error) => outputClosed(error.message),
   });
-  for (const sink of sinks) {
-    const runner = new SinkRunner({
-      sink,
-      journal,
-      store: config.store.journal ? store : null,
-      logger: logger("sink"),
-      onBackpressure: (paused) => hold(`sink ${sink.name}`, paused),
-      onDelivered: (batch) => stats.deliveredTo(sink.name, batch),
-    });
-    runners.push(runner);
-    runner.start();
-  }
-  log.info("delivering events to {sinks}", { sinks: sinks.map((s) => s.name).join(", ") });
+  const delivery = startDelivery({
+    journal,
+    sinks,
+    keepEvents: config.store.journal,
+    store,
+    backpressure,
+    logger: logger("sink"),
+    onDelivered: (sink, batch) => stats.deliveredTo(sink, batch),
+  });
+  const runners = delivery.runners;
   retention = config.store.journal
     ? new Retention({
       store,
@@ -274,7 +236,7 @@ async function runWithStore(
       maxSizeBytes: config.store.maxSizeBytes,
       hardMaxSizeBytes: config.store.hardMaxSizeBytes,
       // Only what every sink has taken counts as delivered.
-      delivered: () => Math.min(...runners.map((r) => r.cursor)),
+      delivered: () => delivery.delivered(),
     })
     : null;
   retention?.start();
@@ -325,6 +287,7 @@ async function runWithStore(
     logger: logger("shard"),
     sessionFor: (key) => (key.count === shardCount ? sessions.get(key.id) ?? null : null),
   });
+  pool.pauseOn(backpressure);
   pool.start(shardIds.map((id) => ({ id, count: shardCount })));
   const livePool = pool;
 
@@ -379,31 +342,12 @@ async function runWithStore(
   // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
   // Sinks get a moment to take what is committed (a reader that does not read, a broker that does not
   // answer, keeps it in the journal for the next start).
-  const { target } = await finishDelivery(journal, runners, config.store.journal, SINK_SETTLE_MS);
+  const { target } = await delivery.finish(SINK_SETTLE_MS);
   await journal.close();
   // Held in memory because the store refused them (disk full): never stored, never acknowledged.
   const unstored = journal.pendingEvents;
   const failure = journal.lastFailure;
-  for (const runner of runners) {
-    runner.close();
-    const waiting = (config.store.journal ? journal.lastCommittedId : target) - runner.cursor;
-    if (waiting <= 0) continue;
-    if (config.store.journal) {
-      log.info(
-        "sink {sink}: {events} event(s) not delivered yet; they wait in the journal for the next start",
-        { sink: runner.sink.name, events: waiting },
-      );
-    } else {
-      log.warn(
-        "sink {sink} did not take {events} event(s) before the stop, and without the journal they are kept " +
-          "nowhere: the sessions' sequence numbers stay at the last checkpoint, so the next start resumes " +
-          "there and Discord sends what followed it again (events the sink had not taken before that " +
-          "checkpoint are lost)",
-        { sink: runner.sink.name, events: waiting },
-      );
-    }
-  }
-  await Promise.all(sinks.map((sink) => bounded(sink.close?.(), SINK_CLOSE_MS)));
+  await delivery.stop(target, SINK_CLOSE_MS);
   const delivered = runners.map((r) => `${r.sink.name} ${r.delivered}`).join(", ");
   const notConnected = closing.total - closing.connected;
   log.info(
@@ -429,17 +373,6 @@ async function runWithStore(
   if (outcome.kind === "fatal") throw new ExitError(outcome.failure.exitCode, "", { logged: true });
   if (outcome.kind === "store") throw new ExitError(6, "", { logged: true });
   return 0;
-}
-
-/** Waits for `promise` (its failure ignored) at most `ms`. */
-async function bounded(promise: unknown, ms: number): Promise<void> {
-  if (!(promise instanceof Promise)) return;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    promise.catch(() => {}),
-    new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
-  ]);
-  clearTimeout(timer);
 }
 
 /** The operator-facing explanation of a fatal close code. */

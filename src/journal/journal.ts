@@ -10,6 +10,7 @@
  * `maxPendingBytes` wait for the writer — a failing store, or a flood faster than SQLite — the shards
  * stop reading (TCP pushes back on Discord) until it has caught up. Nothing is dropped.
  */
+import type { Backpressure } from "../util/backpressure.ts";
 import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import type { Store, StoreError } from "./store.ts";
@@ -41,6 +42,14 @@ export interface EventBatch {
   position(i: number): number;
 }
 
+/**
+ * Receives every committed batch, in id order, once the store holds it (without kept events: as soon
+ * as it is read). The batch carries its ids: a consumer keeps its own position, nothing is shared.
+ */
+export interface BatchConsumer {
+  offer(batch: EventBatch): void;
+}
+
 export interface JournalOptions {
   store: Store;
   /**
@@ -64,12 +73,10 @@ export interface JournalOptions {
    * (`maxBatchBytes`) goes at once.
    */
   commitIntervalMs?: number;
-  /** Called for every committed batch, in order. */
-  onCommit?: (batch: EventBatch) => void;
   /** The writer (default: in this thread). */
   writer?: (events: WriterEvents) => JournalWriter;
-  /** Called with true when shards must stop reading, false when they may go on. */
-  onBackpressure?: (paused: boolean) => void;
+  /** Held (as "journal") while too much waits for the store: the shards stop reading. */
+  backpressure?: Backpressure;
   /** The store is corrupt: nothing can be written any more. */
   onFatal?: (error: StoreError) => void;
   /** A commit failed because the store is full (its hard size limit): time to prune. */
@@ -188,7 +195,10 @@ export class Journal {
   #inflightWaiters = new Map<number, Array<() => void>>();
   #identifyWrites: Array<[number, number]> = [];
   #scheduled = false;
-  #commitTimer: ReturnType<typeof setTimeout> | undefined;
+  #commitTimer: TimerId | undefined;
+  readonly #consumers: BatchConsumer[] = [];
+  /** Highest id the store holds (committed by this journal, or found at start). */
+  #committedId: number;
   /**
    * Events not kept: ids up to here are recorded as given out (meta last_id), so a new process starts
    * above them. Written ahead, by a reserve, at each transaction; a commit that would go past it is
@@ -217,14 +227,42 @@ export class Journal {
     this.#maxBatchBytes = options.maxBatchBytes ?? 1024 * 1024;
     this.#commitIntervalMs = options.commitIntervalMs ?? 50;
     this.#keepEvents = options.keepEvents ?? true;
-    this.#nextId = options.store.lastId + 1;
-    this.#idCeiling = this.#idsAtLastWrite = options.store.lastId;
+    const lastId = options.store.lastId;
+    this.#nextId = lastId + 1;
+    this.#committedId = lastId;
+    this.#idCeiling = this.#idsAtLastWrite = lastId;
     this.#pending = new Pending(options.store.producer);
     const events: WriterEvents = {
       committed: (no, bytes) => this.#committed(no, bytes),
       failed: (error) => this.#failed(error),
     };
-    this.#writer = options.writer ? options.writer(events) : new InlineWriter(options.store, events);
+    this.#writer = options.writer
+      ? options.writer(events)
+      : new InlineWriter(options.store, events, this.#clock);
+  }
+
+  /**
+   * `consumer` gets every batch committed from now on, in order. Returns the highest id committed so
+   * far: what the store holds up to now (later batches carry their own ids).
+   */
+  subscribe(consumer: BatchConsumer): number {
+    this.#consumers.push(consumer);
+    return this.#committedId;
+  }
+
+  unsubscribe(consumer: BatchConsumer): void {
+    const i = this.#consumers.indexOf(consumer);
+    if (i >= 0) this.#consumers.splice(i, 1);
+  }
+
+  #hand(batch: EventBatch): void {
+    this.#lastOfferedId = batch.lastId;
+    for (const consumer of this.#consumers) consumer.offer(batch);
+  }
+
+  #backpressure(paused: boolean): void {
+    this.#paused = paused;
+    this.#options.backpressure?.hold("journal", paused);
   }
 
   /** Highest id given out (stored or waiting). */
@@ -242,7 +280,7 @@ export class Journal {
 
   /** Highest id the store holds (committed). */
   get lastCommittedId(): number {
-    return this.#store.lastId;
+    return this.#committedId;
   }
 
   /** Why the last write failed, while writes fail (null once one succeeds). */
@@ -360,14 +398,19 @@ export class Journal {
    */
   #armCommitTimer(): void {
     if (this.#commitTimer !== undefined) return;
-    const wait = this.#lastCommitAt + this.#commitIntervalMs - performance.now();
-    this.#commitTimer = setTimeout(this.#commitLater, wait > 0 ? wait : 0);
+    const wait = this.#lastCommitAt + this.#commitIntervalMs - this.#clock.now();
+    // Bounded by the interval: a clock set back does not hold commits up.
+    this.#commitTimer = this.#clock.setTimeout(
+      this.#commitLater,
+      Math.min(this.#commitIntervalMs, Math.max(0, wait)),
+    );
   }
 
   readonly #commitLater = () => {
     this.#commitTimer = undefined;
     if (!this.#scheduled || this.#inflight.length > 0 || this.#fatal) return;
-    if (performance.now() < this.#lastCommitAt + this.#commitIntervalMs - 1) {
+    const since = this.#clock.now() - this.#lastCommitAt;
+    if (since >= 0 && since < this.#commitIntervalMs - 1) {
       // A commit came in between (a full batch, a flush): keep the interval from that one.
       this.#armCommitTimer();
       return;
@@ -388,8 +431,8 @@ export class Journal {
       this.#cursorWrites.size === 0 &&
       this.#identifyWrites.length === 0
     ) return;
-    this.#lastCommitAt = performance.now();
     const now = this.#clock.now();
+    this.#lastCommitAt = now;
     const seqUpdates: Array<[number, string, number]> = [];
     // Kept events carry their seqs; without them a flush writes every seq at once.
     const checkpoint = (force && !this.#keepEvents) || now - this.#lastCheckpoint >= SEQ_CHECKPOINT_MS;
@@ -417,10 +460,7 @@ export class Journal {
       // in #unwrittenSeqs and the cursors in #cursorWrites for the next checkpoint.
       this.#nextBatch(p);
       this.committedEvents += p.count;
-      if (p.count > 0) {
-        this.#lastOfferedId = p.lastId;
-        this.#options.onCommit?.(p);
-      }
+      if (p.count > 0) this.#hand(p);
       // Traffic may stop here: the checkpoint still comes when due.
       if (this.#checkpointTimer === undefined) {
         this.#checkpointTimer = this.#clock.setTimeout(() => {
@@ -492,11 +532,10 @@ export class Journal {
     this.#heldBytes += p.length;
     this.#writer.write(batch);
     if (!this.#paused && this.#heldBytes > this.#maxPendingBytes) {
-      this.#paused = true;
       this.#log.debug("journal: {bytes} bytes wait for the store; shards stop reading until it catches up", {
         bytes: this.#heldBytes,
       });
-      this.#options.onBackpressure?.(true);
+      this.#backpressure(true);
     }
   }
 
@@ -517,7 +556,7 @@ export class Journal {
     // The bytes went to the writer thread (the view left here is detached) and came back.
     if (bytes && p.bytes.byteLength === 0) p.bytes = bytes as Uint8Array<ArrayBuffer>;
     this.#heldBytes -= p.length;
-    if (p.count > 0) this.#store.lastId = p.lastId;
+    if (p.count > 0) this.#committedId = p.lastId;
     this.commits++;
     this.committedEvents += p.count;
     if (this.#failures > 0) {
@@ -527,19 +566,13 @@ export class Journal {
       this.#failures = 0;
       this.#lastFailure = null;
     }
-    if (this.#paused && this.#heldBytes <= this.#maxPendingBytes / 2) {
-      this.#paused = false;
-      this.#options.onBackpressure?.(false);
-    }
+    if (this.#paused && this.#heldBytes <= this.#maxPendingBytes / 2) this.#backpressure(false);
     const waiters = this.#inflightWaiters.get(no);
     if (waiters) {
       this.#inflightWaiters.delete(no);
       for (const waiter of waiters) waiter();
     }
-    if (p.count > 0) {
-      this.#lastOfferedId = p.lastId;
-      this.#options.onCommit?.(p);
-    }
+    if (p.count > 0) this.#hand(p);
     // Events gathered while this batch was written: commit them after the interval.
     if (this.#scheduled && this.#inflight.length === 0) this.#armCommitTimer();
   }
@@ -563,11 +596,10 @@ export class Journal {
       );
     }
     if (!this.#paused && this.#heldBytes > this.#maxPendingBytes) {
-      this.#paused = true;
       this.#log.warn("store still failing with {bytes} bytes held: shards stop reading until it recovers", {
         bytes: this.#heldBytes,
       });
-      this.#options.onBackpressure?.(true);
+      this.#backpressure(true);
     }
   }
 
@@ -581,7 +613,7 @@ export class Journal {
   async close(): Promise<void> {
     this.#fatal = true;
     if (this.#checkpointTimer !== undefined) this.#clock.clearTimeout(this.#checkpointTimer);
-    clearTimeout(this.#commitTimer);
+    if (this.#commitTimer !== undefined) this.#clock.clearTimeout(this.#commitTimer);
     this.#commitTimer = undefined;
     await this.#writer.close();
   }

@@ -5,6 +5,7 @@
  * to prune; then the oldest undelivered events go, and that is logged and counted (meta
  * `pruned_undelivered`). Deletes run in small transactions so the journal's commits are not held up.
  */
+import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import type { Store } from "./store.ts";
 
@@ -16,7 +17,8 @@ export interface RetentionOptions {
   hardMaxSizeBytes: number;
   /** Highest id every sink has acknowledged. */
   delivered: () => number;
-  now?: () => number;
+  /** Tells the age of events and times the passes. */
+  clock?: Clock;
   /** Rows deleted per transaction. */
   chunk?: number;
 }
@@ -28,23 +30,38 @@ export interface PruneResult {
 
 export class Retention {
   readonly #o: RetentionOptions;
-  readonly #now: () => number;
+  readonly #clock: Clock;
   readonly #chunk: number;
-  #timer: ReturnType<typeof setInterval> | undefined;
+  #timer: TimerId | undefined;
+  #stopped = false;
   #running = false;
 
   constructor(options: RetentionOptions) {
     this.#o = options;
-    this.#now = options.now ?? Date.now;
+    this.#clock = options.clock ?? systemClock;
     this.#chunk = options.chunk ?? 10_000;
   }
 
+  /** A pass every `intervalMs`, the next one timed from the end of the last. */
   start(intervalMs = 30_000): void {
-    this.#timer = setInterval(() => void this.run(), intervalMs);
+    this.#stopped = false;
+    const next = () => {
+      this.#timer = this.#clock.setTimeout(() => {
+        this.#timer = undefined;
+        this.run().catch((error) => {
+          this.#o.logger.error("retention pass failed: {error}", { error: (error as Error).message });
+        }).finally(() => {
+          if (!this.#stopped) next();
+        });
+      }, intervalMs);
+    };
+    next();
   }
 
   stop(): void {
-    clearInterval(this.#timer);
+    this.#stopped = true;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 
   /** One pass. Yields to the event loop between chunks. */
@@ -70,7 +87,7 @@ export class Retention {
 
     // Delivered and too old.
     if (maxAgeMs > 0) {
-      const firstYoung = store.firstIdAtOrAfter(this.#now() - maxAgeMs);
+      const firstYoung = store.firstIdAtOrAfter(this.#clock.now() - maxAgeMs);
       const oldThrough = firstYoung === null ? store.maxEventId() : firstYoung - 1;
       for (;;) {
         const n = await step(Math.min(oldThrough, this.#o.delivered()));

@@ -139,7 +139,6 @@ export class Store {
   readonly #db: DatabaseSync;
   readonly #now: () => number;
   #statements = new Map<string, StatementSync>();
-  #lastId = 0;
   #producer = "unknown";
   #lock: Deno.FsFile | null = null;
 
@@ -219,9 +218,6 @@ export class Store {
         }
       }
     }
-    const meta = this.meta("last_id");
-    const max = (db.prepare("SELECT max(id) AS id FROM events").get() as { id: number | null }).id ?? 0;
-    this.#lastId = Math.max(Number(meta ?? 0), max);
     let producer = this.meta("producer");
     if (producer === undefined && !this.readOnly) {
       producer = crypto.randomUUID().replaceAll("-", "");
@@ -269,13 +265,12 @@ export class Store {
     return this.#producer;
   }
 
-  /** Highest event id ever given out in this store (ids never go back, even after pruning). */
+  /**
+   * Highest event id ever given out in this store (ids never go back, even after pruning), as the
+   * store holds it now: read when a journal or a reader starts. (A running journal knows its own.)
+   */
   get lastId(): number {
-    return this.#lastId;
-  }
-
-  set lastId(id: number) {
-    this.#lastId = id;
+    return Math.max(Number(this.meta("last_id") ?? 0), this.maxEventId());
   }
 
   // ---- ownership: one writer at a time ----

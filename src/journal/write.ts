@@ -7,6 +7,8 @@
  * runs it on a worker thread so SQLite's time overlaps with reading from Discord. Both retry a failed
  * batch with backoff, in order, and report every outcome.
  */
+import { type Backoff, backoffDelay } from "../util/backoff.ts";
+import { type Clock, sleep, systemClock, type TimerId } from "../util/clock.ts";
 import { SaturationMeter } from "../util/saturation.ts";
 import { type Store, StoreError } from "./store.ts";
 
@@ -100,10 +102,8 @@ export interface JournalWriter {
   close(): Promise<void>;
 }
 
-/** Delay before retrying the n-th consecutive failure. */
-export function retryDelay(failures: number): number {
-  return Math.min(5_000, 100 * 2 ** Math.min(failures - 1, 6));
-}
+/** How a failed write is retried: 100 ms after the first failure, doubling, at most 5 s apart. */
+export const WRITE_RETRY: Backoff = { baseMs: 100, maxMs: 5_000 };
 
 /** Turns anything thrown by a write into a StoreError. */
 export function asStoreError(error: unknown): StoreError {
@@ -114,14 +114,16 @@ export function asStoreError(error: unknown): StoreError {
 export class InlineWriter implements JournalWriter {
   readonly #store: Store;
   readonly #events: WriterEvents;
+  readonly #clock: Clock;
   #queue: BatchData[] = [];
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: TimerId | undefined;
   #failures = 0;
   #closed = false;
 
-  constructor(store: Store, events: WriterEvents) {
+  constructor(store: Store, events: WriterEvents, clock: Clock = systemClock) {
     this.#store = store;
     this.#events = events;
+    this.#clock = clock;
   }
 
   write(batch: BatchData): void {
@@ -137,7 +139,7 @@ export class InlineWriter implements JournalWriter {
   /** Asks a waiting retry to go now (room was just made). */
   retryNow(): void {
     if (this.#timer === undefined) return;
-    clearTimeout(this.#timer);
+    this.#clock.clearTimeout(this.#timer);
     this.#pump();
   }
 
@@ -152,7 +154,7 @@ export class InlineWriter implements JournalWriter {
         const storeError = asStoreError(error);
         this.#events.failed(storeError);
         if (storeError.kind === "corrupt") return;
-        this.#timer = setTimeout(() => this.#pump(), retryDelay(this.#failures));
+        this.#timer = this.#clock.setTimeout(() => this.#pump(), backoffDelay(WRITE_RETRY, this.#failures));
         return;
       }
       this.#failures = 0;
@@ -162,20 +164,20 @@ export class InlineWriter implements JournalWriter {
   }
 
   async drain(timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.#queue.length > 0 && Date.now() < deadline) {
+    const deadline = this.#clock.now() + timeoutMs;
+    while (this.#queue.length > 0 && this.#clock.now() < deadline) {
       if (this.#timer !== undefined) {
-        clearTimeout(this.#timer);
+        this.#clock.clearTimeout(this.#timer);
         this.#pump();
       }
-      if (this.#queue.length > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      if (this.#queue.length > 0) await sleep(this.#clock, 50);
     }
     return this.#queue.length === 0;
   }
 
   close(): Promise<void> {
     this.#closed = true;
-    clearTimeout(this.#timer);
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     return Promise.resolve();
   }
 }
@@ -184,14 +186,26 @@ export class InlineWriter implements JournalWriter {
 export class WorkerWriter implements JournalWriter {
   readonly #worker: Worker;
   readonly #events: WriterEvents;
+  readonly #clock: Clock;
   #written = 0;
   #committed = 0;
+  /** Resolved each time the thread reports a batch stored. */
+  #progress: Array<() => void> = [];
   #closed: Promise<void> | null = null;
   #onClosed: (() => void) | null = null;
 
-  /** Starts the thread, which opens its own connection to the store at `path`. */
-  constructor(path: string, options: { maxPageCount?: number }, events: WriterEvents) {
+  /**
+   * Starts the thread, which opens its own connection to the store at `path`. (The thread's own
+   * retries run on its own timers: a clock cannot cross to it.)
+   */
+  constructor(
+    path: string,
+    options: { maxPageCount?: number },
+    events: WriterEvents,
+    clock: Clock = systemClock,
+  ) {
     this.#events = events;
+    this.#clock = clock;
     this.#worker = new Worker(new URL("./writer_worker.ts", import.meta.url).href, { type: "module" });
     this.#worker.onmessage = (event: MessageEvent) => this.#onMessage(event.data);
     this.#worker.onerror = (event) => {
@@ -208,6 +222,7 @@ export class WorkerWriter implements JournalWriter {
       case "committed":
         this.#committed++;
         this.#events.committed(m.no!, m.bytes);
+        for (const resolve of this.#progress.splice(0)) resolve();
         return;
       case "failed":
         this.#events.failed(new StoreError(m.kind!, m.message!));
@@ -242,22 +257,28 @@ export class WorkerWriter implements JournalWriter {
   }
 
   async drain(timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.#committed < this.#written && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
+    if (this.#committed >= this.#written) return true;
+    let timedOut = false;
+    const timer = this.#clock.setTimeout(() => {
+      timedOut = true;
+      for (const resolve of this.#progress.splice(0)) resolve();
+    }, timeoutMs);
+    while (this.#committed < this.#written && !timedOut) {
+      await new Promise<void>((resolve) => this.#progress.push(resolve));
     }
+    this.#clock.clearTimeout(timer);
     return this.#committed >= this.#written;
   }
 
   close(): Promise<void> {
     if (this.#closed) return this.#closed;
     this.#closed = new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
+      const timer = this.#clock.setTimeout(() => {
         this.#worker.terminate();
         resolve();
       }, 2000);
       this.#onClosed = () => {
-        clearTimeout(timer);
+        this.#clock.clearTimeout(timer);
         this.#worker.terminate();
         resolve();
       };

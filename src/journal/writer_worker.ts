@@ -5,7 +5,8 @@
  * committed (with the batch's bytes handed back) | failed (retried with backoff); close → closed.
  */
 import { Store } from "./store.ts";
-import { asStoreError, type BatchData, retryDelay, writeBatch } from "./write.ts";
+import { backoffDelay } from "../util/backoff.ts";
+import { asStoreError, type BatchData, WRITE_RETRY, writeBatch } from "./write.ts";
 
 let store: Store | null = null;
 const queue: BatchData[] = [];
@@ -23,7 +24,7 @@ function pump(): void {
       const e = asStoreError(error);
       self.postMessage({ type: "failed", kind: e.kind, message: e.message });
       if (e.kind === "corrupt") return;
-      timer = setTimeout(pump, retryDelay(failures));
+      timer = setTimeout(pump, backoffDelay(WRITE_RETRY, failures));
       return;
     }
     failures = 0;

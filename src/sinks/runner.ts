@@ -6,11 +6,14 @@
  * from the store in id order until it has caught up.
  */
 import { awaitingNetwork } from "../util/cooperate.ts";
-import type { EventBatch, Journal } from "../journal/journal.ts";
-import type { Store, StoredEvent } from "../journal/store.ts";
+import type { Backpressure } from "../util/backpressure.ts";
+import { type Backoff, backoffDelay } from "../util/backoff.ts";
+import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
+import type { BatchConsumer, EventBatch, Journal } from "../journal/journal.ts";
+import type { Store } from "../journal/store.ts";
 import type { Logger } from "../util/log.ts";
 import type { Sink } from "./sink.ts";
-import { eventPosition, eventScope } from "../journal/identity.ts";
+import { JoinedBatch, RowBatch } from "./batches.ts";
 
 const PAGE = 1000;
 /**
@@ -23,134 +26,42 @@ const MAX_DELIVERY_BYTES = 1024 * 1024;
  * later; without a store (journal off) the shards are asked to stop reading instead.
  */
 const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+/** A failed delivery is retried 200 ms later, then doubling, at most 10 s apart. */
+export const DELIVERY_RETRY: Backoff = { baseMs: 200, maxMs: 10_000 };
 
-/** Stored rows as a batch. */
-export class RowBatch implements EventBatch {
-  readonly #rows: StoredEvent[];
-  readonly #producer: string;
-  constructor(rows: StoredEvent[], producer: string) {
-    this.#rows = rows;
-    this.#producer = producer;
-  }
-  get count() {
-    return this.#rows.length;
-  }
-  get firstId() {
-    return this.#rows[0]?.id ?? 0;
-  }
-  get lastId() {
-    return this.#rows[this.#rows.length - 1]?.id ?? 0;
-  }
-  get size() {
-    let bytes = 0;
-    for (const row of this.#rows) bytes += row.payload.length;
-    return bytes;
-  }
-  id(i: number) {
-    return this.#rows[i].id;
-  }
-  shard(i: number) {
-    return this.#rows[i].shard;
-  }
-  t(i: number) {
-    return this.#rows[i].t;
-  }
-  payload(i: number) {
-    return this.#rows[i].payload;
-  }
-  scope(i: number) {
-    const row = this.#rows[i];
-    return eventScope(row.shard, row.session, row.seq, this.#producer);
-  }
-  position(i: number) {
-    const row = this.#rows[i];
-    return eventPosition(row.session, row.seq, row.id);
-  }
-}
-
-/** Consecutive committed batches delivered as one (read in order, so the part is looked up lazily). */
-class JoinedBatch implements EventBatch {
-  readonly #parts: EventBatch[];
-  readonly #starts: number[] = [];
-  readonly count: number;
-  readonly size: number;
-  #part = 0;
-
-  constructor(parts: EventBatch[]) {
-    this.#parts = parts;
-    let count = 0, size = 0;
-    for (const part of parts) {
-      this.#starts.push(count);
-      count += part.count;
-      size += part.size;
-    }
-    this.count = count;
-    this.size = size;
-  }
-  get firstId() {
-    return this.#parts[0].firstId;
-  }
-  get lastId() {
-    return this.#parts[this.#parts.length - 1].lastId;
-  }
-  #at(i: number): number {
-    let k = this.#part;
-    if (i < this.#starts[k] || (k + 1 < this.#starts.length && i >= this.#starts[k + 1])) {
-      k = 0;
-      while (k + 1 < this.#starts.length && i >= this.#starts[k + 1]) k++;
-      this.#part = k;
-    }
-    return i - this.#starts[k];
-  }
-  id(i: number) {
-    const j = this.#at(i);
-    return this.#parts[this.#part].id(j);
-  }
-  shard(i: number) {
-    const j = this.#at(i);
-    return this.#parts[this.#part].shard(j);
-  }
-  t(i: number) {
-    const j = this.#at(i);
-    return this.#parts[this.#part].t(j);
-  }
-  payload(i: number) {
-    const j = this.#at(i);
-    return this.#parts[this.#part].payload(j);
-  }
-  scope(i: number) {
-    const j = this.#at(i);
-    return this.#parts[this.#part].scope(j);
-  }
-  position(i: number) {
-    const j = this.#at(i);
-    return this.#parts[this.#part].position(j);
-  }
-}
+/** What a runner needs of the journal: its committed batches, and where to store the cursor. */
+export type RunnerJournal = Pick<Journal, "subscribe" | "unsubscribe" | "setCursor" | "lastAssignedId">;
 
 export interface SinkRunnerOptions {
   sink: Sink;
-  journal: Journal;
+  journal: RunnerJournal;
   /** Without stored events (journal off) there is no catch-up: only live batches. */
   store: Store | null;
   logger: Logger;
-  /** Without a store: called with true when the shards must stop reading (the sink is too far behind). */
-  onBackpressure?: (paused: boolean) => void;
+  /** Without a store: held (as "sink <name>") while the sink is too far behind; the shards stop reading. */
+  backpressure?: Backpressure;
   /** Called with every acknowledged batch (metrics). */
   onDelivered?: (batch: EventBatch) => void;
+  /** Times the retries and a bounded finish. */
+  clock?: Clock;
 }
 
-export class SinkRunner {
+export class SinkRunner implements BatchConsumer {
   readonly sink: Sink;
-  readonly #journal: Journal;
+  readonly #journal: RunnerJournal;
   readonly #store: Store | null;
   readonly #log: Logger;
+  readonly #clock: Clock;
+  /** The cursor stored for this sink by an earlier run, if any. */
+  readonly #storedCursor: number | null;
   #cursor: number;
+  /** Highest id the store holds, as far as this runner has heard: it reads back no further. */
+  #head = 0;
   /** Committed batches not delivered yet, in order. */
   #queue: EventBatch[] = [];
   #queuedBytes = 0;
   #paused = false;
-  readonly #onBackpressure?: (paused: boolean) => void;
+  readonly #backpressure?: Backpressure;
   /** Some committed events are only in the store: read them from there. */
   #behind = false;
   /** A delivery, or the storing of its cursor, is under way. */
@@ -158,8 +69,10 @@ export class SinkRunner {
   #closed = false;
   /** Stopping: deliver what is committed without waiting for each cursor to be stored. */
   #finishing = false;
-  #retry: ReturnType<typeof setTimeout> | undefined;
+  #retry: TimerId | undefined;
   #failures = 0;
+  /** A `finish` waiting for the cursor to move. */
+  #progress: (() => void) | null = null;
   delivered = 0;
   /** Failed deliveries (each retried). */
   errors = 0;
@@ -170,31 +83,41 @@ export class SinkRunner {
     this.#journal = options.journal;
     this.#store = options.store;
     this.#log = options.logger;
-    this.#onBackpressure = options.onBackpressure;
+    this.#clock = options.clock ?? systemClock;
+    this.#backpressure = options.backpressure;
     this.#onDelivered = options.onDelivered;
-    const stored = options.store?.cursor(options.sink.name);
-    // A new sink starts with what is committed from now on; a known one where it stopped.
-    this.#cursor = stored ?? options.store?.lastId ?? 0;
-    this.#behind = options.store !== null && this.#cursor < options.store.lastId;
-    if (this.#behind) {
-      this.#log.info("sink {sink}: {n} event(s) stored but not delivered; delivering them first", {
-        sink: this.sink.name,
-        n: options.store!.lastId - this.#cursor,
-      });
-    }
+    this.#storedCursor = options.store?.cursor(options.sink.name) ?? null;
+    this.#cursor = this.#storedCursor ?? 0;
   }
 
   get cursor(): number {
     return this.#cursor;
   }
 
-  /** Starts delivering what the store holds beyond the cursor. */
+  /**
+   * Subscribes to the journal's committed batches and starts delivering what the store holds beyond
+   * the cursor.
+   */
   start(): void {
+    const head = this.#journal.subscribe(this);
+    if (this.#store !== null) {
+      if (head > this.#head) this.#head = head;
+      // A new sink starts with what is committed from now on; a known one where it stopped.
+      if (this.#storedCursor === null && this.#cursor < head) this.#cursor = head;
+      if (this.#cursor < this.#head) {
+        this.#behind = true;
+        this.#log.info("sink {sink}: {n} event(s) stored but not delivered; delivering them first", {
+          sink: this.sink.name,
+          n: this.#head - this.#cursor,
+        });
+      }
+    }
     this.#next();
   }
 
   /** A batch was committed. */
   offer(batch: EventBatch): void {
+    if (batch.lastId > this.#head) this.#head = batch.lastId;
     if (this.#closed || batch.lastId <= this.#cursor) return;
     if (this.#behind) {
       // The store has it; it is read back in order.
@@ -208,7 +131,7 @@ export class SinkRunner {
       if (!this.#paused && this.#store === null && this.#queuedBytes > MAX_QUEUED_BYTES) {
         // No store to fall back on: nothing may be dropped, so Discord must wait.
         this.#paused = true;
-        this.#onBackpressure?.(true);
+        this.#backpressure?.hold(`sink ${this.sink.name}`, true);
       }
     }
     this.#next();
@@ -239,7 +162,7 @@ export class SinkRunner {
     }
     if (this.#paused && this.#queuedBytes <= MAX_QUEUED_BYTES / 2) {
       this.#paused = false;
-      this.#onBackpressure?.(false);
+      this.#backpressure?.hold(`sink ${this.sink.name}`, false);
     }
     if (parts.length <= 1) return parts[0];
     return new JoinedBatch(parts);
@@ -250,7 +173,7 @@ export class SinkRunner {
     if (this.#busy || this.#closed) return;
     let batch: EventBatch | undefined;
     if (this.#behind && this.#store) {
-      const rows = this.#store.readEvents(this.#cursor, PAGE, this.#store.lastId, MAX_DELIVERY_BYTES);
+      const rows = this.#store.readEvents(this.#cursor, PAGE, this.#head, MAX_DELIVERY_BYTES);
       if (rows.length > 0) batch = new RowBatch(rows, this.#store.producer);
       else this.#behind = false;
     }
@@ -290,6 +213,7 @@ export class SinkRunner {
     this.delivered += lastId - this.#cursor;
     this.#cursor = lastId;
     this.#failures = 0;
+    this.#progress?.();
     if (this.sink.runsAheadOfStoredCursor || this.#finishing) {
       this.#journal.setCursor(this.sink.name, lastId);
       this.#busy = false;
@@ -314,6 +238,7 @@ export class SinkRunner {
       // The sink is gone for good (stdout closed by its reader): its owner stops; nothing to retry.
       this.#closed = true;
       this.#busy = false;
+      this.#progress?.();
       return;
     }
     this.#busy = false;
@@ -323,7 +248,7 @@ export class SinkRunner {
       this.#clearQueue();
       this.#behind = true;
     }
-    const delay = Math.min(10_000, 200 * 2 ** Math.min(this.#failures - 1, 6));
+    const delay = backoffDelay(DELIVERY_RETRY, this.#failures);
     this.#log.warn(
       "sink {sink} did not take events after id {cursor}: {error}; retrying in {delay} ms ({lag} event(s) waiting)",
       {
@@ -334,9 +259,10 @@ export class SinkRunner {
         lag: Math.max(0, this.#journal.lastAssignedId - this.#cursor),
       },
     );
-    clearTimeout(this.#retry);
+    if (this.#retry !== undefined) this.#clock.clearTimeout(this.#retry);
     this.#busy = true;
-    this.#retry = setTimeout(() => {
+    this.#retry = this.#clock.setTimeout(() => {
+      this.#retry = undefined;
       this.#busy = false;
       this.#next();
     }, delay);
@@ -351,37 +277,24 @@ export class SinkRunner {
   async finish(lastId: number, timeoutMs: number): Promise<boolean> {
     this.#finishing = true;
     this.#next();
-    const deadline = Date.now() + timeoutMs;
-    while (this.#cursor < lastId && !this.#closed && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
+    let timedOut = false;
+    const timer = this.#clock.setTimeout(() => {
+      timedOut = true;
+      this.#progress?.();
+    }, timeoutMs);
+    while (this.#cursor < lastId && !this.#closed && !timedOut) {
+      await new Promise<void>((resolve) => (this.#progress = resolve));
+      this.#progress = null;
       this.#next();
     }
+    this.#clock.clearTimeout(timer);
     return this.#cursor >= lastId;
   }
 
   close(): void {
     this.#closed = true;
-    clearTimeout(this.#retry);
+    this.#journal.unsubscribe(this);
+    if (this.#retry !== undefined) this.#clock.clearTimeout(this.#retry);
+    this.#progress?.();
   }
-}
-
-/**
- * The end of a run's delivery: commits what is gathered, lets every sink take what was handed out (at
- * most `timeoutMs`), and stores the last seqs and cursors. With the journal the events are stored
- * first, so what a sink has not taken waits there. Without it they are only in memory: the sessions'
- * seqs are checkpointed past them only when every sink took them, else the last checkpoint stays and the
- * next start's RESUME makes Discord send what followed it again.
- */
-export async function finishDelivery(
-  journal: Journal,
-  runners: SinkRunner[],
-  keepEvents: boolean,
-  timeoutMs: number,
-): Promise<{ target: number; taken: boolean[] }> {
-  if (keepEvents) await journal.flush();
-  else journal.commit();
-  const target = journal.lastOfferedId;
-  const taken = await Promise.all(runners.map((runner) => runner.finish(target, timeoutMs)));
-  if (keepEvents || taken.every(Boolean)) await journal.flush();
-  return { target, taken };
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Retention } from "../../src/journal/retention.ts";
 import { Store } from "../../src/journal/store.ts";
+import { ManualClock } from "../../src/util/clock.ts";
 import { type Logger, logger } from "../../src/util/log.ts";
 
 async function withStore(fn: (store: Store) => Promise<void>) {
@@ -23,7 +24,6 @@ function seed(store: Store, n: number) {
   store.transaction("seed", () => {
     for (let id = 1; id <= n; id++) store.insertEvent(id, 0, null, id, "E", NOW - (n - id) * 60_000, payload);
   });
-  store.lastId = n;
 }
 
 Deno.test("max_age prunes delivered old events only", async () => {
@@ -37,7 +37,7 @@ Deno.test("max_age prunes delivered old events only", async () => {
       maxSizeBytes: 0,
       hardMaxSizeBytes: 0,
       delivered: () => delivered,
-      now: () => NOW,
+      clock: new ManualClock(NOW),
       chunk: 500,
     });
     // Older than a day: ids 1..1559. Only 1..1000 are delivered.
@@ -92,5 +92,41 @@ Deno.test("hard_max_size: with nothing delivered left to prune, the oldest undel
     assert.equal(Number(store.meta("pruned_undelivered")), result.prunedUndelivered);
     assert.match(errors[0], /pruned .* undelivered event\(s\)/);
     assert.equal(store.maxEventId(), 4000, "newest kept");
+  });
+});
+
+Deno.test("started, retention runs a pass every interval on its clock, and not after stop", async () => {
+  await withStore(async (store) => {
+    seed(store, 100);
+    const clock = new ManualClock(NOW);
+    let delivered = 0;
+    const retention = new Retention({
+      store,
+      logger: logger("test"),
+      maxAgeMs: 1,
+      maxSizeBytes: 0,
+      hardMaxSizeBytes: 0,
+      delivered: () => delivered,
+      clock,
+    });
+    retention.start(30_000);
+    delivered = 10;
+    await clock.advance(29_999);
+    assert.equal(store.minEventId(), 1, "no pass before the interval");
+    await clock.advance(1);
+    // A pass yields to the event loop between chunks: let it finish.
+    for (let i = 0; i < 50 && store.minEventId() !== 11; i++) await new Promise((r) => setTimeout(r, 0));
+    assert.equal(store.minEventId(), 11, "the first pass pruned what was delivered");
+    delivered = 20;
+    await clock.advance(30_000);
+    for (let i = 0; i < 50 && store.minEventId() !== 21; i++) await new Promise((r) => setTimeout(r, 0));
+    assert.equal(store.minEventId(), 21, "and the next one, an interval later");
+    await new Promise((r) => setTimeout(r, 10)); // the pass's last (empty) chunk
+    retention.stop();
+    delivered = 30;
+    await clock.advance(60_000);
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(store.minEventId(), 21, "none after stop");
+    assert.equal(clock.pending, 0, "no timer left");
   });
 });

@@ -58,7 +58,6 @@ Deno.test("events, sessions, cursors and identifies round-trip; ids never go bac
       store.recordIdentify(0, 1_000_000);
       store.recordIdentify(1, 1_000_500);
     });
-    store.lastId = 10;
     const rows = store.readEvents(4, 3);
     assert.deepEqual(rows.map((r) => r.id), [5, 6, 7]);
     assert.equal(new TextDecoder().decode(rows[0].payload), '{"n":5}');
