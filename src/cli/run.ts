@@ -213,7 +213,6 @@ async function runWithStore(
 
   let outputClosed: (reason: string) => void = () => {};
   const outputGone = new Promise<string>((resolve) => (outputClosed = resolve));
-  const redisCa = config.redis.tlsCaPem;
   const sinks = createSinks(config, {
     producer: store.producer,
     onOutputClosed: (error) => outputClosed(error.message),
