@@ -1,6 +1,8 @@
 /**
- * Loading the configuration: the TOML file, then environment variables, then flags (later wins).
- * Every value keeps its source so an error can say exactly where a bad value came from.
+ * Loading the configuration: the TOML file, then environment variables, then flags (later wins), for
+ * every key of the table in `keys.ts`; what a key does not get is its default. Every value keeps its
+ * source so an error can say exactly where a bad value came from. The checks that involve several keys
+ * name those keys by their table entries, so a misspelt key is a type error.
  */
 import { parse as parseToml, TomlError } from "smol-toml";
 import { KNOWN_EVENTS } from "../discord/events.ts";
