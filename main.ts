@@ -2,13 +2,13 @@
  * gatehouse — a standalone Discord gateway. This is the CLI edge: parse arguments, dispatch to a
  * subcommand, and map errors to exit codes in one place.
  */
-import { Command, CommanderError, Option } from "commander";
+import { Command, CommanderError } from "commander";
 import { ExitError } from "./src/cli/errors.ts";
 import { inspect } from "./src/cli/inspect.ts";
 import { replay, type ReplayFlags } from "./src/cli/replay.ts";
-import { loadRunConfig, run, type RunFlags } from "./src/cli/run.ts";
+import { loadRunConfig, runFlagOptions, type RunFlags } from "./src/cli/config.ts";
+import { run } from "./src/cli/run.ts";
 import { shards, type ShardsFlags } from "./src/cli/shards.ts";
-import { COMPRESSIONS } from "./src/gateway/protocol.ts";
 import type { GatehouseConfig } from "./src/config/load.ts";
 import { captureConsole, logger, redact, setupLogging } from "./src/util/log.ts";
 import { VERSION } from "./src/version.ts";
@@ -51,36 +51,16 @@ export function buildProgram(onExit: (code: number) => void): Command {
     })
     .showSuggestionAfterError(true);
 
-  program
+  const runCommand = program
     .command("run")
     .description(
       "Connect every shard and print each dispatch as an NDJSON line on stdout until SIGINT/SIGTERM.\n" +
         "Options override environment variables, which override the config file.",
     )
-    .option("-c, --config <path>", "config file (TOML); a missing default file is fine", undefined)
-    .option("--events <names>", "comma-separated event names to forward (default: all) [DISCORD_EVENTS]")
-    .option("--intents <names|bits>", "comma-separated intent names or a bitfield [DISCORD_INTENTS]")
-    .option(
-      "--shard-count <n>",
-      "total shard count (default: Discord's recommendation) [DISCORD_SHARD_COUNT]",
-    )
-    .option("--shard-ids <ids>", "shard ids to run here, e.g. 0-3,8 (default: all) [DISCORD_SHARD_IDS]")
-    .addOption(
-      new Option("--compression <mode>", "transport compression [GATEHOUSE_COMPRESSION]").choices(
-        COMPRESSIONS as string[],
-      ),
-    )
-    .option("--large-threshold <n>", "IDENTIFY large_threshold, 50-250 [GATEHOUSE_LARGE_THRESHOLD]")
-    .option("--store <path>", "SQLite store: sessions, event journal, cursors [GATEHOUSE_STORE]")
-    .option("--journal <bool>", "keep events in the store until delivered: true or false [GATEHOUSE_JOURNAL]")
-    .option("--api-scheme <scheme>", "Discord API scheme, http or https [DISCORD_API_SCHEME]")
-    .option("--api-host <host>", "Discord API host[:port] [DISCORD_API_HOST]")
-    .option("--api-version <n>", "Discord API version, 9 or 10 [DISCORD_API_VERSION]")
-    .option(
-      "--control-address <addr>",
-      'control listener: host:port (port 0 = any free port) or "off" [GATEHOUSE_CONTROL_ADDRESS]',
-    )
-    .option("--log-level <level>", "trace, debug, info, warning, error or fatal [GATEHOUSE_LOG_LEVEL]")
+    .option("-c, --config <path>", "config file (TOML); a missing default file is fine", undefined);
+  // One option per configuration key with a flag, from the key table.
+  for (const option of runFlagOptions()) runCommand.addOption(option);
+  runCommand
     .addHelpText(
       "after",
       "\nThe token comes from DISCORD_TOKEN or `token` in the config file (never a flag: flags show in ps).\n" +

@@ -2,7 +2,7 @@
  * `gatehouse run`: connect every configured shard and print each dispatch as one NDJSON line on
  * stdout until SIGINT/SIGTERM, or until Discord closes with a code that forbids reconnecting.
  */
-import { ConfigError, type GatehouseConfig, loadConfig, registerSecrets } from "../config/load.ts";
+import { type GatehouseConfig, registerSecrets } from "../config/load.ts";
 import { fetchGatewayBot, GatewayInfoError, TokenRejectedError } from "../gateway/gateway_info.ts";
 import { IdentifyGuard, LocalIdentifyQueue, type SessionStartLimit } from "../gateway/identify_queue.ts";
 import { type GatewayBotInfo, intentNames, PRIVILEGED_INTENTS } from "../gateway/protocol.ts";
@@ -20,28 +20,11 @@ import { createSinks } from "../sinks/from_config.ts";
 import { Backpressure } from "../util/backpressure.ts";
 import { systemClock } from "../util/clock.ts";
 import { captureConsole, logger, setupLogging } from "../util/log.ts";
+import { loadRunConfig, type RunFlags } from "./config.ts";
 import { ExitError } from "./errors.ts";
 import { startControl } from "../control/start.ts";
 import { GatewayStats } from "../control/stats.ts";
 import { gatewayView } from "../control/view.ts";
-
-/** Raw option values from commander; see `registerRun` in main.ts. */
-export interface RunFlags {
-  config?: string;
-  events?: string;
-  intents?: string;
-  shardCount?: string;
-  shardIds?: string;
-  apiVersion?: string;
-  apiScheme?: string;
-  apiHost?: string;
-  compression?: string;
-  largeThreshold?: string;
-  store?: string;
-  journal?: string;
-  controlAddress?: string;
-  logLevel?: string;
-}
 
 /** How long shutdown may take before the process exits anyway. */
 const SHUTDOWN_TIMEOUT_MS = 10_000;
@@ -51,24 +34,6 @@ const SINK_SETTLE_MS = 5_000;
 const SINK_CLOSE_MS = 2_000;
 /** A stop never takes longer than this, whatever hangs. */
 const STOP_LIMIT_MS = 40_000;
-
-export function loadRunConfig(
-  flags: RunFlags,
-  options: { requireToken?: boolean } = {},
-): { config: GatehouseConfig; warnings: string[] } {
-  const { config: configPath, ...rest } = flags;
-  try {
-    return loadConfig({
-      configPath,
-      env: (name) => Deno.env.get(name),
-      flags: rest,
-      requireToken: options.requireToken,
-    });
-  } catch (error) {
-    if (error instanceof ConfigError) throw new ExitError(2, `configuration error:\n${error.message}`);
-    throw error;
-  }
-}
 
 export async function run(flags: RunFlags): Promise<number> {
   const { config, warnings } = loadRunConfig(flags);

@@ -1,29 +1,31 @@
 /**
- * Loading the configuration: the TOML file, then environment variables, then flags (later wins).
- * Every value keeps its source so an error can say exactly where a bad value came from.
+ * Loading the configuration: the TOML file, then environment variables, then flags (later wins), for
+ * every key of the table in `keys.ts`; what a key does not get is its default. Every value keeps its
+ * source so an error can say exactly where a bad value came from. The checks that involve several keys
+ * name those keys by their table entries, so a misspelt key is a type error.
  */
 import { parse as parseToml, TomlError } from "smol-toml";
+import { KNOWN_EVENTS } from "../discord/events.ts";
 import { redisUrlSecretParts } from "../redis/url.ts";
 import { addSecret } from "../util/log.ts";
-import { Secret, urlSecretParts } from "../util/secret.ts";
+import { urlSecretParts } from "../util/secret.ts";
+import { type AnyKey, camelCase, type KeySpec } from "./key.ts";
+import { ALL_KEYS, type FlagName } from "./keys.ts";
+import { controlAddress, controlToken, prometheusAddress } from "./keys_control.ts";
+import { brokerType, httpUrl, redisTlsCa } from "./keys_delivery.ts";
+import { events, shardCount, shardIds, token } from "./keys_discord.ts";
 import {
-  bounded,
-  DEFAULTS,
   describeSource,
-  type FlagName,
+  emptyConfig,
   type GatehouseConfig,
   isLoopback,
-  type KeyDef,
-  KEYS,
-  KNOWN_EVENTS,
-  type ListenAddress,
   NOT_YET_SUPPORTED,
-  showValue,
-  type SinkType,
   type Source,
 } from "./schema.ts";
+import { bounded, showValue } from "./show.ts";
 
-export type { FlagName, GatehouseConfig, LogLevel } from "./schema.ts";
+export type { FlagName } from "./keys.ts";
+export type { GatehouseConfig, LogLevel } from "./schema.ts";
 
 /** A configuration problem: the message is for the operator; the CLI exits with code 2. */
 export class ConfigError extends Error {
@@ -62,7 +64,7 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
   const errors: string[] = [];
   const path = options.configPath ?? DEFAULT_CONFIG_PATH;
   const readTextFile = options.readTextFile ?? Deno.readTextFileSync;
-  const raw = new Map<string, RawValue>();
+  const raw = new Map<AnyKey, RawValue>();
 
   // A file that cannot be read or parsed is one problem; the env and flags are still checked.
   let fileUsable = true;
@@ -70,18 +72,18 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
   if (file === undefined) fileUsable = false;
   else if (file !== null) fileUsable = collectFile(file, path, raw, errors, warnings);
 
-  for (const def of KEYS) {
-    for (const name of def.env) {
+  for (const key of ALL_KEYS) {
+    for (const name of key.env) {
       const text = options.env(name);
       if (text !== undefined && text !== "") {
-        raw.set(def.key, { value: def.fromText(text), source: { kind: "env", name } });
+        raw.set(key, { value: key.parser.fromText(text), source: { kind: "env", name } });
         break;
       }
     }
-    if (def.flag) {
-      const text = options.flags[def.flag.name];
+    if (key.flag) {
+      const text = options.flags[camelCase(key.flag.option) as FlagName];
       if (text !== undefined) {
-        raw.set(def.key, { value: def.fromText(text), source: { kind: "flag", name: def.flag.option } });
+        raw.set(key, { value: key.parser.fromText(text), source: { kind: "flag", name: key.flag.option } });
       }
     }
   }
@@ -91,62 +93,62 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
     }
   }
 
-  const values = new Map<string, unknown>();
-  for (const def of KEYS) {
-    const given = raw.get(def.key);
+  const values = new Map<AnyKey, unknown>();
+  for (const key of ALL_KEYS) {
+    const given = raw.get(key);
     if (!given) continue;
-    const result = def.parse(given.value);
-    if (result.ok) values.set(def.key, result.value);
-    else errors.push(invalid(def, given, result.allowed));
+    const result = key.parser.parse(given.value);
+    if (result.ok) values.set(key, result.value);
+    else errors.push(invalid(key, given, result.allowed));
   }
+  /** The value given for `key` (from any source), if it was valid. */
+  const valueOf = <T>(key: KeySpec<T>): T | undefined => values.get(key as AnyKey) as T | undefined;
+  const rawOf = (key: AnyKey): RawValue | undefined => raw.get(key);
 
   // The token may be in a file that could not be read: that file's error says enough.
-  if (!raw.has("token") && options.requireToken !== false && fileUsable) {
+  if (!rawOf(token) && options.requireToken !== false && fileUsable) {
     errors.unshift(`no Discord token: set DISCORD_TOKEN or \`token\` in ${path}`);
   }
-  const get = <T>(key: string, fallback: T): T => (values.has(key) ? values.get(key) as T : fallback);
-  const from = (key: string) => `from ${describeSource(raw.get(key)!.source)}`;
+  const from = (key: AnyKey) => `from ${describeSource(rawOf(key)!.source)}`;
 
-  const count = values.get("shards.count") as number | undefined;
-  const ids = values.get("shards.ids") as number[] | undefined;
+  const count = valueOf(shardCount) ?? undefined;
+  const ids = valueOf(shardIds) ?? undefined;
   if (count !== undefined && ids !== undefined) {
     const outside = ids.filter((id) => id >= count);
     if (outside.length > 0) {
       errors.push(
-        `shards.ids = ${showValue(ids)} (${from("shards.ids")}) is invalid: ids must be below shards.count ` +
+        `shards.ids = ${showValue(ids)} (${from(shardIds)}) is invalid: ids must be below shards.count ` +
           `(${count}); ${bounded(outside.join(", "))} ${outside.length === 1 ? "is" : "are"} not`,
       );
     }
   }
 
   // [prometheus] address is Spectacles' name for the same listener; [control] address wins.
-  const addressKey = values.has("control.address") ? "control.address" : "prometheus.address";
-  const address = get<ListenAddress>(addressKey, DEFAULTS.control.address);
-  const controlToken = get<string | null>("control.token", DEFAULTS.control.token);
-  if (address !== null && !raw.has("control.token") && !isLoopback(address.hostname)) {
-    const source = addressKey === "control.address"
+  const addressKey = values.has(controlAddress) ? controlAddress : prometheusAddress;
+  const address = valueOf(addressKey) ?? (values.has(addressKey) ? null : controlAddress.default);
+  if (address !== null && !rawOf(controlToken) && !isLoopback(address.hostname)) {
+    const source = addressKey === controlAddress
       ? from(addressKey)
-      : `from prometheus.address in ${describeSource(raw.get(addressKey)!.source)}`;
+      : `from prometheus.address in ${describeSource(rawOf(addressKey)!.source)}`;
     errors.push(
       `control.address = ${address.hostname}:${address.port} (${source}) is reachable from other machines, ` +
         "and control.token is not set: the control listener binds a non-loopback address only with a token. " +
         'Set [control] token (or GATEHOUSE_CONTROL_TOKEN), or bind 127.0.0.1, or set it to "off"',
     );
   }
-  const types = get<SinkType[]>("broker.type", DEFAULTS.broker.types);
-  const httpUrl = get<string | null>("http.url", DEFAULTS.http.url);
-  if (types.includes("http") && httpUrl === null && !raw.has("http.url")) {
+  const types = valueOf(brokerType) ?? brokerType.default;
+  if (types.includes("http") && valueOf(httpUrl) == null && !rawOf(httpUrl)) {
     errors.push(
-      `broker.type = ${showValue(raw.get("broker.type")!.value)} (${from("broker.type")}) includes http, ` +
+      `broker.type = ${showValue(rawOf(brokerType)!.value)} (${from(brokerType)}) includes http, ` +
         "but http.url is not set: set [http] url or GATEHOUSE_HTTP_URL",
     );
   }
-  const tlsCa = get<string | null>("redis.tls_ca", DEFAULTS.redis.tlsCa);
+  const tlsCa = valueOf(redisTlsCa) ?? null;
   let tlsCaPem: string | null = null;
   if (
     tlsCa !== null && types.includes("redis") && (options.readBrokerFiles ?? options.requireToken !== false)
   ) {
-    const problem = `redis.tls_ca = ${showValue(tlsCa)} (${from("redis.tls_ca")})`;
+    const problem = `redis.tls_ca = ${showValue(tlsCa)} (${from(redisTlsCa)})`;
     try {
       tlsCaPem = readTextFile(tlsCa);
       if (!/-----BEGIN [A-Z0-9 ]*CERTIFICATE-----/.test(tlsCaPem)) {
@@ -158,8 +160,7 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
   }
   if (errors.length > 0) throw new ConfigError(errors.join("\n"));
 
-  const events = values.has("events") ? values.get("events") as string[] | null : DEFAULTS.events;
-  for (const name of events ?? []) {
+  for (const name of valueOf(events) ?? []) {
     if (!KNOWN_EVENTS.has(name) && !name.startsWith("GATEHOUSE_")) {
       warnings.push(
         `events: ${name} is not a documented Discord event name (it is still forwarded if Discord sends it)`,
@@ -167,54 +168,15 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
     }
   }
 
-  const secret = (text: string | null) => (text === null ? null : new Secret(text));
-  const authorization = get<string | null>("http.authorization", DEFAULTS.http.authorization);
-  const config: GatehouseConfig = {
-    token: new Secret((values.get("token") as string | undefined) ?? ""),
-    events,
-    intents: get("intents", DEFAULTS.intents),
-    shards: { count: get("shards.count", null), ids: get("shards.ids", null) },
-    api: {
-      version: get("api.version", DEFAULTS.api.version),
-      scheme: get("api.scheme", DEFAULTS.api.scheme),
-      host: get("api.host", DEFAULTS.api.host),
-    },
-    presence: get("presence", DEFAULTS.presence),
-    gateway: {
-      compression: get("gateway.compression", DEFAULTS.gateway.compression),
-      largeThreshold: get("gateway.large_threshold", DEFAULTS.gateway.largeThreshold),
-      identifyReserve: get("gateway.identify_reserve", DEFAULTS.gateway.identifyReserve),
-    },
-    store: {
-      path: get("store.path", DEFAULTS.store.path),
-      journal: get("store.journal", DEFAULTS.store.journal),
-      maxAgeMs: get("store.max_age", DEFAULTS.store.maxAgeMs),
-      maxSizeBytes: get("store.max_size", DEFAULTS.store.maxSizeBytes),
-      hardMaxSizeBytes: get("store.hard_max_size", DEFAULTS.store.hardMaxSizeBytes),
-      commitIntervalMs: get("store.commit_interval_ms", DEFAULTS.store.commitIntervalMs),
-    },
-    broker: { types, group: get("broker.group", DEFAULTS.broker.group) },
-    redis: {
-      url: new Secret(get("redis.url", DEFAULTS.redis.url)),
-      prefix: get("redis.prefix", DEFAULTS.redis.prefix),
-      streams: get("redis.streams", DEFAULTS.redis.streams),
-      maxLen: get("redis.max_len", DEFAULTS.redis.maxLen),
-      commandClaimIdleMs: get("redis.command_claim_idle_ms", DEFAULTS.redis.commandClaimIdleMs),
-      tlsCa,
-      tlsCaPem,
-    },
-    amqp: {
-      url: new Secret(get("amqp.url", DEFAULTS.amqp.url)),
-      exchange: get("amqp.exchange", DEFAULTS.amqp.exchange),
-    },
-    http: { url: secret(httpUrl), authorization: secret(authorization) },
-    control: {
-      address,
-      token: secret(controlToken),
-      metricsPath: get("prometheus.endpoint", DEFAULTS.control.metricsPath),
-    },
-    log: { level: get("log.level", DEFAULTS.log.level) },
-  };
+  // Every default first, then every value given; an alias only when the key it stands for is not given.
+  const config = emptyConfig();
+  for (const key of ALL_KEYS) if (!key.aliasOf) key.set(config, key.default);
+  for (const key of ALL_KEYS) {
+    if (values.has(key) && !(key.aliasOf && values.has(key.aliasOf as AnyKey))) {
+      key.set(config, values.get(key));
+    }
+  }
+  config.redis.tlsCaPem = tlsCaPem;
   return { config, warnings };
 }
 
@@ -276,7 +238,7 @@ function readProblem(error: unknown): string {
 function collectFile(
   text: string,
   path: string,
-  raw: Map<string, RawValue>,
+  raw: Map<AnyKey, RawValue>,
   errors: string[],
   warnings: string[],
 ): boolean {
@@ -293,7 +255,8 @@ function collectFile(
     return false;
   }
   const source: Source = { kind: "file", path };
-  const known = new Set(KEYS.map((def) => def.key));
+  const byPath = new Map(ALL_KEYS.map((key) => [key.path, key]));
+  const known = new Set(byPath.keys());
   const tables = new Set([...known].filter((key) => key.includes(".")).map((key) => key.split(".")[0]));
 
   for (const [name, value] of Object.entries(doc)) {
@@ -301,17 +264,19 @@ function collectFile(
       warnings.push(`[${name}] in ${path} is ignored: this version of gatehouse does not support it yet`);
       continue;
     }
-    if (known.has(name)) {
-      raw.set(name, { value, source });
+    const key = byPath.get(name);
+    if (key) {
+      raw.set(key, { value, source });
       continue;
     }
     if (tables.has(name) && isTable(value)) {
       for (const [sub, subValue] of Object.entries(value)) {
-        const key = `${name}.${sub}`;
-        if (known.has(key)) raw.set(key, { value: subValue, source });
-        else if (NOT_YET_SUPPORTED.keys.includes(key)) {
-          warnings.push(`${key} in ${path} is ignored: this version of gatehouse does not support it yet`);
-        } else errors.push(unknownKey(key, path, known));
+        const dotted = `${name}.${sub}`;
+        const key = byPath.get(dotted);
+        if (key) raw.set(key, { value: subValue, source });
+        else if (NOT_YET_SUPPORTED.keys.includes(dotted)) {
+          warnings.push(`${dotted} in ${path} is ignored: this version of gatehouse does not support it yet`);
+        } else errors.push(unknownKey(dotted, path, known));
       }
       continue;
     }
@@ -334,10 +299,10 @@ function unknownKey(key: string, path: string, known: Set<string>): string {
   return `unknown key ${bounded(key)} in ${path}` + (suggestion ? ` (did you mean ${suggestion}?)` : "");
 }
 
-function invalid(def: KeyDef, given: RawValue, allowed: string): string {
-  const shown = def.secret ? "<redacted>" : showValue(given.value);
-  const typeNote = given.source.kind === "file" && !def.secret ? ` (a TOML ${tomlType(given.value)})` : "";
-  return `${def.key} = ${shown}${typeNote} (from ${
+function invalid(key: AnyKey, given: RawValue, allowed: string): string {
+  const shown = key.secret ? "<redacted>" : showValue(given.value);
+  const typeNote = given.source.kind === "file" && !key.secret ? ` (a TOML ${tomlType(given.value)})` : "";
+  return `${key.path} = ${shown}${typeNote} (from ${
     describeSource(given.source)
   }) is invalid: must be ${allowed}`;
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ConfigError, type FlagName, loadConfig } from "../../src/config/load.ts";
-import { KEYS } from "../../src/config/schema.ts";
-import { NON_PRIVILEGED_INTENTS } from "../../src/gateway/protocol.ts";
+import { ALL_KEYS } from "../../src/config/keys.ts";
+import { NON_PRIVILEGED_INTENTS } from "../../src/discord/intents.ts";
 
 const TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.Gabcde.super-secret-token-value";
 
@@ -214,7 +214,7 @@ for (const p of PRECEDENCE) {
 
 Deno.test("every key with a flag is covered by the precedence table", () => {
   const covered = new Set(PRECEDENCE.map((p) => p.key));
-  for (const def of KEYS) if (def.flag) assert.ok(covered.has(def.key), def.key);
+  for (const def of ALL_KEYS) if (def.flag) assert.ok(covered.has(def.path), def.path);
 });
 
 Deno.test("token: file < env", () => {
@@ -580,12 +580,12 @@ Deno.test("config.example.toml loads and mentions every key, env variable and fl
   assert.deepEqual(config.gateway, { compression: "zlib-stream", largeThreshold: 50, identifyReserve: 10 });
   assert.equal(config.store.maxAgeMs, 7 * 86_400_000);
   assert.equal(config.store.hardMaxSizeBytes, 0);
-  for (const def of KEYS) {
-    const [table, key] = def.key.includes(".") ? def.key.split(".") : [null, def.key];
+  for (const def of ALL_KEYS) {
+    const [table, key] = def.path.includes(".") ? def.path.split(".") : [null, def.path];
     if (table) assert.ok(text.includes(`[${table}]`), `[${table}] missing`);
     // presence is a whole table; every other key is a `key =` line (commented when it has no default).
-    const line = def.key === "presence" ? /^# \[presence\]$/m : new RegExp(`^#? ?${key} =`, "m");
-    assert.match(text, line, `${def.key} missing`);
+    const line = def.path === "presence" ? /^# \[presence\]$/m : new RegExp(`^#? ?${key} =`, "m");
+    assert.match(text, line, `${def.path} missing`);
     for (const env of def.env) assert.ok(text.includes(env), `${env} missing`);
     if (def.flag) assert.ok(text.includes(`--${def.flag.option}`), `--${def.flag.option} missing`);
   }

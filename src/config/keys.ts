@@ -1,0 +1,29 @@
+/**
+ * The table of every configuration key, assembled from its sections (`keys_*.ts`), and what follows from
+ * it alone: the flag names, and the TOML tables with their introductions for the example file.
+ */
+import type { AnyKey, CamelCase } from "./key.ts";
+import { CONTROL_KEYS } from "./keys_control.ts";
+import { DELIVERY_KEYS } from "./keys_delivery.ts";
+import { DISCORD_KEYS } from "./keys_discord.ts";
+import { STORE_KEYS } from "./keys_store.ts";
+
+/** Every key, in the order of the README's table; messages about several keys follow it too. */
+export const KEYS = [...DISCORD_KEYS, ...STORE_KEYS, ...DELIVERY_KEYS, ...CONTROL_KEYS] as const;
+
+/** The table as the loader and the docs walk it. */
+export const ALL_KEYS: readonly AnyKey[] = KEYS;
+
+type FlagOption = NonNullable<(typeof KEYS)[number]["flag"]>["option"];
+
+/** The `run` flags' values as commander names them (camelCase): a key's flag, and nothing else. */
+export type FlagName = CamelCase<FlagOption>;
+
+/** The comment under a table's header in `config.example.toml`, for tables that need one. */
+export const TABLE_INTROS: Readonly<Record<string, string>> = {
+  api: "Where the Discord API is. Point these at a Discord-compatible API (a REST proxy, the test double); " +
+    "the WebSocket URL always comes from GET /gateway/bot there.",
+  http: 'The HTTP sink (type "http"): each batch is one POST of NDJSON lines; a 2xx answer acknowledges ' +
+    "it, anything else is retried with backoff (the journal keeps the events meanwhile).",
+  prometheus: "Spectacles' names for the control listener.",
+};
