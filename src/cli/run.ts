@@ -1,32 +1,36 @@
 /**
- * `gatehouse run`: connect every configured shard and print each dispatch as one NDJSON line on
- * stdout until SIGINT/SIGTERM, or until Discord closes with a code that forbids reconnecting.
+ * `gatehouse run`: connect every planned shard and deliver each dispatch (NDJSON on stdout, brokers) until
+ * SIGINT/SIGTERM/SIGHUP, or until Discord closes with a code that forbids reconnecting.
+ *
+ * This file is wiring: it builds the parts (docs/architecture.md) in order — journal, delivery, retention,
+ * pool, commands, control — and the lifecycle stops them in reverse, each within a bound.
  */
 import { type GatehouseConfig, registerSecrets } from "../config/load.ts";
 import { fetchGatewayBot, GatewayInfoError, TokenRejectedError } from "../gateway/gateway_info.ts";
-import { IdentifyGuard, LocalIdentifyQueue, type SessionStartLimit } from "../gateway/identify_queue.ts";
-import { type GatewayBotInfo, intentNames, PRIVILEGED_INTENTS } from "../gateway/protocol.ts";
-import { Journal } from "../journal/journal.ts";
-import { HybridWriter, InlineWriter, WorkerWriter } from "../journal/write.ts";
+import type { GatewayBotInfo } from "../gateway/protocol.ts";
+import { openJournal, openStore } from "../journal/from_config.ts";
 import { Retention } from "../journal/retention.ts";
-import { hardCapPages, Store, StoreError } from "../journal/store.ts";
+import { type Store, StoreError } from "../journal/store.ts";
 import { Dispatcher } from "../pool/dispatcher.ts";
-import { Pool, type PoolFailure } from "../pool/pool.ts";
+import { createIdentifyQueue } from "../pool/identify.ts";
 import { PlanError, planShards, type ShardPlan } from "../pool/plan.ts";
+import { Pool, type PoolStopResult } from "../pool/pool.ts";
 import { CommandRouter } from "../commands/router.ts";
 import { startCommandSources } from "../commands/sources.ts";
-import { startDelivery } from "../sinks/delivery.ts";
-import { createSinks } from "../sinks/from_config.ts";
-import { Backpressure } from "../util/backpressure.ts";
-import { systemClock } from "../util/clock.ts";
-import { captureConsole, logger, setupLogging } from "../util/log.ts";
-import { loadRunConfig, type RunFlags } from "./config.ts";
-import { ExitError } from "./errors.ts";
 import { startControl } from "../control/start.ts";
 import { GatewayStats } from "../control/stats.ts";
 import { gatewayView } from "../control/view.ts";
+import { startDelivery } from "../sinks/delivery.ts";
+import { createSinks } from "../sinks/from_config.ts";
+import { Backpressure } from "../util/backpressure.ts";
+import { Lifecycle } from "../util/lifecycle.ts";
+import { captureConsole, logger, setupLogging } from "../util/log.ts";
+import { loadRunConfig, type RunFlags } from "./config.ts";
+import { ExitError } from "./errors.ts";
+import { fatalMessage } from "./fatal.ts";
+import { stopSignal } from "./stop_signal.ts";
 
-/** How long shutdown may take before the process exits anyway. */
+/** How long closing the shards may take. */
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 /** How long a stop waits for the sinks to take what is committed (the rest stays in the journal). */
 const SINK_SETTLE_MS = 5_000;
@@ -68,47 +72,30 @@ async function runGateway(config: GatehouseConfig, stopped: Promise<string>): Pr
   const fetchInfo = () => fetchGatewayBot({ ...api, token: config.token, logger: log });
 
   // The store first: a store that cannot be used stops us before we touch Discord.
-  const store = openStore(config);
+  let store: Store;
   try {
-    return await runWithStore(config, store, fetchInfo, stopped);
+    store = openStore(config);
+  } catch (error) {
+    if (error instanceof StoreError) throw new ExitError(6, error.message);
+    throw error;
+  }
+  try {
+    const info = await Promise.race([fetchInfo(), stopped.then(() => null)]).catch((error) => {
+      if (error instanceof TokenRejectedError) throw new ExitError(3, error.message);
+      if (error instanceof GatewayInfoError) throw new ExitError(1, error.message);
+      throw error;
+    });
+    if (info === null) return 0;
+    return await runParts(config, store, info, fetchInfo, stopped);
   } finally {
     store.release();
     store.close();
   }
 }
 
-function openStore(config: GatehouseConfig): Store {
-  try {
-    const store = Store.open(config.store.path);
-    try {
-      const pages = hardCapPages(config.store.hardMaxSizeBytes, store.pageSize());
-      if (pages !== undefined) store.setMaxPageCount(pages);
-      store.claim();
-    } catch (error) {
-      store.close();
-      throw error;
-    }
-    return store;
-  } catch (error) {
-    if (error instanceof StoreError) throw new ExitError(6, error.message);
-    throw error;
-  }
-}
-
-async function runWithStore(
-  config: GatehouseConfig,
-  store: Store,
-  fetchInfo: () => Promise<GatewayBotInfo>,
-  stopped: Promise<string>,
-): Promise<number> {
+/** Which shards run here and which stored sessions they resume; a plan that cannot be is exit 2. */
+function plan(config: GatehouseConfig, store: Store, info: GatewayBotInfo): ShardPlan {
   const log = logger("run");
-  const info = await Promise.race([fetchInfo(), stopped.then(() => null)]).catch((error) => {
-    if (error instanceof TokenRejectedError) throw new ExitError(3, error.message);
-    if (error instanceof GatewayInfoError) throw new ExitError(1, error.message);
-    throw error;
-  });
-  if (info === null) return 0;
-
   const limit = info.session_start_limit;
   let plan: ShardPlan;
   try {
@@ -125,62 +112,64 @@ async function runWithStore(
     if (error instanceof PlanError) throw new ExitError(2, `configuration error:\n${error.message}`);
     throw error;
   }
-  const { count: shardCount, ids: shardIds, resume: sessions } = plan;
   log.info(
     "Discord recommends {recommended} shard(s); running {count} of {total}; max_concurrency {mc}; " +
       "{remaining} of {limit} session starts left",
     {
       recommended: info.shards,
-      count: shardIds.length,
-      total: shardCount,
+      count: plan.ids.length,
+      total: plan.count,
       mc: limit.max_concurrency,
       remaining: limit.remaining,
       limit: limit.total,
     },
   );
   for (const warning of plan.warnings) log.warn(warning);
-  if (sessions.size > 0) {
-    log.info("resuming {n} stored session(s) from {path}", { n: sessions.size, path: store.path });
+  if (plan.resume.size > 0) {
+    log.info("resuming {n} stored session(s) from {path}", { n: plan.resume.size, path: store.path });
   }
+  return plan;
+}
 
-  let pool: Pool | null = null;
+async function runParts(
+  config: GatehouseConfig,
+  store: Store,
+  info: GatewayBotInfo,
+  fetchInfo: () => Promise<GatewayBotInfo>,
+  stopped: Promise<string>,
+): Promise<number> {
+  const log = logger("run");
+  const { count: shardCount, ids: shardIds, resume: sessions } = plan(config, store, info);
   const startedAt = Date.now();
   const stats = new GatewayStats();
-  let retention: Retention | null = null;
-  let storeFailure: (reason: string) => void = () => {};
-  const storeBroken = new Promise<string>((resolve) => (storeFailure = resolve));
+  const life = new Lifecycle();
+  const ended = endings();
   // Shards stop reading while the store or a sink (without a journal to fall back on) cannot keep up.
   const backpressure = new Backpressure();
-  const maxPageCount = hardCapPages(config.store.hardMaxSizeBytes, store.pageSize());
-  const journal = new Journal({
-    store,
-    keepEvents: config.store.journal,
-    commitIntervalMs: config.store.commitIntervalMs,
-    // SQLite works on its own thread while this one reads from Discord.
-    // Small commits on this thread; a flood's large batches on a writer thread, beside the shards.
-    writer: (events) =>
-      new HybridWriter(
-        new InlineWriter(store, events),
-        new WorkerWriter(store.path, { maxPageCount }, events),
-      ),
-    logger: logger("journal"),
+
+  let retention: Retention | null = null;
+  const journal = openJournal(config, store, {
     backpressure,
-    onFatal: (error) => storeFailure(error.message),
+    onFatal: (error) => ended.store(error.message),
     // Retention prunes what it may; a write waiting out its backoff then goes at once.
     onFull: () =>
       void retention?.run().then((pruned) =>
         pruned.pruned + pruned.prunedUndelivered > 0 && journal.retryNow()
       ),
   });
-  for (const [shard, session] of sessions) {
-    journal.restoreSession(shard, { ...session, shardCount });
-  }
+  for (const [shard, session] of sessions) journal.restoreSession(shard, { ...session, shardCount });
+  // Held in memory because the store refused them (disk full): never stored, never acknowledged.
+  let unstored = { events: 0, failure: null as string | null };
+  life.add("journal", {
+    stop: async () => {
+      await journal.close();
+      unstored = { events: journal.pendingEvents, failure: journal.lastFailure ?? null };
+    },
+  });
 
-  let outputClosed: (reason: string) => void = () => {};
-  const outputGone = new Promise<string>((resolve) => (outputClosed = resolve));
   const sinks = createSinks(config, {
     producer: store.producer,
-    onOutputClosed: (error) => outputClosed(error.message),
+    onOutputClosed: (e) => ended.output(e.message),
   });
   const delivery = startDelivery({
     journal,
@@ -191,9 +180,18 @@ async function runWithStore(
     logger: logger("sink"),
     onDelivered: (sink, batch) => stats.deliveredTo(sink, batch),
   });
-  const runners = delivery.runners;
-  retention = config.store.journal
-    ? new Retention({
+  // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
+  // Sinks get a moment to take what is committed (a reader that does not read, a broker that does not
+  // answer, keeps it in the journal for the next start).
+  life.add("delivery", {
+    stop: async () => {
+      const { target } = await delivery.finish(SINK_SETTLE_MS);
+      await delivery.stop(target, SINK_CLOSE_MS);
+    },
+  }, { boundMs: SINK_SETTLE_MS + SINK_CLOSE_MS + 1_000 });
+
+  if (config.store.journal) {
+    retention = new Retention({
       store,
       logger: logger("retention"),
       maxAgeMs: config.store.maxAgeMs,
@@ -201,36 +199,23 @@ async function runWithStore(
       hardMaxSizeBytes: config.store.hardMaxSizeBytes,
       // Only what every sink has taken counts as delivered.
       delivered: () => delivery.delivered(),
-    })
-    : null;
-  retention?.start();
+    });
+    retention.start();
+    life.add("retention", retention);
+  }
 
-  const toLimit = (l: typeof limit): SessionStartLimit => ({
-    total: l.total,
-    remaining: l.remaining,
-    resetAfter: l.reset_after,
-  });
-  const localQueue = new LocalIdentifyQueue({
-    maxConcurrency: limit.max_concurrency,
-    clock: systemClock,
-    limit: toLimit(limit),
-    reserve: config.gateway.identifyReserve,
+  const identify = createIdentifyQueue({
+    config,
+    info,
+    fetchInfo,
     lastIdentified: store.lastIdentifies(),
-    refresh: async () => toLimit((await fetchInfo()).session_start_limit),
-    logger: logger("identify"),
-  });
-  const identifyQueue = new IdentifyGuard({
-    inner: localQueue,
     history: {
       since: (shard, time) => store.identifiesSince(time, shard),
       record: (shard) => journal.recordIdentify(shard),
     },
-    clock: systemClock,
-    logger: logger("identify"),
   });
-
   const dispatcher = new Dispatcher({ events: config.events, journal, observer: stats });
-  pool = new Pool({
+  const pool = new Pool({
     shard: {
       token: config.token,
       intents: config.intents,
@@ -239,7 +224,7 @@ async function runWithStore(
       compression: config.gateway.compression,
       apiVersion: config.api.version,
       gatewayUrl: info.url,
-      identifyQueue,
+      identifyQueue: identify.queue,
       sink: dispatcher,
       logger: logger("shard"),
       observer: stats,
@@ -253,11 +238,17 @@ async function runWithStore(
   });
   pool.pauseOn(backpressure);
   pool.start(shardIds.map((id) => ({ id, count: shardCount })));
-  const livePool = pool;
+  let closing: PoolStopResult = { clean: 0, connected: 0, total: 0 };
+  life.add("pool", { stop: async () => void (closing = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS)) }, {
+    boundMs: SHUTDOWN_TIMEOUT_MS + 1_000,
+  });
 
   // Commands from the bot: stdin when it is a pipe, and the Redis and RabbitMQ inboxes when those are sinks.
-  const router = new CommandRouter(livePool, shardCount);
-  const commands = startCommandSources(config, router, { counter: stats, events: dispatcher });
+  const commands = startCommandSources(config, new CommandRouter(pool, shardCount), {
+    counter: stats,
+    events: dispatcher,
+  });
+  life.add("commands", commands);
 
   // The control listener (metrics, health, status, actions), the control file and the start-up progress.
   const view = gatewayView({
@@ -265,19 +256,24 @@ async function runWithStore(
     startedAt,
     shardCount,
     pool,
-    runners,
+    runners: delivery.runners,
     journalEnabled: config.store.journal,
     journal,
     storeSize: () => store.usedBytes(),
-    identify: localQueue,
+    identify: identify.local,
     command: (line) => commands.take(line, "control"),
   });
-  const control = await startControl(config, store.path, view, { maxConcurrency: limit.max_concurrency });
+  life.add(
+    "control",
+    await startControl(config, store.path, view, {
+      maxConcurrency: info.session_start_limit.max_concurrency,
+    }),
+  );
 
   const outcome = await Promise.race([
     stopped.then((signal) => ({ kind: "signal" as const, detail: signal })),
-    outputGone.then((reason) => ({ kind: "output" as const, detail: reason })),
-    storeBroken.then((reason) => ({ kind: "store" as const, detail: reason })),
+    ended.outputGone.then((reason) => ({ kind: "output" as const, detail: reason })),
+    ended.storeBroken.then((reason) => ({ kind: "store" as const, detail: reason })),
     pool.failed.then((failure) => ({ kind: "fatal" as const, failure })),
   ]);
 
@@ -292,27 +288,23 @@ async function runWithStore(
       signal: outcome.detail,
     });
   }
-  // Every step below is bounded; this is the bound of them all (a second signal ends it at once).
+  // Every part's stop is bounded; this is the bound of them all (a second signal ends it at once).
   const forced = setTimeout(() => {
     log.error("stopping took longer than {s} s: exiting now (sessions stay resumable for a few minutes)", {
       s: STOP_LIMIT_MS / 1000,
     });
     Deno.exit(1);
   }, STOP_LIMIT_MS);
-  retention?.stop();
-  await control.stop();
-  await commands.stop();
-  const closing = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS);
-  // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
-  // Sinks get a moment to take what is committed (a reader that does not read, a broker that does not
-  // answer, keeps it in the journal for the next start).
-  const { target } = await delivery.finish(SINK_SETTLE_MS);
-  await journal.close();
-  // Held in memory because the store refused them (disk full): never stored, never acknowledged.
-  const unstored = journal.pendingEvents;
-  const failure = journal.lastFailure;
-  await delivery.stop(target, SINK_CLOSE_MS);
-  const delivered = runners.map((r) => `${r.sink.name} ${r.delivered}`).join(", ");
+  for (const part of await life.stop()) {
+    if (part.outcome === "stopped") continue;
+    log.warn("stopping {part}: {outcome} after {ms} ms{error}", {
+      part: part.name,
+      outcome: part.outcome,
+      ms: part.ms,
+      error: part.error ? ` (${part.error})` : "",
+    });
+  }
+  const delivered = delivery.runners.map((r) => `${r.sink.name} ${r.delivered}`).join(", ");
   const notConnected = closing.total - closing.connected;
   log.info(
     "stopped: {clean} of {connected} connected shard(s) closed cleanly{others}; delivered this run: {delivered}",
@@ -324,13 +316,13 @@ async function runWithStore(
     },
   );
   clearTimeout(forced);
-  if (unstored > 0) {
+  if (unstored.events > 0) {
     // A fatal close, if any, was logged; its exit code stays the one that says why.
     log.error(
       "{events} event(s) received from Discord were never stored ({failure}); they were not acknowledged: " +
         "the sessions' stored sequence numbers are before them, so a start within a few minutes resumes and " +
         "Discord sends them again",
-      { events: unstored, failure: failure ?? "the store did not answer in time" },
+      { events: unstored.events, failure: unstored.failure ?? "the store did not answer in time" },
     );
     if (outcome.kind !== "fatal") throw new ExitError(6, "", { logged: true });
   }
@@ -339,68 +331,11 @@ async function runWithStore(
   return 0;
 }
 
-/** The operator-facing explanation of a fatal close code. */
-export function fatalMessage(failure: PoolFailure, config: GatehouseConfig, shardCount: number): string {
-  const { code, shard } = failure;
-  switch (code) {
-    case 4004:
-      return "Discord rejected the token (close 4004 on shard " + shard + "): check DISCORD_TOKEN";
-    case 4013:
-      return `Discord rejected the intents ${config.intents} (${intentNames(config.intents).join(", ")}) ` +
-        "as an invalid bitfield (close 4013)";
-    case 4014: {
-      const privileged = intentNames(config.intents & PRIVILEGED_INTENTS);
-      return `Discord refused the intents: ${privileged.join(", ") || "a privileged intent"} ` +
-        "(close 4014, disallowed intents). Privileged intents must be enabled for the application in the " +
-        "Discord developer portal (Bot → Privileged Gateway Intents), or removed from `intents`";
-    }
-    case 4010:
-      return `Discord rejected the shard layout: shard [${shard}, ${shardCount}] is invalid (close 4010)`;
-    case 4011:
-      return `Discord requires more shards: shard ${shard} of ${shardCount} holds too many guilds ` +
-        "(close 4011); raise [shards] count or leave it unset to use Discord's recommendation";
-    case 4012:
-      return `Discord rejected API version ${config.api.version} (close 4012)`;
-    default:
-      return `shard ${shard}: Discord closed with ${code} (${failure.reason}); not reconnecting`;
-  }
-}
-
-/**
- * Resolves with the signal's name on SIGINT, SIGTERM or SIGHUP (SIGINT only on Windows). A second signal
- * while stopping ends the process at once, for an operator who will not wait.
- *
- * SIGHUP stops cleanly even under `nohup`: Deno installs its own SIGHUP handler at start, so the
- * ignored disposition nohup sets does not survive, and without a listener a hang-up would end the
- * process without closing the shards (reading /proc/self/status to tell would need --allow-all).
- */
-function stopSignal(): { signal: Promise<string>; dispose: () => void } {
-  const names: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM", "SIGHUP"];
-  let resolve: (name: string) => void = () => {};
-  let received: { name: string; at: number } | null = null;
-  const signal = new Promise<string>((r) => (resolve = r));
-  const handlers = names.map((name) => {
-    const handler = () => {
-      if (received !== null) {
-        // A hang-up often comes twice (the shell passes it on, then the kernel sends it): only another
-        // signal, or the same one a second later, is an operator who will not wait.
-        if (name === received.name && Date.now() - received.at < 1000) return;
-        logger("run").warn("{signal} while stopping on {first}: exiting now", {
-          signal: name,
-          first: received.name,
-        });
-        Deno.exit(1);
-      }
-      received = { name, at: Date.now() };
-      resolve(name);
-    };
-    Deno.addSignalListener(name, handler);
-    return [name, handler] as const;
-  });
-  return {
-    signal,
-    dispose: () => {
-      for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
-    },
-  };
+/** The ways a run ends besides a signal or a fatal close: stdout gone, the store broken. */
+function endings() {
+  let output: (reason: string) => void = () => {};
+  let store: (reason: string) => void = () => {};
+  const outputGone = new Promise<string>((resolve) => (output = resolve));
+  const storeBroken = new Promise<string>((resolve) => (store = resolve));
+  return { outputGone, storeBroken, output: (r: string) => output(r), store: (r: string) => store(r) };
 }
