@@ -75,7 +75,7 @@ export function inspectStore(path: string, now = Date.now()): InspectReport {
         prunedUndelivered: Number(store.meta("pruned_undelivered") ?? 0),
       },
       writer: o ? { pid: o.pid, host: o.host, seenSecondsAgo: Math.round((now - o.heartbeat) / 1000) } : null,
-      sessions: store.loadSessions().map((s) => ({
+      sessions: store.sessions.load().map((s) => ({
         shard: s.shard,
         shardCount: s.shardCount,
         session: shortSession(s.sessionId),

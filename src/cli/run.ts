@@ -177,9 +177,11 @@ async function runWithStore(
 
   // Sessions stored by the previous run are resumed (no IDENTIFY, no session start used).
   const sessions = new Map<number, ResumableSession>();
-  for (const stored of store.loadSessions()) {
+  const otherCounts: Array<[number, number]> = [];
+  for (const stored of store.sessions.load()) {
     if (!shardIds.includes(stored.shard)) continue;
     if (stored.shardCount !== shardCount) {
+      otherCounts.push([stored.shardCount, stored.shard]);
       log.warn("shard {shard}: stored session was for {old} shards, now {count}: starting a new session", {
         shard: stored.shard,
         old: stored.shardCount,
@@ -232,9 +234,9 @@ async function runWithStore(
         pruned.pruned + pruned.prunedUndelivered > 0 && journal.retryNow()
       ),
   });
-  for (const [shard, session] of sessions) {
-    journal.restoreSession(shard, { ...session, shardCount });
-  }
+  for (const [shard, session] of sessions) journal.restoreSession(shardCount, shard, session);
+  // A shard that starts a new session here replaces the one it had under another count.
+  for (const [count, shard] of otherCounts) journal.sessionLost(count, shard);
 
   let outputClosed: (reason: string) => void = () => {};
   const outputGone = new Promise<string>((resolve) => (outputClosed = resolve));
@@ -307,8 +309,8 @@ async function runWithStore(
     sessions,
     observer: stats,
     onSession: (shard, session) => {
-      if (session) journal.sessionStarted(shard, { ...session, shardCount });
-      else journal.sessionLost(shard);
+      if (session) journal.sessionStarted(shardCount, shard, session);
+      else journal.sessionLost(shardCount, shard);
     },
   });
   backpressure.subscribe((paused) => pool?.setPaused(paused));

@@ -25,6 +25,9 @@ import {
 
 export type { SessionRecord } from "./write.ts";
 
+/** A session as a shard reports it: what a RESUME needs. */
+export type Session = Omit<SessionRecord, "shardCount">;
+
 /** Committed events, in id order, as views into one buffer. */
 export interface EventBatch {
   readonly count: number;
@@ -90,7 +93,7 @@ const OWNER_HEARTBEAT_MS = 5_000;
  * How often every session's seq is written to its row (a checkpoint). In between, a seq that came with
  * a stored event is recorded by that event's row; any other (a filtered-out event, or every event when
  * events are not kept) goes into one small meta row (`seqs`) in the same transaction, instead of one
- * row update per session per commit — the cost that dominated commits (see `Store.loadSessions`).
+ * row update per session per commit — the cost that dominated commits (see `SqliteSessionStore.load`).
  */
 const SEQ_CHECKPOINT_MS = 1_000;
 /** Events not kept: ids recorded ahead of use at least by this many (a restart skips what was not used). */
@@ -187,7 +190,8 @@ export class Journal {
   /** Per shard: session and seq not written to the session's row yet (carried by stored events). */
   #unwrittenSeqs = new Map<number, [string, number]>();
   #lastCheckpoint = -Infinity;
-  #sessionWrites = new Map<number, SessionRecord | null>();
+  /** Sessions started or lost, by "count/shard": [count, shard, session or null]. */
+  #sessionWrites = new Map<string, [number, number, SessionRecord | null]>();
   #cursorWrites = new Map<string, number>();
   /** Callbacks waiting for the cursors of the pending batch to be stored. */
   #cursorWaiters: Array<() => void> = [];
@@ -344,23 +348,32 @@ export class Journal {
 
   // ---- sessions, cursors, identifies: written with the next batch ----
 
-  sessionStarted(shard: number, session: SessionRecord): void {
-    this.#current.set(shard, session);
-    this.#sessionWrites.set(shard, { ...session });
+  /**
+   * Shard `shard` of `shardCount` started a session (READY): stored with the next batch, and the
+   * shard's events from now on belong to it. (Events carry their shard id only: one journal runs one
+   * shard count's sessions at a time; the store keeps every count's side by side.)
+   */
+  sessionStarted(shardCount: number, shard: number, session: Session): void {
+    const record = { ...session, shardCount };
+    this.#current.set(shard, record);
+    this.#sessionWrites.set(`${shardCount}/${shard}`, [shardCount, shard, { ...record }]);
     this.#seqs.set(shard, session.seq);
     this.#schedule();
   }
 
-  sessionLost(shard: number): void {
-    this.#current.delete(shard);
-    this.#sessionWrites.set(shard, null);
-    this.#seqs.delete(shard);
+  /** The session of shard `shard` of `shardCount` cannot be resumed: it is forgotten with the next batch. */
+  sessionLost(shardCount: number, shard: number): void {
+    if (this.#current.get(shard)?.shardCount === shardCount) {
+      this.#current.delete(shard);
+      this.#seqs.delete(shard);
+    }
+    this.#sessionWrites.set(`${shardCount}/${shard}`, [shardCount, shard, null]);
     this.#schedule();
   }
 
   /** Adopts a session restored from the store (no write needed). */
-  restoreSession(shard: number, session: SessionRecord): void {
-    this.#current.set(shard, session);
+  restoreSession(shardCount: number, shard: number, session: Session): void {
+    this.#current.set(shard, { ...session, shardCount });
   }
 
   /**
@@ -433,7 +446,7 @@ export class Journal {
     ) return;
     const now = this.#clock.now();
     this.#lastCommitAt = now;
-    const seqUpdates: Array<[number, string, number]> = [];
+    const seqUpdates: Array<[number, number, string, number]> = [];
     // Kept events carry their seqs; without them a flush writes every seq at once.
     const checkpoint = (force && !this.#keepEvents) || now - this.#lastCheckpoint >= SEQ_CHECKPOINT_MS;
     let noteSeqs = false;
@@ -447,7 +460,7 @@ export class Journal {
     }
     if (this.#sessionWrites.size > 0) {
       // A new or lost session replaces whatever was noted for its shard.
-      for (const shard of this.#sessionWrites.keys()) {
+      for (const [, shard] of this.#sessionWrites.values()) {
         if (!this.#seqs.has(shard)) this.#unwrittenSeqs.delete(shard);
       }
     }
@@ -481,7 +494,8 @@ export class Journal {
       }
       this.#lastCheckpoint = now;
       for (const [shard, [id, seq]] of this.#unwrittenSeqs) {
-        if (this.#current.get(shard)?.id === id) seqUpdates.push([shard, id, seq]);
+        const session = this.#current.get(shard);
+        if (session?.id === id) seqUpdates.push([session.shardCount, shard, id, seq]);
       }
       this.#unwrittenSeqs.clear();
       seqNote = "{}";
@@ -509,7 +523,7 @@ export class Journal {
       seqs: keep ? p.seqs : [],
       names: keep ? p.names : [],
       receivedAt: keep ? p.receivedAt : [],
-      sessionWrites: [...this.#sessionWrites],
+      sessionWrites: [...this.#sessionWrites.values()],
       seqUpdates,
       cursorWrites: [...this.#cursorWrites],
       identifyWrites: this.#identifyWrites,

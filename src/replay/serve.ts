@@ -140,7 +140,11 @@ export function readyGuilds(
 /** The recorded shard count and bot user, from the READY where the selection starts (or the sessions). */
 function recordedFacts(store: Store, selection: Selection): RecordedFacts {
   const user: unknown = { id: "0", username: "replay", discriminator: "0", bot: true, avatar: null };
-  const facts: RecordedFacts = { count: store.loadSessions()[0]?.shardCount ?? null, user, fromReady: false };
+  const facts: RecordedFacts = {
+    count: store.sessions.load()[0]?.shardCount ?? null,
+    user,
+    fromReady: false,
+  };
   const to = Number.isFinite(selection.toId) ? selection.toId : Number.MAX_SAFE_INTEGER;
   const ready = store.eventsOfType("READY", selection.fromId, "down", 1)[0] ??
     store.eventsOfType("READY", selection.fromId + 1, "up", 1, to)[0];

@@ -386,17 +386,17 @@ Deno.test("journal off, at stop: the sinks take everything handed out before the
       const journal = new Journal({ store, keepEvents: false, logger: log, clock });
       const runner = new SinkRunner({ sink, journal, store: null, logger: log, clock });
       runner.start();
-      journal.sessionStarted(0, { id: "sess", resumeUrl: "wss://r", seq: 0, shardCount: 1 });
+      journal.sessionStarted(1, 0, { id: "sess", resumeUrl: "wss://r", seq: 0 });
       for (let s = 1; s <= 60; s++) {
         journal.event(0, "E", s, enc(`{"n":${s}}`), 0, true);
         if (s % 5 === 0) await clock.advance(20);
       }
       await clock.advance(1100); // a 1 s checkpoint came and went
-      const before = store.loadSessions()[0].seq;
+      const before = store.sessions.load()[0].seq;
       const finishing = finishDelivery(journal, [runner], false, 300);
       await clock.advance(300);
       const { target, taken: all } = await finishing;
-      const stored = store.loadSessions()[0].seq;
+      const stored = store.sessions.load()[0].seq;
       if (slowMs === 20) {
         assert.deepEqual(all, [true]);
         assert.equal(taken, target);
