@@ -80,15 +80,15 @@ export class Retention {
     let pruned = 0;
     let prunedUndelivered = 0;
     const step = async (through: number): Promise<number> => {
-      const n = store.transaction("pruning events", () => store.deleteEventsThrough(through, this.#chunk));
+      const n = store.transaction("pruning events", () => store.events.deleteThrough(through, this.#chunk));
       await new Promise((resolve) => setTimeout(resolve, 0));
       return n;
     };
 
     // Delivered and too old.
     if (maxAgeMs > 0) {
-      const firstYoung = store.firstIdAtOrAfter(this.#clock.now() - maxAgeMs);
-      const oldThrough = firstYoung === null ? store.maxEventId() : firstYoung - 1;
+      const firstYoung = store.events.firstIdAtOrAfter(this.#clock.now() - maxAgeMs);
+      const oldThrough = firstYoung === null ? store.events.maxId() : firstYoung - 1;
       for (;;) {
         const n = await step(Math.min(oldThrough, this.#o.delivered()));
         pruned += n;
@@ -108,7 +108,7 @@ export class Retention {
     // At the hard cap with nothing delivered left to prune: the oldest undelivered events go.
     if (hardMaxSizeBytes > 0) {
       while (store.usedBytes() > hardTarget) {
-        const n = await step(store.minEventId() + Math.max(0, this.#chunk / 10 - 1));
+        const n = await step(store.events.minId() + Math.max(0, this.#chunk / 10 - 1));
         if (n === 0) break;
         prunedUndelivered += n;
       }

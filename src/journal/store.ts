@@ -7,49 +7,17 @@
  * number of readers (`inspect`, `replay`) may open it while it runs.
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { EventTable } from "./events.ts";
 import { migrate, SCHEMA_VERSION } from "./migrations.ts";
 import { SqliteSessionStore } from "./sessions.ts";
 import { classify, StoreError } from "./store_errors.ts";
-import { createPrivate, refuseSymlink } from "./store_files.ts";
+import { createPrivate, refuseSymlink, safeHostname } from "./store_files.ts";
 
+export type { StoredEvent } from "./events.ts";
 export { SCHEMA_VERSION } from "./migrations.ts";
 export type { SessionStore, StoredSession } from "./sessions.ts";
 export { StoreError } from "./store_errors.ts";
 export { refuseSymlink } from "./store_files.ts";
-
-/** One committed event, as stored. */
-export interface StoredEvent {
-  id: number;
-  shard: number;
-  session: string | null;
-  seq: number | null;
-  t: string;
-  receivedAt: number;
-  payload: Uint8Array;
-}
-
-/** A row of the events table as node:sqlite gives it. */
-interface EventRow {
-  id: number;
-  shard: number;
-  session: string | null;
-  seq: number | null;
-  t: string;
-  received_at: number;
-  payload: Uint8Array;
-}
-
-function storedEvent(r: EventRow): StoredEvent {
-  return {
-    id: Number(r.id),
-    shard: Number(r.shard),
-    session: r.session,
-    seq: r.seq === null ? null : Number(r.seq),
-    t: r.t,
-    receivedAt: Number(r.received_at),
-    payload: r.payload,
-  };
-}
 
 export interface OpenOptions {
   readOnly?: boolean;
@@ -66,6 +34,8 @@ export class Store {
   #statements = new Map<string, StatementSync>();
   #producer = "unknown";
   #lock: Deno.FsFile | null = null;
+  /** The journal's events. */
+  readonly events: EventTable = new EventTable(this);
   /** The sessions shards resume from, keyed by (shard count, shard). */
   readonly sessions: SqliteSessionStore = new SqliteSessionStore(this);
 
@@ -188,7 +158,7 @@ export class Store {
    * store holds it now: read when a journal or a reader starts. (A running journal knows its own.)
    */
   get lastId(): number {
-    return Math.max(Number(this.meta("last_id") ?? 0), this.maxEventId());
+    return Math.max(Number(this.meta("last_id") ?? 0), this.events.maxId());
   }
 
   // ---- ownership: one writer at a time ----
@@ -282,107 +252,6 @@ export class Store {
       .run(key, value);
   }
 
-  // ---- events (writes happen inside `transaction`) ----
-
-  insertEvent(
-    id: number,
-    shard: number,
-    session: string | null,
-    seq: number | null,
-    t: string,
-    receivedAt: number,
-    payload: Uint8Array,
-  ): void {
-    this.statement(
-      "INSERT INTO events (id, shard, session, seq, t, received_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-      .run(id, shard, session, seq, t, receivedAt, payload);
-  }
-
-  /** Events with id > `afterId`, oldest first. */
-  readEvents(
-    afterId: number,
-    limit: number,
-    toId = Number.MAX_SAFE_INTEGER,
-    maxBytes = Infinity,
-  ): StoredEvent[] {
-    const rows = this.statement(
-      "SELECT id, shard, session, seq, t, received_at, payload FROM events WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
-    ).all(afterId, toId, limit) as unknown as EventRow[];
-    const events: StoredEvent[] = [];
-    let bytes = 0;
-    for (const r of rows) {
-      // At least one row, then no more than `maxBytes` of payloads (a batch's size bound).
-      bytes += r.payload.length;
-      if (events.length > 0 && bytes > maxBytes) break;
-      events.push(storedEvent(r));
-    }
-    return events;
-  }
-
-  /** Current highest id in the events table (a reader's view; the writer uses `lastId`). */
-  maxEventId(): number {
-    return Number(
-      (this.statement("SELECT max(id) AS id FROM events").get() as { id: number | null }).id ?? 0,
-    );
-  }
-
-  minEventId(): number {
-    return Number(
-      (this.statement("SELECT min(id) AS id FROM events").get() as { id: number | null }).id ?? 0,
-    );
-  }
-
-  eventTime(id: number): number | null {
-    const row = this.statement("SELECT received_at FROM events WHERE id >= ? ORDER BY id LIMIT 1").get(id) as
-      | { received_at: number }
-      | undefined;
-    return row ? Number(row.received_at) : null;
-  }
-
-  /**
-   * The first id received at or after `time`. Ids grow with time, so a binary search over ids needs
-   * no index on received_at (which would slow every insert).
-   */
-  firstIdAtOrAfter(time: number): number | null {
-    let low = this.minEventId(), high = this.maxEventId();
-    if (low === 0) return null;
-    if ((this.eventTime(high) ?? 0) < time) return null;
-    while (low < high) {
-      const mid = Math.floor((low + high) / 2);
-      const at = this.eventTime(mid);
-      if (at === null || at >= time) high = mid;
-      else low = mid + 1;
-    }
-    const row = this.statement("SELECT id FROM events WHERE id >= ? ORDER BY id LIMIT 1").get(low) as {
-      id: number;
-    } | undefined;
-    return row ? Number(row.id) : null;
-  }
-
-  /**
-   * Up to `limit` events named `t`, walking ids from `from`: downwards (`id <= from`, newest first) or
-   * upwards (`from <= id <= to`, oldest first). For `replay --serve`, which needs the READY current where
-   * a selection starts. There is no index on `t` (it would slow every insert); SQLite walks the rowid
-   * from `from` and stops at the `limit`-th match, so a nearby event is found without reading the rest.
-   */
-  eventsOfType(
-    t: string,
-    from: number,
-    direction: "down" | "up",
-    limit: number,
-    to = Number.MAX_SAFE_INTEGER,
-  ): StoredEvent[] {
-    const rows = (direction === "down"
-      ? this.statement(
-        "SELECT id, shard, session, seq, t, received_at, payload FROM events WHERE id <= ? AND t = ? ORDER BY id DESC LIMIT ?",
-      ).all(from, t, limit)
-      : this.statement(
-        "SELECT id, shard, session, seq, t, received_at, payload FROM events WHERE id >= ? AND id <= ? AND t = ? ORDER BY id LIMIT ?",
-      ).all(from, to, t, limit)) as unknown as EventRow[];
-    return rows.map(storedEvent);
-  }
-
   /** Events up to this id have their seq in the sessions table (see `SqliteSessionStore.load`). */
   get seqCheckpoint(): number {
     return Number(this.meta("seq_checkpoint") ?? 0);
@@ -449,43 +318,9 @@ export class Store {
     return Number((this.statement("PRAGMA page_size").get() as { page_size: number }).page_size);
   }
 
-  /**
-   * Deletes events with id <= `throughId`, at most `limit` of them (inside the caller's transaction).
-   * Returns how many.
-   */
-  deleteEventsThrough(throughId: number, limit: number): number {
-    const first = this.minEventId();
-    if (first === 0 || first > throughId) return 0;
-    const bound = Math.min(throughId, first + limit - 1);
-    // Events after the seq checkpoint may be all that records their session's seq: fold those seqs
-    // into the session rows first (same transaction), then move the checkpoint past them.
-    const checkpoint = Number(this.meta("seq_checkpoint") ?? 0);
-    if (bound > checkpoint) {
-      const newest = this.statement(
-        "SELECT session, max(seq) AS seq FROM events WHERE id > ? AND id <= ? AND session IS NOT NULL GROUP BY session",
-      ).all(checkpoint, bound) as Array<{ session: string; seq: number | null }>;
-      for (const { session, seq } of newest) {
-        if (seq === null) continue;
-        this.statement("UPDATE sessions SET seq = ? WHERE session_id = ? AND seq < ?").run(seq, session, seq);
-      }
-      this.setMeta("seq_checkpoint", String(bound));
-    }
-    const result = this.statement("DELETE FROM events WHERE id <= ?").run(bound);
-    return Number(result.changes);
-  }
-
   /** Returns free pages to the file system a little at a time. */
   vacuumSome(pages: number): void {
     this.#db.exec(`PRAGMA incremental_vacuum(${Math.floor(pages)})`);
-  }
-
-  /** Summary for `gatehouse inspect`. */
-  counts(): { events: number; perType: Array<{ t: string; count: number }> } {
-    const perType =
-      (this.statement("SELECT t, count(*) AS n FROM events GROUP BY t ORDER BY n DESC, t").all() as Array<
-        { t: string; n: number }
-      >).map((r) => ({ t: r.t, count: Number(r.n) }));
-    return { events: perType.reduce((n, r) => n + r.count, 0), perType };
   }
 
   schemaVersion(): number {
@@ -513,12 +348,4 @@ export class Store {
  */
 export function hardCapPages(hardMaxSizeBytes: number, pageSize: number): number | undefined {
   return hardMaxSizeBytes > 0 ? Math.max(64, Math.floor(hardMaxSizeBytes / pageSize)) : undefined;
-}
-
-function safeHostname(): string {
-  try {
-    return Deno.hostname();
-  } catch {
-    return "unknown";
-  }
 }

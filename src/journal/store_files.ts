@@ -62,3 +62,12 @@ export function createPrivate(path: string): void {
     }
   }
 }
+
+/** The host name for the owner row, or "unknown" where it cannot be read. */
+export function safeHostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "unknown";
+  }
+}

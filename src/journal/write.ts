@@ -53,7 +53,7 @@ export function writeBatch(store: Store, b: BatchData): void {
     if (b.keepEvents) {
       for (let i = 0; i < b.ids.length; i++) {
         const start = i === 0 ? 0 : b.ends[i - 1];
-        store.insertEvent(
+        store.events.insert(
           b.ids[i],
           b.shards[i],
           b.sessions[i],

@@ -21,7 +21,7 @@ Deno.test("a turn's events and the new seq of their session commit together; fil
     journal.event(3, "TYPING_START", 2, payload("TYPING_START", 2), 2, false); // filtered
     journal.event(3, "MESSAGE_CREATE", 3, payload("MESSAGE_CREATE", 3), 2, true);
     journal.event(3, "TYPING_START", 4, payload("TYPING_START", 4), 2, false); // filtered, last
-    assert.equal(store.maxEventId(), 0, "nothing before the end of the turn");
+    assert.equal(store.events.maxId(), 0, "nothing before the end of the turn");
     await clock.advance(0);
     assert.equal(batches.length, 1);
     const [batch] = batches;
@@ -31,7 +31,7 @@ Deno.test("a turn's events and the new seq of their session commit together; fil
       '{"t":"MESSAGE_CREATE","s":3,"op":0,"d":{"x":""}}',
       "trimmed, from its {",
     );
-    const rows = store.readEvents(0, 10);
+    const rows = store.events.read(0, 10);
     assert.deepEqual(rows.map((r) => [r.id, r.shard, r.session, r.seq, r.t]), [
       [1, 3, "sess", 1, "READY"],
       [2, 3, "sess", 3, "MESSAGE_CREATE"],
@@ -47,7 +47,7 @@ Deno.test("a turn's events and the new seq of their session commit together; fil
     journal.internal(3, "GATEHOUSE_SESSION_INVALIDATED", { shard_id: 3 });
     await clock.advance(0);
     assert.deepEqual(store.sessions.load(), []);
-    assert.equal(store.readEvents(2, 10)[0].t, "GATEHOUSE_SESSION_INVALIDATED");
+    assert.equal(store.events.read(2, 10)[0].t, "GATEHOUSE_SESSION_INVALIDATED");
   });
 });
 
@@ -76,12 +76,12 @@ Deno.test("between seq checkpoints session rows are not rewritten: stored events
     assert.equal(rowSeq(), 1, "not rewritten within the checkpoint interval");
     assert.equal(store.sessions.load()[0].seq, 50, "the newest stored event gives the seq");
     // Pruning folds the seqs of the events it removes into the session rows first.
-    assert.equal(store.transaction("prune", () => store.deleteEventsThrough(40, 1000)), 40);
-    assert.equal(store.minEventId(), 41);
+    assert.equal(store.transaction("prune", () => store.events.deleteThrough(40, 1000)), 40);
+    assert.equal(store.events.minId(), 41);
     assert.equal(rowSeq(), 40);
     assert.equal(store.seqCheckpoint, 40);
     assert.equal(store.sessions.load()[0].seq, 50);
-    assert.equal(store.transaction("prune", () => store.deleteEventsThrough(50, 1000)), 10);
+    assert.equal(store.transaction("prune", () => store.events.deleteThrough(50, 1000)), 10);
     assert.equal(rowSeq(), 50);
     assert.equal(store.sessions.load()[0].seq, 50);
     // A filtered-out event has no row: its seq is noted in one meta row in the same transaction.
@@ -118,7 +118,7 @@ Deno.test("events not kept (journal off): each commit notes the seqs in one row;
       }
     }
     await journal.flush();
-    assert.equal(store.maxEventId(), 0, "no events stored");
+    assert.equal(store.events.maxId(), 0, "no events stored");
     assert.deepEqual(store.sessions.load().map((s) => [s.sessionId, s.seq]), [
       ["s0", 20],
       ["s1", 21],
@@ -216,7 +216,10 @@ Deno.test("a failing store: nothing acknowledged, sessions do not advance, shard
     assert.deepEqual(pauses, [true, false]);
     assert.deepEqual(delivered, Array.from({ length: 61 }, (_, i) => i + 1));
     assert.equal(store.sessions.load()[0].seq, 61);
-    assert.deepEqual(store.readEvents(0, 100).map((r) => r.seq), Array.from({ length: 61 }, (_, i) => i + 1));
+    assert.deepEqual(
+      store.events.read(0, 100).map((r) => r.seq),
+      Array.from({ length: 61 }, (_, i) => i + 1),
+    );
   });
 });
 
@@ -297,7 +300,10 @@ Deno.test("hybrid writer: small batches commit on this thread, large ones on the
     assert.deepEqual(committed.at(-1), [5, "inline"]);
     assert.ok(await writer.drain(5000));
     assert.deepEqual(committed.at(-1), [6, "worker"]);
-    assert.deepEqual(store.readEvents(0, 200).map((r) => r.id), Array.from({ length: 157 }, (_, i) => i + 1));
+    assert.deepEqual(
+      store.events.read(0, 200).map((r) => r.id),
+      Array.from({ length: 157 }, (_, i) => i + 1),
+    );
     await writer.close();
   });
 });

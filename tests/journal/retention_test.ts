@@ -22,7 +22,9 @@ const NOW = 100 * DAY;
 function seed(store: Store, n: number) {
   const payload = new Uint8Array(2000).fill(97);
   store.transaction("seed", () => {
-    for (let id = 1; id <= n; id++) store.insertEvent(id, 0, null, id, "E", NOW - (n - id) * 60_000, payload);
+    for (let id = 1; id <= n; id++) {
+      store.events.insert(id, 0, null, id, "E", NOW - (n - id) * 60_000, payload);
+    }
   });
 }
 
@@ -42,10 +44,10 @@ Deno.test("max_age prunes delivered old events only", async () => {
     });
     // Older than a day: ids 1..1559. Only 1..1000 are delivered.
     assert.deepEqual(await retention.run(), { pruned: 1000, prunedUndelivered: 0 });
-    assert.equal(store.minEventId(), 1001, "old but undelivered events stay");
+    assert.equal(store.events.minId(), 1001, "old but undelivered events stay");
     delivered = 2500;
     assert.deepEqual(await retention.run(), { pruned: 559, prunedUndelivered: 0 });
-    assert.equal(store.minEventId(), 1560, "delivered but younger than a day stay");
+    assert.equal(store.events.minId(), 1560, "delivered but younger than a day stay");
   });
 });
 
@@ -64,7 +66,7 @@ Deno.test("max_size prunes delivered events, oldest first, never undelivered one
     });
     const result = await retention.run();
     assert.equal(result.pruned, 1000, "only what was delivered, although the store is still too big");
-    assert.equal(store.minEventId(), 1001);
+    assert.equal(store.events.minId(), 1001);
     assert.equal(result.prunedUndelivered, 0);
   });
 });
@@ -91,7 +93,7 @@ Deno.test("hard_max_size: with nothing delivered left to prune, the oldest undel
     assert.ok(store.usedBytes() <= used / 2 * 0.9 + 16384 * 4);
     assert.equal(Number(store.meta("pruned_undelivered")), result.prunedUndelivered);
     assert.match(errors[0], /pruned .* undelivered event\(s\)/);
-    assert.equal(store.maxEventId(), 4000, "newest kept");
+    assert.equal(store.events.maxId(), 4000, "newest kept");
   });
 });
 
@@ -112,21 +114,21 @@ Deno.test("started, retention runs a pass every interval on its clock, and not a
     retention.start(30_000);
     delivered = 10;
     await clock.advance(29_999);
-    assert.equal(store.minEventId(), 1, "no pass before the interval");
+    assert.equal(store.events.minId(), 1, "no pass before the interval");
     await clock.advance(1);
     // A pass yields to the event loop between chunks: let it finish.
-    for (let i = 0; i < 50 && store.minEventId() !== 11; i++) await new Promise((r) => setTimeout(r, 0));
-    assert.equal(store.minEventId(), 11, "the first pass pruned what was delivered");
+    for (let i = 0; i < 50 && store.events.minId() !== 11; i++) await new Promise((r) => setTimeout(r, 0));
+    assert.equal(store.events.minId(), 11, "the first pass pruned what was delivered");
     delivered = 20;
     await clock.advance(30_000);
-    for (let i = 0; i < 50 && store.minEventId() !== 21; i++) await new Promise((r) => setTimeout(r, 0));
-    assert.equal(store.minEventId(), 21, "and the next one, an interval later");
+    for (let i = 0; i < 50 && store.events.minId() !== 21; i++) await new Promise((r) => setTimeout(r, 0));
+    assert.equal(store.events.minId(), 21, "and the next one, an interval later");
     await new Promise((r) => setTimeout(r, 10)); // the pass's last (empty) chunk
     retention.stop();
     delivered = 30;
     await clock.advance(60_000);
     await new Promise((r) => setTimeout(r, 10));
-    assert.equal(store.minEventId(), 21, "none after stop");
+    assert.equal(store.events.minId(), 21, "none after stop");
     assert.equal(clock.pending, 0, "no timer left");
   });
 });

@@ -45,7 +45,7 @@ Deno.test("events, sessions, cursors and identifies round-trip; ids never go bac
     const store = Store.open(`${dir}/g.db`);
     store.transaction("test", () => {
       for (let id = 1; id <= 10; id++) {
-        store.insertEvent(id, id % 2, "s1", id, "MESSAGE_CREATE", 1000 + id * 10, enc(`{"n":${id}}`));
+        store.events.insert(id, id % 2, "s1", id, "MESSAGE_CREATE", 1000 + id * 10, enc(`{"n":${id}}`));
       }
       store.setMeta("last_id", "10");
       store.sessions.save({
@@ -60,15 +60,15 @@ Deno.test("events, sessions, cursors and identifies round-trip; ids never go bac
       store.recordIdentify(0, 1_000_000);
       store.recordIdentify(1, 1_000_500);
     });
-    const rows = store.readEvents(4, 3);
+    const rows = store.events.read(4, 3);
     assert.deepEqual(rows.map((r) => r.id), [5, 6, 7]);
     assert.equal(new TextDecoder().decode(rows[0].payload), '{"n":5}');
     assert.equal(rows[0].t, "MESSAGE_CREATE");
     assert.equal(rows[0].session, "s1");
     // A byte bound cuts the page (payloads are 7 bytes here), but never below one row.
-    assert.deepEqual(store.readEvents(4, 10, 10, 14).map((r) => r.id), [5, 6]);
-    assert.deepEqual(store.readEvents(4, 10, 10, 1).map((r) => r.id), [5]);
-    assert.deepEqual(store.readEvents(4, 10, 8).map((r) => r.id), [5, 6, 7, 8]);
+    assert.deepEqual(store.events.read(4, 10, 10, 14).map((r) => r.id), [5, 6]);
+    assert.deepEqual(store.events.read(4, 10, 10, 1).map((r) => r.id), [5]);
+    assert.deepEqual(store.events.read(4, 10, 8).map((r) => r.id), [5, 6, 7, 8]);
     assert.deepEqual(store.sessions.load(), [{
       shard: 0,
       shardCount: 2,
@@ -84,10 +84,10 @@ Deno.test("events, sessions, cursors and identifies round-trip; ids never go bac
     assert.equal(store.cursor("redis"), null);
     assert.equal(store.identifiesSince(0), 2);
     assert.equal(store.identifiesSince(0, 1), 1);
-    assert.equal(store.firstIdAtOrAfter(1055), 6);
-    assert.equal(store.firstIdAtOrAfter(0), 1);
-    assert.equal(store.firstIdAtOrAfter(5000), null);
-    assert.equal(store.transaction("prune", () => store.deleteEventsThrough(10, 100)), 10);
+    assert.equal(store.events.firstIdAtOrAfter(1055), 6);
+    assert.equal(store.events.firstIdAtOrAfter(0), 1);
+    assert.equal(store.events.firstIdAtOrAfter(5000), null);
+    assert.equal(store.transaction("prune", () => store.events.deleteThrough(10, 100)), 10);
     store.close();
     const again = Store.open(`${dir}/g.db`);
     assert.equal(again.lastId, 10, "the last id survives even when every event was pruned");
@@ -177,12 +177,12 @@ Deno.test("a full store (max_page_count) fails with 'full' and works again when 
     let id = 0;
     assert.throws(() => {
       for (let i = 0; i < 100; i++) {
-        store.transaction("filling", () => store.insertEvent(++id, 0, null, null, "X", 1, big));
+        store.transaction("filling", () => store.events.insert(++id, 0, null, null, "X", 1, big));
       }
     }, (e) => e instanceof StoreError && e.kind === "full" && /is full/.test(e.message));
     store.setMaxPageCount(1_000_000);
-    store.transaction("after", () => store.insertEvent(1000, 0, null, null, "X", 1, big));
-    assert.equal(store.maxEventId(), 1000);
+    store.transaction("after", () => store.events.insert(1000, 0, null, null, "X", 1, big));
+    assert.equal(store.events.maxId(), 1000);
     store.close();
   });
 });
