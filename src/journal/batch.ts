@@ -3,6 +3,7 @@
  * commit gathered back to back in one buffer (`Pending`).
  */
 import { eventPosition, eventScope } from "./identity.ts";
+import type { BatchData } from "./write.ts";
 
 /** Committed events, in id order, as views into one buffer. */
 export interface EventBatch {
@@ -20,6 +21,32 @@ export interface EventBatch {
   scope(i: number): string;
   position(i: number): number;
 }
+
+/**
+ * Receives every committed batch, in id order, once the store holds it (without kept events: as soon
+ * as it is read). The batch carries its ids: a consumer keeps its own position, nothing is shared.
+ */
+export interface BatchConsumer {
+  offer(batch: EventBatch): void;
+}
+
+/** The events of a batch as the writer stores them. */
+export type EventRows = Pick<
+  BatchData,
+  "bytes" | "ends" | "ids" | "shards" | "sessions" | "seqs" | "names" | "receivedAt"
+>;
+
+/** No events (a batch of sessions, cursors and ids only, when events are not kept). */
+export const NO_ROWS: EventRows = Object.freeze({
+  bytes: new Uint8Array(0),
+  ends: [],
+  ids: [],
+  shards: [],
+  sessions: [],
+  seqs: [],
+  names: [],
+  receivedAt: [],
+});
 
 /** The batch being gathered: the events of one commit, back to back in one growing buffer. */
 export class Pending implements EventBatch {
@@ -70,6 +97,12 @@ export class Pending implements EventBatch {
   }
   position(i: number): number {
     return eventPosition(this.sessions[i], this.seqs[i], this.ids[i]);
+  }
+
+  /** The events as rows for the writer (write.ts `BatchData`). */
+  rows(): EventRows {
+    const { bytes, ends, ids, shards, sessions, seqs, names, receivedAt } = this;
+    return { bytes, ends, ids, shards, sessions, seqs, names, receivedAt };
   }
 
   add(bytes: Uint8Array, start: number, end: number): void {

@@ -14,7 +14,7 @@ import type { Backpressure } from "../util/backpressure.ts";
 import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import type { Store, StoreError } from "./store.ts";
-import { type EventBatch, Pending, pendingCapacity } from "./batch.ts";
+import { type BatchConsumer, type EventBatch, NO_ROWS, Pending, pendingCapacity } from "./batch.ts";
 import { safeHostname } from "./store_files.ts";
 import { StoreHold } from "./store_hold.ts";
 import { CommitTimer } from "./commit_timer.ts";
@@ -28,19 +28,11 @@ import {
   type WriterEvents,
 } from "./write.ts";
 
-export type { EventBatch } from "./batch.ts";
+export type { BatchConsumer, EventBatch } from "./batch.ts";
 export type { SessionRecord } from "./write.ts";
 
 /** A session as a shard reports it: what a RESUME needs. */
 export type Session = Omit<SessionRecord, "shardCount">;
-
-/**
- * Receives every committed batch, in id order, once the store holds it (without kept events: as soon
- * as it is read). The batch carries its ids: a consumer keeps its own position, nothing is shared.
- */
-export interface BatchConsumer {
-  offer(batch: EventBatch): void;
-}
 
 export interface JournalOptions {
   store: Store;
@@ -76,7 +68,6 @@ export interface JournalOptions {
 }
 
 const encoder = new TextEncoder();
-const NO_BYTES = new Uint8Array(0);
 const OWNER_HEARTBEAT_MS = 5_000;
 /** Events not kept: ids recorded ahead of use at least by this many (a restart skips what was not used). */
 const ID_RESERVE = 10_000;
@@ -331,7 +322,6 @@ export class Journal {
       seqNote = sessions.note();
     }
     if (beat) this.#lastOwnerBeat = now;
-    // Events not kept: the writer needs only the last id, not the events (nothing to copy over).
     const keep = this.#keepEvents;
     if (!keep) {
       // Ids are recorded ahead of use: enough for twice what was given out since the last time.
@@ -344,14 +334,8 @@ export class Journal {
       no,
       // Events not kept: above every id given out, so ids never go back after a restart.
       lastId: keep ? p.lastId : this.#idCeiling,
-      bytes: keep ? p.bytes : NO_BYTES,
-      ends: keep ? p.ends : [],
-      ids: keep ? p.ids : [],
-      shards: keep ? p.shards : [],
-      sessions: keep ? p.sessions : [],
-      seqs: keep ? p.seqs : [],
-      names: keep ? p.names : [],
-      receivedAt: keep ? p.receivedAt : [],
+      // Events not kept: the writer needs only the last id, not the events (nothing to copy over).
+      ...(keep ? p.rows() : NO_ROWS),
       sessionWrites: sessions.takeWrites(),
       seqUpdates,
       ...this.#riders.take(no),
