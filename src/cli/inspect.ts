@@ -57,9 +57,9 @@ export function inspectStore(path: string, now = Date.now()): InspectReport {
         return n;
       }
     }, 0);
-    const { events, perType } = store.counts();
-    const firstId = events > 0 ? store.minEventId() : null;
-    const lastId = events > 0 ? store.maxEventId() : null;
+    const { events, perType } = store.events.counts();
+    const firstId = events > 0 ? store.events.minId() : null;
+    const lastId = events > 0 ? store.events.maxId() : null;
     const owner = store.writerRunning() ? store.meta("owner") : undefined;
     const o = owner ? JSON.parse(owner) as { pid: number; host: string; heartbeat: number } : null;
     const head = store.lastId;
@@ -69,13 +69,13 @@ export function inspectStore(path: string, now = Date.now()): InspectReport {
         count: events,
         firstId,
         lastId,
-        firstAt: firstId === null ? null : new Date(store.eventTime(firstId)!).toISOString(),
-        lastAt: lastId === null ? null : new Date(store.eventTime(lastId)!).toISOString(),
+        firstAt: firstId === null ? null : new Date(store.events.time(firstId)!).toISOString(),
+        lastAt: lastId === null ? null : new Date(store.events.time(lastId)!).toISOString(),
         perType,
         prunedUndelivered: Number(store.meta("pruned_undelivered") ?? 0),
       },
       writer: o ? { pid: o.pid, host: o.host, seenSecondsAgo: Math.round((now - o.heartbeat) / 1000) } : null,
-      sessions: store.loadSessions().map((s) => ({
+      sessions: store.sessions.load().map((s) => ({
         shard: s.shard,
         shardCount: s.shardCount,
         session: shortSession(s.sessionId),

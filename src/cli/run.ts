@@ -106,7 +106,7 @@ function plan(config: GatehouseConfig, store: Store, info: GatewayBotInfo): Shar
       gatewayUrl: info.url,
       sessionStartsRemaining: limit.remaining,
       identifyReserve: config.gateway.identifyReserve,
-      stored: store.loadSessions(),
+      stored: store.sessions.load(),
     });
   } catch (error) {
     if (error instanceof PlanError) throw new ExitError(2, `configuration error:\n${error.message}`);
@@ -139,7 +139,7 @@ async function runParts(
   stopped: Promise<string>,
 ): Promise<number> {
   const log = logger("run");
-  const { count: shardCount, ids: shardIds, resume: sessions } = plan(config, store, info);
+  const { count: shardCount, ids: shardIds, resume: sessions, stale } = plan(config, store, info);
   const startedAt = Date.now();
   const stats = new GatewayStats();
   const life = new Lifecycle();
@@ -157,7 +157,9 @@ async function runParts(
         pruned.pruned + pruned.prunedUndelivered > 0 && journal.retryNow()
       ),
   });
-  for (const [shard, session] of sessions) journal.restoreSession(shard, { ...session, shardCount });
+  for (const [shard, session] of sessions) journal.restoreSession(shardCount, shard, session);
+  // A shard that starts a new session here replaces the one it had under another count.
+  for (const { shard, storedCount } of stale) journal.sessionLost(storedCount, shard);
   // Held in memory because the store refused them (disk full): never stored, never acknowledged.
   let unstored = { events: 0, failure: null as string | null };
   life.add("journal", {
@@ -229,8 +231,8 @@ async function runParts(
       logger: logger("shard"),
       observer: stats,
       onSession: (shard, session) => {
-        if (session) journal.sessionStarted(shard, { ...session, shardCount });
-        else journal.sessionLost(shard);
+        if (session) journal.sessionStarted(shardCount, shard, session);
+        else journal.sessionLost(shardCount, shard);
       },
     },
     logger: logger("shard"),

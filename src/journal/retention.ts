@@ -5,7 +5,7 @@
  * to prune; then the oldest undelivered events go, and that is logged and counted (meta
  * `pruned_undelivered`). Deletes run in small transactions so the journal's commits are not held up.
  */
-import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
+import { type Clock, sleep, systemClock, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import type { Store } from "./store.ts";
 
@@ -80,15 +80,16 @@ export class Retention {
     let pruned = 0;
     let prunedUndelivered = 0;
     const step = async (through: number): Promise<number> => {
-      const n = store.transaction("pruning events", () => store.deleteEventsThrough(through, this.#chunk));
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      const n = store.transaction("pruning events", () => store.events.deleteThrough(through, this.#chunk));
+      // A turn of the event loop between chunks, so the journal's commits get in.
+      await sleep(this.#clock, 0);
       return n;
     };
 
     // Delivered and too old.
     if (maxAgeMs > 0) {
-      const firstYoung = store.firstIdAtOrAfter(this.#clock.now() - maxAgeMs);
-      const oldThrough = firstYoung === null ? store.maxEventId() : firstYoung - 1;
+      const firstYoung = store.events.firstIdAtOrAfter(this.#clock.now() - maxAgeMs);
+      const oldThrough = firstYoung === null ? store.events.maxId() : firstYoung - 1;
       for (;;) {
         const n = await step(Math.min(oldThrough, this.#o.delivered()));
         pruned += n;
@@ -108,7 +109,7 @@ export class Retention {
     // At the hard cap with nothing delivered left to prune: the oldest undelivered events go.
     if (hardMaxSizeBytes > 0) {
       while (store.usedBytes() > hardTarget) {
-        const n = await step(store.minEventId() + Math.max(0, this.#chunk / 10 - 1));
+        const n = await step(store.events.minId() + Math.max(0, this.#chunk / 10 - 1));
         if (n === 0) break;
         prunedUndelivered += n;
       }

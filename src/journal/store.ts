@@ -7,130 +7,23 @@
  * number of readers (`inspect`, `replay`) may open it while it runs.
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { EventTable } from "./events.ts";
+import { migrate, SCHEMA_VERSION } from "./migrations.ts";
+import { SqliteSessionStore } from "./sessions.ts";
+import { classify, StoreError } from "./store_errors.ts";
+import { createPrivate, refuseSymlink, safeHostname } from "./store_files.ts";
 
-/** A store that cannot be used; `kind` picks the message and whether waiting can help. */
-export class StoreError extends Error {
-  override name = "StoreError";
-  readonly kind: "corrupt" | "locked" | "readonly" | "full" | "busy" | "io" | "missing";
-  constructor(kind: StoreError["kind"], message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.kind = kind;
-  }
-}
-
-/** Schema migrations, in order; `PRAGMA user_version` is the number applied. */
-const MIGRATIONS: string[] = [
-  `CREATE TABLE events (
-     id INTEGER PRIMARY KEY,
-     shard INTEGER NOT NULL,
-     session TEXT,
-     seq INTEGER,
-     t TEXT NOT NULL,
-     received_at INTEGER NOT NULL,
-     payload BLOB NOT NULL
-   );
-   CREATE TABLE sessions (
-     shard INTEGER PRIMARY KEY,
-     shard_count INTEGER NOT NULL,
-     session_id TEXT NOT NULL,
-     seq INTEGER NOT NULL,
-     resume_url TEXT NOT NULL,
-     updated_at INTEGER NOT NULL
-   );
-   CREATE TABLE cursors (
-     sink TEXT PRIMARY KEY,
-     last_id INTEGER NOT NULL,
-     updated_at INTEGER NOT NULL
-   );
-   CREATE TABLE identifies (
-     at INTEGER NOT NULL,
-     shard INTEGER NOT NULL
-   );
-   CREATE INDEX identifies_at ON identifies (at);
-   CREATE TABLE meta (
-     key TEXT PRIMARY KEY,
-     value TEXT NOT NULL
-   );`,
-];
-
-export const SCHEMA_VERSION = MIGRATIONS.length;
-
-export interface StoredSession {
-  shard: number;
-  shardCount: number;
-  sessionId: string;
-  seq: number;
-  resumeUrl: string;
-  updatedAt: number;
-}
-
-/** One committed event, as stored. */
-export interface StoredEvent {
-  id: number;
-  shard: number;
-  session: string | null;
-  seq: number | null;
-  t: string;
-  receivedAt: number;
-  payload: Uint8Array;
-}
-
-/** A row of the events table as node:sqlite gives it. */
-interface EventRow {
-  id: number;
-  shard: number;
-  session: string | null;
-  seq: number | null;
-  t: string;
-  received_at: number;
-  payload: Uint8Array;
-}
-
-function storedEvent(r: EventRow): StoredEvent {
-  return {
-    id: Number(r.id),
-    shard: Number(r.shard),
-    session: r.session,
-    seq: r.seq === null ? null : Number(r.seq),
-    t: r.t,
-    receivedAt: Number(r.received_at),
-    payload: r.payload,
-  };
-}
+export type { StoredEvent } from "./events.ts";
+export { SCHEMA_VERSION } from "./migrations.ts";
+export type { SessionStore, StoredSession } from "./sessions.ts";
+export { StoreError } from "./store_errors.ts";
+export { refuseSymlink } from "./store_files.ts";
 
 export interface OpenOptions {
   readOnly?: boolean;
   /** SQLite `max_page_count`: the hard size limit (writes past it fail with "full"). */
   maxPageCount?: number;
   now?: () => number;
-}
-
-/** SQLite error codes we tell apart (primary codes; node:sqlite reports extended ones too). */
-function classify(error: unknown, path: string, doing: string): StoreError {
-  const e = error as { errcode?: number; message?: string };
-  const code = (e.errcode ?? -1) & 0xff;
-  const message = e.message ?? String(error);
-  const at = `store ${path}`;
-  if (code === 13 || /disk is full/.test(message)) {
-    return new StoreError("full", `${at} is full while ${doing} (${message})`, { cause: error });
-  }
-  if (code === 8 || /readonly|read-only/.test(message)) {
-    return new StoreError("readonly", `${at} is read-only while ${doing} (${message})`, { cause: error });
-  }
-  if (code === 5 || code === 6 || /locked|busy/.test(message)) {
-    return new StoreError("busy", `${at} is locked by another process while ${doing} (${message})`, {
-      cause: error,
-    });
-  }
-  if (code === 11 || code === 26 || /malformed|not a database/.test(message)) {
-    return new StoreError("corrupt", `${at} is corrupt or not a gatehouse store (${message})`, {
-      cause: error,
-    });
-  }
-  if (code === 14 || /unable to open/.test(message)) {
-    return new StoreError("io", `cannot open ${at} (${message})`, { cause: error });
-  }
-  return new StoreError("io", `${at}: ${doing} failed (${message})`, { cause: error });
 }
 
 export class Store {
@@ -141,6 +34,10 @@ export class Store {
   #statements = new Map<string, StatementSync>();
   #producer = "unknown";
   #lock: Deno.FsFile | null = null;
+  /** The journal's events. */
+  readonly events: EventTable = new EventTable(this);
+  /** The sessions shards resume from, keyed by (shard count, shard). */
+  readonly sessions: SqliteSessionStore = new SqliteSessionStore(this);
 
   private constructor(path: string, db: DatabaseSync, readOnly: boolean, now: () => number) {
     this.path = path;
@@ -206,17 +103,7 @@ export class Store {
       }
       db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 4000;");
       if (options.maxPageCount) db.exec(`PRAGMA max_page_count = ${Math.floor(options.maxPageCount)}`);
-      for (let v = version; v < SCHEMA_VERSION; v++) {
-        db.exec("BEGIN IMMEDIATE");
-        try {
-          db.exec(MIGRATIONS[v]);
-          db.exec(`PRAGMA user_version = ${v + 1}`);
-          db.exec("COMMIT");
-        } catch (error) {
-          db.exec("ROLLBACK");
-          throw error;
-        }
-      }
+      migrate(db, version);
     }
     let producer = this.meta("producer");
     if (producer === undefined && !this.readOnly) {
@@ -226,7 +113,8 @@ export class Store {
     this.#producer = producer ?? "unknown";
   }
 
-  #stmt(sql: string): StatementSync {
+  /** A prepared statement, prepared once per connection (for the store's tables: sessions.ts, …). */
+  statement(sql: string): StatementSync {
     let statement = this.#statements.get(sql);
     if (!statement) {
       statement = this.#db.prepare(sql);
@@ -238,17 +126,17 @@ export class Store {
   /** Runs `fn` in one transaction; any failure rolls back and is classified. */
   transaction<T>(doing: string, fn: () => T): T {
     try {
-      this.#stmt("BEGIN IMMEDIATE").run();
+      this.statement("BEGIN IMMEDIATE").run();
     } catch (error) {
       throw classify(error, this.path, doing);
     }
     try {
       const result = fn();
-      this.#stmt("COMMIT").run();
+      this.statement("COMMIT").run();
       return result;
     } catch (error) {
       try {
-        this.#stmt("ROLLBACK").run();
+        this.statement("ROLLBACK").run();
       } catch {
         // nothing to roll back
       }
@@ -270,7 +158,7 @@ export class Store {
    * store holds it now: read when a journal or a reader starts. (A running journal knows its own.)
    */
   get lastId(): number {
-    return Math.max(Number(this.meta("last_id") ?? 0), this.maxEventId());
+    return Math.max(Number(this.meta("last_id") ?? 0), this.events.maxId());
   }
 
   // ---- ownership: one writer at a time ----
@@ -335,7 +223,7 @@ export class Store {
   release(): void {
     if (this.readOnly || this.#lock === null) return;
     try {
-      this.#stmt("DELETE FROM meta WHERE key = 'owner'").run();
+      this.statement("DELETE FROM meta WHERE key = 'owner'").run();
     } catch {
       // best effort on the way out
     }
@@ -351,195 +239,41 @@ export class Store {
   // ---- meta ----
 
   meta(key: string): string | undefined {
-    const row = this.#stmt("SELECT value FROM meta WHERE key = ?").get(key) as { value: string } | undefined;
+    const row = this.statement("SELECT value FROM meta WHERE key = ?").get(key) as
+      | { value: string }
+      | undefined;
     return row?.value;
   }
 
   setMeta(key: string, value: string): void {
-    this.#stmt(
+    this.statement(
       "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )
       .run(key, value);
   }
 
-  // ---- events (writes happen inside `transaction`) ----
-
-  insertEvent(
-    id: number,
-    shard: number,
-    session: string | null,
-    seq: number | null,
-    t: string,
-    receivedAt: number,
-    payload: Uint8Array,
-  ): void {
-    this.#stmt(
-      "INSERT INTO events (id, shard, session, seq, t, received_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-      .run(id, shard, session, seq, t, receivedAt, payload);
-  }
-
-  /** Events with id > `afterId`, oldest first. */
-  readEvents(
-    afterId: number,
-    limit: number,
-    toId = Number.MAX_SAFE_INTEGER,
-    maxBytes = Infinity,
-  ): StoredEvent[] {
-    const rows = this.#stmt(
-      "SELECT id, shard, session, seq, t, received_at, payload FROM events WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
-    ).all(afterId, toId, limit) as unknown as EventRow[];
-    const events: StoredEvent[] = [];
-    let bytes = 0;
-    for (const r of rows) {
-      // At least one row, then no more than `maxBytes` of payloads (a batch's size bound).
-      bytes += r.payload.length;
-      if (events.length > 0 && bytes > maxBytes) break;
-      events.push(storedEvent(r));
-    }
-    return events;
-  }
-
-  /** Current highest id in the events table (a reader's view; the writer uses `lastId`). */
-  maxEventId(): number {
-    return Number((this.#stmt("SELECT max(id) AS id FROM events").get() as { id: number | null }).id ?? 0);
-  }
-
-  minEventId(): number {
-    return Number((this.#stmt("SELECT min(id) AS id FROM events").get() as { id: number | null }).id ?? 0);
-  }
-
-  eventTime(id: number): number | null {
-    const row = this.#stmt("SELECT received_at FROM events WHERE id >= ? ORDER BY id LIMIT 1").get(id) as
-      | { received_at: number }
-      | undefined;
-    return row ? Number(row.received_at) : null;
-  }
-
-  /**
-   * The first id received at or after `time`. Ids grow with time, so a binary search over ids needs
-   * no index on received_at (which would slow every insert).
-   */
-  firstIdAtOrAfter(time: number): number | null {
-    let low = this.minEventId(), high = this.maxEventId();
-    if (low === 0) return null;
-    if ((this.eventTime(high) ?? 0) < time) return null;
-    while (low < high) {
-      const mid = Math.floor((low + high) / 2);
-      const at = this.eventTime(mid);
-      if (at === null || at >= time) high = mid;
-      else low = mid + 1;
-    }
-    const row = this.#stmt("SELECT id FROM events WHERE id >= ? ORDER BY id LIMIT 1").get(low) as {
-      id: number;
-    } | undefined;
-    return row ? Number(row.id) : null;
-  }
-
-  /**
-   * Up to `limit` events named `t`, walking ids from `from`: downwards (`id <= from`, newest first) or
-   * upwards (`from <= id <= to`, oldest first). For `replay --serve`, which needs the READY current where
-   * a selection starts. There is no index on `t` (it would slow every insert); SQLite walks the rowid
-   * from `from` and stops at the `limit`-th match, so a nearby event is found without reading the rest.
-   */
-  eventsOfType(
-    t: string,
-    from: number,
-    direction: "down" | "up",
-    limit: number,
-    to = Number.MAX_SAFE_INTEGER,
-  ): StoredEvent[] {
-    const rows = (direction === "down"
-      ? this.#stmt(
-        "SELECT id, shard, session, seq, t, received_at, payload FROM events WHERE id <= ? AND t = ? ORDER BY id DESC LIMIT ?",
-      ).all(from, t, limit)
-      : this.#stmt(
-        "SELECT id, shard, session, seq, t, received_at, payload FROM events WHERE id >= ? AND id <= ? AND t = ? ORDER BY id LIMIT ?",
-      ).all(from, to, t, limit)) as unknown as EventRow[];
-    return rows.map(storedEvent);
-  }
-
-  // ---- sessions ----
-
-  /**
-   * The stored sessions. A session's seq is the larger of its row's and that of its newest stored event:
-   * the journal writes session rows only at checkpoints (meta `seq_checkpoint`, the last event id they
-   * cover) unless an event was filtered out, since a stored event carries its session and seq and
-   * commits in the same transaction. Only events after the checkpoint are looked at.
-   */
-  loadSessions(): StoredSession[] {
-    const rows = this.#stmt(
-      "SELECT shard, shard_count, session_id, seq, resume_url, updated_at FROM sessions ORDER BY shard",
-    ).all() as Array<Record<string, number | string>>;
-    const sessions = rows.map((r) => ({
-      shard: Number(r.shard),
-      shardCount: Number(r.shard_count),
-      sessionId: String(r.session_id),
-      seq: Number(r.seq),
-      resumeUrl: String(r.resume_url),
-      updatedAt: Number(r.updated_at),
-    }));
-    if (sessions.length === 0) return sessions;
-    const newest = this.#stmt(
-      "SELECT session, max(seq) AS seq FROM events WHERE id > ? AND session IS NOT NULL GROUP BY session",
-    ).all(this.seqCheckpoint) as Array<{ session: string; seq: number | null }>;
-    const bySession = new Map(newest.map((r) => [r.session, Number(r.seq ?? 0)]));
-    // Seqs noted since the checkpoint without an event row (filtered out, or events not kept).
-    let noted: Record<string, [string, number]> = {};
-    try {
-      noted = JSON.parse(this.meta("seqs") ?? "{}");
-    } catch {
-      // an unreadable note: the rows and events still give a seq (maybe older: Discord replays more)
-    }
-    for (const [id, seq] of Object.values(noted)) {
-      if ((bySession.get(id) ?? 0) < seq) bySession.set(id, seq);
-    }
-    for (const session of sessions) {
-      const seq = bySession.get(session.sessionId);
-      if (seq !== undefined && seq > session.seq) session.seq = seq;
-    }
-    return sessions;
-  }
-
-  /** Events up to this id have their seq in the sessions table (see `loadSessions`). */
+  /** Events up to this id have their seq in the sessions table (see `SqliteSessionStore.load`). */
   get seqCheckpoint(): number {
     return Number(this.meta("seq_checkpoint") ?? 0);
-  }
-
-  saveSession(s: StoredSession): void {
-    this.#stmt(
-      `INSERT INTO sessions (shard, shard_count, session_id, seq, resume_url, updated_at) VALUES (?, ?, ?, ?, ?, ?)
-       ON CONFLICT (shard) DO UPDATE SET shard_count = excluded.shard_count, session_id = excluded.session_id,
-       seq = excluded.seq, resume_url = excluded.resume_url, updated_at = excluded.updated_at`,
-    ).run(s.shard, s.shardCount, s.sessionId, s.seq, s.resumeUrl, s.updatedAt);
-  }
-
-  updateSessionSeq(shard: number, sessionId: string, seq: number, at: number): void {
-    this.#stmt("UPDATE sessions SET seq = ?, updated_at = ? WHERE shard = ? AND session_id = ? AND seq < ?")
-      .run(seq, at, shard, sessionId, seq);
-  }
-
-  deleteSession(shard: number): void {
-    this.#stmt("DELETE FROM sessions WHERE shard = ?").run(shard);
   }
 
   // ---- cursors ----
 
   cursor(sink: string): number | null {
-    const row = this.#stmt("SELECT last_id FROM cursors WHERE sink = ?").get(sink) as
+    const row = this.statement("SELECT last_id FROM cursors WHERE sink = ?").get(sink) as
       | { last_id: number }
       | undefined;
     return row ? Number(row.last_id) : null;
   }
 
   cursors(): Array<{ sink: string; lastId: number; updatedAt: number }> {
-    return (this.#stmt("SELECT sink, last_id, updated_at FROM cursors ORDER BY sink").all() as Array<
+    return (this.statement("SELECT sink, last_id, updated_at FROM cursors ORDER BY sink").all() as Array<
       { sink: string; last_id: number; updated_at: number }
     >).map((r) => ({ sink: r.sink, lastId: Number(r.last_id), updatedAt: Number(r.updated_at) }));
   }
 
   setCursor(sink: string, lastId: number, at: number): void {
-    this.#stmt(
+    this.statement(
       `INSERT INTO cursors (sink, last_id, updated_at) VALUES (?, ?, ?)
        ON CONFLICT (sink) DO UPDATE SET last_id = excluded.last_id, updated_at = excluded.updated_at`,
     ).run(sink, lastId, at);
@@ -548,14 +282,14 @@ export class Store {
   // ---- identifies ----
 
   recordIdentify(shard: number, at: number): void {
-    this.#stmt("INSERT INTO identifies (at, shard) VALUES (?, ?)").run(at, shard);
+    this.statement("INSERT INTO identifies (at, shard) VALUES (?, ?)").run(at, shard);
     // Keep one day: that is the window of Discord's session_start_limit.
-    this.#stmt("DELETE FROM identifies WHERE at < ?").run(at - 86_400_000);
+    this.statement("DELETE FROM identifies WHERE at < ?").run(at - 86_400_000);
   }
 
   /** When each shard last identified. */
   lastIdentifies(): Map<number, number> {
-    const rows = this.#stmt("SELECT shard, max(at) AS at FROM identifies GROUP BY shard").all() as Array<
+    const rows = this.statement("SELECT shard, max(at) AS at FROM identifies GROUP BY shard").all() as Array<
       { shard: number; at: number }
     >;
     return new Map(rows.map((r) => [Number(r.shard), Number(r.at)]));
@@ -563,8 +297,8 @@ export class Store {
 
   identifiesSince(time: number, shard?: number): number {
     const row = shard === undefined
-      ? this.#stmt("SELECT count(*) AS n FROM identifies WHERE at >= ?").get(time)
-      : this.#stmt("SELECT count(*) AS n FROM identifies WHERE at >= ? AND shard = ?").get(time, shard);
+      ? this.statement("SELECT count(*) AS n FROM identifies WHERE at >= ?").get(time)
+      : this.statement("SELECT count(*) AS n FROM identifies WHERE at >= ? AND shard = ?").get(time, shard);
     return Number((row as { n: number }).n);
   }
 
@@ -572,41 +306,16 @@ export class Store {
 
   /** Bytes used by live pages (the file may be larger until pages are reused or vacuumed). */
   usedBytes(): number {
-    const pageSize = Number((this.#stmt("PRAGMA page_size").get() as { page_size: number }).page_size);
-    const pages = Number((this.#stmt("PRAGMA page_count").get() as { page_count: number }).page_count);
+    const pageSize = Number((this.statement("PRAGMA page_size").get() as { page_size: number }).page_size);
+    const pages = Number((this.statement("PRAGMA page_count").get() as { page_count: number }).page_count);
     const free = Number(
-      (this.#stmt("PRAGMA freelist_count").get() as { freelist_count: number }).freelist_count,
+      (this.statement("PRAGMA freelist_count").get() as { freelist_count: number }).freelist_count,
     );
     return (pages - free) * pageSize;
   }
 
   pageSize(): number {
-    return Number((this.#stmt("PRAGMA page_size").get() as { page_size: number }).page_size);
-  }
-
-  /**
-   * Deletes events with id <= `throughId`, at most `limit` of them (inside the caller's transaction).
-   * Returns how many.
-   */
-  deleteEventsThrough(throughId: number, limit: number): number {
-    const first = this.minEventId();
-    if (first === 0 || first > throughId) return 0;
-    const bound = Math.min(throughId, first + limit - 1);
-    // Events after the seq checkpoint may be all that records their session's seq: fold those seqs
-    // into the session rows first (same transaction), then move the checkpoint past them.
-    const checkpoint = Number(this.meta("seq_checkpoint") ?? 0);
-    if (bound > checkpoint) {
-      const newest = this.#stmt(
-        "SELECT session, max(seq) AS seq FROM events WHERE id > ? AND id <= ? AND session IS NOT NULL GROUP BY session",
-      ).all(checkpoint, bound) as Array<{ session: string; seq: number | null }>;
-      for (const { session, seq } of newest) {
-        if (seq === null) continue;
-        this.#stmt("UPDATE sessions SET seq = ? WHERE session_id = ? AND seq < ?").run(seq, session, seq);
-      }
-      this.setMeta("seq_checkpoint", String(bound));
-    }
-    const result = this.#stmt("DELETE FROM events WHERE id <= ?").run(bound);
-    return Number(result.changes);
+    return Number((this.statement("PRAGMA page_size").get() as { page_size: number }).page_size);
   }
 
   /** Returns free pages to the file system a little at a time. */
@@ -614,17 +323,8 @@ export class Store {
     this.#db.exec(`PRAGMA incremental_vacuum(${Math.floor(pages)})`);
   }
 
-  /** Summary for `gatehouse inspect`. */
-  counts(): { events: number; perType: Array<{ t: string; count: number }> } {
-    const perType =
-      (this.#stmt("SELECT t, count(*) AS n FROM events GROUP BY t ORDER BY n DESC, t").all() as Array<
-        { t: string; n: number }
-      >).map((r) => ({ t: r.t, count: Number(r.n) }));
-    return { events: perType.reduce((n, r) => n + r.count, 0), perType };
-  }
-
   schemaVersion(): number {
-    return Number((this.#stmt("PRAGMA user_version").get() as { user_version: number }).user_version);
+    return Number((this.statement("PRAGMA user_version").get() as { user_version: number }).user_version);
   }
 
   setMaxPageCount(pages: number): void {
@@ -648,71 +348,4 @@ export class Store {
  */
 export function hardCapPages(hardMaxSizeBytes: number, pageSize: number): number | undefined {
   return hardMaxSizeBytes > 0 ? Math.max(64, Math.floor(hardMaxSizeBytes / pageSize)) : undefined;
-}
-
-/**
- * Refuses a path that is a symbolic link. Opening one for writing would write (and chmod) whatever it
- * points to: a link planted at the store path, or at its `-wal`, `-shm`, `.lock` or `.control` file,
- * could make gatehouse overwrite a file of the attacker's choosing.
- */
-export function refuseSymlink(path: string, what: string): void {
-  let info: Deno.FileInfo;
-  try {
-    info = Deno.lstatSync(path);
-  } catch {
-    return; // missing: it will be created without following anything
-  }
-  if (info.isSymlink) {
-    throw new StoreError(
-      "io",
-      `${what} ${path} is a symbolic link; gatehouse does not follow links for files it writes ` +
-        "(point [store] path at the real file, or remove the link)",
-    );
-  }
-  if (!info.isFile) throw new StoreError("io", `${what} ${path} is not a regular file`);
-}
-
-/** Creates the file 0600 if missing (never through a link); narrows an existing one that others could read. */
-function createPrivate(path: string): void {
-  for (
-    const [file, what] of [[path, "store"], [`${path}-wal`, "store file"], [`${path}-shm`, "store file"]]
-  ) {
-    refuseSymlink(file, what);
-  }
-  try {
-    // O_CREAT|O_EXCL: fails rather than follow a link that appears in between.
-    const file = Deno.openSync(path, { createNew: true, write: true, mode: 0o600 });
-    file.close();
-  } catch (error) {
-    if (!(error instanceof Deno.errors.AlreadyExists)) {
-      if (error instanceof Deno.errors.PermissionDenied) {
-        throw new StoreError("readonly", `cannot create store ${path}: permission denied`, { cause: error });
-      }
-      if (error instanceof Deno.errors.NotFound) {
-        throw new StoreError("io", `cannot create store ${path}: the directory does not exist`, {
-          cause: error,
-        });
-      }
-      throw new StoreError("io", `cannot create store ${path}: ${(error as Error).message}`, {
-        cause: error,
-      });
-    }
-  }
-  refuseSymlink(path, "store");
-  if (Deno.build.os !== "windows") {
-    try {
-      const mode = Deno.lstatSync(path).mode ?? 0o600;
-      if ((mode & 0o077) !== 0) Deno.chmodSync(path, 0o600);
-    } catch {
-      // best effort: an fs without modes
-    }
-  }
-}
-
-function safeHostname(): string {
-  try {
-    return Deno.hostname();
-  } catch {
-    return "unknown";
-  }
 }

@@ -33,9 +33,10 @@ export interface BatchData {
   seqs: Array<number | null>;
   names: string[];
   receivedAt: number[];
-  sessionWrites: Array<[number, SessionRecord | null]>;
-  /** shard, session id, seq: the stored seq only moves forward. */
-  seqUpdates: Array<[number, string, number]>;
+  /** shard count, shard, and the session started there (null: lost). */
+  sessionWrites: Array<[number, number, SessionRecord | null]>;
+  /** shard count, shard, session id, seq: the stored seq only moves forward. */
+  seqUpdates: Array<[number, number, string, number]>;
   cursorWrites: Array<[string, number]>;
   identifyWrites: Array<[number, number]>;
   keepEvents: boolean;
@@ -52,7 +53,7 @@ export function writeBatch(store: Store, b: BatchData): void {
     if (b.keepEvents) {
       for (let i = 0; i < b.ids.length; i++) {
         const start = i === 0 ? 0 : b.ends[i - 1];
-        store.insertEvent(
+        store.events.insert(
           b.ids[i],
           b.shards[i],
           b.sessions[i],
@@ -63,12 +64,12 @@ export function writeBatch(store: Store, b: BatchData): void {
         );
       }
     }
-    for (const [shard, session] of b.sessionWrites) {
-      if (session === null) store.deleteSession(shard);
+    for (const [shardCount, shard, session] of b.sessionWrites) {
+      if (session === null) store.sessions.delete(shardCount, shard);
       else {
-        store.saveSession({
+        store.sessions.save({
+          shardCount,
           shard,
-          shardCount: session.shardCount,
           sessionId: session.id,
           seq: session.seq,
           resumeUrl: session.resumeUrl,
@@ -76,7 +77,9 @@ export function writeBatch(store: Store, b: BatchData): void {
         });
       }
     }
-    for (const [shard, sessionId, seq] of b.seqUpdates) store.updateSessionSeq(shard, sessionId, seq, b.at);
+    for (const [shardCount, shard, sessionId, seq] of b.seqUpdates) {
+      store.sessions.advance(shardCount, shard, sessionId, seq, b.at);
+    }
     for (const [sink, lastId] of b.cursorWrites) store.setCursor(sink, lastId, b.at);
     for (const [shard, at] of b.identifyWrites) store.recordIdentify(shard, at);
     if (b.lastId > 0) store.setMeta("last_id", String(b.lastId));

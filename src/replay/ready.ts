@@ -44,7 +44,7 @@ export function recordedReadies(
   // Each query asks for as many READYs as shards are missing: never more than finding them all needs.
   while (found.size < shards.size && from >= 1) {
     const limit = shards.size - found.size;
-    const page = store.eventsOfType("READY", from, "down", limit);
+    const page = store.events.ofType("READY", from, "down", limit);
     take(page);
     if (page.length < limit) break;
     from = page[page.length - 1].id - 1;
@@ -53,7 +53,7 @@ export function recordedReadies(
   from = Math.max(1, selection.fromId + 1);
   while (found.size < shards.size && from <= to) {
     const limit = shards.size - found.size;
-    const page = store.eventsOfType("READY", from, "up", limit, to);
+    const page = store.events.ofType("READY", from, "up", limit, to);
     take(page);
     if (page.length < limit) break;
     from = page[page.length - 1].id + 1;
@@ -97,10 +97,14 @@ export function readyGuilds(
 /** The recorded shard count and bot user, from the READY where the selection starts (or the sessions). */
 export function recordedFacts(store: Store, selection: Selection): RecordedFacts {
   const user: unknown = { id: "0", username: "replay", discriminator: "0", bot: true, avatar: null };
-  const facts: RecordedFacts = { count: store.loadSessions()[0]?.shardCount ?? null, user, fromReady: false };
+  const facts: RecordedFacts = {
+    count: store.sessions.load()[0]?.shardCount ?? null,
+    user,
+    fromReady: false,
+  };
   const to = Number.isFinite(selection.toId) ? selection.toId : Number.MAX_SAFE_INTEGER;
-  const ready = store.eventsOfType("READY", selection.fromId, "down", 1)[0] ??
-    store.eventsOfType("READY", selection.fromId + 1, "up", 1, to)[0];
+  const ready = store.events.ofType("READY", selection.fromId, "down", 1)[0] ??
+    store.events.ofType("READY", selection.fromId + 1, "up", 1, to)[0];
   const d = ready ? readyData(ready) : null;
   if (!d) return facts;
   facts.fromReady = true;

@@ -47,14 +47,14 @@ export function resolveRange(
   let fromId = 1;
   if (from) {
     if ("id" in from) fromId = from.id;
-    else fromId = store.firstIdAtOrAfter(from.time) ?? store.maxEventId() + 1;
+    else fromId = store.events.firstIdAtOrAfter(from.time) ?? store.events.maxId() + 1;
   }
   let toId = Infinity;
   if (to) {
     if ("id" in to) toId = to.id;
     else {
-      const after = store.firstIdAtOrAfter(to.time + 1);
-      toId = after === null ? store.maxEventId() : after - 1;
+      const after = store.events.firstIdAtOrAfter(to.time + 1);
+      toId = after === null ? store.events.maxId() : after - 1;
     }
   }
   return { fromId, toId };
@@ -78,7 +78,7 @@ export async function* readSelection(
   const page = options.pageSize ?? 2000;
   while (!options.signal?.aborted) {
     const upTo = Number.isFinite(selection.toId) ? selection.toId : Number.MAX_SAFE_INTEGER;
-    const rows = store.readEvents(after, page, upTo);
+    const rows = store.events.read(after, page, upTo);
     if (rows.length > 0) {
       after = rows[rows.length - 1].id;
       const chosen = rows.filter((row) => matches(selection, row));

@@ -2,11 +2,10 @@
  * Delivery: one SinkRunner per sink, each subscribed to the journal's committed batches, and the
  * bounded end of it all at a stop.
  */
-import type { Journal } from "../journal/journal.ts";
+import type { EventBatch, Journal } from "../journal/journal.ts";
 import type { Store } from "../journal/store.ts";
 import type { Backpressure } from "../util/backpressure.ts";
-import type { Clock } from "../util/clock.ts";
-import type { EventBatch } from "../journal/journal.ts";
+import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import { SinkRunner } from "./runner.ts";
 import type { Sink } from "./sink.ts";
@@ -42,6 +41,7 @@ export interface Delivery {
 
 export function startDelivery(options: DeliveryOptions): Delivery {
   const { journal, sinks, keepEvents, logger: log } = options;
+  const clock = options.clock ?? systemClock;
   const runners = sinks.map((sink) =>
     new SinkRunner({
       sink,
@@ -79,7 +79,7 @@ export function startDelivery(options: DeliveryOptions): Delivery {
           );
         }
       }
-      await Promise.all(sinks.map((sink) => bounded(sink.close?.(), closeMs)));
+      await Promise.all(sinks.map((sink) => bounded(sink.close?.(), closeMs, clock)));
     },
   };
 }
@@ -106,12 +106,12 @@ export async function finishDelivery(
 }
 
 /** Waits for `promise` (its failure ignored) at most `ms`. */
-async function bounded(promise: unknown, ms: number): Promise<void> {
+async function bounded(promise: unknown, ms: number, clock: Clock): Promise<void> {
   if (!(promise instanceof Promise)) return;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let timer: TimerId | undefined;
   await Promise.race([
     promise.catch(() => {}),
-    new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
+    new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, ms))),
   ]);
-  clearTimeout(timer);
+  if (timer !== undefined) clock.clearTimeout(timer);
 }

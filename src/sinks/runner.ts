@@ -173,7 +173,7 @@ export class SinkRunner implements BatchConsumer {
     if (this.#busy || this.#closed) return;
     let batch: EventBatch | undefined;
     if (this.#behind && this.#store) {
-      const rows = this.#store.readEvents(this.#cursor, PAGE, this.#head, MAX_DELIVERY_BYTES);
+      const rows = this.#store.events.read(this.#cursor, PAGE, this.#head, MAX_DELIVERY_BYTES);
       if (rows.length > 0) batch = new RowBatch(rows, this.#store.producer);
       else this.#behind = false;
     }

@@ -16,12 +16,12 @@ Deno.test("a turn's events and the new seq of their session commit together; fil
     const batches: EventBatch[] = [];
     const journal = new Journal({ store, logger: log, commitIntervalMs: 0, clock });
     assert.equal(journal.subscribe(collector((b) => batches.push(b))), 0, "nothing committed yet");
-    journal.sessionStarted(3, { id: "sess", resumeUrl: "wss://r", seq: 1, shardCount: 4 });
+    journal.sessionStarted(4, 3, { id: "sess", resumeUrl: "wss://r", seq: 1 });
     journal.event(3, "READY", 1, payload("READY", 1), 2, true);
     journal.event(3, "TYPING_START", 2, payload("TYPING_START", 2), 2, false); // filtered
     journal.event(3, "MESSAGE_CREATE", 3, payload("MESSAGE_CREATE", 3), 2, true);
     journal.event(3, "TYPING_START", 4, payload("TYPING_START", 4), 2, false); // filtered, last
-    assert.equal(store.maxEventId(), 0, "nothing before the end of the turn");
+    assert.equal(store.events.maxId(), 0, "nothing before the end of the turn");
     await clock.advance(0);
     assert.equal(batches.length, 1);
     const [batch] = batches;
@@ -31,23 +31,23 @@ Deno.test("a turn's events and the new seq of their session commit together; fil
       '{"t":"MESSAGE_CREATE","s":3,"op":0,"d":{"x":""}}',
       "trimmed, from its {",
     );
-    const rows = store.readEvents(0, 10);
+    const rows = store.events.read(0, 10);
     assert.deepEqual(rows.map((r) => [r.id, r.shard, r.session, r.seq, r.t]), [
       [1, 3, "sess", 1, "READY"],
       [2, 3, "sess", 3, "MESSAGE_CREATE"],
     ]);
-    assert.deepEqual(store.loadSessions().map((s) => [s.shard, s.sessionId, s.seq, s.shardCount]), [[
+    assert.deepEqual(store.sessions.load().map((s) => [s.shard, s.sessionId, s.seq, s.shardCount]), [[
       3,
       "sess",
       4,
       4,
     ]]);
     assert.equal(store.meta("last_id"), "2");
-    journal.sessionLost(3);
+    journal.sessionLost(4, 3);
     journal.internal(3, "GATEHOUSE_SESSION_INVALIDATED", { shard_id: 3 });
     await clock.advance(0);
-    assert.deepEqual(store.loadSessions(), []);
-    assert.equal(store.readEvents(2, 10)[0].t, "GATEHOUSE_SESSION_INVALIDATED");
+    assert.deepEqual(store.sessions.load(), []);
+    assert.equal(store.events.read(2, 10)[0].t, "GATEHOUSE_SESSION_INVALIDATED");
   });
 });
 
@@ -63,7 +63,7 @@ Deno.test("between seq checkpoints session rows are not rewritten: stored events
         db.close();
       }
     };
-    journal.sessionStarted(0, { id: "sess", resumeUrl: "wss://r", seq: 1, shardCount: 1 });
+    journal.sessionStarted(1, 0, { id: "sess", resumeUrl: "wss://r", seq: 1 });
     journal.event(0, "READY", 1, payload("READY", 1), 2, true);
     await journal.flush();
     assert.equal(rowSeq(), 1, "the first commit is a checkpoint");
@@ -74,33 +74,33 @@ Deno.test("between seq checkpoints session rows are not rewritten: stored events
     }
     await journal.flush();
     assert.equal(rowSeq(), 1, "not rewritten within the checkpoint interval");
-    assert.equal(store.loadSessions()[0].seq, 50, "the newest stored event gives the seq");
+    assert.equal(store.sessions.load()[0].seq, 50, "the newest stored event gives the seq");
     // Pruning folds the seqs of the events it removes into the session rows first.
-    assert.equal(store.transaction("prune", () => store.deleteEventsThrough(40, 1000)), 40);
-    assert.equal(store.minEventId(), 41);
+    assert.equal(store.transaction("prune", () => store.events.deleteThrough(40, 1000)), 40);
+    assert.equal(store.events.minId(), 41);
     assert.equal(rowSeq(), 40);
     assert.equal(store.seqCheckpoint, 40);
-    assert.equal(store.loadSessions()[0].seq, 50);
-    assert.equal(store.transaction("prune", () => store.deleteEventsThrough(50, 1000)), 10);
+    assert.equal(store.sessions.load()[0].seq, 50);
+    assert.equal(store.transaction("prune", () => store.events.deleteThrough(50, 1000)), 10);
     assert.equal(rowSeq(), 50);
-    assert.equal(store.loadSessions()[0].seq, 50);
+    assert.equal(store.sessions.load()[0].seq, 50);
     // A filtered-out event has no row: its seq is noted in one meta row in the same transaction.
     journal.event(0, "TYPING_START", 51, payload("TYPING_START", 51), 2, false);
     await journal.flush();
     assert.equal(rowSeq(), 50);
     assert.deepEqual(JSON.parse(store.meta("seqs")!), { 0: ["sess", 51] });
-    assert.equal(store.loadSessions()[0].seq, 51);
+    assert.equal(store.sessions.load()[0].seq, 51);
     // After the interval every session row is brought up to date and the checkpoint moves.
     journal.event(0, "MESSAGE_CREATE", 52, payload("MESSAGE_CREATE", 52), 2, true);
     await journal.flush();
     assert.equal(rowSeq(), 50);
-    assert.equal(store.loadSessions()[0].seq, 52);
+    assert.equal(store.sessions.load()[0].seq, 52);
     await clock.advance(1_050);
     journal.event(0, "MESSAGE_CREATE", 53, payload("MESSAGE_CREATE", 53), 2, true);
     await journal.flush();
     assert.equal(rowSeq(), 53);
     assert.equal(store.seqCheckpoint, 52);
-    assert.equal(store.loadSessions()[0].seq, 53);
+    assert.equal(store.sessions.load()[0].seq, 53);
     assert.equal(store.meta("seqs"), "{}");
   });
 });
@@ -109,7 +109,7 @@ Deno.test("events not kept (journal off): each commit notes the seqs in one row;
   await withStore(async (store) => {
     const journal = new Journal({ store, logger: log, keepEvents: false, clock: new ManualClock() });
     for (let shard = 0; shard < 4; shard++) {
-      journal.sessionStarted(shard, { id: `s${shard}`, resumeUrl: "wss://r", seq: 1, shardCount: 4 });
+      journal.sessionStarted(4, shard, { id: `s${shard}`, resumeUrl: "wss://r", seq: 1 });
     }
     await journal.flush();
     for (let seq = 2; seq <= 20; seq++) {
@@ -118,18 +118,18 @@ Deno.test("events not kept (journal off): each commit notes the seqs in one row;
       }
     }
     await journal.flush();
-    assert.equal(store.maxEventId(), 0, "no events stored");
-    assert.deepEqual(store.loadSessions().map((s) => [s.sessionId, s.seq]), [
+    assert.equal(store.events.maxId(), 0, "no events stored");
+    assert.deepEqual(store.sessions.load().map((s) => [s.sessionId, s.seq]), [
       ["s0", 20],
       ["s1", 21],
       ["s2", 22],
       ["s3", 23],
     ]);
     // A session replaced since: its old seq is not applied to the new one.
-    journal.sessionLost(2);
-    journal.sessionStarted(2, { id: "s2b", resumeUrl: "wss://r", seq: 1, shardCount: 4 });
+    journal.sessionLost(4, 2);
+    journal.sessionStarted(4, 2, { id: "s2b", resumeUrl: "wss://r", seq: 1 });
     await journal.flush();
-    assert.deepEqual(store.loadSessions().map((s) => [s.sessionId, s.seq]).at(2), ["s2b", 1]);
+    assert.deepEqual(store.sessions.load().map((s) => [s.sessionId, s.seq]).at(2), ["s2b", 1]);
   });
 });
 
@@ -147,7 +147,7 @@ Deno.test("events not kept: commits between checkpoints reach the sinks without 
     journal.subscribe(collector((b) => {
       for (let i = 0; i < b.count; i++) delivered.push(b.id(i));
     }));
-    journal.sessionStarted(0, { id: "s0", resumeUrl: "wss://r", seq: 1, shardCount: 1 });
+    journal.sessionStarted(1, 0, { id: "s0", resumeUrl: "wss://r", seq: 1 });
     await journal.flush();
     const transactions = journal.commits;
     for (let seq = 2; seq <= 30; seq++) {
@@ -157,11 +157,11 @@ Deno.test("events not kept: commits between checkpoints reach the sinks without 
     }
     assert.deepEqual(delivered, Array.from({ length: 29 }, (_, i) => i + 1), "delivered in order, at once");
     assert.equal(journal.commits, transactions, "no transaction between checkpoints");
-    assert.equal(store.loadSessions()[0].seq, 1, "the seq waits for the checkpoint");
+    assert.equal(store.sessions.load()[0].seq, 1, "the seq waits for the checkpoint");
     // Traffic stops; the checkpoint is written when due all the same.
     await clock.advance(1_000);
     assert.equal(journal.commits, transactions + 1);
-    assert.equal(store.loadSessions()[0].seq, 30);
+    assert.equal(store.sessions.load()[0].seq, 30);
     assert.equal(store.cursor("stdout"), 29);
     // A crash now: a new process gives out ids above every one given, never the same again.
     journal.event(0, "MESSAGE_CREATE", 31, payload("MESSAGE_CREATE", 31), 2, true);
@@ -169,7 +169,7 @@ Deno.test("events not kept: commits between checkpoints reach the sinks without 
     assert.equal(delivered.at(-1), 30);
     const again = Store.open(path, { readOnly: true });
     try {
-      assert.equal(again.loadSessions()[0].seq, 30, "resumes from the checkpoint: Discord sends 31 again");
+      assert.equal(again.sessions.load()[0].seq, 30, "resumes from the checkpoint: Discord sends 31 again");
       assert.ok(again.lastId >= 30, `ids recorded ahead of use (${again.lastId})`);
     } finally {
       again.close();
@@ -189,7 +189,7 @@ Deno.test("a failing store: nothing acknowledged, sessions do not advance, shard
     journal.subscribe(collector((b) => {
       for (let i = 0; i < b.count; i++) delivered.push(b.id(i));
     }));
-    journal.sessionStarted(0, { id: "s", resumeUrl: "wss://r", seq: 1, shardCount: 1 });
+    journal.sessionStarted(1, 0, { id: "s", resumeUrl: "wss://r", seq: 1 });
     journal.event(0, "READY", 1, payload("READY", 1), 2, true);
     await clock.advance(0);
     assert.deepEqual(delivered, [1]);
@@ -202,7 +202,7 @@ Deno.test("a failing store: nothing acknowledged, sessions do not advance, shard
     await clock.advance(50);
     assert.ok(journal.failing, "the commit failed");
     assert.deepEqual(delivered, [1], "nothing new acknowledged");
-    assert.equal(store.loadSessions()[0].seq, 1, "the stored session did not advance");
+    assert.equal(store.sessions.load()[0].seq, 1, "the stored session did not advance");
     assert.deepEqual(pauses, [true], "shards are asked to stop reading");
     assert.deepEqual(backpressure.holders, ["journal"]);
     assert.equal(journal.pendingEvents, 59);
@@ -215,8 +215,11 @@ Deno.test("a failing store: nothing acknowledged, sessions do not advance, shard
     assert.equal(journal.failing, false);
     assert.deepEqual(pauses, [true, false]);
     assert.deepEqual(delivered, Array.from({ length: 61 }, (_, i) => i + 1));
-    assert.equal(store.loadSessions()[0].seq, 61);
-    assert.deepEqual(store.readEvents(0, 100).map((r) => r.seq), Array.from({ length: 61 }, (_, i) => i + 1));
+    assert.equal(store.sessions.load()[0].seq, 61);
+    assert.deepEqual(
+      store.events.read(0, 100).map((r) => r.seq),
+      Array.from({ length: 61 }, (_, i) => i + 1),
+    );
   });
 });
 
@@ -297,7 +300,10 @@ Deno.test("hybrid writer: small batches commit on this thread, large ones on the
     assert.deepEqual(committed.at(-1), [5, "inline"]);
     assert.ok(await writer.drain(5000));
     assert.deepEqual(committed.at(-1), [6, "worker"]);
-    assert.deepEqual(store.readEvents(0, 200).map((r) => r.id), Array.from({ length: 157 }, (_, i) => i + 1));
+    assert.deepEqual(
+      store.events.read(0, 200).map((r) => r.id),
+      Array.from({ length: 157 }, (_, i) => i + 1),
+    );
     await writer.close();
   });
 });
@@ -305,25 +311,20 @@ Deno.test("hybrid writer: small batches commit on this thread, large ones on the
 Deno.test("a restarted process's first checkpoint keeps the seq that only the previous run's events recorded", async () => {
   await withStore(async (store) => {
     const first = new Journal({ store, logger: log, commitIntervalMs: 0, clock: new ManualClock() });
-    first.sessionStarted(0, { id: "sess", resumeUrl: "wss://r", seq: 1, shardCount: 1 });
+    first.sessionStarted(1, 0, { id: "sess", resumeUrl: "wss://r", seq: 1 });
     first.event(0, "READY", 1, payload("READY", 1), 2, true);
     await first.flush();
     for (let s = 2; s <= 30; s++) first.event(0, "MESSAGE_CREATE", s, payload("MESSAGE_CREATE", s), 2, true);
     await first.flush();
-    assert.equal(store.loadSessions()[0].seq, 30, "carried by the events, not the row");
+    assert.equal(store.sessions.load()[0].seq, 30, "carried by the events, not the row");
     // "Crash", then a new process restores the session and commits something else (a cursor).
-    const [restored] = store.loadSessions();
+    const [restored] = store.sessions.load();
     const second = new Journal({ store, logger: log, commitIntervalMs: 0, clock: new ManualClock() });
-    second.restoreSession(0, {
-      id: restored.sessionId,
-      resumeUrl: restored.resumeUrl,
-      seq: restored.seq,
-      shardCount: 1,
-    });
+    second.restoreSession(1, 0, { id: restored.sessionId, resumeUrl: restored.resumeUrl, seq: restored.seq });
     second.setCursor("stdout", 30);
     await second.flush();
     assert.equal(store.seqCheckpoint, 30, "the new checkpoint is past the events that held seq 30");
-    assert.equal(store.loadSessions()[0].seq, 30, "so the row was brought up to 30 with it");
+    assert.equal(store.sessions.load()[0].seq, 30, "so the row was brought up to 30 with it");
   });
 });
 

@@ -18,11 +18,20 @@ async function withStore(fn: (store: Store) => Promise<void>) {
 const DAY = 86_400_000;
 const NOW = 100 * DAY;
 
+/** One pass, its turns between chunks driven on `clock`. */
+async function pass(retention: Retention, clock: ManualClock) {
+  const result = retention.run();
+  await clock.advance(0);
+  return await result;
+}
+
 /** Events 1..n, one per minute, ending now; 2 KB each. */
 function seed(store: Store, n: number) {
   const payload = new Uint8Array(2000).fill(97);
   store.transaction("seed", () => {
-    for (let id = 1; id <= n; id++) store.insertEvent(id, 0, null, id, "E", NOW - (n - id) * 60_000, payload);
+    for (let id = 1; id <= n; id++) {
+      store.events.insert(id, 0, null, id, "E", NOW - (n - id) * 60_000, payload);
+    }
   });
 }
 
@@ -30,6 +39,7 @@ Deno.test("max_age prunes delivered old events only", async () => {
   await withStore(async (store) => {
     seed(store, 3000); // 50 hours of events, one a minute
     let delivered = 1000;
+    const clock = new ManualClock(NOW);
     const retention = new Retention({
       store,
       logger: logger("test"),
@@ -37,21 +47,22 @@ Deno.test("max_age prunes delivered old events only", async () => {
       maxSizeBytes: 0,
       hardMaxSizeBytes: 0,
       delivered: () => delivered,
-      clock: new ManualClock(NOW),
+      clock,
       chunk: 500,
     });
     // Older than a day: ids 1..1559. Only 1..1000 are delivered.
-    assert.deepEqual(await retention.run(), { pruned: 1000, prunedUndelivered: 0 });
-    assert.equal(store.minEventId(), 1001, "old but undelivered events stay");
+    assert.deepEqual(await pass(retention, clock), { pruned: 1000, prunedUndelivered: 0 });
+    assert.equal(store.events.minId(), 1001, "old but undelivered events stay");
     delivered = 2500;
-    assert.deepEqual(await retention.run(), { pruned: 559, prunedUndelivered: 0 });
-    assert.equal(store.minEventId(), 1560, "delivered but younger than a day stay");
+    assert.deepEqual(await pass(retention, clock), { pruned: 559, prunedUndelivered: 0 });
+    assert.equal(store.events.minId(), 1560, "delivered but younger than a day stay");
   });
 });
 
 Deno.test("max_size prunes delivered events, oldest first, never undelivered ones", async () => {
   await withStore(async (store) => {
     seed(store, 4000);
+    const clock = new ManualClock(NOW);
     const full = store.usedBytes();
     const retention = new Retention({
       store,
@@ -61,10 +72,11 @@ Deno.test("max_size prunes delivered events, oldest first, never undelivered one
       hardMaxSizeBytes: 0,
       delivered: () => 1000,
       chunk: 300,
+      clock,
     });
-    const result = await retention.run();
+    const result = await pass(retention, clock);
     assert.equal(result.pruned, 1000, "only what was delivered, although the store is still too big");
-    assert.equal(store.minEventId(), 1001);
+    assert.equal(store.events.minId(), 1001);
     assert.equal(result.prunedUndelivered, 0);
   });
 });
@@ -72,6 +84,7 @@ Deno.test("max_size prunes delivered events, oldest first, never undelivered one
 Deno.test("hard_max_size: with nothing delivered left to prune, the oldest undelivered go, logged and counted", async () => {
   await withStore(async (store) => {
     seed(store, 4000);
+    const clock = new ManualClock(NOW);
     const used = store.usedBytes();
     const errors: string[] = [];
     const retention = new Retention({
@@ -85,13 +98,14 @@ Deno.test("hard_max_size: with nothing delivered left to prune, the oldest undel
       hardMaxSizeBytes: Math.floor(used / 2),
       delivered: () => 0,
       chunk: 1000,
+      clock,
     });
-    const result = await retention.run();
+    const result = await pass(retention, clock);
     assert.ok(result.prunedUndelivered > 1000, String(result.prunedUndelivered));
     assert.ok(store.usedBytes() <= used / 2 * 0.9 + 16384 * 4);
     assert.equal(Number(store.meta("pruned_undelivered")), result.prunedUndelivered);
     assert.match(errors[0], /pruned .* undelivered event\(s\)/);
-    assert.equal(store.maxEventId(), 4000, "newest kept");
+    assert.equal(store.events.maxId(), 4000, "newest kept");
   });
 });
 
@@ -112,21 +126,16 @@ Deno.test("started, retention runs a pass every interval on its clock, and not a
     retention.start(30_000);
     delivered = 10;
     await clock.advance(29_999);
-    assert.equal(store.minEventId(), 1, "no pass before the interval");
+    assert.equal(store.events.minId(), 1, "no pass before the interval");
     await clock.advance(1);
-    // A pass yields to the event loop between chunks: let it finish.
-    for (let i = 0; i < 50 && store.minEventId() !== 11; i++) await new Promise((r) => setTimeout(r, 0));
-    assert.equal(store.minEventId(), 11, "the first pass pruned what was delivered");
+    assert.equal(store.events.minId(), 11, "the first pass pruned what was delivered");
     delivered = 20;
     await clock.advance(30_000);
-    for (let i = 0; i < 50 && store.minEventId() !== 21; i++) await new Promise((r) => setTimeout(r, 0));
-    assert.equal(store.minEventId(), 21, "and the next one, an interval later");
-    await new Promise((r) => setTimeout(r, 10)); // the pass's last (empty) chunk
+    assert.equal(store.events.minId(), 21, "and the next one, an interval later");
     retention.stop();
     delivered = 30;
     await clock.advance(60_000);
-    await new Promise((r) => setTimeout(r, 10));
-    assert.equal(store.minEventId(), 21, "none after stop");
+    assert.equal(store.events.minId(), 21, "none after stop");
     assert.equal(clock.pending, 0, "no timer left");
   });
 });

@@ -46,7 +46,15 @@ async function withRecording(fn: (store: Store) => Promise<void>) {
   writer.transaction("recording", () => {
     RECORDING.forEach((e, i) => {
       const frame = JSON.stringify({ t: e.t, s: i + 1, op: 0, d: e.d });
-      writer.insertEvent(i + 1, e.shard, `recorded-${e.shard}`, i + 1, e.t, 1000 + i, encoder.encode(frame));
+      writer.events.insert(
+        i + 1,
+        e.shard,
+        `recorded-${e.shard}`,
+        i + 1,
+        e.t,
+        1000 + i,
+        encoder.encode(frame),
+      );
     });
   });
   writer.close();
@@ -181,7 +189,7 @@ Deno.test("replay --serve: RESUME continues after the confirmed event; a seq old
   const total = 25_000;
   const writer = Store.open(path);
   writer.transaction("recording", () => {
-    writer.insertEvent(
+    writer.events.insert(
       1,
       0,
       "r",
@@ -191,7 +199,7 @@ Deno.test("replay --serve: RESUME continues after the confirmed event; a seq old
       encoder.encode(JSON.stringify({ t: "READY", d: ready(0, []) })),
     );
     for (let id = 2; id <= total; id++) {
-      writer.insertEvent(
+      writer.events.insert(
         id,
         0,
         "r",

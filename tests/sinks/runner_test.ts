@@ -70,7 +70,7 @@ Deno.test("sink runner: delivers what is stored beyond its cursor first, in orde
   await withStore(async (store) => {
     // A previous run stored 5000 events and delivered 1200 of them.
     store.transaction("seed", () => {
-      for (let id = 1; id <= 5000; id++) store.insertEvent(id, 0, null, id, "E", 1, enc(`{"n":${id}}`));
+      for (let id = 1; id <= 5000; id++) store.events.insert(id, 0, null, id, "E", 1, enc(`{"n":${id}}`));
       store.setCursor("test", 1200, 1);
     });
     const clock = new ManualClock();
@@ -90,12 +90,12 @@ Deno.test("sink runner: delivers what is stored beyond its cursor first, in orde
 Deno.test("sink runner: a new sink starts at what is committed; it never reads past what the journal committed", async () => {
   await withStore(async (store) => {
     store.transaction("seed", () => {
-      for (let id = 1; id <= 10; id++) store.insertEvent(id, 0, null, id, "E", 1, enc(`{"n":${id}}`));
+      for (let id = 1; id <= 10; id++) store.events.insert(id, 0, null, id, "E", 1, enc(`{"n":${id}}`));
     });
     const clock = new ManualClock();
     const journal = new Journal({ store, logger: log, clock, commitIntervalMs: 0 });
     // Rows the journal has not acknowledged yet (a writer thread ahead of its reply) are not read.
-    store.transaction("ahead", () => store.insertEvent(11, 0, null, 11, "E", 1, enc('{"n":11}')));
+    store.transaction("ahead", () => store.events.insert(11, 0, null, 11, "E", 1, enc('{"n":11}')));
     store.setCursor("test", 5, 1);
     const sink = recordingSink();
     const runner = new SinkRunner({ sink, journal, store, logger: log, clock });
@@ -386,17 +386,17 @@ Deno.test("journal off, at stop: the sinks take everything handed out before the
       const journal = new Journal({ store, keepEvents: false, logger: log, clock });
       const runner = new SinkRunner({ sink, journal, store: null, logger: log, clock });
       runner.start();
-      journal.sessionStarted(0, { id: "sess", resumeUrl: "wss://r", seq: 0, shardCount: 1 });
+      journal.sessionStarted(1, 0, { id: "sess", resumeUrl: "wss://r", seq: 0 });
       for (let s = 1; s <= 60; s++) {
         journal.event(0, "E", s, enc(`{"n":${s}}`), 0, true);
         if (s % 5 === 0) await clock.advance(20);
       }
       await clock.advance(1100); // a 1 s checkpoint came and went
-      const before = store.loadSessions()[0].seq;
+      const before = store.sessions.load()[0].seq;
       const finishing = finishDelivery(journal, [runner], false, 300);
       await clock.advance(300);
       const { target, taken: all } = await finishing;
-      const stored = store.loadSessions()[0].seq;
+      const stored = store.sessions.load()[0].seq;
       if (slowMs === 20) {
         assert.deepEqual(all, [true]);
         assert.equal(taken, target);
