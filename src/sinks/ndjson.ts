@@ -1,5 +1,5 @@
 /**
- * The NDJSON event line (DESIGN.md): `{"id":…,"uid":"…","shard":…,` followed by Discord's own payload
+ * The NDJSON event line (README, "Output"): `{"id":…,"uid":"…","shard":…,` followed by Discord's own payload
  * bytes after its opening brace, so `d` is exactly what Discord sent and nothing is parsed or
  * re-serialised. `id` is the store's; `uid` is the event's identity everywhere (journal/identity.ts).
  * Lines are assembled into one growable buffer per batch.

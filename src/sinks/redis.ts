@@ -21,6 +21,10 @@ import type { Logger } from "../util/log.ts";
 import { LineBuffer } from "./ndjson.ts";
 import type { Sink } from "./sink.ts";
 import { connectRedis, type RedisClient } from "../redis/client.ts";
+import { backoffDelay } from "../util/backoff.ts";
+
+/** Reconnects: 200 ms doubling to 5 s. */
+const RECONNECT = { baseMs: 200, maxMs: 5_000 };
 
 /**
  * KEYS: the stream, its marks (hash scope → position), its scopes by last use (zset, ms).
@@ -124,7 +128,7 @@ export class RedisSink implements Sink {
     this.#client = connectRedis(options.url, {
       // Reconnect with backoff for ever; a command waiting for the connection fails after a few tries,
       // so a delivery is reported as failed (and retried from the journal) instead of hanging.
-      retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 5_000),
+      retryStrategy: (times) => backoffDelay(RECONNECT, times),
       maxRetriesPerRequest: 2,
       enableOfflineQueue: true,
     }, options.tlsCa ?? null);
