@@ -16,7 +16,8 @@ import { isValidJson, jsonProblem } from "./json_check.ts";
 import type { IdentifyQueue } from "./identify_queue.ts";
 import { type Compression, MAX_PAYLOAD_BYTES, Op, type Presence } from "./protocol.ts";
 import { SendLimiter } from "./send_limiter.ts";
-import { WS_OPEN, WsClient } from "./ws_client.ts";
+import { WS_OPEN } from "./ws_client.ts";
+import { type ConnectSocket, connectWebSocket, type GatewaySocket } from "./gateway_socket.ts";
 import { VERSION } from "../version.ts";
 import {
   retryDelay,
@@ -68,6 +69,8 @@ export interface ShardOptions {
   connectTimeoutMs?: number;
   /** Told about heartbeat latencies, reconnects and sessions (metrics). */
   observer?: ShardObserver;
+  /** Opens the WebSocket (tests pass an in-memory one). */
+  connect?: ConnectSocket;
 }
 
 /** What a shard reports as it happens, for metrics. Called synchronously; must not throw. */
@@ -146,7 +149,7 @@ export class Shard {
   #inbox: ShardInput[] = [];
   #busy = false;
 
-  #ws: WsClient | null = null;
+  #ws: GatewaySocket | null = null;
   /** Highest sequence number of the current session; 0 = none yet. */
   #seq = 0;
   #receivedSinceBeat = true;
@@ -429,11 +432,11 @@ export class Shard {
     this.#decompressor.reset();
     this.#limiter.reset();
     this.#receivedSinceBeat = true;
-    let ws: WsClient | null = null;
+    let ws: GatewaySocket | null = null;
     try {
       const url = gatewayConnectUrl(base, this.#o.apiVersion, this.#o.compression);
       this.#log.debug("shard {shard}: connecting to {url}", { shard: this.id, url });
-      ws = WsClient.connect(url, {
+      ws = (this.#o.connect ?? connectWebSocket)(url, {
         onOpen: () => {
           if (this.#ws === ws) this.#input({ type: "socket_open" });
         },
