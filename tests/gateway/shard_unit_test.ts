@@ -321,7 +321,7 @@ Deno.test("shard unit: paused reading (backpressure) is not a zombie; unpaused s
   assert.deepEqual(t.reconnects, ["zombie"], "once reading again, silence is a zombie connection");
 });
 
-Deno.test("shard unit: a stored session RESUMEs on its resume URL at its seq", async () => {
+Deno.test("shard unit: a stored session RESUMEs on its resume URL at its seq", () => {
   const t = setup({ id: "stored", resumeUrl: RESUME_URL, seq: 41 });
   t.shard.start();
   assert.equal(t.last().url, `${RESUME_URL}/?v=10&encoding=json`);
