@@ -59,7 +59,7 @@ export interface ShardOptions {
   sink: DispatchSink;
   logger: Logger;
   /** Called once when Discord closes with a code that forbids reconnecting. */
-  onFatal: (shard: number, code: number, reason: string, exitCode: number) => void;
+  onFatal: (shard: number, code: number, reason: string) => void;
   /** Called when a session starts or resumes, and when it is lost (null). */
   onSession?: (shard: number, session: ResumableSession | null) => void;
   session?: ResumableSession | null;
@@ -410,7 +410,7 @@ export class Shard {
           code: effect.code,
           reason: effect.reason,
         });
-        this.#o.onFatal(this.id, effect.code, effect.reason, effect.exitCode);
+        this.#o.onFatal(this.id, effect.code, effect.reason);
         break;
       case "log":
         this.#log[effect.level === "warning" ? "warn" : effect.level]("shard {shard}: {message}", {

@@ -27,7 +27,7 @@ export type ShardState =
   | { kind: "resuming"; attempt: number; session: SessionInfo }
   | { kind: "ready"; session: SessionInfo }
   | { kind: "waiting"; attempt: number; session: SessionInfo | null; reason: string }
-  | { kind: "fatal"; code: number; reason: string; exitCode: number }
+  | { kind: "fatal"; code: number; reason: string }
   | { kind: "stopped" };
 
 export type ShardInput =
@@ -75,7 +75,7 @@ export type ShardEffect =
   /** The session is gone (op 9 false, a close code meaning "new session"): consumers may have a gap. */
   | { type: "session_lost"; session: SessionInfo; reason: string }
   | { type: "schedule_retry"; kind: RetryKind; attempt: number }
-  | { type: "fatal"; code: number; reason: string; exitCode: number }
+  | { type: "fatal"; code: number; reason: string }
   | { type: "log"; level: "info" | "warning" | "error"; message: string };
 
 export interface Transition {
@@ -273,12 +273,11 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
       const reason = `closed by Discord with ${input.code} (${rule.meaning})` +
         (input.reason ? `: ${input.reason}` : "");
       if (rule.action === "fatal") {
-        const exitCode = rule.exitCode ?? 1;
         return {
-          state: { kind: "fatal", code: input.code, reason: rule.meaning, exitCode },
+          state: { kind: "fatal", code: input.code, reason: rule.meaning },
           effects: [
             { type: "disconnect", code: 4000 },
-            { type: "fatal", code: input.code, reason: rule.meaning, exitCode },
+            { type: "fatal", code: input.code, reason: rule.meaning },
           ],
         };
       }

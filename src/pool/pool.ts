@@ -18,7 +18,6 @@ export interface PoolFailure {
   shard: number;
   code: number;
   reason: string;
-  exitCode: number;
 }
 
 export class Pool {
@@ -50,7 +49,7 @@ export class Pool {
         logger: options.logger,
         session: options.sessions?.get(id) ?? null,
         onSession: options.onSession,
-        onFatal: (shard, code, reason, exitCode) => this.#fail({ shard, code, reason, exitCode }),
+        onFatal: (shard, code, reason) => this.#fail({ shard, code, reason }),
         clock: options.clock,
         random: options.random,
         connectTimeoutMs: options.connectTimeoutMs,
