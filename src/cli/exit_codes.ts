@@ -19,6 +19,6 @@ export const FATAL_CLOSE_EXIT_CODES: Readonly<Record<number, number>> = {
 };
 
 /** The process exit code for a fatal close `code`: 1 (unexpected failure) for one not in the table. */
-export function exitCodeForClose(code: number): number {
+export function closeExitCode(code: number): number {
   return FATAL_CLOSE_EXIT_CODES[code] ?? 1;
 }

@@ -26,7 +26,7 @@ import { StdoutSink } from "../sinks/stdout.ts";
 import { systemClock } from "../util/clock.ts";
 import { captureConsole, logger, setupLogging } from "../util/log.ts";
 import { ExitError } from "./errors.ts";
-import { exitCodeForClose } from "./exit_codes.ts";
+import { closeExitCode } from "./exit_codes.ts";
 import { ControlServer, listenerUrl } from "../control/server.ts";
 import { GatewayStats } from "../control/stats.ts";
 import type { GatewayView } from "../control/status.ts";
@@ -530,7 +530,7 @@ async function runWithStore(
     );
     if (outcome.kind !== "fatal") throw new ExitError(6, "", { logged: true });
   }
-  if (outcome.kind === "fatal") throw new ExitError(exitCodeForClose(outcome.failure.code), "", { logged: true });
+  if (outcome.kind === "fatal") throw new ExitError(closeExitCode(outcome.failure.code), "", { logged: true });
   if (outcome.kind === "store") throw new ExitError(6, "", { logged: true });
   return 0;
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { exitCodeForClose } from "../../src/cli/exit_codes.ts";
+import { closeExitCode } from "../../src/cli/exit_codes.ts";
 import { CLOSE_CODES } from "../../src/gateway/close_codes.ts";
 
 // The README's exit-code table: 3 token, 4 intents, 5 shard layout, 2 configuration (API version).
@@ -14,7 +14,7 @@ const EXPECTED: Array<[number, number]> = [
 
 for (const [code, exitCode] of EXPECTED) {
   Deno.test(`fatal close ${code} exits with ${exitCode}`, () => {
-    assert.equal(exitCodeForClose(code), exitCode);
+    assert.equal(closeExitCode(code), exitCode);
   });
 }
 
@@ -26,5 +26,5 @@ Deno.test("every close code the gateway treats as fatal has its own exit code, a
 });
 
 Deno.test("a close code without an exit code of its own exits with 1", () => {
-  for (const code of [1000, 1006, 4000, 4003, 4999]) assert.equal(exitCodeForClose(code), 1, String(code));
+  for (const code of [1000, 1006, 4000, 4003, 4999]) assert.equal(closeExitCode(code), 1, String(code));
 });
