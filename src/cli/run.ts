@@ -530,7 +530,9 @@ async function runWithStore(
     );
     if (outcome.kind !== "fatal") throw new ExitError(6, "", { logged: true });
   }
-  if (outcome.kind === "fatal") throw new ExitError(closeExitCode(outcome.failure.code), "", { logged: true });
+  if (outcome.kind === "fatal") {
+    throw new ExitError(closeExitCode(outcome.failure.code), "", { logged: true });
+  }
   if (outcome.kind === "store") throw new ExitError(6, "", { logged: true });
   return 0;
 }
