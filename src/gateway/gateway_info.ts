@@ -9,7 +9,7 @@ import type { Logger } from "../util/log.ts";
 import type { Secret } from "../util/secret.ts";
 import type { GatewayBotInfo } from "./protocol.ts";
 import { VERSION } from "../version.ts";
-import { isGatewayUrl } from "./shard.ts";
+import { isGatewayUrl } from "./gateway_url.ts";
 import { explainConnectError } from "./ws_client.ts";
 
 /** Discord refused the token (401 here, close 4004 on the gateway): exit code 3. */

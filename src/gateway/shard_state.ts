@@ -4,15 +4,18 @@
  * and the timers, turns what happens into inputs and carries out the effects; every protocol decision
  * (resume or identify, which URL, when to give up) is made here, where it is tested without a socket.
  *
- * Sequence numbers are not in the state: they change on every dispatch, so the driver keeps the
- * highest one seen (and resets it on READY) and fills it in when it sends a heartbeat or a RESUME.
+ * A session's sequence number is part of its state (`Session.seq`): READY sets it, a lost session takes
+ * it along. It changes on every dispatch, so that one change is made in place (`advanceSeq`), not by a
+ * transition: the hot path allocates nothing for it.
  */
 import { closeRule } from "./close_codes.ts";
 
-/** What a RESUME needs besides the sequence number. */
+/** What a RESUME needs: the session, where to resume it, and the last event handed over. */
 export interface SessionInfo {
   id: string;
   resumeUrl: string;
+  /** Highest sequence number handed over in this session; 0 = none yet. */
+  seq: number;
 }
 
 /**
@@ -35,7 +38,8 @@ export type ShardInput =
   | { type: "socket_open" }
   | { type: "hello"; heartbeatInterval: number }
   | { type: "identify_granted" }
-  | { type: "ready"; sessionId: string; resumeUrl: string }
+  /** `seq`: what the session counts as handed over before the READY itself is (its seq − 1). */
+  | { type: "ready"; sessionId: string; resumeUrl: string; seq: number }
   | { type: "resumed" }
   /** A heartbeat is due; `alive` = some frame arrived since the previous beat (or this is the first). */
   | { type: "heartbeat_due"; alive: boolean }
@@ -70,11 +74,12 @@ export type ShardEffect =
   | { type: "send_heartbeat" }
   | { type: "request_identify" }
   | { type: "send_identify" }
-  | { type: "send_resume" }
+  | { type: "send_resume"; session: SessionInfo }
   | { type: "session_established"; session: SessionInfo; resumed: boolean }
   /** The session is gone (op 9 false, a close code meaning "new session"): consumers may have a gap. */
   | { type: "session_lost"; session: SessionInfo; reason: string }
-  | { type: "schedule_retry"; kind: RetryKind; attempt: number }
+  /** `label`: a short stable name of the cause, for metrics (`zombie`, `op7`, `close_4000`, …). */
+  | { type: "schedule_retry"; kind: RetryKind; attempt: number; label: string }
   | { type: "fatal"; code: number; reason: string }
   | { type: "log"; level: "info" | "warning" | "error"; message: string };
 
@@ -140,9 +145,46 @@ function nextAttempt(state: ShardState): number {
   }
 }
 
+/**
+ * Moves the session's seq forward to `s` (a dispatch was handed over). In place: the one change of the
+ * state made outside `transition`, on every event.
+ */
+export function advanceSeq(state: ShardState, s: number): void {
+  const session = sessionOf(state);
+  if (session !== null && s > session.seq) session.seq = s;
+}
+
+/** The session's seq, 0 when there is none. */
+export function seqOf(state: ShardState): number {
+  return sessionOf(state)?.seq ?? 0;
+}
+
+/** A short, stable label for what made a shard reconnect (a metric label: few distinct values). */
+export function reconnectLabel(input: ShardInput | null): string {
+  switch (input?.type) {
+    case "heartbeat_due":
+      return "zombie";
+    case "reconnect_requested":
+      return input.by === "operator" ? "operator" : "op7";
+    case "invalid_session":
+      return input.resumable ? "op9_resumable" : "op9";
+    case "socket_closed":
+      return input.code === 1006 ? "dropped" : `close_${input.code}`;
+    case "connect_timeout":
+      return "connect_timeout";
+    case "bad_stream":
+      return "bad_stream";
+    case "protocol_error":
+      return input.label;
+    default:
+      return input?.type ?? "unknown";
+  }
+}
+
 /** Ends the current connection and waits to reconnect, keeping or dropping the session. */
 function reconnect(
   state: ShardState,
+  input: ShardInput,
   options: { code: number; keepSession: boolean; kind: RetryKind; reason: string; lostReason?: string },
 ): Transition {
   const session = sessionOf(state);
@@ -154,7 +196,7 @@ function reconnect(
   const kept = options.keepSession ? session : null;
   // A connection that was live retries at once; failures back off.
   const kind: RetryKind = options.kind === "immediate" && attempt > 0 ? "backoff" : options.kind;
-  effects.push({ type: "schedule_retry", kind, attempt });
+  effects.push({ type: "schedule_retry", kind, attempt, label: reconnectLabel(input) });
   return { state: { kind: "waiting", attempt, session: kept, reason: options.reason }, effects };
 }
 
@@ -192,7 +234,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
       if (state.session !== null) {
         return {
           state: { kind: "resuming", attempt: state.attempt, session: state.session },
-          effects: [beat, { type: "send_resume" }],
+          effects: [beat, { type: "send_resume", session: state.session }],
         };
       }
       return {
@@ -207,7 +249,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
 
     case "ready": {
       if (state.kind !== "identifying") return same(state);
-      const session = { id: input.sessionId, resumeUrl: input.resumeUrl };
+      const session = { id: input.sessionId, resumeUrl: input.resumeUrl, seq: input.seq };
       return {
         state: { kind: "ready", session },
         effects: [{ type: "session_established", session, resumed: false }],
@@ -224,7 +266,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
     case "heartbeat_due":
       if (!isConnected(state)) return same(state);
       if (input.alive) return { state, effects: [{ type: "send_heartbeat" }] };
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: true,
         kind: "immediate",
@@ -245,7 +287,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
         };
       }
       if (!isConnected(state) && state.kind !== "connecting") return same(state);
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: true,
         kind: "immediate",
@@ -258,7 +300,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
       if (!isConnected(state)) return same(state);
       const session = sessionOf(state);
       const resumable = input.resumable && session !== null;
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: resumable,
         kind: "invalid_session",
@@ -284,14 +326,14 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
       if (state.kind === "connecting") {
         // Nothing came from Discord yet: the connection could not be made (often a local problem:
         // DNS, a firewall, a proxy, an untrusted certificate), so say what failed, not "closed by".
-        return reconnect(state, {
+        return reconnect(state, input, {
           code: 4000,
           keepSession: true,
           kind: "backoff",
           reason: `cannot connect: ${input.reason || rule.meaning}`,
         });
       }
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: rule.action === "resume",
         kind: "immediate",
@@ -302,7 +344,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
 
     case "connect_timeout":
       if (state.kind !== "connecting" && state.kind !== "handshaking") return same(state);
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: true,
         kind: "backoff",
@@ -311,13 +353,18 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
 
     case "bad_stream":
       if (!isConnected(state)) return same(state);
-      return reconnect(state, { code: 4000, keepSession: true, kind: "immediate", reason: input.reason });
+      return reconnect(state, input, {
+        code: 4000,
+        keepSession: true,
+        kind: "immediate",
+        reason: input.reason,
+      });
 
     case "protocol_error":
       if (!isConnected(state)) return same(state);
       // Always a backoff (at least 0.5–1 s), even from a live connection: a peer that keeps sending the
       // same bad frame must not make the shard reconnect in a tight loop.
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: !input.newSession,
         kind: "backoff",

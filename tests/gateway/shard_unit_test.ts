@@ -161,7 +161,7 @@ Deno.test("shard unit: HELLO → IDENTIFY (after the identify queue's grant), RE
   assert.deepEqual(t.identifies, [0], "the identify queue is told when IDENTIFY is written");
   assert.equal(t.shard.state.kind, "identifying");
   t.last().dispatch("READY", 1, { session_id: "abc", resume_gateway_url: RESUME_URL });
-  assert.deepEqual(t.shard.state, { kind: "ready", session: { id: "abc", resumeUrl: RESUME_URL } });
+  assert.deepEqual(t.shard.state, { kind: "ready", session: { id: "abc", resumeUrl: RESUME_URL, seq: 1 } });
   assert.deepEqual(t.sessions, [{ resumed: false, reason: "identify" }]);
   assert.deepEqual(t.sink.events, [{ t: "READY", s: 1 }]);
 });
