@@ -1,5 +1,5 @@
 /**
- * GET /gateway/bot (protocol doc §1): the WebSocket URL, the recommended shard count and the
+ * GET /gateway/bot (docs/protocol.md §1): the WebSocket URL, the recommended shard count and the
  * identify budget. Retried with capped, jittered backoff on network errors, 5xx and 429 (honouring
  * `retry_after`), because a flat retry loop against a failing API is how bots get Cloudflare-banned.
  * A 401 means the token is wrong: no retry.
