@@ -4,7 +4,7 @@
  * and the timers, turns what happens into inputs and carries out the effects; every protocol decision
  * (resume or identify, which URL, when to give up) is made here, where it is tested without a socket.
  *
- * A session's sequence number is part of its state (`Session.seq`): READY sets it, a lost session takes
+ * A session's sequence number is part of its state (`SessionInfo.seq`): READY sets it, a lost session takes
  * it along. It changes on every dispatch, so that one change is made in place (`advanceSeq`), not by a
  * transition: the hot path allocates nothing for it.
  */
@@ -21,6 +21,11 @@ export interface SessionInfo {
 /**
  * `attempt` counts failed connections since the last READY or RESUMED; it drives the backoff and,
  * after RESUME_URL_ATTEMPTS failures, the fallback from the resume URL to the main gateway URL.
+ * `identifying.sent` is where an IDENTIFY stands: false while the identify queue has not granted it,
+ * true once it is queued to be written (the queue entry itself tells the identify queue when it goes
+ * out). There is no session while identifying: READY makes one.
+ * `fatal` says which close code stopped the shard and what it means; what the process does about it
+ * (its exit code) is the CLI's business (`src/cli/exit_codes.ts`).
  */
 export type ShardState =
   | { kind: "idle"; session: SessionInfo | null }
