@@ -27,6 +27,7 @@ import {
 import type { ShardOptions, ShardStatus } from "./shard_types.ts";
 import { WS_OPEN } from "./ws_client.ts";
 
+// What other modules take from here, now kept in the shard's parts.
 export type {
   DispatchSink,
   ResumableSession,
@@ -34,10 +35,8 @@ export type {
   ShardOptions,
   ShardStatus,
 } from "./shard_types.ts";
-export { gatewayConnectUrl, isGatewayUrl } from "./gateway_url.ts";
+export { isGatewayUrl } from "./gateway_url.ts";
 export { reconnectLabel } from "./shard_state.ts";
-export { HEARTBEAT_INTERVAL_RANGE, PROTOCOL_ERRORS_BEFORE_NEW_SESSION } from "./shard_receiver.ts";
-export { MAX_QUEUED_COMMANDS } from "./send_queue.ts";
 
 const encoder = new TextEncoder();
 const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
