@@ -295,8 +295,11 @@ Deno.test("shard unit: op 9 not resumable → session lost, IDENTIFY on the main
 Deno.test("shard unit: close code 4004 → fatal with the close code, never reconnects", async () => {
   const t = await ready();
   t.last().closeFromServer(4004, "Authentication failed.");
-  assert.equal(t.shard.state.kind, "fatal");
-  assert.equal((t.shard.state as { code: number }).code, 4004);
+  assert.deepEqual(t.shard.state, {
+    kind: "fatal",
+    code: 4004,
+    reason: "authentication failed: Discord rejected the token",
+  });
   assert.deepEqual(t.fatal, [{ code: 4004, reason: "authentication failed: Discord rejected the token" }]);
   await t.clock.advance(120_000);
   assert.equal(t.sockets.length, 1, "a fatal close is not retried");
@@ -333,4 +336,53 @@ Deno.test("shard unit: a stored session RESUMEs on its resume URL at its seq", (
   t.last().dispatch("RESUMED", 43);
   assert.deepEqual(t.sink.events.map((e) => e.s), [42, 43]);
   assert.deepEqual(t.sessions, [{ resumed: true, reason: "restart" }]);
+});
+
+Deno.test("shard unit: no HELLO within the connect timeout → drop the socket, back off, connect again", async () => {
+  const t = setup();
+  t.shard.start();
+  t.last().open();
+  await t.clock.advance(15_000 - 1);
+  assert.equal(t.shard.state.kind, "handshaking");
+  await t.clock.advance(1);
+  assert.equal(t.sockets[0].closedWith, 4000);
+  assert.deepEqual(t.reconnects, ["connect_timeout"]);
+  assert.equal(t.shard.status().waitingReason, "no HELLO before the connect timeout");
+  // attempt 1, random 0.5: 1000 × (0.5 + 0.25).
+  await t.clock.advance(749);
+  assert.equal(t.sockets.length, 1);
+  await t.clock.advance(1);
+  assert.equal(t.sockets.length, 2);
+  t.last().open();
+  t.last().hello(60_000);
+  await t.clock.advance(15_000);
+  assert.equal(t.sockets.length, 2, "after HELLO the connect timeout changes nothing");
+  assert.equal(t.shard.state.kind, "identifying");
+});
+
+Deno.test("shard unit: commands wait for a live session and go out after IDENTIFY", async () => {
+  const t = setup();
+  const sent: number[] = [];
+  assert.equal(t.shard.send(3, { status: "idle" }, () => sent.push(1)), null);
+  t.shard.start();
+  t.last().open();
+  t.last().hello();
+  await t.clock.advance(0);
+  assert.deepEqual(t.last().ops(3), [], "not before the session is live");
+  assert.equal(t.shard.status().queuedCommands, 1);
+  t.last().dispatch("READY", 1, { session_id: "abc", resume_gateway_url: RESUME_URL });
+  assert.deepEqual(t.last().sent.map((m) => m.op), [2, 3]);
+  assert.deepEqual(sent, [1]);
+  assert.equal(t.shard.status().queuedCommands, 0);
+});
+
+Deno.test("shard unit: stop closes with the code given and nothing reconnects", async () => {
+  const t = await ready();
+  assert.equal(await t.shard.stop(4000), "clean");
+  assert.equal(t.sockets[0].closedWith, 4000);
+  assert.equal(t.shard.state.kind, "stopped");
+  await t.clock.advance(60_000);
+  assert.equal(t.sockets.length, 1);
+  assert.equal(t.last().ops(1).length, 0, "no heartbeat after the stop");
+  assert.equal(t.clock.pending, 0, "no timer left behind");
 });
