@@ -15,7 +15,7 @@
  * and the close handshake are handled; extensions (permessage-deflate) are never offered.
  */
 import { yieldIfBusy } from "../util/cooperate.ts";
-import { explainConnectError, frame, handshake } from "./ws_wire.ts";
+import { explainConnectError, Fragments, frame, handshake } from "./ws_wire.ts";
 
 export { explainConnectError, WsError } from "./ws_wire.ts";
 
@@ -59,10 +59,8 @@ export class WsClient {
   #closed: Promise<void>;
   #resolveClosed!: () => void;
   #writes: Promise<void> = Promise.resolve();
-  /** Fragments of a message sent in several frames. */
-  #fragments: Uint8Array[] = [];
-  #fragmentsLength = 0;
-  #fragmentText = false;
+  /** A message sent in several frames, while it arrives. */
+  readonly #fragments = new Fragments();
   /** Bytes read so far (for metrics). */
   bytesRead = 0;
   /** While set, the read loop waits here before reading more (flow control). */
@@ -190,7 +188,7 @@ export class WsClient {
       // already closed
     }
     this.#conn = null;
-    this.#fragments = [];
+    this.#fragments.clear();
     this.resume();
     this.#resolveClosed();
   }
@@ -355,34 +353,21 @@ export class WsClient {
     switch (opcode) {
       case 0x1:
       case 0x2:
-        if (this.#fragments.length > 0) {
-          return this.#protocolError("a new message began inside a fragmented one");
-        }
+        if (this.#fragments.open) return this.#protocolError("a new message began inside a fragmented one");
         if (fin) {
           if (this.#state === WS_OPEN) this.#handlers.onMessage(payload, opcode === 0x1);
-        } else {
-          this.#fragments.push(payload.slice());
-          this.#fragmentsLength = payload.length;
-          this.#fragmentText = opcode === 0x1;
-        }
+        } else this.#fragments.begin(payload, opcode === 0x1);
         return true;
       case 0x0: {
-        if (this.#fragments.length === 0) {
-          return this.#protocolError("a continuation frame without a message");
-        }
-        this.#fragmentsLength += payload.length;
-        if (this.#fragmentsLength > this.#maxMessage) return this.#tooBig(this.#fragmentsLength);
-        this.#fragments.push(payload.slice());
+        const fragments = this.#fragments;
+        if (!fragments.open) return this.#protocolError("a continuation frame without a message");
+        const length = fragments.length + payload.length;
+        if (length > this.#maxMessage) return this.#tooBig(length);
+        fragments.add(payload);
         if (fin) {
-          const whole = new Uint8Array(this.#fragmentsLength);
-          let at = 0;
-          for (const part of this.#fragments) {
-            whole.set(part, at);
-            at += part.length;
-          }
-          this.#fragments = [];
-          this.#fragmentsLength = 0;
-          if (this.#state === WS_OPEN) this.#handlers.onMessage(whole, this.#fragmentText);
+          const text = fragments.text;
+          const whole = fragments.take();
+          if (this.#state === WS_OPEN) this.#handlers.onMessage(whole, text);
         }
         return true;
       }

@@ -111,3 +111,49 @@ function headerEnd(b: Uint8Array, length: number): number {
   }
   return -1;
 }
+
+/** A message that arrives in several frames, while it is put together (copies: frames are views). */
+export class Fragments {
+  #parts: Uint8Array[] = [];
+  #length = 0;
+  /** Whether the message is text (its first frame's opcode says). */
+  text = false;
+
+  /** A message has begun and not ended. */
+  get open(): boolean {
+    return this.#parts.length > 0;
+  }
+
+  /** Bytes so far. */
+  get length(): number {
+    return this.#length;
+  }
+
+  begin(payload: Uint8Array, text: boolean): void {
+    this.#parts = [payload.slice()];
+    this.#length = payload.length;
+    this.text = text;
+  }
+
+  add(payload: Uint8Array): void {
+    this.#parts.push(payload.slice());
+    this.#length += payload.length;
+  }
+
+  /** The whole message; the next one starts afresh. */
+  take(): Uint8Array {
+    const whole = new Uint8Array(this.#length);
+    let at = 0;
+    for (const part of this.#parts) {
+      whole.set(part, at);
+      at += part.length;
+    }
+    this.clear();
+    return whole;
+  }
+
+  clear(): void {
+    this.#parts = [];
+    this.#length = 0;
+  }
+}
