@@ -8,6 +8,7 @@
  * it along. It changes on every dispatch, so that one change is made in place (`advanceSeq`), not by a
  * transition: the hot path allocates nothing for it.
  */
+import { type Backoff, backoffDelay } from "../util/backoff.ts";
 import { closeRule } from "./close_codes.ts";
 
 /** What a RESUME needs: the session, where to resume it, and the last event handed over. */
@@ -99,6 +100,9 @@ export interface ShardContext {
   mainUrl: string;
 }
 
+/** Reconnect backoff: 1 s doubling up to 60 s, each delay between half and all of its ceiling. */
+export const RECONNECT_BACKOFF: Backoff = { baseMs: 1000, maxMs: 60_000, jitter: 0.5 };
+
 /** Failed connects to the resume URL before falling back to the main gateway URL. */
 export const RESUME_URL_ATTEMPTS = 3;
 
@@ -115,8 +119,8 @@ export function connectUrl(session: SessionInfo | null, attempt: number, ctx: Sh
 export function retryDelay(kind: RetryKind, attempt: number, random: number): number {
   if (kind === "invalid_session") return Math.round(1000 + random * 4000);
   if (kind === "immediate" && attempt === 0) return 0;
-  const ceiling = Math.min(60_000, 1000 * 2 ** Math.max(0, attempt - 1));
-  return Math.round(ceiling * (0.5 + random * 0.5));
+  // A backoff from a live connection (attempt 0) waits as long as after the first failure.
+  return backoffDelay(RECONNECT_BACKOFF, Math.max(1, attempt), random);
 }
 
 const same = (state: ShardState): Transition => ({ state, effects: [] });
