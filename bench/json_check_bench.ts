@@ -17,7 +17,8 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { isValidJson, jsonProblem } from "../src/gateway/json_check.ts";
+import { isValidJson } from "../src/gateway/json_check.ts";
+import { jsonProblem } from "../src/gateway/json_problem.ts";
 import { guildCreatePayload, guildIdFor, trafficEvent } from "../tests/fake_discord/events.ts";
 
 const { values } = parseArgs({

@@ -27,6 +27,7 @@ import { Lifecycle } from "../util/lifecycle.ts";
 import { captureConsole, logger, setupLogging } from "../util/log.ts";
 import { loadRunConfig, type RunFlags } from "./config.ts";
 import { ExitError } from "./errors.ts";
+import { closeExitCode } from "./exit_codes.ts";
 import { fatalMessage } from "./fatal.ts";
 import { stopSignal } from "./stop_signal.ts";
 
@@ -328,7 +329,9 @@ async function runParts(
     );
     if (outcome.kind !== "fatal") throw new ExitError(6, "", { logged: true });
   }
-  if (outcome.kind === "fatal") throw new ExitError(outcome.failure.exitCode, "", { logged: true });
+  if (outcome.kind === "fatal") {
+    throw new ExitError(closeExitCode(outcome.failure.code), "", { logged: true });
+  }
   if (outcome.kind === "store") throw new ExitError(6, "", { logged: true });
   return 0;
 }

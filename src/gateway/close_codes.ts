@@ -1,7 +1,8 @@
 /**
- * What to do when the gateway closes a connection: one pure table (protocol doc §4), tested row by
+ * What to do when the gateway closes a connection: one pure table (docs/protocol.md §4), tested row by
  * row. "resume" keeps the session and RESUMEs on a new socket; "identify" drops the session and starts
- * a new one; "fatal" stops the process with `exitCode`, because reconnecting cannot help.
+ * a new one; "fatal" stops the shard for good, because reconnecting cannot help (the CLI turns the code
+ * into the process's exit code: `src/cli/exit_codes.ts`).
  */
 
 export type CloseAction = "resume" | "identify" | "fatal";
@@ -9,8 +10,6 @@ export type CloseAction = "resume" | "identify" | "fatal";
 export interface CloseRule {
   action: CloseAction;
   meaning: string;
-  /** Process exit code for fatal closes (DESIGN.md "Exit codes"). */
-  exitCode?: number;
 }
 
 export const CLOSE_CODES: Readonly<Record<number, CloseRule>> = {
@@ -18,16 +17,16 @@ export const CLOSE_CODES: Readonly<Record<number, CloseRule>> = {
   4001: { action: "resume", meaning: "unknown opcode or bad payload for an opcode" },
   4002: { action: "resume", meaning: "decode error (invalid or oversized payload)" },
   4003: { action: "identify", meaning: "not authenticated" },
-  4004: { action: "fatal", meaning: "authentication failed: Discord rejected the token", exitCode: 3 },
+  4004: { action: "fatal", meaning: "authentication failed: Discord rejected the token" },
   4005: { action: "resume", meaning: "already authenticated" },
   4007: { action: "identify", meaning: "invalid seq in RESUME" },
   4008: { action: "resume", meaning: "rate limited (too many sends)" },
   4009: { action: "identify", meaning: "session timed out" },
-  4010: { action: "fatal", meaning: "invalid shard", exitCode: 5 },
-  4011: { action: "fatal", meaning: "sharding required: too many guilds for this shard count", exitCode: 5 },
-  4012: { action: "fatal", meaning: "invalid API version", exitCode: 2 },
-  4013: { action: "fatal", meaning: "invalid intents", exitCode: 4 },
-  4014: { action: "fatal", meaning: "disallowed intents", exitCode: 4 },
+  4010: { action: "fatal", meaning: "invalid shard" },
+  4011: { action: "fatal", meaning: "sharding required: too many guilds for this shard count" },
+  4012: { action: "fatal", meaning: "invalid API version" },
+  4013: { action: "fatal", meaning: "invalid intents" },
+  4014: { action: "fatal", meaning: "disallowed intents" },
 };
 
 /**

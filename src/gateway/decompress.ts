@@ -1,5 +1,5 @@
 /**
- * Transport decompression for one gateway connection (protocol doc §6).
+ * Transport decompression for one gateway connection (docs/protocol.md §6).
  *
  * Both codecs keep ONE context for the whole connection (messages back-reference earlier ones) and
  * run synchronously per WebSocket message: Deno's `WebSocket` reads the next frame only after the

@@ -1,5 +1,5 @@
 /**
- * GET /gateway/bot (protocol doc §1): the WebSocket URL, the recommended shard count and the
+ * GET /gateway/bot (docs/protocol.md §1): the WebSocket URL, the recommended shard count and the
  * identify budget. Retried with capped, jittered backoff on network errors, 5xx and 429 (honouring
  * `retry_after`), because a flat retry loop against a failing API is how bots get Cloudflare-banned.
  * A 401 means the token is wrong: no retry.
@@ -9,7 +9,7 @@ import type { Logger } from "../util/log.ts";
 import type { Secret } from "../util/secret.ts";
 import type { GatewayBotInfo } from "./protocol.ts";
 import { VERSION } from "../version.ts";
-import { isGatewayUrl } from "./shard.ts";
+import { isGatewayUrl } from "./gateway_url.ts";
 import { explainConnectError } from "./ws_client.ts";
 
 /** Discord refused the token (401 here, close 4004 on the gateway): exit code 3. */

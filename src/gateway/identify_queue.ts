@@ -1,5 +1,5 @@
 /**
- * Who may IDENTIFY when (protocol doc §5). Shards share buckets keyed `shard_id % max_concurrency`;
+ * Who may IDENTIFY when (docs/protocol.md §5). Shards share buckets keyed `shard_id % max_concurrency`;
  * each bucket lets one IDENTIFY through per 5 s and buckets run in parallel, so shards 0…mc−1 start
  * together, then mc…2mc−1, and so on. The daily `session_start_limit` is respected: when only
  * `reserve` identifies are left, every bucket waits for `reset_after` and says why, because running

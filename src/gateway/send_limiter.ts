@@ -1,5 +1,5 @@
 /**
- * Gateway send budget for one connection (protocol doc §5): at most `limit` payloads in any window of
+ * Gateway send budget for one connection (docs/protocol.md §5): at most `limit` payloads in any window of
  * `windowMs` (a sliding-window log, so bursts at a window boundary cannot double the rate). Slots are
  * reserved for heartbeats, IDENTIFY and RESUME ("priority" sends): other sends — the bot's commands —
  * may use only `limit - reserve`, and wait when that is spent instead of being dropped.

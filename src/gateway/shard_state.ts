@@ -4,20 +4,29 @@
  * and the timers, turns what happens into inputs and carries out the effects; every protocol decision
  * (resume or identify, which URL, when to give up) is made here, where it is tested without a socket.
  *
- * Sequence numbers are not in the state: they change on every dispatch, so the driver keeps the
- * highest one seen (and resets it on READY) and fills it in when it sends a heartbeat or a RESUME.
+ * A session's sequence number is part of its state (`SessionInfo.seq`): READY sets it, a lost session takes
+ * it along. It changes on every dispatch, so that one change is made in place (`advanceSeq`), not by a
+ * transition: the hot path allocates nothing for it.
  */
+import { type Backoff, backoffDelay } from "../util/backoff.ts";
 import { closeRule } from "./close_codes.ts";
 
-/** What a RESUME needs besides the sequence number. */
+/** What a RESUME needs: the session, where to resume it, and the last event handed over. */
 export interface SessionInfo {
   id: string;
   resumeUrl: string;
+  /** Highest sequence number handed over in this session; 0 = none yet. */
+  seq: number;
 }
 
 /**
  * `attempt` counts failed connections since the last READY or RESUMED; it drives the backoff and,
  * after RESUME_URL_ATTEMPTS failures, the fallback from the resume URL to the main gateway URL.
+ * `identifying.sent` is where an IDENTIFY stands: false while the identify queue has not granted it,
+ * true once it is queued to be written (the queue entry itself tells the identify queue when it goes
+ * out). There is no session while identifying: READY makes one.
+ * `fatal` says which close code stopped the shard and what it means; what the process does about it
+ * (its exit code) is the CLI's business (`src/cli/exit_codes.ts`).
  */
 export type ShardState =
   | { kind: "idle"; session: SessionInfo | null }
@@ -27,7 +36,7 @@ export type ShardState =
   | { kind: "resuming"; attempt: number; session: SessionInfo }
   | { kind: "ready"; session: SessionInfo }
   | { kind: "waiting"; attempt: number; session: SessionInfo | null; reason: string }
-  | { kind: "fatal"; code: number; reason: string; exitCode: number }
+  | { kind: "fatal"; code: number; reason: string }
   | { kind: "stopped" };
 
 export type ShardInput =
@@ -35,7 +44,8 @@ export type ShardInput =
   | { type: "socket_open" }
   | { type: "hello"; heartbeatInterval: number }
   | { type: "identify_granted" }
-  | { type: "ready"; sessionId: string; resumeUrl: string }
+  /** `seq`: what the session counts as handed over before the READY itself is (its seq − 1). */
+  | { type: "ready"; sessionId: string; resumeUrl: string; seq: number }
   | { type: "resumed" }
   /** A heartbeat is due; `alive` = some frame arrived since the previous beat (or this is the first). */
   | { type: "heartbeat_due"; alive: boolean }
@@ -70,12 +80,13 @@ export type ShardEffect =
   | { type: "send_heartbeat" }
   | { type: "request_identify" }
   | { type: "send_identify" }
-  | { type: "send_resume" }
+  | { type: "send_resume"; session: SessionInfo }
   | { type: "session_established"; session: SessionInfo; resumed: boolean }
   /** The session is gone (op 9 false, a close code meaning "new session"): consumers may have a gap. */
   | { type: "session_lost"; session: SessionInfo; reason: string }
-  | { type: "schedule_retry"; kind: RetryKind; attempt: number }
-  | { type: "fatal"; code: number; reason: string; exitCode: number }
+  /** `label`: a short stable name of the cause, for metrics (`zombie`, `op7`, `close_4000`, …). */
+  | { type: "schedule_retry"; kind: RetryKind; attempt: number; label: string }
+  | { type: "fatal"; code: number; reason: string }
   | { type: "log"; level: "info" | "warning" | "error"; message: string };
 
 export interface Transition {
@@ -88,6 +99,9 @@ export interface ShardContext {
   /** The main gateway URL from GET /gateway/bot. */
   mainUrl: string;
 }
+
+/** Reconnect backoff: 1 s doubling up to 60 s, each delay between half and all of its ceiling. */
+export const RECONNECT_BACKOFF: Backoff = { baseMs: 1000, maxMs: 60_000, jitter: 0.5 };
 
 /** Failed connects to the resume URL before falling back to the main gateway URL. */
 export const RESUME_URL_ATTEMPTS = 3;
@@ -105,8 +119,8 @@ export function connectUrl(session: SessionInfo | null, attempt: number, ctx: Sh
 export function retryDelay(kind: RetryKind, attempt: number, random: number): number {
   if (kind === "invalid_session") return Math.round(1000 + random * 4000);
   if (kind === "immediate" && attempt === 0) return 0;
-  const ceiling = Math.min(60_000, 1000 * 2 ** Math.max(0, attempt - 1));
-  return Math.round(ceiling * (0.5 + random * 0.5));
+  // A backoff from a live connection (attempt 0) waits as long as after the first failure.
+  return backoffDelay(RECONNECT_BACKOFF, Math.max(1, attempt), random);
 }
 
 const same = (state: ShardState): Transition => ({ state, effects: [] });
@@ -140,9 +154,46 @@ function nextAttempt(state: ShardState): number {
   }
 }
 
+/**
+ * Moves the session's seq forward to `s` (a dispatch was handed over). In place: the one change of the
+ * state made outside `transition`, on every event.
+ */
+export function advanceSeq(state: ShardState, s: number): void {
+  const session = sessionOf(state);
+  if (session !== null && s > session.seq) session.seq = s;
+}
+
+/** The session's seq, 0 when there is none. */
+export function seqOf(state: ShardState): number {
+  return sessionOf(state)?.seq ?? 0;
+}
+
+/** A short, stable label for what made a shard reconnect (a metric label: few distinct values). */
+export function reconnectLabel(input: ShardInput | null): string {
+  switch (input?.type) {
+    case "heartbeat_due":
+      return "zombie";
+    case "reconnect_requested":
+      return input.by === "operator" ? "operator" : "op7";
+    case "invalid_session":
+      return input.resumable ? "op9_resumable" : "op9";
+    case "socket_closed":
+      return input.code === 1006 ? "dropped" : `close_${input.code}`;
+    case "connect_timeout":
+      return "connect_timeout";
+    case "bad_stream":
+      return "bad_stream";
+    case "protocol_error":
+      return input.label;
+    default:
+      return input?.type ?? "unknown";
+  }
+}
+
 /** Ends the current connection and waits to reconnect, keeping or dropping the session. */
 function reconnect(
   state: ShardState,
+  input: ShardInput,
   options: { code: number; keepSession: boolean; kind: RetryKind; reason: string; lostReason?: string },
 ): Transition {
   const session = sessionOf(state);
@@ -154,7 +205,7 @@ function reconnect(
   const kept = options.keepSession ? session : null;
   // A connection that was live retries at once; failures back off.
   const kind: RetryKind = options.kind === "immediate" && attempt > 0 ? "backoff" : options.kind;
-  effects.push({ type: "schedule_retry", kind, attempt });
+  effects.push({ type: "schedule_retry", kind, attempt, label: reconnectLabel(input) });
   return { state: { kind: "waiting", attempt, session: kept, reason: options.reason }, effects };
 }
 
@@ -192,7 +243,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
       if (state.session !== null) {
         return {
           state: { kind: "resuming", attempt: state.attempt, session: state.session },
-          effects: [beat, { type: "send_resume" }],
+          effects: [beat, { type: "send_resume", session: state.session }],
         };
       }
       return {
@@ -207,7 +258,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
 
     case "ready": {
       if (state.kind !== "identifying") return same(state);
-      const session = { id: input.sessionId, resumeUrl: input.resumeUrl };
+      const session = { id: input.sessionId, resumeUrl: input.resumeUrl, seq: input.seq };
       return {
         state: { kind: "ready", session },
         effects: [{ type: "session_established", session, resumed: false }],
@@ -224,7 +275,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
     case "heartbeat_due":
       if (!isConnected(state)) return same(state);
       if (input.alive) return { state, effects: [{ type: "send_heartbeat" }] };
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: true,
         kind: "immediate",
@@ -245,7 +296,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
         };
       }
       if (!isConnected(state) && state.kind !== "connecting") return same(state);
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: true,
         kind: "immediate",
@@ -258,7 +309,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
       if (!isConnected(state)) return same(state);
       const session = sessionOf(state);
       const resumable = input.resumable && session !== null;
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: resumable,
         kind: "invalid_session",
@@ -273,26 +324,25 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
       const reason = `closed by Discord with ${input.code} (${rule.meaning})` +
         (input.reason ? `: ${input.reason}` : "");
       if (rule.action === "fatal") {
-        const exitCode = rule.exitCode ?? 1;
         return {
-          state: { kind: "fatal", code: input.code, reason: rule.meaning, exitCode },
+          state: { kind: "fatal", code: input.code, reason: rule.meaning },
           effects: [
             { type: "disconnect", code: 4000 },
-            { type: "fatal", code: input.code, reason: rule.meaning, exitCode },
+            { type: "fatal", code: input.code, reason: rule.meaning },
           ],
         };
       }
       if (state.kind === "connecting") {
         // Nothing came from Discord yet: the connection could not be made (often a local problem:
         // DNS, a firewall, a proxy, an untrusted certificate), so say what failed, not "closed by".
-        return reconnect(state, {
+        return reconnect(state, input, {
           code: 4000,
           keepSession: true,
           kind: "backoff",
           reason: `cannot connect: ${input.reason || rule.meaning}`,
         });
       }
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: rule.action === "resume",
         kind: "immediate",
@@ -303,7 +353,7 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
 
     case "connect_timeout":
       if (state.kind !== "connecting" && state.kind !== "handshaking") return same(state);
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: true,
         kind: "backoff",
@@ -312,13 +362,18 @@ export function transition(state: ShardState, input: ShardInput, ctx: ShardConte
 
     case "bad_stream":
       if (!isConnected(state)) return same(state);
-      return reconnect(state, { code: 4000, keepSession: true, kind: "immediate", reason: input.reason });
+      return reconnect(state, input, {
+        code: 4000,
+        keepSession: true,
+        kind: "immediate",
+        reason: input.reason,
+      });
 
     case "protocol_error":
       if (!isConnected(state)) return same(state);
       // Always a backoff (at least 0.5–1 s), even from a live connection: a peer that keeps sending the
       // same bad frame must not make the shard reconnect in a tight loop.
-      return reconnect(state, {
+      return reconnect(state, input, {
         code: 4000,
         keepSession: !input.newSession,
         kind: "backoff",

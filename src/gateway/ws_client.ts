@@ -14,8 +14,10 @@
  * Client frames are masked; server frames must not be. Text and binary messages, fragmentation, ping/pong
  * and the close handshake are handled; extensions (permessage-deflate) are never offered.
  */
-import { createHash } from "node:crypto";
 import { yieldIfBusy } from "../util/cooperate.ts";
+import { explainConnectError, Fragments, frame, handshake } from "./ws_wire.ts";
+
+export { explainConnectError, WsError } from "./ws_wire.ts";
 
 export interface WsHandlers {
   onOpen(): void;
@@ -36,17 +38,11 @@ export interface WsClientOptions {
 
 export const WS_CONNECTING = 0, WS_OPEN = 1, WS_CLOSING = 2, WS_CLOSED = 3;
 
-const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const MIN_BUFFER = 4 * 1024;
 const MAX_READ_BUFFER = 256 * 1024;
 const DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024;
-
-/** A handshake or protocol failure, reported through onClose(1006 / 1002, reason). */
-export class WsError extends Error {
-  override name = "WsError";
-}
 
 export class WsClient {
   readonly url: URL;
@@ -63,10 +59,8 @@ export class WsClient {
   #closed: Promise<void>;
   #resolveClosed!: () => void;
   #writes: Promise<void> = Promise.resolve();
-  /** Fragments of a message sent in several frames. */
-  #fragments: Uint8Array[] = [];
-  #fragmentsLength = 0;
-  #fragmentText = false;
+  /** A message sent in several frames, while it arrives. */
+  readonly #fragments = new Fragments();
   /** Bytes read so far (for metrics). */
   bytesRead = 0;
   /** While set, the read loop waits here before reading more (flow control). */
@@ -194,7 +188,7 @@ export class WsClient {
       // already closed
     }
     this.#conn = null;
-    this.#fragments = [];
+    this.#fragments.clear();
     this.resume();
     this.#resolveClosed();
   }
@@ -223,7 +217,7 @@ export class WsClient {
     }
     let rest: Uint8Array;
     try {
-      rest = await this.#handshake(conn, headers);
+      rest = await handshake(conn, this.url, headers);
     } catch (error) {
       if (!this.#aborted) this.#fail(1006, explainConnectError(url.host, (error as Error).message));
       return;
@@ -232,57 +226,6 @@ export class WsClient {
     this.#state = WS_OPEN;
     this.#handlers.onOpen();
     await this.#readLoop(conn, rest);
-  }
-
-  async #handshake(conn: Deno.Conn, headers: Record<string, string>): Promise<Uint8Array> {
-    const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
-    const target = `${this.url.pathname || "/"}${this.url.search}`;
-    let request = `GET ${target} HTTP/1.1\r\nHost: ${this.url.host}\r\nUpgrade: websocket\r\n` +
-      `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n`;
-    for (const [name, value] of Object.entries(headers)) request += `${name}: ${value}\r\n`;
-    request += "\r\n";
-    const bytes = encoder.encode(request);
-    let offset = 0;
-    while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
-
-    let buffer = new Uint8Array(4096);
-    let length = 0;
-    for (;;) {
-      if (length === buffer.length) {
-        if (buffer.length >= 64 * 1024) {
-          throw new WsError(`handshake with ${this.url.host}: response headers too large`);
-        }
-        const bigger = new Uint8Array(buffer.length * 2);
-        bigger.set(buffer);
-        buffer = bigger;
-      }
-      const n = await conn.read(buffer.subarray(length));
-      if (n === null) {
-        throw new WsError(`handshake with ${this.url.host}: connection closed before the response`);
-      }
-      length += n;
-      const end = headerEnd(buffer, length);
-      if (end < 0) continue;
-      const head = decoder.decode(buffer.subarray(0, end));
-      const [statusLine, ...lines] = head.split("\r\n");
-      const status = Number(statusLine.split(" ")[1]);
-      if (status !== 101) {
-        throw new WsError(`handshake with ${this.url.host}: HTTP ${status || statusLine} instead of 101`);
-      }
-      const fields = new Map<string, string>();
-      for (const line of lines) {
-        const colon = line.indexOf(":");
-        if (colon > 0) fields.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
-      }
-      const expected = createHash("sha1").update(key + GUID).digest("base64");
-      if (fields.get("sec-websocket-accept") !== expected) {
-        throw new WsError(`handshake with ${this.url.host}: wrong Sec-WebSocket-Accept`);
-      }
-      if (fields.get("upgrade")?.toLowerCase() !== "websocket") {
-        throw new WsError(`handshake with ${this.url.host}: no Upgrade: websocket`);
-      }
-      return buffer.slice(end + 4, length);
-    }
   }
 
   async #readLoop(conn: Deno.Conn, initial: Uint8Array): Promise<void> {
@@ -410,34 +353,21 @@ export class WsClient {
     switch (opcode) {
       case 0x1:
       case 0x2:
-        if (this.#fragments.length > 0) {
-          return this.#protocolError("a new message began inside a fragmented one");
-        }
+        if (this.#fragments.open) return this.#protocolError("a new message began inside a fragmented one");
         if (fin) {
           if (this.#state === WS_OPEN) this.#handlers.onMessage(payload, opcode === 0x1);
-        } else {
-          this.#fragments.push(payload.slice());
-          this.#fragmentsLength = payload.length;
-          this.#fragmentText = opcode === 0x1;
-        }
+        } else this.#fragments.begin(payload, opcode === 0x1);
         return true;
       case 0x0: {
-        if (this.#fragments.length === 0) {
-          return this.#protocolError("a continuation frame without a message");
-        }
-        this.#fragmentsLength += payload.length;
-        if (this.#fragmentsLength > this.#maxMessage) return this.#tooBig(this.#fragmentsLength);
-        this.#fragments.push(payload.slice());
+        const fragments = this.#fragments;
+        if (!fragments.open) return this.#protocolError("a continuation frame without a message");
+        const length = fragments.length + payload.length;
+        if (length > this.#maxMessage) return this.#tooBig(length);
+        fragments.add(payload);
         if (fin) {
-          const whole = new Uint8Array(this.#fragmentsLength);
-          let at = 0;
-          for (const part of this.#fragments) {
-            whole.set(part, at);
-            at += part.length;
-          }
-          this.#fragments = [];
-          this.#fragmentsLength = 0;
-          if (this.#state === WS_OPEN) this.#handlers.onMessage(whole, this.#fragmentText);
+          const text = fragments.text;
+          const whole = fragments.take();
+          if (this.#state === WS_OPEN) this.#handlers.onMessage(whole, text);
         }
         return true;
       }
@@ -478,44 +408,4 @@ export class WsClient {
     this.#fail(1009, `message of ${length} bytes exceeds the ${this.#maxMessage}-byte limit`);
     return false;
   }
-}
-
-/**
- * A connect failure in words an operator can act on. A refused certificate is this machine's problem
- * (missing CA certificates, a proxy that intercepts TLS), not Discord's, and retrying will not fix it.
- */
-export function explainConnectError(host: string, message: string): string {
-  if (/certificate|UnknownIssuer|CaUsedAsEndEntity|BadSignature|NotValidForName|Expired/i.test(message)) {
-    return `the TLS certificate of ${host} is not trusted on this machine (${message}): check its CA ` +
-      "certificates, or a proxy that intercepts TLS";
-  }
-  return message.startsWith("handshake with") ? message : `cannot connect to ${host}: ${message}`;
-}
-
-/** A masked client frame. */
-function frame(opcode: number, payload: Uint8Array): Uint8Array {
-  const n = payload.length;
-  const header = n < 126 ? 2 : n < 65536 ? 4 : 10;
-  const out = new Uint8Array(header + 4 + n);
-  out[0] = 0x80 | opcode;
-  if (n < 126) {
-    out[1] = 0x80 | n;
-  } else if (n < 65536) {
-    out[1] = 0x80 | 126;
-    out[2] = n >> 8;
-    out[3] = n & 0xff;
-  } else {
-    out[1] = 0x80 | 127;
-    new DataView(out.buffer).setBigUint64(2, BigInt(n));
-  }
-  const mask = crypto.getRandomValues(out.subarray(header, header + 4));
-  for (let i = 0; i < n; i++) out[header + 4 + i] = payload[i] ^ mask[i & 3];
-  return out;
-}
-
-function headerEnd(b: Uint8Array, length: number): number {
-  for (let i = 0; i + 3 < length; i++) {
-    if (b[i] === 13 && b[i + 1] === 10 && b[i + 2] === 13 && b[i + 3] === 10) return i;
-  }
-  return -1;
 }

@@ -4,7 +4,7 @@
  * the stored sessions, and touches nothing. Cluster mode and resharding replace this seam (a plan from
  * leases, a plan for a second shard count); the pool runs whatever plan it is given.
  */
-import { isGatewayUrl } from "../gateway/shard.ts";
+import { isGatewayUrl } from "../gateway/gateway_url.ts";
 
 /** A session as the store keeps it: keyed by shard count and shard id. */
 export interface PlannedSessionSource {

@@ -2,8 +2,8 @@
  * The shards of this process. The pool starts the shards it is given and stops the ones it loses, while
  * running: a plan at start, an ownership that changes (cluster mode), a second shard count beside the
  * first (resharding). Shards are keyed by shard count and id. It stops them with close code 4000 so their
- * sessions stay resumable, pauses them all while backpressure is raised, and turns the first fatal close
- * into the process's exit.
+ * sessions stay resumable, pauses them all while backpressure is raised, and reports the first fatal close
+ * (the CLI turns it into the process's exit code).
  */
 import { type ResumableSession, Shard, type ShardOptions, type ShardStatus } from "../gateway/shard.ts";
 import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
@@ -40,7 +40,6 @@ export interface PoolFailure {
   count: number;
   code: number;
   reason: string;
-  exitCode: number;
 }
 
 /** Something that raises and lowers one "stop reading" signal (the journal and sinks falling behind). */
@@ -121,8 +120,7 @@ export class Pool {
       id: key.id,
       count: key.count,
       session: this.#o.sessionFor?.(key) ?? null,
-      onFatal: (id: number, code: number, reason: string, exitCode?: number) =>
-        this.#fail({ shard: id, count: key.count, code, reason, exitCode: exitCode ?? 1 }),
+      onFatal: (id, code, reason) => this.#fail({ shard: id, count: key.count, code, reason }),
     });
     this.#shards.set(name, { key, shard });
     if (this.#paused) shard.setPaused(true);

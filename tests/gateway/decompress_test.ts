@@ -11,7 +11,7 @@ import {
 const hex = (s: string) => new Uint8Array(s.match(/../g)!.map((h) => parseInt(h, 16)));
 const text = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));
 
-// Real HELLO frames captured from Discord (protocol doc §6).
+// Real HELLO frames captured from Discord (docs/protocol.md §6).
 const ZLIB_HELLO = hex(
   "789c34c9410a83301005d0bbfc755262a9207315233235431b8851e2d85242eede6eba7bf02a1494cf940c8e3fb61dd4398300aa780a17bd0beb1cb34a797102ddba6bfffb590b2f021a317a3c58e5cd1fbb9760578ed90efd103c4cf558e352b6c383dcc5b509536b5f000000ffff",
 );

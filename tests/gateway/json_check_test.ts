@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4.11.0";
-import { isValidJson, jsonProblem } from "../../src/gateway/json_check.ts";
+import { isValidJson } from "../../src/gateway/json_check.ts";
+import { jsonProblem } from "../../src/gateway/json_problem.ts";
 import { guildCreatePayload, guildIdFor, trafficEvent } from "../fake_discord/events.ts";
 
 const encoder = new TextEncoder();

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
+import { closeRule } from "../../src/gateway/close_codes.ts";
 import {
+  advanceSeq,
   connectUrl,
   RESUME_URL_ATTEMPTS,
   retryDelay,
+  seqOf,
   type SessionInfo,
   type ShardEffect,
   type ShardInput,
@@ -11,7 +14,7 @@ import {
 } from "../../src/gateway/shard_state.ts";
 
 const ctx = { mainUrl: "wss://main.example" };
-const session: SessionInfo = { id: "abc", resumeUrl: "wss://resume.example" };
+const session: SessionInfo = { id: "abc", resumeUrl: "wss://resume.example", seq: 5 };
 const types = (effects: ShardEffect[]) => effects.map((e) => e.type);
 
 /** Runs inputs from a state, returning the final state and every effect. */
@@ -39,11 +42,11 @@ Deno.test("fresh start: connect main URL → HELLO → wait for the identify que
   assert.deepEqual(r.effects, [{ type: "send_identify" }]);
   // A second grant (should never happen) sends nothing.
   assert.deepEqual(drive(r.state, { type: "identify_granted" }).effects, []);
-  r = drive(r.state, { type: "ready", sessionId: "s1", resumeUrl: "wss://r" });
-  assert.deepEqual(r.state, { kind: "ready", session: { id: "s1", resumeUrl: "wss://r" } });
+  r = drive(r.state, { type: "ready", sessionId: "s1", resumeUrl: "wss://r", seq: 0 });
+  assert.deepEqual(r.state, { kind: "ready", session: { id: "s1", resumeUrl: "wss://r", seq: 0 } });
   assert.deepEqual(r.effects, [{
     type: "session_established",
-    session: { id: "s1", resumeUrl: "wss://r" },
+    session: { id: "s1", resumeUrl: "wss://r", seq: 0 },
     resumed: false,
   }]);
 });
@@ -69,7 +72,7 @@ Deno.test("op 7 when live: close 4000, reconnect at once to the resume URL, RESU
   });
   assert.deepEqual(r.effects, [
     { type: "disconnect", code: 4000 },
-    { type: "schedule_retry", kind: "immediate", attempt: 0 },
+    { type: "schedule_retry", kind: "immediate", attempt: 0, label: "op7" },
   ]);
   assert.equal(retryDelay("immediate", 0, 0.99), 0);
   r = drive(r.state, { type: "retry" });
@@ -84,7 +87,7 @@ Deno.test("op 9 resumable: keep the session, wait 1–5 s, RESUME", () => {
   assert.deepEqual((r.state as { session: SessionInfo }).session, session);
   assert.deepEqual(r.effects, [
     { type: "disconnect", code: 4000 },
-    { type: "schedule_retry", kind: "invalid_session", attempt: 0 },
+    { type: "schedule_retry", kind: "invalid_session", attempt: 0, label: "op9_resumable" },
   ]);
   for (const random of [0, 0.5, 0.999]) {
     const delay = retryDelay("invalid_session", 0, random);
@@ -97,7 +100,7 @@ Deno.test("op 9 not resumable: drop the session (reported), wait, connect the MA
   assert.deepEqual(r.effects, [
     { type: "disconnect", code: 4000 },
     { type: "session_lost", session, reason: "Discord invalidated the session (op 9)" },
-    { type: "schedule_retry", kind: "invalid_session", attempt: 0 },
+    { type: "schedule_retry", kind: "invalid_session", attempt: 0, label: "op9" },
   ]);
   r = drive(r.state, { type: "retry" });
   assert.deepEqual(r.effects, [{ type: "connect", url: ctx.mainUrl }]);
@@ -135,15 +138,10 @@ Deno.test("close codes while live: resume codes keep the session, identify codes
     assert.equal((r.state as { session: unknown }).session, null, String(code));
     assert.deepEqual(types(r.effects), ["disconnect", "session_lost", "schedule_retry"], String(code));
   }
-  for (const [code, exitCode] of [[4004, 3], [4010, 5], [4011, 5], [4012, 2], [4013, 4], [4014, 4]]) {
+  for (const code of [4004, 4010, 4011, 4012, 4013, 4014]) {
     const r = drive(readyState, { type: "socket_closed", code, reason: "" });
-    assert.equal(r.state.kind, "fatal", String(code));
-    assert.deepEqual(r.effects[1], {
-      type: "fatal",
-      code,
-      reason: (r.state as { reason: string }).reason,
-      exitCode,
-    });
+    assert.deepEqual(r.state, { kind: "fatal", code, reason: closeRule(code).meaning }, String(code));
+    assert.deepEqual(r.effects[1], { type: "fatal", code, reason: closeRule(code).meaning });
     // Nothing moves a fatal shard any more.
     assert.deepEqual(drive(r.state, { type: "retry" }, { type: "start" }).effects, []);
   }
@@ -155,8 +153,7 @@ Deno.test("fatal close during IDENTIFY (4004 bad token)", () => {
     code: 4004,
     reason: "",
   });
-  assert.equal(r.state.kind, "fatal");
-  assert.equal((r.state as { exitCode: number }).exitCode, 3);
+  assert.deepEqual(r.state, { kind: "fatal", code: 4004, reason: closeRule(4004).meaning });
 });
 
 Deno.test("zombie: a heartbeat due with nothing received since the last beat closes and resumes", () => {
@@ -244,7 +241,12 @@ Deno.test("a successful RESUMED resets the attempt counter", () => {
     { type: "resumed" },
     { type: "socket_closed", code: 1006, reason: "" },
   );
-  assert.deepEqual(r.effects.at(-1), { type: "schedule_retry", kind: "immediate", attempt: 0 });
+  assert.deepEqual(r.effects.at(-1), {
+    type: "schedule_retry",
+    kind: "immediate",
+    attempt: 0,
+    label: "dropped",
+  });
 });
 
 Deno.test("connect timeout before open and before HELLO back off and keep the session", () => {
@@ -253,7 +255,7 @@ Deno.test("connect timeout before open and before HELLO back off and keep the se
     assert.equal(r.state.kind, "waiting");
     assert.deepEqual(r.effects, [
       { type: "disconnect", code: 4000 },
-      { type: "schedule_retry", kind: "backoff", attempt: 1 },
+      { type: "schedule_retry", kind: "backoff", attempt: 1, label: "connect_timeout" },
     ]);
   }
   // A timeout that fires after HELLO is stale and ignored.
@@ -284,7 +286,7 @@ Deno.test("stop closes with the given code from any state and nothing restarts i
 Deno.test("stale inputs are ignored", () => {
   assert.deepEqual(drive(readyState, { type: "hello", heartbeatInterval: 1 }).effects, []);
   assert.deepEqual(drive(readyState, { type: "resumed" }).effects, []);
-  assert.deepEqual(drive(readyState, { type: "ready", sessionId: "x", resumeUrl: "y" }).effects, []);
+  assert.deepEqual(drive(readyState, { type: "ready", sessionId: "x", resumeUrl: "y", seq: 0 }).effects, []);
   assert.deepEqual(drive(idle, { type: "socket_closed", code: 1006, reason: "" }).effects, []);
   assert.deepEqual(
     drive({ kind: "waiting", attempt: 0, session, reason: "" }, {
@@ -305,7 +307,7 @@ Deno.test("protocol error: close 4000, keep the session, back off even from a li
   assert.deepEqual(r.state, { kind: "waiting", attempt: 0, session, reason: "protocol error: bad seq" });
   assert.deepEqual(r.effects, [
     { type: "disconnect", code: 4000 },
-    { type: "schedule_retry", kind: "backoff", attempt: 0 },
+    { type: "schedule_retry", kind: "backoff", attempt: 0, label: "protocol_error" },
   ]);
   assert.ok(retryDelay("backoff", 0, 0) >= 500, "never an immediate reconnect after a protocol error");
   // Before a session (a bad READY while identifying): nothing to keep, IDENTIFY again.
@@ -330,4 +332,41 @@ Deno.test("a connect that fails says what failed, not that Discord closed it", (
   const r = drive(connecting, { type: "socket_closed", code: 1006, reason: "cannot connect to x: refused" });
   assert.equal(r.state.kind, "waiting");
   assert.equal((r.state as { reason: string }).reason, "cannot connect: cannot connect to x: refused");
+});
+
+Deno.test("the session carries its seq: RESUME sends it, a lost session reports it, READY starts anew", () => {
+  const stored: SessionInfo = { id: "abc", resumeUrl: "wss://resume.example", seq: 41 };
+  let r = drive({ kind: "idle", session: stored }, { type: "start" }, { type: "socket_open" }, {
+    type: "hello",
+    heartbeatInterval: 1000,
+  });
+  assert.deepEqual(r.effects.at(-1), { type: "send_resume", session: { ...stored, seq: 41 } });
+  // Replayed events move the seq forward in place; never back, and not without a session.
+  advanceSeq(r.state, 43);
+  advanceSeq(r.state, 42);
+  assert.equal(seqOf(r.state), 43);
+  r = drive(r.state, { type: "resumed" });
+  assert.deepEqual(r.state, { kind: "ready", session: { ...stored, seq: 43 } });
+  r = drive(r.state, { type: "invalid_session", resumable: false });
+  assert.deepEqual(r.effects[1], {
+    type: "session_lost",
+    session: { ...stored, seq: 43 },
+    reason: "Discord invalidated the session (op 9)",
+  });
+  assert.equal(seqOf(r.state), 0, "the seq went with the session");
+  const identifying: ShardState = { kind: "identifying", attempt: 0, sent: true };
+  advanceSeq(identifying, 9);
+  assert.equal(seqOf(identifying), 0);
+  r = drive(identifying, { type: "ready", sessionId: "new", resumeUrl: "wss://r", seq: 0 });
+  assert.equal(seqOf(r.state), 0);
+});
+
+Deno.test("a reconnect's label comes with the transition that decides it", () => {
+  const label = (state: ShardState, input: ShardInput) =>
+    (drive(state, input).effects.find((e) => e.type === "schedule_retry") as { label: string }).label;
+  assert.equal(label(readyState, { type: "heartbeat_due", alive: false }), "zombie");
+  assert.equal(label(readyState, { type: "reconnect_requested", by: "operator" }), "operator");
+  assert.equal(label(readyState, { type: "socket_closed", code: 4000, reason: "" }), "close_4000");
+  assert.equal(label(readyState, { type: "bad_stream", reason: "zlib" }), "bad_stream");
+  assert.equal(label(readyState, { type: "protocol_error", reason: "r", label: "bad_seq" }), "bad_seq");
 });

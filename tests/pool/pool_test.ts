@@ -45,13 +45,8 @@ class FakeShard implements PoolShard {
     return null;
   }
   /** What Discord's fatal close looks like to the pool. */
-  fatal(code: number, reason: string, exitCode?: number) {
-    (this.options.onFatal as (id: number, code: number, reason: string, exitCode?: number) => void)(
-      this.id,
-      code,
-      reason,
-      exitCode,
-    );
+  fatal(code: number, reason: string) {
+    this.options.onFatal(this.id, code, reason);
   }
 }
 
@@ -175,14 +170,13 @@ Deno.test("pool: a static ownership runs the plan's shards", async () => {
 Deno.test("pool: the first fatal close is the pool's failure, with the shard's count", async () => {
   const { pool, find } = setup();
   pool.start(keys(2, 0, 1));
-  find(1, 2).fatal(4004, "authentication failed", 3);
-  find(0, 2).fatal(4013, "invalid intents", 4);
+  find(1, 2).fatal(4004, "authentication failed");
+  find(0, 2).fatal(4013, "invalid intents");
   assert.deepEqual(await pool.failed, {
     shard: 1,
     count: 2,
     code: 4004,
     reason: "authentication failed",
-    exitCode: 3,
   });
 });
 
