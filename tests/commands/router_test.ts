@@ -124,6 +124,23 @@ Deno.test("router: a shard added after the router was built gets its commands; a
   assert.match(own.refusal.reason, /shard 2 is not run by this process \(it runs 0\)/);
 });
 
+Deno.test("shardDirectory: follows a list changed in place or replaced", () => {
+  let list = [new Target(0), new Target(1)];
+  const directory = shardDirectory(() => list);
+  assert.equal(directory.get(1)?.id, 1);
+  assert.equal(directory.get(2), undefined);
+  list.push(new Target(2));
+  assert.equal(directory.get(2)?.id, 2, "pushed after the first lookups");
+  list.splice(0, 1);
+  assert.equal(directory.get(0), undefined, "removed");
+  assert.equal(directory.get(1), list[0], "indices moved");
+  assert.deepEqual([...directory.ids()], [1, 2]);
+  list = [new Target(5)];
+  assert.equal(directory.get(2), undefined);
+  assert.equal(directory.get(5), list[0]);
+  assert.deepEqual([...directory.ids()], [5]);
+});
+
 function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {
   return new ReadableStream({
     pull(controller) {
