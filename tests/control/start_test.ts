@@ -68,7 +68,10 @@ Deno.test("gatewayView: reads the parts at each call; reconnect and commands go 
     stats: new GatewayStats(),
     startedAt: 1_000,
     shardCount: 4,
-    pool: { status: () => shards.map((s) => ({ id: s.id }) as ShardStatus), shards },
+    pool: {
+      status: () => shards.map((s) => ({ id: s.id }) as ShardStatus),
+      get: (id) => shards.find((s) => s.id === id),
+    },
     runners: [runner],
     journalEnabled: true,
     journal,
