@@ -4,6 +4,7 @@
  * `retry_after`), because a flat retry loop against a failing API is how bots get Cloudflare-banned.
  * A 401 means the token is wrong: no retry.
  */
+import { backoffDelay } from "../util/backoff.ts";
 import { type Clock, sleep, systemClock } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import type { Secret } from "../util/secret.ts";
@@ -11,6 +12,9 @@ import type { GatewayBotInfo } from "./protocol.ts";
 import { VERSION } from "../version.ts";
 import { isGatewayUrl } from "./gateway_url.ts";
 import { explainConnectError } from "./ws_client.ts";
+
+/** Retries of GET /gateway/bot without a Retry-After: 500 ms doubling to 30 s, half jittered. */
+const INFO_RETRY = { baseMs: 500, maxMs: 30_000, jitter: 0.5 };
 
 /** Discord refused the token (401 here, close 4004 on the gateway): exit code 3. */
 export class TokenRejectedError extends Error {
@@ -83,7 +87,7 @@ export async function fetchGatewayBot(options: FetchGatewayOptions): Promise<Gat
       lastProblem = `cannot reach ${url}: ${detail}`;
     }
     if (attempt === attempts) break;
-    const delay = retryAfterMs ?? Math.min(30_000, 500 * 2 ** (attempt - 1)) * (0.5 + random() * 0.5);
+    const delay = retryAfterMs ?? backoffDelay(INFO_RETRY, attempt, random());
     options.logger?.warn("GET /gateway/bot failed ({problem}); retry {attempt} of {max} in {delay} ms", {
       problem: lastProblem,
       attempt,

@@ -8,6 +8,7 @@
  * One method, `wait(shardId, signal)`, so a Redis-backed queue can replace this one for several
  * processes.
  */
+import { backoffDelay } from "../util/backoff.ts";
 import { type Clock, sleep, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import { IDENTIFY_INTERVAL_MS } from "./protocol.ts";
@@ -243,8 +244,8 @@ export class IdentifyGuard implements IdentifyQueue {
 
   /** The wait before the next IDENTIFY of a shard that identified `recent` times in the window. */
   static delayFor(recent: number, free = 3): number {
-    if (recent < free) return 0;
-    return Math.min(10 * 60_000, 30_000 * 2 ** (recent - free));
+    // 30 s for the first identify past the free ones, doubling to 10 min.
+    return backoffDelay({ baseMs: 30_000, maxMs: 10 * 60_000 }, recent - free + 1);
   }
 
   async wait(shardId: number, signal?: AbortSignal): Promise<void> {
