@@ -231,12 +231,12 @@ async function runParts(
       sink: dispatcher,
       logger: logger("shard"),
       observer: stats,
-      onSession: (shard, session) => {
-        if (session) journal.sessionStarted(shardCount, shard, session);
-        else journal.sessionLost(shardCount, shard);
-      },
     },
     logger: logger("shard"),
+    onSession: (key, session) => {
+      if (session) journal.sessionStarted(key.count, key.id, session);
+      else journal.sessionLost(key.count, key.id);
+    },
     sessionFor: (key) => (key.count === shardCount ? sessions.get(key.id) ?? null : null),
   });
   pool.pauseOn(backpressure);

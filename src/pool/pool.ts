@@ -21,14 +21,16 @@ export interface PoolShard {
   send(op: number, d: unknown, onSent?: () => void): string | null;
 }
 
-/** What every shard shares; the pool sets `id`, `count`, `session` and `onFatal` per shard. */
-export type ShardTemplate = Omit<ShardOptions, "id" | "count" | "session" | "onFatal">;
+/** What every shard shares; the pool sets `id`, `count`, `session`, `onSession` and `onFatal` per shard. */
+export type ShardTemplate = Omit<ShardOptions, "id" | "count" | "session" | "onSession" | "onFatal">;
 
 export interface PoolOptions {
   shard: ShardTemplate;
   logger: Logger;
   /** The stored session a shard resumes when it is added (null: it identifies). */
   sessionFor?: (key: ShardKey) => ResumableSession | null;
+  /** A shard's session started (or changed), or ended (null): keyed by count and id, to be stored. */
+  onSession?: (key: ShardKey, session: ResumableSession | null) => void;
   /** Builds a shard; tests pass fakes. */
   createShard?: (options: ShardOptions) => PoolShard;
   clock?: Clock;
@@ -120,6 +122,7 @@ export class Pool {
       id: key.id,
       count: key.count,
       session: this.#o.sessionFor?.(key) ?? null,
+      onSession: this.#o.onSession && ((_id, session) => this.#o.onSession!(key, session)),
       onFatal: (id, code, reason) => this.#fail({ shard: id, count: key.count, code, reason }),
     });
     this.#shards.set(name, { key, shard });

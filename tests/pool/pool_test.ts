@@ -98,6 +98,25 @@ Deno.test("pool: shards are added and removed while running; a removed shard clo
   assert.deepEqual(pool.ids(), [0, 1]);
 });
 
+Deno.test("pool: each shard's session is reported with its own count and id", () => {
+  const reported: string[] = [];
+  const made: ShardOptions[] = [];
+  const pool = new Pool({
+    shard: {} as ShardOptions,
+    logger: logger("test"),
+    clock: new ManualClock(),
+    onSession: (key, session) => reported.push(`${key.count}:${key.id} ${session?.id ?? "lost"}`),
+    createShard: (options) => {
+      made.push(options);
+      return new FakeShard(options, false);
+    },
+  });
+  pool.start([...keys(2, 1), ...keys(4, 1)]);
+  made[1].onSession!(1, { id: "new", resumeUrl: "wss://r", seq: 1 });
+  made[0].onSession!(1, null);
+  assert.deepEqual(reported, ["4:1 new", "2:1 lost"]);
+});
+
 Deno.test("pool: two shard counts run side by side, keyed by count and id", async () => {
   const { pool, find } = setup();
   pool.start(keys(2, 0, 1));
