@@ -70,13 +70,17 @@ async function parent(): Promise<void> {
   const sizes = (values.batch ?? ["1000", "20"]).map(Number);
   for (const perBatch of sizes) {
     const script = new URL(import.meta.url).pathname;
-    const cmd = `"${Deno.execPath()}" run --allow-all "${script}" --child --events ${EVENTS} --batch ${perBatch} | wc -l`;
-    const out = await new Deno.Command("sh", { args: ["-c", cmd], stdout: "piped", stderr: "piped" }).output();
+    const cmd =
+      `"${Deno.execPath()}" run --allow-all "${script}" --child --events ${EVENTS} --batch ${perBatch} | wc -l`;
+    const out = await new Deno.Command("sh", { args: ["-c", cmd], stdout: "piped", stderr: "piped" })
+      .output();
     const err = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1) ?? "";
     const counted = Number(new TextDecoder().decode(out.stdout).trim());
     const r = JSON.parse(err) as { lines: number; wall: number; cpuS: number; bytes: number };
     console.log(
-      `batch ${String(perBatch).padStart(5)}: ${Math.round(r.lines / r.wall).toString().padStart(8)} lines/s  ` +
+      `batch ${String(perBatch).padStart(5)}: ${
+        Math.round(r.lines / r.wall).toString().padStart(8)
+      } lines/s  ` +
         `${(r.cpuS / r.lines * 1e5).toFixed(3)} CPU-s/100k  ${(r.bytes / r.wall / 1e6).toFixed(0)} MB/s  ` +
         `reader counted ${counted}${counted === r.lines ? "" : " (MISMATCH)"}`,
     );
