@@ -40,6 +40,26 @@ Deno.test("leading/trailing whitespace and raw newlines keep it one line", () =>
   });
 });
 
+Deno.test("a raw newline is found wherever it falls in the line, whatever the line's alignment", () => {
+  const buffer = new LineBuffer(8);
+  for (let pad = 0; pad < 9; pad++) {
+    for (let at = 0; at < 24; at++) {
+      const text = '{"t":"X","d":"' + "a".repeat(pad) + '"' + " ".repeat(at) + "\n" + " ".repeat(23 - at) +
+        "}";
+      buffer.append(at + 1, "0:s", 1, 0, enc(text), 0);
+      const line = dec(buffer.take());
+      assert.equal(line.indexOf("\n"), line.length - 1, `pad ${pad}, newline at ${at}`);
+      assert.equal(
+        line.length,
+        text.length + '{"id":'.length + 1 + `${at + 1}`.length + ',"uid":"0:s:1","shard":0'.length,
+      );
+    }
+    // Lines without one are left alone.
+    buffer.append(1, "0:s", 1, 0, enc('{"t":"X","d":"' + "\r".repeat(pad) + '"}'), 0);
+    assert.ok(dec(buffer.take()).includes("\r".repeat(pad)));
+  }
+});
+
 Deno.test("ids of every size and many lines in one buffer", () => {
   const buffer = new LineBuffer(8);
   const ids = [0, 7, 10, 99, 100, 123456, 9007199254740991];
