@@ -1,19 +1,31 @@
 /**
- * Group commit: at most one journal transaction per interval, and none while the previous one is still
- * being written (events arriving meanwhile join the next batch). This is the one timer that decides
- * when the journal commits; a full batch or a flush commits at once, and the interval then runs from it.
+ * Group commit without a timer in front of an event. When the journal is idle (no write in flight), an
+ * event (or a session change) is committed on the next turn of the event loop, so what arrives in the same
+ * turn (the rest of a socket read, the other shards' reads of that tick) joins its batch. While a write is
+ * in flight, what arrives gathers and is committed on the turn after that write is stored (natural group
+ * commit: a batch grows exactly as long as the store is busy with the one before). At most one transaction
+ * is in flight on this path; a full batch or a flush commits at once.
+ *
+ * Riders alone (a sink's cursor, an identify) do not ask for a transaction of their own: they ride with the
+ * next batch, and when nothing else comes they are committed at the latest `intervalMs` after they began to
+ * wait. While events flow the next batch comes within a turn or two, so a cursor costs no transaction and
+ * holds no delivery up; the interval bounds its wait only once traffic stops.
  */
 import type { Clock, TimerId } from "../util/clock.ts";
 
 export class CommitTimer {
   readonly #clock: Clock;
   readonly #intervalMs: number;
-  /** Commits, when it is time and `ready()` says a commit may go now. */
+  /** Commits, when it is time and `ready()` says a commit may go now (no write in flight). */
   readonly #fire: () => void;
   readonly #ready: () => boolean;
-  #wanted = false;
+  /** Events or session changes wait: the next turn. */
+  #due = false;
+  /** Riders wait (since `#ridingSince`): with the next batch, or after the interval. */
+  #riding = false;
+  #ridingSince = 0;
   #timer: TimerId | undefined;
-  #lastCommitAt = -Infinity;
+  #timerAt = 0;
 
   constructor(clock: Clock, intervalMs: number, ready: () => boolean, fire: () => void) {
     this.#clock = clock;
@@ -23,23 +35,31 @@ export class CommitTimer {
   }
 
   /**
-   * Something waits to be committed. `writing`: a batch is being written; the timer is armed when it
-   * is stored (`written`).
+   * Events or a session change wait to be committed. `writing`: a batch is being written; the commit goes
+   * on the turn after it is stored (`written`).
    */
   want(writing: boolean): void {
-    if (this.#wanted) return;
-    this.#wanted = true;
+    this.#due = true;
     if (!writing) this.#arm();
   }
 
-  /** A commit began (from the timer, a full batch or a flush). */
-  began(): void {
-    this.#lastCommitAt = this.#clock.now();
+  /** A rider (cursor, identify) waits: it goes with the next commit, or after the interval. */
+  ride(writing: boolean): void {
+    if (!this.#riding) {
+      this.#riding = true;
+      this.#ridingSince = this.#clock.now();
+    }
+    if (!writing) this.#arm();
   }
 
-  /** The batch being written is stored: what was gathered meanwhile goes after the interval. */
+  /** A commit began (from the timer, a full batch or a flush): it takes everything that waited. */
+  began(): void {
+    this.#due = this.#riding = false;
+  }
+
+  /** The batch being written is stored: what gathered meanwhile goes now (events: the next turn). */
   written(): void {
-    if (this.#wanted) this.#arm();
+    if (this.#due || this.#riding) this.#arm();
   }
 
   stop(): void {
@@ -48,27 +68,28 @@ export class CommitTimer {
   }
 
   /**
-   * One timer at most, due `intervalMs` after the last commit began. (Two used to be armed when a
-   * sink's cursor arrived while its batch was acknowledged: the second then committed the cursor alone
-   * right after the first, doubling the transactions under steady traffic.)
+   * One timer at most, due at the earliest time anything waiting must go. (Two used to be armed when a
+   * sink's cursor arrived while its batch was acknowledged: the second then committed the cursor alone.)
    */
   #arm(): void {
-    if (this.#timer !== undefined) return;
-    const wait = this.#lastCommitAt + this.#intervalMs - this.#clock.now();
-    // Bounded by the interval: a clock set back does not hold commits up.
-    this.#timer = this.#clock.setTimeout(this.#due, Math.min(this.#intervalMs, Math.max(0, wait)));
+    const now = this.#clock.now();
+    // Bounded by the interval: a clock set back does not hold riders up.
+    const wait = this.#due
+      ? 0
+      : Math.min(this.#intervalMs, Math.max(0, this.#ridingSince + this.#intervalMs - now));
+    if (this.#timer !== undefined) {
+      if (this.#timerAt <= now + wait) return;
+      this.#clock.clearTimeout(this.#timer);
+    }
+    this.#timerAt = now + wait;
+    this.#timer = this.#clock.setTimeout(this.#onTimer, wait);
   }
 
-  readonly #due = () => {
+  readonly #onTimer = () => {
     this.#timer = undefined;
-    if (!this.#wanted || !this.#ready()) return;
-    const since = this.#clock.now() - this.#lastCommitAt;
-    if (since >= 0 && since < this.#intervalMs - 1) {
-      // A commit came in between (a full batch, a flush): keep the interval from that one.
-      this.#arm();
-      return;
-    }
-    this.#wanted = false;
+    // Not ready: a write is in flight (its end arms the timer again), or the journal stopped.
+    if ((!this.#due && !this.#riding) || !this.#ready()) return;
+    this.#due = this.#riding = false;
     this.#fire();
   };
 }

@@ -51,10 +51,9 @@ export interface JournalOptions {
   /** A batch this large is committed at once instead of at the end of the turn. */
   maxBatchBytes?: number;
   /**
-   * Group commit: at most one transaction per this many ms (default 50), and none while the previous
-   * one is still being written — events arriving meanwhile join the next batch. Bounds the number of
-   * transactions (and sink deliveries) per second whatever the event rate; a full batch
-   * (`maxBatchBytes`) goes at once.
+   * The longest a cursor or an identify waits for a batch to ride with when nothing else is committed
+   * (default 50 ms). Events never wait for it: they are committed on the next turn when no write is in
+   * flight, else right after the one in flight (commit_timer.ts).
    */
   commitIntervalMs?: number;
   /** The writer (default: in this thread). */
@@ -267,17 +266,22 @@ export class Journal {
       return;
     }
     this.#riders.cursor(sink, lastId, onStored);
-    this.#schedule();
+    this.#scheduleRider();
   }
 
   recordIdentify(shard: number): void {
     this.#riders.identify(shard, this.#clock.now());
-    this.#schedule();
+    this.#scheduleRider();
   }
 
   #schedule(): void {
-    // While a batch is being written, #committed() arms the timer for the next one.
+    // Idle: the next turn. While a batch is being written, #committed() arms the turn after it.
     if (!this.#fatal) this.#commitTimer.want(this.#inflight.length > 0);
+  }
+
+  /** A cursor or an identify: it rides with the next batch (at the latest after the interval). */
+  #scheduleRider(): void {
+    if (!this.#fatal) this.#commitTimer.ride(this.#inflight.length > 0);
   }
 
   /**
@@ -373,7 +377,7 @@ export class Journal {
     this.#hold.stored(p.length);
     this.#riders.stored(no);
     if (p.count > 0) this.#hand(p);
-    // Events gathered while this batch was written: commit them after the interval.
+    // What gathered while this batch was written: events go on the next turn, riders with them.
     if (this.#inflight.length === 0) this.#commitTimer.written();
   }
 

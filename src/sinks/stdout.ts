@@ -43,7 +43,7 @@ export class StdoutSink implements Sink {
 
   async deliver(batch: EventBatch): Promise<void> {
     if (this.#closed) throw new OutputClosedError("stdout is closed");
-    for (let i = 0; i < batch.count; i++) this.#buffer.appendEvent(batch, i);
+    this.#buffer.appendBatch(batch);
     const bytes = this.#buffer.take();
     try {
       let offset = 0;

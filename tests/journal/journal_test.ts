@@ -2,7 +2,15 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { type EventBatch, Journal } from "../../src/journal/journal.ts";
 import { hardCapPages, Store } from "../../src/journal/store.ts";
-import { type BatchData, HybridWriter, InlineWriter, WorkerWriter } from "../../src/journal/write.ts";
+import {
+  type BatchData,
+  HybridWriter,
+  InlineWriter,
+  type JournalWriter,
+  WorkerWriter,
+  writeBatch,
+  type WriterEvents,
+} from "../../src/journal/write.ts";
 import { Backpressure } from "../../src/util/backpressure.ts";
 import { ManualClock } from "../../src/util/clock.ts";
 import { logger } from "../../src/util/log.ts";
@@ -223,24 +231,130 @@ Deno.test("a failing store: nothing acknowledged, sessions do not advance, shard
   });
 });
 
-Deno.test("group commit: an event after a quiet spell is committed at once; under steady traffic the next waits for the interval", async () => {
+Deno.test("group commit: an event into an idle journal is committed on the next turn, not after the interval; so is the next one", async () => {
   await withStore(async (store) => {
     const clock = new ManualClock();
     const committed: number[] = [];
     const journal = new Journal({ store, logger: log, commitIntervalMs: 1000, clock });
     journal.subscribe(collector((batch) => committed.push(batch.lastId)));
     journal.event(0, "E", 1, enc('{"n":1}'), 0, true);
+    assert.deepEqual(committed, [], "not within the turn: the rest of the read joins the batch");
     await clock.advance(0);
-    assert.deepEqual(committed, [1], "the first event did not wait for the interval");
+    assert.deepEqual(committed, [1], "the first event did not wait for a timer");
     journal.event(0, "E", 2, enc('{"n":2}'), 0, true);
     journal.event(0, "E", 3, enc('{"n":3}'), 0, true);
-    await clock.advance(999);
-    assert.deepEqual(committed, [1], "events right after a commit wait for the interval");
-    await clock.advance(1);
-    assert.deepEqual(committed, [1, 3], "and then go as one batch, when it has passed");
+    await clock.advance(0);
+    assert.deepEqual(committed, [1, 3], "right after a commit, nothing written: the same turn as one batch");
+    assert.deepEqual(store.events.read(0, 10).map((r) => r.id), [1, 2, 3]);
     journal.event(0, "E", 4, enc('{"n":4}'), 0, true);
     await journal.flush();
     assert.deepEqual(committed, [1, 3, 4], "a flush does not wait");
+    await journal.close();
+  });
+});
+
+/** A writer whose writes stay in flight until `finish()`: stores them then, in order. */
+function heldWriter(store: Store) {
+  const batches: BatchData[] = [];
+  let events: WriterEvents | undefined;
+  return {
+    batches,
+    make(e: WriterEvents): JournalWriter {
+      events = e;
+      return {
+        write: (batch) => void batches.push(batch),
+        drain: () => Promise.resolve(batches.length === 0),
+        close: () => Promise.resolve(),
+      };
+    },
+    /** The oldest write in flight is stored. */
+    finish(): void {
+      const batch = batches.shift()!;
+      writeBatch(store, batch);
+      events!.committed(batch.no);
+    },
+  };
+}
+
+Deno.test("group commit: events arriving while a write is in flight gather and are committed together right after it", async () => {
+  await withStore(async (store) => {
+    const clock = new ManualClock();
+    const committed: Array<[number, number]> = [];
+    const writer = heldWriter(store);
+    const journal = new Journal({ store, logger: log, commitIntervalMs: 50, clock, writer: writer.make });
+    journal.subscribe(collector((batch) => committed.push([batch.firstId, batch.lastId])));
+    journal.event(0, "E", 1, enc('{"n":1}'), 0, true);
+    await clock.advance(0);
+    assert.equal(writer.batches.length, 1, "the first went on the next turn");
+    for (let s = 2; s <= 5; s++) {
+      journal.event(0, "E", s, enc(`{"n":${s}}`), 0, true);
+      await clock.advance(40);
+    }
+    assert.equal(writer.batches.length, 1, "one transaction in flight, even past the interval");
+    assert.deepEqual(committed, []);
+    writer.finish();
+    assert.deepEqual(committed, [[1, 1]]);
+    await clock.advance(0);
+    assert.equal(writer.batches.length, 1, "what gathered went on the turn after the write ended");
+    assert.deepEqual(writer.batches[0].ids, [2, 3, 4, 5], "as one batch");
+    // A short write: what arrives meanwhile does not wait for the interval after it either.
+    journal.event(0, "E", 6, enc('{"n":6}'), 0, true);
+    journal.event(0, "E", 7, enc('{"n":7}'), 0, true);
+    await clock.advance(5);
+    writer.finish();
+    assert.deepEqual(committed, [[1, 1], [2, 5]]);
+    await clock.advance(0);
+    assert.deepEqual(writer.batches.map((b) => b.ids), [[6, 7]], "5 ms after the last commit, not 50");
+    writer.finish();
+    assert.deepEqual(committed, [[1, 1], [2, 5], [6, 7]]);
+    assert.deepEqual(store.events.read(0, 10).map((r) => r.id), [1, 2, 3, 4, 5, 6, 7]);
+    // Idle again: the next event does not wait.
+    journal.event(0, "E", 8, enc('{"n":8}'), 0, true);
+    await clock.advance(0);
+    assert.deepEqual(writer.batches.map((b) => b.ids), [[8]]);
+    writer.finish();
+    await journal.close();
+  });
+});
+
+Deno.test("group commit: a sink's cursor rides with the next events; alone it is committed after the interval, once", async () => {
+  await withStore(async (store) => {
+    const clock = new ManualClock();
+    const writer = heldWriter(store);
+    const journal = new Journal({ store, logger: log, commitIntervalMs: 50, clock, writer: writer.make });
+    const stored: number[] = [];
+    journal.subscribe(collector((batch) => {
+      const lastId = batch.lastId;
+      journal.setCursor("stdout", lastId, () => stored.push(lastId));
+    }));
+    journal.event(0, "E", 1, enc('{"n":1}'), 0, true);
+    await clock.advance(0);
+    writer.finish();
+    assert.equal(clock.pending, 1, "one timer");
+    await clock.advance(10);
+    assert.equal(writer.batches.length, 0, "the cursor alone does not take a transaction at once");
+    journal.event(0, "E", 2, enc('{"n":2}'), 0, true);
+    await clock.advance(0);
+    assert.deepEqual(
+      writer.batches.map((b) => [b.ids, b.cursorWrites]),
+      [[[2], [["stdout", 1]]]],
+      "it rides with the next event, which does not wait for it",
+    );
+    writer.finish();
+    assert.deepEqual(stored, [1]);
+    await clock.advance(49);
+    assert.equal(writer.batches.length, 0);
+    await clock.advance(1);
+    assert.deepEqual(
+      writer.batches.map((b) => [b.ids, b.cursorWrites]),
+      [[[], [["stdout", 2]]]],
+      "traffic stopped",
+    );
+    writer.finish();
+    assert.deepEqual(stored, [1, 2]);
+    await clock.advance(1000);
+    assert.equal(writer.batches.length, 0, "nothing else to commit");
+    assert.equal(store.cursor("stdout"), 2);
     await journal.close();
   });
 });

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { LineBuffer } from "../../src/sinks/ndjson.ts";
 import type { EventBatch } from "../../src/journal/journal.ts";
+import { Pending } from "../../src/journal/batch.ts";
+import { JoinedBatch } from "../../src/sinks/batches.ts";
 import { OutputClosedError, StdoutSink } from "../../src/sinks/stdout.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -36,6 +38,26 @@ Deno.test("leading/trailing whitespace and raw newlines keep it one line", () =>
     op: 0,
     d: { s: "line\nbreak" },
   });
+});
+
+Deno.test("a raw newline is found wherever it falls in the line, whatever the line's alignment", () => {
+  const buffer = new LineBuffer(8);
+  for (let pad = 0; pad < 9; pad++) {
+    for (let at = 0; at < 24; at++) {
+      const text = '{"t":"X","d":"' + "a".repeat(pad) + '"' + " ".repeat(at) + "\n" + " ".repeat(23 - at) +
+        "}";
+      buffer.append(at + 1, "0:s", 1, 0, enc(text), 0);
+      const line = dec(buffer.take());
+      assert.equal(line.indexOf("\n"), line.length - 1, `pad ${pad}, newline at ${at}`);
+      assert.equal(
+        line.length,
+        text.length + '{"id":'.length + 1 + `${at + 1}`.length + ',"uid":"0:s:1","shard":0'.length,
+      );
+    }
+    // Lines without one are left alone.
+    buffer.append(1, "0:s", 1, 0, enc('{"t":"X","d":"' + "\r".repeat(pad) + '"}'), 0);
+    assert.ok(dec(buffer.take()).includes("\r".repeat(pad)));
+  }
 });
 
 Deno.test("ids of every size and many lines in one buffer", () => {
@@ -74,6 +96,46 @@ function batchOf(firstId: number, payloads: string[], shard = 0): EventBatch {
     position: (i) => firstId + i,
   };
 }
+
+Deno.test("a journal batch appended in place gives the same bytes as event by event", () => {
+  const batch = new Pending("producer-1");
+  const payloads = [
+    '{"t":"MESSAGE_CREATE","s":7,"op":0,"d":{"content":"x"}}  \n',
+    '{"t":"X",\n"s":8,\r\n"op":0,"d":{"s":"line\\nbreak"}}',
+    "{}",
+    '{"t":"GATEHOUSE_SESSION_INVALIDATED","s":null,"op":0,"d":{"shard_id":1}}',
+  ];
+  const sessions = ["sess-a", "sess-a", "sess-b", null];
+  const seqs = [7, 8, 9, null];
+  payloads.forEach((text, i) => {
+    const bytes = enc(text);
+    batch.add(bytes, 0, bytes.length);
+    batch.ids.push(9_999_999 + i);
+    batch.shards.push(i === 2 ? 12 : 1);
+    batch.sessions.push(sessions[i]);
+    batch.seqs.push(seqs[i]);
+    batch.names.push("E");
+    batch.receivedAt.push(0);
+  });
+  const inPlace = new LineBuffer(8);
+  inPlace.appendBatch(batch);
+  assert.equal(inPlace.lines, 4);
+  const oneByOne = new LineBuffer(8);
+  for (let i = 0; i < batch.count; i++) oneByOne.appendEvent(batch, i);
+  const viaViews = new LineBuffer(8);
+  viaViews.appendBatch(new JoinedBatch([batch]));
+  const expected = dec(oneByOne.take());
+  assert.equal(dec(inPlace.take()), expected);
+  assert.equal(dec(viaViews.take()), expected);
+  assert.deepEqual(expected.split("\n").slice(0, -1).map((line) => JSON.parse(line).uid), [
+    "1:sess-a:7",
+    "1:sess-a:8",
+    "12:sess-b:9",
+    "gatehouse:producer-1:10000002",
+  ]);
+  assert.ok(expected.startsWith('{"id":9999999,"uid":"1:sess-a:7","shard":1,"t":"MESSAGE_CREATE"'));
+  assert.ok(expected.includes('{"id":10000001,"uid":"12:sess-b:9","shard":12}\n'), "an empty object");
+});
 
 Deno.test("stdout sink: one write per batch, not per event; partial writes are completed", async () => {
   const writes: Uint8Array[] = [];

@@ -111,7 +111,7 @@ Deno.test("sink runner: a new sink starts at what is committed; it never reads p
   });
 });
 
-Deno.test("steady traffic: one transaction per commit interval, the sink's cursor riding with the next events", async () => {
+Deno.test("steady traffic: each event committed on its own turn, the sink's cursor riding with the next events", async () => {
   await withStore(async (store) => {
     const clock = new ManualClock();
     const sink = recordingSink();
@@ -129,17 +129,14 @@ Deno.test("steady traffic: one transaction per commit interval, the sink's curso
     await clock.advance(60);
     assert.equal(store.cursor("test"), n, "the last cursor is stored");
     // Every transaction but the last (the final cursor) carries events: a cursor does not get a
-    // transaction of its own while events flow, and the interval holds.
+    // transaction of its own while events flow.
     assert.ok(
       journal.commits <= batches + 1,
       `${journal.commits} transactions for ${batches} batches of events`,
     );
-    const elapsed = clock.now() - started;
-    assert.ok(
-      journal.commits <= elapsed / 25 + 2,
-      `${journal.commits} transactions in ${Math.round(elapsed)} ms`,
-    );
-    assert.ok(journal.commits >= 400 / 25 - 1, `${journal.commits} transactions: commits kept going`);
+    // Nothing is in flight between events (writes are inline): none waits for the interval.
+    assert.equal(batches, n, "each event committed on the turn it arrived in");
+    assert.ok(journal.commits >= n, `${journal.commits} transactions: commits kept going`);
     runner.close();
     await journal.close();
   });
