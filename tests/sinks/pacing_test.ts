@@ -1,0 +1,284 @@
+/**
+ * Pacing (src/sinks/runner.ts): a healthy sink that falls behind holds the backpressure signal as
+ * "pace <sink>" until it is back under half the bound; a failing or stalled sink never holds it. All on
+ * a manual clock: the journal commits every 50 ms, the "shards" add events only while the signal is not
+ * held, and the sinks take time on the same clock.
+ */
+import assert from "node:assert/strict";
+import { type EventBatch, Journal } from "../../src/journal/journal.ts";
+import type { Store } from "../../src/journal/store.ts";
+import { HEALTH_WINDOW_MS, PACE_BEHIND, PACE_UNDER, SinkRunner, STALL_MS } from "../../src/sinks/runner.ts";
+import type { Sink } from "../../src/sinks/sink.ts";
+import { StdoutSink } from "../../src/sinks/stdout.ts";
+import { Backpressure } from "../../src/util/backpressure.ts";
+import { ManualClock, sleep } from "../../src/util/clock.ts";
+import { logger } from "../../src/util/log.ts";
+import { enc, withStore } from "../helpers/journal_store.ts";
+
+const log = logger("test");
+
+/** A sink taking `perEventMs` per event on the clock; `mode` switches it to failing or hanging. */
+function slowSink(clock: ManualClock, perEventMs: number) {
+  const sink = {
+    name: "slow",
+    mode: "ok" as "ok" | "fail" | "hang",
+    got: 0,
+    failures: 0,
+    check() {
+      if (sink.mode !== "fail") return;
+      sink.failures++;
+      throw new Error("broker down");
+    },
+    async deliver(batch: EventBatch) {
+      sink.check();
+      if (sink.mode === "hang") return await new Promise<void>(() => {});
+      await sleep(clock, batch.count * perEventMs);
+      // Failing also after taking its time (a broker that went away mid-delivery).
+      sink.check();
+      sink.got += batch.count;
+    },
+  };
+  return sink;
+}
+
+interface Rig {
+  clock: ManualClock;
+  journal: Journal;
+  runner: SinkRunner;
+  backpressure: Backpressure;
+  /** Every change of the signal: [paused, at]. */
+  changes: Array<[boolean, number]>;
+  /** Events the "shards" have read so far. */
+  read(): number;
+  /** Runs `ms` of ingest: `perTick` events every 10 ms while the signal is not held. */
+  ingest(ms: number, perTick: number, each?: () => void): Promise<void>;
+}
+
+function rig(store: Store, sink: Sink, clock = new ManualClock()): Rig {
+  const backpressure = new Backpressure();
+  const changes: Array<[boolean, number]> = [];
+  backpressure.subscribe((paused) => changes.push([paused, clock.now()]));
+  const journal = new Journal({ store, logger: log, clock, commitIntervalMs: 50 });
+  const runner = new SinkRunner({ sink, journal, store, logger: log, backpressure, clock });
+  runner.start();
+  let n = 0;
+  return {
+    clock,
+    journal,
+    runner,
+    backpressure,
+    changes,
+    read: () => n,
+    async ingest(ms, perTick, each) {
+      const until = clock.now() + ms;
+      while (clock.now() < until) {
+        if (!backpressure.paused) {
+          for (let i = 0; i < perTick; i++) journal.event(0, "E", ++n, enc(`{"n":${n}}`), 0, true);
+        }
+        await clock.advance(10);
+        each?.();
+      }
+    },
+  };
+}
+
+async function drain(r: Rig): Promise<void> {
+  for (let i = 0; i < 2000 && r.runner.cursor < r.read(); i++) await r.clock.advance(10);
+}
+
+Deno.test("pacing: a healthy sink slower than ingest holds reading once behind and lets go once back under", async () => {
+  await withStore(async (store) => {
+    // Ingest 10 000 events/s; the sink takes 5 000/s.
+    const clock = new ManualClock();
+    const r = rig(store, slowSink(clock, 0.2), clock);
+    let maxLagEvents = 0;
+    let maxLagMs = 0;
+    await r.ingest(5000, 100, () => {
+      maxLagEvents = Math.max(maxLagEvents, r.runner.lagEvents);
+      maxLagMs = Math.max(maxLagMs, r.runner.lagMs);
+      if (r.backpressure.paused) assert.deepEqual(r.backpressure.holders, ["pace slow"]);
+    });
+    const holds = r.changes.filter(([paused]) => paused);
+    assert.ok(holds.length >= 2, `held reading (${r.changes.length} changes)`);
+    assert.ok(r.changes.some(([paused]) => !paused), "and let it go again");
+    // Ingest never runs far ahead: the bound, plus what arrives in the turn it is crossed and what
+    // the journal gathered before the shards stopped (one commit interval).
+    assert.ok(maxLagMs < 700, `at most ${maxLagMs} ms behind`);
+    assert.ok(maxLagEvents < 4 * PACE_BEHIND.events, `at most ${maxLagEvents} events behind`);
+    // Each hold began behind and ended back under the lower bound.
+    // (Checked at the moment of each change: held only above both bounds, let go at or below half.)
+    await drain(r);
+    assert.equal(r.runner.cursor, r.read(), "everything delivered");
+    assert.equal(r.backpressure.paused, false, "caught up: reading goes on");
+    assert.ok(r.runner.pacedMs > 0);
+    r.runner.close();
+    await r.journal.close();
+  });
+});
+
+Deno.test("pacing: the signal is taken only above both bounds and let go only at or below half", async () => {
+  await withStore(async (store) => {
+    const clock = new ManualClock();
+    const sink = slowSink(clock, 0.2);
+    const r = rig(store, sink, clock);
+    const seen: Array<{ paused: boolean; events: number; ms: number }> = [];
+    r.backpressure.subscribe((paused) =>
+      seen.push({ paused, events: r.runner.lagEvents, ms: r.runner.lagMs })
+    );
+    await r.ingest(3000, 100);
+    await drain(r);
+    assert.ok(seen.length >= 2, `${seen.length} changes`);
+    for (const change of seen) {
+      if (change.paused) {
+        assert.ok(change.events > PACE_BEHIND.events && change.ms > PACE_BEHIND.ms, JSON.stringify(change));
+      } else {
+        assert.ok(change.events <= PACE_UNDER.events || change.ms <= PACE_UNDER.ms, JSON.stringify(change));
+      }
+    }
+    // Hysteresis: some hold was let go below the upper bound, not as soon as it was crossed back.
+    assert.ok(seen.some((c) => !c.paused && c.events <= PACE_UNDER.events), JSON.stringify(seen));
+    r.runner.close();
+    await r.journal.close();
+  });
+});
+
+Deno.test("pacing: a failing sink never holds reading; one holding lets go at once when it starts failing", async () => {
+  await withStore(async (store) => {
+    const clock = new ManualClock();
+    const sink = slowSink(clock, 0.2);
+    sink.mode = "fail";
+    const r = rig(store, sink, clock);
+    await r.ingest(3000, 100);
+    assert.ok(sink.failures > 0);
+    assert.ok(r.runner.lagEvents > 10 * PACE_BEHIND.events, "far behind");
+    assert.deepEqual(r.changes, [], "a failing sink never holds reading: the journal takes it");
+    assert.equal(r.runner.pacedMs, 0);
+    r.runner.close();
+    await r.journal.close();
+  });
+  await withStore(async (store) => {
+    const clock = new ManualClock();
+    const sink = slowSink(clock, 0.2);
+    const r = rig(store, sink, clock);
+    await r.ingest(1000, 100);
+    // Healthy and behind: held (the ingest loop stops adding events).
+    for (let i = 0; i < 100 && !r.backpressure.paused; i++) await r.ingest(10, 100);
+    assert.equal(r.backpressure.paused, true, "held while healthy and behind");
+    sink.mode = "fail";
+    const before = sink.failures;
+    for (let i = 0; i < 200 && sink.failures === before; i++) await clock.advance(1);
+    const failedAt = clock.now();
+    assert.equal(r.backpressure.paused, false, "let go when the delivery failed");
+    assert.equal(r.changes[r.changes.length - 1][1], failedAt, "at once, in the turn of the failure");
+    // Failing on: reading goes on, the journal takes everything.
+    await r.ingest(3000, 100);
+    assert.equal(r.backpressure.paused, false);
+    assert.equal(r.changes.filter(([paused]) => paused).length, 1, "never held again while failing");
+    // Taking events again, and past the health window: healthy, so it paces again.
+    sink.mode = "ok";
+    await r.ingest(HEALTH_WINDOW_MS + 1000, 100);
+    assert.ok(r.changes.filter(([paused]) => paused).length >= 2, "healthy again: paced again");
+    await drain(r);
+    assert.equal(r.runner.cursor, r.read());
+    r.runner.close();
+    await r.journal.close();
+  });
+});
+
+Deno.test("pacing: a delivery stalled past the stall bound lets reading go (a reader that stopped reading stdout)", async () => {
+  await withStore(async (store) => {
+    const clock = new ManualClock();
+    // stdout on a pipe whose reader takes 64 KB every 10 ms (6.4 MB/s) until it stops reading.
+    let reading = true;
+    const sink = new StdoutSink({
+      write: async (bytes) => {
+        for (;;) {
+          await sleep(clock, 10);
+          if (reading) return Math.min(bytes.length, 64 * 1024);
+        }
+      },
+    });
+    const r = rig(store, sink, clock);
+    // 100 events of ~1 KB every 10 ms: 10 MB/s, faster than the reader.
+    const pad = "x".repeat(1000);
+    let n = 0;
+    const ingest = async (ms: number) => {
+      const until = clock.now() + ms;
+      while (clock.now() < until) {
+        if (!r.backpressure.paused) {
+          for (let i = 0; i < 100; i++) r.journal.event(0, "E", ++n, enc(`{"n":${n},"p":"${pad}"}`), 0, true);
+        }
+        await clock.advance(10);
+      }
+    };
+    for (let i = 0; i < 300 && !r.backpressure.paused; i++) await ingest(10);
+    assert.equal(r.backpressure.paused, true, "a reader that reads, slower than ingest: held");
+    reading = false;
+    const stoppedAt = clock.now();
+    for (let i = 0; i < 2 * STALL_MS && r.backpressure.paused; i++) await clock.advance(1);
+    const releasedAt = clock.now();
+    assert.equal(r.backpressure.paused, false, "the stalled delivery lets reading go");
+    assert.ok(
+      releasedAt - stoppedAt <= STALL_MS && releasedAt - stoppedAt > STALL_MS / 2,
+      `let go ${releasedAt - stoppedAt} ms after the reader stopped`,
+    );
+    assert.equal(r.runner.healthy, false);
+    // Reading goes on while the reader does not read: the journal takes it.
+    const cursor = r.runner.cursor;
+    await ingest(2000);
+    assert.equal(r.backpressure.paused, false);
+    assert.equal(r.runner.cursor, cursor, "nothing taken meanwhile");
+    assert.ok(n > cursor + 10_000);
+    // The reader is back: it catches up (paced again after the health window), everything arrives.
+    reading = true;
+    await ingest(HEALTH_WINDOW_MS + 500);
+    for (let i = 0; i < 3000 && r.runner.cursor < n; i++) await clock.advance(10);
+    assert.equal(r.runner.cursor, n);
+    assert.equal(sink.written, n);
+    r.runner.close();
+    await r.journal.close();
+  });
+});
+
+Deno.test("pacing: the time held is counted on the clock, per sink", async () => {
+  await withStore(async (store) => {
+    const clock = new ManualClock();
+    const sink = slowSink(clock, 0.2);
+    const r = rig(store, sink, clock);
+    let sampledWhileHeld: [number, number] | null = null;
+    await r.ingest(4000, 100, () => {
+      if (r.backpressure.paused && sampledWhileHeld === null) {
+        const at = clock.now();
+        const held = r.runner.pacedMs;
+        sampledWhileHeld = [at, held];
+      }
+    });
+    await drain(r);
+    assert.equal(r.backpressure.paused, false);
+    // The sum of the holds, as the signal's listener saw them on the clock.
+    let expected = 0;
+    for (let i = 0; i < r.changes.length; i += 2) {
+      assert.equal(r.changes[i][0], true);
+      assert.equal(r.changes[i + 1][0], false);
+      expected += r.changes[i + 1][1] - r.changes[i][1];
+    }
+    assert.ok(expected > 0);
+    assert.equal(r.runner.pacedMs, expected);
+    // A hold under way counts as it goes.
+    assert.ok(sampledWhileHeld !== null);
+    const [at, held] = sampledWhileHeld as [number, number];
+    let before = 0;
+    for (let i = 0; i < r.changes.length; i += 2) {
+      const [, from] = r.changes[i];
+      const to = r.changes[i + 1][1];
+      if (to <= at) before += to - from;
+      else if (from <= at) before += at - from;
+    }
+    assert.equal(held, before, "the hold under way counted up to the moment it was read");
+    const idle = r.runner.pacedMs;
+    await clock.advance(1000);
+    assert.equal(r.runner.pacedMs, idle, "not counting while not held");
+    r.runner.close();
+    await r.journal.close();
+  });
+});
