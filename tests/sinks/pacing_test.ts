@@ -13,7 +13,7 @@ import { StdoutSink } from "../../src/sinks/stdout.ts";
 import { Backpressure } from "../../src/util/backpressure.ts";
 import { ManualClock, sleep } from "../../src/util/clock.ts";
 import { logger } from "../../src/util/log.ts";
-import { enc, withStore } from "../helpers/journal_store.ts";
+import { enc, syntheticBatch, withStore } from "../helpers/journal_store.ts";
 
 const log = logger("test");
 
@@ -24,9 +24,11 @@ function slowSink(clock: ManualClock, perEventMs: number) {
     mode: "ok" as "ok" | "fail" | "hang",
     got: 0,
     failures: 0,
+    lastFailureAt: 0,
     check() {
       if (sink.mode !== "fail") return;
       sink.failures++;
+      sink.lastFailureAt = clock.now();
       throw new Error("broker down");
     },
     async deliver(batch: EventBatch) {
@@ -135,10 +137,52 @@ Deno.test("pacing: the signal is taken only above both bounds and let go only at
         assert.ok(change.events <= PACE_UNDER.events || change.ms <= PACE_UNDER.ms, JSON.stringify(change));
       }
     }
-    // Hysteresis: some hold was let go below the upper bound, not as soon as it was crossed back.
-    assert.ok(seen.some((c) => !c.paused && c.events <= PACE_UNDER.events), JSON.stringify(seen));
     r.runner.close();
     await r.journal.close();
+  });
+});
+
+Deno.test("pacing: behind takes both bounds; held until back under half of them (hysteresis)", async () => {
+  await withStore(async (store) => {
+    const clock = new ManualClock();
+    const backpressure = new Backpressure();
+    let open: (() => void) | null = null;
+    const sink: Sink = { name: "gated", deliver: () => new Promise<void>((resolve) => (open = resolve)) };
+    const journal = new Journal({ store, logger: log, commitIntervalMs: 0, clock });
+    const runner = new SinkRunner({ sink, journal, store: null, logger: log, backpressure, clock });
+    const release = async () => {
+      const resolve = open!;
+      open = null;
+      resolve();
+      await clock.advance(1); // the cursor is stored, the next delivery goes
+    };
+    runner.offer(syntheticBatch(1, 600, 10)); // delivered at once, and left open
+    runner.offer(syntheticBatch(601, 600, 10));
+    assert.equal(runner.lagEvents, 1200);
+    assert.equal(backpressure.paused, false, "over the events bound but not 250 ms behind");
+    await clock.advance(PACE_BEHIND.ms);
+    runner.offer(syntheticBatch(1201, 10, 10));
+    assert.equal(backpressure.paused, false, "250 ms is not over the bound");
+    await clock.advance(50);
+    runner.offer(syntheticBatch(1211, 10, 10));
+    assert.deepEqual(backpressure.holders, ["pace gated"], "over both: held");
+    await release();
+    assert.equal(runner.cursor, 600);
+    assert.equal(runner.lagEvents, 620);
+    assert.ok(runner.lagMs > PACE_UNDER.ms);
+    assert.equal(backpressure.paused, true, "under the upper bound but not back under half: still held");
+    await release();
+    assert.equal(runner.cursor, 1220);
+    assert.equal(backpressure.paused, false, "caught up: let go");
+    // A small lag, however old, does not hold reading.
+    runner.offer(syntheticBatch(1221, 10, 10));
+    await clock.advance(900);
+    runner.offer(syntheticBatch(1231, 10, 10));
+    assert.equal(backpressure.paused, false, "20 events 900 ms behind: not behind");
+    await release();
+    await release();
+    runner.close();
+    await journal.close();
   });
 });
 
@@ -174,10 +218,17 @@ Deno.test("pacing: a failing sink never holds reading; one holding lets go at on
     await r.ingest(3000, 100);
     assert.equal(r.backpressure.paused, false);
     assert.equal(r.changes.filter(([paused]) => paused).length, 1, "never held again while failing");
-    // Taking events again, and past the health window: healthy, so it paces again.
+    // Taking events again: far behind, but not healthy until the health window has passed since the
+    // last failure; then it paces again.
     sink.mode = "ok";
-    await r.ingest(HEALTH_WINDOW_MS + 1000, 100);
-    assert.ok(r.changes.filter(([paused]) => paused).length >= 2, "healthy again: paced again");
+    const holdsBefore = r.changes.length;
+    await r.ingest(10_000 + HEALTH_WINDOW_MS + 1000, 100);
+    const again = r.changes.slice(holdsBefore).find(([paused]) => paused);
+    assert.ok(again !== undefined, "healthy again: paced again");
+    assert.ok(
+      again[1] >= sink.lastFailureAt + HEALTH_WINDOW_MS,
+      `held again ${again[1] - sink.lastFailureAt} ms after the last failure`,
+    );
     await drain(r);
     assert.equal(r.runner.cursor, r.read());
     r.runner.close();
@@ -245,13 +296,9 @@ Deno.test("pacing: the time held is counted on the clock, per sink", async () =>
     const clock = new ManualClock();
     const sink = slowSink(clock, 0.2);
     const r = rig(store, sink, clock);
-    let sampledWhileHeld: [number, number] | null = null;
+    const samples: Array<[number, number]> = [];
     await r.ingest(4000, 100, () => {
-      if (r.backpressure.paused && sampledWhileHeld === null) {
-        const at = clock.now();
-        const held = r.runner.pacedMs;
-        sampledWhileHeld = [at, held];
-      }
+      if (r.backpressure.paused) samples.push([clock.now(), r.runner.pacedMs]);
     });
     await drain(r);
     assert.equal(r.backpressure.paused, false);
@@ -265,16 +312,21 @@ Deno.test("pacing: the time held is counted on the clock, per sink", async () =>
     assert.ok(expected > 0);
     assert.equal(r.runner.pacedMs, expected);
     // A hold under way counts as it goes.
-    assert.ok(sampledWhileHeld !== null);
-    const [at, held] = sampledWhileHeld as [number, number];
-    let before = 0;
-    for (let i = 0; i < r.changes.length; i += 2) {
-      const [, from] = r.changes[i];
-      const to = r.changes[i + 1][1];
-      if (to <= at) before += to - from;
-      else if (from <= at) before += at - from;
+    let midHold = 0;
+    for (const [at, held] of samples) {
+      let expectedAt = 0;
+      for (let i = 0; i < r.changes.length; i += 2) {
+        const [, from] = r.changes[i];
+        const to = r.changes[i + 1][1];
+        if (to <= at) expectedAt += to - from;
+        else if (from < at) {
+          expectedAt += at - from;
+          midHold++;
+        }
+      }
+      assert.equal(held, expectedAt, `read at ${at}: the holds so far, the one under way up to then`);
     }
-    assert.equal(held, before, "the hold under way counted up to the moment it was read");
+    assert.ok(midHold > 0, "some reading fell inside a hold");
     const idle = r.runner.pacedMs;
     await clock.advance(1000);
     assert.equal(r.runner.pacedMs, idle, "not counting while not held");
