@@ -334,3 +334,44 @@ Deno.test("pacing: the time held is counted on the clock, per sink", async () =>
     await r.journal.close();
   });
 });
+
+Deno.test("pacing: the lag in time is the age of the oldest event not acknowledged, never less, however many batches wait", async () => {
+  await withStore(async (store) => {
+    const clock = new ManualClock();
+    let open: (() => void) | null = null;
+    const sink: Sink = { name: "gated", deliver: () => new Promise<void>((resolve) => (open = resolve)) };
+    const journal = new Journal({ store, logger: log, commitIntervalMs: 0, clock });
+    const runner = new SinkRunner({ sink, journal, store: null, logger: log, clock });
+    const start = clock.now();
+    // 3000 one-event batches 10 ms apart while the first delivery stays open: more than the marks kept.
+    // Each says 400 KB, so a delivery joins two of them.
+    for (let b = 1; b <= 3000; b++) {
+      runner.offer({ ...syntheticBatch(b, 1, 10), size: 400_000 });
+      await clock.advance(10);
+    }
+    assert.equal(runner.lagEvents, 3000);
+    assert.equal(runner.lagMs, clock.now() - start, "the first batch's age");
+    let over = 0;
+    while (runner.cursor < 3000) {
+      open!();
+      open = null;
+      await clock.advance(1); // the cursor is stored, the next delivery goes
+      if (runner.cursor === 3000) break;
+      const oldest = start + runner.cursor * 10; // batch cursor + 1 was offered then
+      const real = clock.now() - oldest;
+      assert.ok(
+        runner.lagMs >= real,
+        `${runner.lagMs} ms at cursor ${runner.cursor}, the oldest is ${real} ms old`,
+      );
+      assert.ok(
+        runner.lagMs <= real + 200,
+        `${runner.lagMs} ms at cursor ${runner.cursor}: merged too coarsely`,
+      );
+      if (runner.lagMs > real) over++;
+    }
+    assert.ok(over > 0, "some marks were merged");
+    assert.equal(runner.lagMs, 0, "caught up");
+    runner.close();
+    await journal.close();
+  });
+});
