@@ -25,6 +25,9 @@
  *   answer. A sink that is not healthy never holds the signal, and lets it go at once when it stops
  *   being healthy: the journal absorbs what arrives meanwhile, as it does for an outage. So pacing
  *   never holds reading for longer than `STALL_MS` without the sink taking something.
+ * - Events stored before this runner started (a restart after the process was down or stopped with a
+ *   backlog) are such an outage too: while the sink delivers them, pacing does not hold (a shard held
+ *   before it has read its HELLO sends no heartbeat and Discord closes it); past them, it does.
  */
 import { awaitingNetwork } from "../util/cooperate.ts";
 import type { Backpressure } from "../util/backpressure.ts";
@@ -126,6 +129,11 @@ export class SinkRunner implements BatchConsumer {
   /** Whether the delivery under way has run past STALL_MS. */
   #stalled = false;
   #stallTimer: TimerId | undefined;
+  /**
+   * Events stored before this runner started and not delivered then end here: until the cursor passes
+   * it the sink catches up on an outage of the whole process, and pacing does not hold (see #pace).
+   */
+  #startBacklog = 0;
   /** Holding "pace <name>" since then (null: not holding), and the time held before. */
   #pacedSince: number | null = null;
   #pacedMs = 0;
@@ -188,6 +196,7 @@ export class SinkRunner implements BatchConsumer {
       if (this.#storedCursor === null && this.#cursor < head) this.#cursor = head;
       if (this.#cursor < this.#head) {
         this.#behind = true;
+        this.#startBacklog = this.#head;
         this.#marks.push([this.#head, this.#clock.now()]);
         this.#log.info("sink {sink}: {n} event(s) stored but not delivered; delivering them first", {
           sink: this.sink.name,
@@ -238,10 +247,14 @@ export class SinkRunner implements BatchConsumer {
     }
   }
 
-  /** Holds or lets go of "pace <name>" (see the top of this file). */
+  /**
+   * Holds or lets go of "pace <name>" (see the top of this file). Not while the sink delivers what was
+   * stored before this start: the shards may not have read their HELLO yet, and a shard held before
+   * it heartbeats is closed by Discord; events committed since then are paced once it is past them.
+   */
   #pace(): void {
     let hold: boolean;
-    if (!this.healthy) hold = false;
+    if (!this.healthy || this.#cursor < this.#startBacklog) hold = false;
     else {
       const bound = this.#pacedSince === null ? PACE_BEHIND : PACE_UNDER;
       hold = this.lagEvents > bound.events && this.lagMs > bound.ms;

@@ -84,8 +84,9 @@ function rig(store: Store, sink: Sink, clock = new ManualClock()): Rig {
   };
 }
 
+/** Lets the sink take every event given out. */
 async function drain(r: Rig): Promise<void> {
-  for (let i = 0; i < 2000 && r.runner.cursor < r.read(); i++) await r.clock.advance(10);
+  for (let i = 0; i < 2000 && r.runner.cursor < r.journal.lastAssignedId; i++) await r.clock.advance(10);
 }
 
 Deno.test("pacing: a healthy sink slower than ingest holds reading once behind and lets go once back under", async () => {
@@ -373,5 +374,32 @@ Deno.test("pacing: the lag in time is the age of the oldest event not acknowledg
     assert.equal(runner.lagMs, 0, "caught up");
     runner.close();
     await journal.close();
+  });
+});
+
+Deno.test("pacing: what was stored before the start is delivered without holding reading; what follows is paced", async () => {
+  await withStore(async (store) => {
+    // A previous run left 20 000 events undelivered.
+    store.transaction("seed", () => {
+      for (let id = 1; id <= 20_000; id++) store.events.insert(id, 0, null, id, "E", 1, enc(`{"n":${id}}`));
+      store.setCursor("slow", 0, 1);
+    });
+    const clock = new ManualClock();
+    const sink = slowSink(clock, 0.2);
+    const r = rig(store, sink, clock);
+    assert.equal(r.runner.lagEvents, 20_000);
+    // The backlog takes the sink 4 s; the shards read meanwhile (they must get to their HELLO).
+    await r.ingest(3000, 100);
+    assert.ok(r.runner.cursor < 20_000, `still on the stored backlog (${r.runner.cursor})`);
+    assert.ok(r.runner.lagMs > PACE_BEHIND.ms && r.runner.lagEvents > PACE_BEHIND.events);
+    assert.equal(r.changes.length, 0, "not held while delivering what was stored before the start");
+    // Past it, the sink is behind on what this run committed: paced.
+    await r.ingest(5000, 100);
+    assert.ok(r.runner.cursor > 20_000);
+    assert.ok(r.changes.some(([paused]) => paused), "paced once past the stored backlog");
+    await drain(r);
+    assert.equal(r.runner.cursor, 20_000 + r.read());
+    r.runner.close();
+    await r.journal.close();
   });
 });
