@@ -295,11 +295,27 @@ export class Metrics {
     });
     gauge(
       "gatehouse_sink_lag_events",
-      "Events given out but not acknowledged by the sink (journal last id − sink cursor).",
+      "Events committed but not acknowledged by the sink (committed head − sink cursor), the lag pacing measures.",
       ["sink"],
       (set) => {
         const last = snap().journal.lastId;
-        for (const s of snap().sinks) set({ sink: s.name }, Math.max(0, last - s.cursor));
+        for (const s of snap().sinks) set({ sink: s.name }, s.lagEvents ?? Math.max(0, last - s.cursor));
+      },
+    );
+    gauge(
+      "gatehouse_sink_lag_seconds",
+      "Age of the oldest committed event the sink has not acknowledged (0 when caught up).",
+      ["sink"],
+      (set) => {
+        for (const s of snap().sinks) if (s.lagSeconds !== undefined) set({ sink: s.name }, s.lagSeconds);
+      },
+    );
+    counter(
+      "gatehouse_sink_paced_seconds_total",
+      "Time the sink held reading from Discord because it was healthy but behind (pacing), by sink.",
+      ["sink"],
+      (set) => {
+        for (const s of snap().sinks) if (s.pacedSeconds !== undefined) set({ sink: s.name }, s.pacedSeconds);
       },
     );
     counter("gatehouse_sink_errors_total", "Failed deliveries (retried), by sink.", ["sink"], (set) => {

@@ -13,8 +13,20 @@ export interface GatewayView {
   readonly shardCount: number;
   now(): number;
   shards(): ShardStatus[];
-  /** `duplicates`: events a de-duplicating sink skipped as already delivered. */
-  sinks(): Array<{ name: string; cursor: number; errors: number; duplicates?: number }>;
+  /**
+   * `duplicates`: events a de-duplicating sink skipped as already delivered. `lagEvents`, `lagSeconds`:
+   * the sink's lag as pacing measures it (committed head − cursor; age of the oldest committed event not
+   * acknowledged); `pacedSeconds`: time its runner has held reading by pacing.
+   */
+  sinks(): Array<{
+    name: string;
+    cursor: number;
+    errors: number;
+    duplicates?: number;
+    lagEvents?: number;
+    lagSeconds?: number;
+    pacedSeconds?: number;
+  }>;
   journal(): {
     enabled: boolean;
     lastId: number;

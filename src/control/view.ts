@@ -13,9 +13,15 @@ export interface GatewayViewParts {
   shardCount: number;
   /** The shards this process runs, as they are now. */
   pool: { status(): ShardStatus[]; get(id: number): { reconnect(): boolean } | undefined };
-  runners: ReadonlyArray<
-    { readonly sink: { name: string }; readonly cursor: number; readonly errors: number }
-  >;
+  runners: ReadonlyArray<{
+    readonly sink: { name: string };
+    readonly cursor: number;
+    readonly errors: number;
+    /** Pacing's lag (events, ms) and the time held by pacing (ms); see src/sinks/runner.ts. */
+    readonly lagEvents?: number;
+    readonly lagMs?: number;
+    readonly pacedMs?: number;
+  }>;
   /** Whether events are kept in the store (`[store] journal`). */
   journalEnabled: boolean;
   journal: {
@@ -49,6 +55,9 @@ export function gatewayView(parts: GatewayViewParts): GatewayView {
         cursor: r.cursor,
         errors: r.errors,
         duplicates: (r.sink as { duplicates?: number }).duplicates,
+        lagEvents: r.lagEvents,
+        lagSeconds: r.lagMs === undefined ? undefined : r.lagMs / 1000,
+        pacedSeconds: r.pacedMs === undefined ? undefined : r.pacedMs / 1000,
       })),
     journal: () => ({
       enabled: parts.journalEnabled,

@@ -4,6 +4,30 @@
  * batch in flight is delivered again, with the same ids. A sink that is caught up gets committed
  * batches straight from memory; one that is behind (after a restart, a failure, or a long stall) reads
  * from the store in id order until it has caught up.
+ *
+ * Pacing. The journal absorbs outages (a broker down, a reader that stopped reading), not scheduling:
+ * while a sink is healthy but behind — taking events, only slower than the shards read them because
+ * the process is saturated — its runner holds the one `Backpressure` signal (as "pace <sink>") so the
+ * shards stop reading and TCP pushes back on Discord, until the sink is back under half the bound.
+ *
+ * - **lag**, in events: the highest committed id this runner heard of minus its cursor; in time: how
+ *   long ago (on the runner's clock) the oldest committed event it has not acknowledged was handed to
+ *   it (events stored before this runner started count from its start).
+ * - **behind**: lag above `PACE_BEHIND.events` (1000, one delivery read from the store) AND above
+ *   `PACE_BEHIND.ms` (250 ms, five group commits of 50 ms). Both: a single big commit is not "behind"
+ *   (the sink takes it in one delivery), nor is a sink a few events late that waits on a slow peer.
+ *   Back under: lag at most half of either bound (500 events or 125 ms); the gap between the two keeps
+ *   the signal from flapping at every commit.
+ * - **healthy**: the last delivery succeeded, none failed or stalled in the last `HEALTH_WINDOW_MS`
+ *   (5 s), and no delivery has been under way (with the storing of its cursor) for more than
+ *   `STALL_MS` (1 s). A delivery that takes longer is **stalled**: a reader that stopped reading
+ *   (stdout's write is asynchronous and stays open while the pipe is full), a broker that does not
+ *   answer. A sink that is not healthy never holds the signal, and lets it go at once when it stops
+ *   being healthy: the journal absorbs what arrives meanwhile, as it does for an outage. So pacing
+ *   never holds reading for longer than `STALL_MS` without the sink taking something.
+ * - Events stored before this runner started (a restart after the process was down or stopped with a
+ *   backlog) are such an outage too: while the sink delivers them, pacing does not hold (a shard held
+ *   before it has read its HELLO sends no heartbeat and Discord closes it); past them, it does.
  */
 import { awaitingNetwork } from "../util/cooperate.ts";
 import type { Backpressure } from "../util/backpressure.ts";
@@ -26,6 +50,24 @@ const MAX_DELIVERY_BYTES = 1024 * 1024;
  * later; without a store (journal off) the shards are asked to stop reading instead.
  */
 const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+/**
+ * Behind (see the top of this file): more than one store read's worth of events (PAGE) and more than
+ * 250 ms — a few group commits (50 ms each), and small next to Discord's heartbeat interval (~41 s), so
+ * holding reading this long costs nothing while ingest never runs more than ~¼ s ahead of delivery.
+ */
+export const PACE_BEHIND = { events: PAGE, ms: 250 } as const;
+/** Back under: half of either bound (hysteresis). */
+export const PACE_UNDER = { events: PACE_BEHIND.events / 2, ms: PACE_BEHIND.ms / 2 } as const;
+/**
+ * A delivery (with the storing of its cursor) under way for longer than this is stalled: the sink is
+ * unhealthy until it completes and for HEALTH_WINDOW_MS after. One delivery carries at most 1 MB, which
+ * a reader that reads takes well within a second; four times the behind bound.
+ */
+export const STALL_MS = 1000;
+/** After a failure or a stall, the sink is not healthy for this long (it may be flapping). */
+export const HEALTH_WINDOW_MS = 5000;
+/** Commit times kept for the time lag; past this many, neighbours are merged (the older time kept). */
+const MAX_MARKS = 1024;
 /** A failed delivery is retried 200 ms later, then doubling, at most 10 s apart. */
 export const DELIVERY_RETRY: Backoff = { baseMs: 200, maxMs: 10_000 };
 
@@ -38,7 +80,10 @@ export interface SinkRunnerOptions {
   /** Without stored events (journal off) there is no catch-up: only live batches. */
   store: Store | null;
   logger: Logger;
-  /** Without a store: held (as "sink <name>") while the sink is too far behind; the shards stop reading. */
+  /**
+   * Held as "pace <name>" while the sink is healthy and behind (pacing, see the top of this file), and
+   * without a store as "sink <name>" while the sink is too far behind; the shards stop reading.
+   */
   backpressure?: Backpressure;
   /** Called with every acknowledged batch (metrics). */
   onDelivered?: (batch: EventBatch) => void;
@@ -77,6 +122,21 @@ export class SinkRunner implements BatchConsumer {
   /** Failed deliveries (each retried). */
   errors = 0;
   readonly #onDelivered?: (batch: EventBatch) => void;
+  /** When batches were handed over: `[lastId, at]`, ids ascending, those above the cursor only. */
+  #marks: Array<[number, number]> = [];
+  /** When the last failure or stall ended (the health window runs from it). */
+  #troubleAt = -Infinity;
+  /** Whether the delivery under way has run past STALL_MS. */
+  #stalled = false;
+  #stallTimer: TimerId | undefined;
+  /**
+   * Events stored before this runner started and not delivered then end here: until the cursor passes
+   * it the sink catches up on an outage of the whole process, and pacing does not hold (see #pace).
+   */
+  #startBacklog = 0;
+  /** Holding "pace <name>" since then (null: not holding), and the time held before. */
+  #pacedSince: number | null = null;
+  #pacedMs = 0;
 
   constructor(options: SinkRunnerOptions) {
     this.sink = options.sink;
@@ -94,6 +154,36 @@ export class SinkRunner implements BatchConsumer {
     return this.#cursor;
   }
 
+  /** Lag in events: the highest committed id this runner heard of minus its cursor. */
+  get lagEvents(): number {
+    return Math.max(0, this.#head - this.#cursor);
+  }
+
+  /** Lag in ms: age of the oldest committed event not acknowledged (0 when caught up). */
+  get lagMs(): number {
+    if (this.#marks.length === 0 || this.#head <= this.#cursor) return 0;
+    return Math.max(0, this.#clock.now() - this.#marks[0][1]);
+  }
+
+  /**
+   * Healthy: the last delivery succeeded, none failed or stalled within HEALTH_WINDOW_MS, and none is
+   * stalled now.
+   */
+  get healthy(): boolean {
+    return !this.#closed && this.#failures === 0 && !this.#stalled &&
+      this.#clock.now() - this.#troubleAt >= HEALTH_WINDOW_MS;
+  }
+
+  /** Whether this runner holds reading now (pacing). */
+  get pacing(): boolean {
+    return this.#pacedSince !== null;
+  }
+
+  /** Time this runner has held reading by pacing, in ms (counted on its clock, the hold under way included). */
+  get pacedMs(): number {
+    return this.#pacedMs + (this.#pacedSince === null ? 0 : this.#clock.now() - this.#pacedSince);
+  }
+
   /**
    * Subscribes to the journal's committed batches and starts delivering what the store holds beyond
    * the cursor.
@@ -106,6 +196,8 @@ export class SinkRunner implements BatchConsumer {
       if (this.#storedCursor === null && this.#cursor < head) this.#cursor = head;
       if (this.#cursor < this.#head) {
         this.#behind = true;
+        this.#startBacklog = this.#head;
+        this.#marks.push([this.#head, this.#clock.now()]);
         this.#log.info("sink {sink}: {n} event(s) stored but not delivered; delivering them first", {
           sink: this.sink.name,
           n: this.#head - this.#cursor,
@@ -119,6 +211,7 @@ export class SinkRunner implements BatchConsumer {
   offer(batch: EventBatch): void {
     if (batch.lastId > this.#head) this.#head = batch.lastId;
     if (this.#closed || batch.lastId <= this.#cursor) return;
+    this.#mark(batch.lastId);
     if (this.#behind) {
       // The store has it; it is read back in order.
     } else if (this.#store !== null && this.#queuedBytes + batch.size > MAX_QUEUED_BYTES) {
@@ -134,7 +227,69 @@ export class SinkRunner implements BatchConsumer {
         this.#backpressure?.hold(`sink ${this.sink.name}`, true);
       }
     }
+    this.#pace();
     this.#next();
+  }
+
+  /** Notes when the events up to `lastId` were handed over (for the lag in time). */
+  #mark(lastId: number): void {
+    const marks = this.#marks;
+    if (marks.length > 0 && marks[marks.length - 1][0] >= lastId) return;
+    marks.push([lastId, this.#clock.now()]);
+    if (marks.length > MAX_MARKS) {
+      // Merge neighbours: each pair keeps the higher id and the older time, so the lag in time is never
+      // under-reported (a backlog of over a thousand commits, far behind anyway).
+      const merged: Array<[number, number]> = [];
+      for (let i = 0; i < marks.length; i += 2) {
+        merged.push([marks[Math.min(i + 1, marks.length - 1)][0], marks[i][1]]);
+      }
+      this.#marks = merged;
+    }
+  }
+
+  /**
+   * Holds or lets go of "pace <name>" (see the top of this file). Not while the sink delivers what was
+   * stored before this start: the shards may not have read their HELLO yet, and a shard held before
+   * it heartbeats is closed by Discord; events committed since then are paced once it is past them.
+   */
+  #pace(): void {
+    let hold: boolean;
+    if (!this.healthy || this.#cursor < this.#startBacklog) hold = false;
+    else {
+      const bound = this.#pacedSince === null ? PACE_BEHIND : PACE_UNDER;
+      hold = this.lagEvents > bound.events && this.lagMs > bound.ms;
+    }
+    if (hold === (this.#pacedSince !== null)) return;
+    const now = this.#clock.now();
+    if (hold) this.#pacedSince = now;
+    else {
+      this.#pacedMs += now - this.#pacedSince!;
+      this.#pacedSince = null;
+    }
+    this.#backpressure?.hold(`pace ${this.sink.name}`, hold);
+  }
+
+  /** A delivery begins: it is stalled if it (with its cursor) is not done within STALL_MS. */
+  #deliveryBegan(): void {
+    this.#stallTimer = this.#clock.setTimeout(() => {
+      this.#stallTimer = undefined;
+      this.#stalled = true;
+      this.#log.debug("sink {sink}: a delivery under way for {ms} ms is stalled; pacing lets reading go", {
+        sink: this.sink.name,
+        ms: STALL_MS,
+      });
+      this.#pace();
+    }, STALL_MS);
+  }
+
+  /** The delivery under way is done (taken and its cursor stored, or failed). */
+  #deliveryEnded(): void {
+    if (this.#stallTimer !== undefined) this.#clock.clearTimeout(this.#stallTimer);
+    this.#stallTimer = undefined;
+    if (this.#stalled) {
+      this.#stalled = false;
+      this.#troubleAt = this.#clock.now();
+    }
   }
 
   #clearQueue(): void {
@@ -190,6 +345,7 @@ export class SinkRunner implements BatchConsumer {
       return;
     }
     this.#busy = true;
+    this.#deliveryBegan();
     let result: void | Promise<void>;
     try {
       result = this.sink.deliver(batch);
@@ -213,21 +369,30 @@ export class SinkRunner implements BatchConsumer {
     this.delivered += lastId - this.#cursor;
     this.#cursor = lastId;
     this.#failures = 0;
+    let drop = 0;
+    while (drop < this.#marks.length && this.#marks[drop][0] <= lastId) drop++;
+    if (drop > 0) this.#marks.splice(0, drop);
     this.#progress?.();
     if (this.sink.runsAheadOfStoredCursor || this.#finishing) {
       this.#journal.setCursor(this.sink.name, lastId);
+      this.#deliveryEnded();
       this.#busy = false;
+      this.#pace();
       this.#next();
       return;
     }
     // The next batch goes out once this cursor is stored: a crash repeats one batch at most.
+    this.#pace();
     this.#journal.setCursor(this.sink.name, lastId, () => {
+      this.#deliveryEnded();
       this.#busy = false;
+      this.#pace();
       this.#next();
     });
   }
 
   #fail(error: unknown): void {
+    this.#deliveryEnded();
     if (this.#closed) {
       // Stopping: the broker connection was closed under a delivery. Nothing is retried in this
       // process; the journal keeps the events for the next start.
@@ -238,12 +403,16 @@ export class SinkRunner implements BatchConsumer {
       // The sink is gone for good (stdout closed by its reader): its owner stops; nothing to retry.
       this.#closed = true;
       this.#busy = false;
+      this.#pace();
       this.#progress?.();
       return;
     }
     this.#busy = false;
     this.#failures++;
     this.errors++;
+    this.#troubleAt = this.#clock.now();
+    // Failing: not healthy, so reading is not held for it (the journal keeps what arrives).
+    this.#pace();
     if (this.#store !== null) {
       this.#clearQueue();
       this.#behind = true;
@@ -295,6 +464,9 @@ export class SinkRunner implements BatchConsumer {
     this.#closed = true;
     this.#journal.unsubscribe(this);
     if (this.#retry !== undefined) this.#clock.clearTimeout(this.#retry);
+    if (this.#stallTimer !== undefined) this.#clock.clearTimeout(this.#stallTimer);
+    this.#stallTimer = undefined;
+    this.#pace();
     this.#progress?.();
   }
 }

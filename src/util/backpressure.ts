@@ -1,6 +1,7 @@
 /**
  * One backpressure signal for the whole process. Any part that cannot keep up (the journal waiting for
- * a failing store, a sink without a journal to fall back on) holds it under its own name; while anyone
+ * a failing store, a sink without a journal to fall back on, a healthy sink that is behind: pacing, in
+ * src/sinks/runner.ts) holds it under its own name; while anyone
  * holds it the signal is "paused", and its listeners (the pool, which stops the shards reading from
  * their sockets, so TCP pushes back on Discord) hear each change once.
  */

@@ -95,6 +95,7 @@ Deno.test("control listener: metrics move as events flow, health and status, act
         "gatehouse_journal_size_bytes",
         "gatehouse_journal_last_id",
         "gatehouse_sink_lag_events",
+        "gatehouse_sink_lag_seconds",
         "gatehouse_sink_errors_total",
         "gatehouse_command_queue_depth",
         "process_resident_memory_bytes",
@@ -131,6 +132,11 @@ Deno.test("control listener: metrics move as events flow, health and status, act
     );
     assert.equal(value(after, "gatehouse_journal_last_id"), g.lines[g.lines.length - 1].id);
     assert.equal(value(after, "gatehouse_sink_lag_events", { sink: "stdout" }), 0);
+    assert.equal(
+      value(after, "gatehouse_sink_lag_seconds", { sink: "stdout" }),
+      0,
+      "caught up: no lag in time",
+    );
     const histogram = (m: Map<string, Family>) =>
       Number(m.get("gatehouse_heartbeat_latency_seconds")!.metrics[0].count);
     assert.ok(histogram(after) > histogram(before), "heartbeat latencies are observed");

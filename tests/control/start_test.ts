@@ -60,7 +60,14 @@ Deno.test("gatewayView: reads the parts at each call; reconnect and commands go 
       return id === 1;
     },
   }));
-  const runner = { sink: { name: "redis", duplicates: 3 }, cursor: 5, errors: 1 };
+  const runner = {
+    sink: { name: "redis", duplicates: 3 },
+    cursor: 5,
+    errors: 1,
+    lagEvents: 2,
+    lagMs: 1500,
+    pacedMs: 250,
+  };
   const journal = { lastAssignedId: 7, pendingEvents: 2, commits: 4, failedCommits: 0 };
   const commands: string[] = [];
   let size = 4096;
@@ -84,7 +91,15 @@ Deno.test("gatewayView: reads the parts at each call; reconnect and commands go 
     now: () => 2_000,
   });
   assert.deepEqual(view.shards().map((s) => s.id), [0, 1]);
-  assert.deepEqual(view.sinks(), [{ name: "redis", cursor: 5, errors: 1, duplicates: 3 }]);
+  assert.deepEqual(view.sinks(), [{
+    name: "redis",
+    cursor: 5,
+    errors: 1,
+    duplicates: 3,
+    lagEvents: 2,
+    lagSeconds: 1.5,
+    pacedSeconds: 0.25,
+  }]);
   runner.cursor = 6;
   journal.lastAssignedId = 9;
   assert.equal(view.sinks()[0].cursor, 6, "read at each call");
