@@ -10,7 +10,7 @@
  *
  * Reports on stdout, one JSON object per line:
  *   {"type":"progress","at":…,"lines":…}                        every 100 ms
- *   {"type":"mark","at":…,"lines":…,"window":{…},"cpuS":…}       on SIGUSR1 (the bench's window edges)
+ *   {"type":"mark","at":…,"lines":…,"window":{…},"cpuS":…}       on SIGUSR2 (the bench's window edges)
  *   {"type":"end",…}                                              when stdin ends (same fields as a mark)
  * `window` covers the lines since the previous mark: count, stamped, latency p50/p99/max in ms. `at` is
  * ms since the epoch; `firstReadAt`/`lastReadAt` bound the reads that returned data.
@@ -154,7 +154,7 @@ function mark(type: "mark" | "end"): void {
 }
 
 const onMark = () => mark("mark");
-Deno.addSignalListener("SIGUSR1", onMark);
+Deno.addSignalListener("SIGUSR2", onMark);
 const progress = setInterval(() => emit({ type: "progress", at: now(), lines }), 100);
 
 for (;;) {
@@ -167,5 +167,5 @@ for (;;) {
   consume(readAt);
 }
 clearInterval(progress);
-Deno.removeSignalListener("SIGUSR1", onMark);
+Deno.removeSignalListener("SIGUSR2", onMark);
 mark("end");
