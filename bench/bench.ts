@@ -409,7 +409,7 @@ async function throughput(
     const l = result.latency, c = result.cpuPer100k;
     log(
       `${target.padEnd(20)} ${scenario.padEnd(16)} delivered ${
-        String(result.deliveredPerSecond).padStart(6)
+        target === "bare-inflate" ? "     –" : String(result.deliveredPerSecond).padStart(6)
       }/s` +
         ` (read ${String(result.readPerSecond).padStart(6)}/s)  latency p50/p99/max ${fmt(l.p50, 1)}/` +
         `${fmt(l.p99, 1)}/${fmt(l.max, 1)} ms  CPU-s/100k ${fmt(c.tree)} (${fmt(c.program)} + reader ` +
@@ -587,7 +587,9 @@ async function brokerFlood(
     log(
       `gatehouse → ${kind.padEnd(5)} ${shards} shards, ${what}: ${received} events/s received, ` +
         `${delivered} events/s into ${broker}` +
-        (floor ? ` (${result.ratioToBareProducer} × the bare producer's ${floor}/s)` : "") +
+        (floor && rate === "flood"
+          ? ` (${result.ratioToBareProducer} × the bare producer's ${floor}/s)`
+          : "") +
         `, ${lag} events behind the journal at the end, peak RSS ${result.peakRssMb} MB`,
     );
     return result;
