@@ -169,15 +169,22 @@ class Reader {
     }
   }
 
-  /** Asks for a mark (the edge of a measured window) and waits for it. */
+  /**
+   * Asks for a mark (the edge of a measured window) and waits for it; once the reader has ended (the
+   * program under test closed its stdout), its last report stands for the mark.
+   */
   mark(): Promise<ReaderReport> {
     const report = new Promise<ReaderReport>((resolve) => {
       const queued = this.#marks.shift();
       if (queued) resolve(queued);
       else this.#waiters.push(resolve);
     });
-    Deno.kill(this.child.pid, "SIGUSR2");
-    return report;
+    try {
+      Deno.kill(this.child.pid, "SIGUSR2");
+    } catch {
+      // the reader is gone: its end report answers
+    }
+    return Promise.race([report, this.done]);
   }
 }
 
