@@ -103,6 +103,7 @@ interface ReaderReport {
   type: "progress" | "mark" | "end";
   at: number;
   lines: number;
+  shards?: number[];
   stamped?: number;
   firstReadAt?: number | null;
   lastReadAt?: number | null;
@@ -113,8 +114,8 @@ interface ReaderReport {
 /** The reader process (bench/reader.ts) on the read end of a FIFO, and its reports. */
 class Reader {
   readonly child: Deno.ChildProcess;
-  /** (at, lines) every 100 ms, in order. */
-  readonly progress: Array<{ at: number; lines: number }> = [];
+  /** (at, lines, lines per shard) every 100 ms, in order. */
+  readonly progress: Array<{ at: number; lines: number; shards: number[] }> = [];
   #marks: ReaderReport[] = [];
   #waiters: Array<(r: ReaderReport) => void> = [];
   readonly done: Promise<ReaderReport>;
@@ -138,13 +139,13 @@ class Reader {
     return this.progress.at(-1)?.lines ?? 0;
   }
 
-  /** Lines read by `at` (the last progress report at or before it). */
-  linesAt(at: number): number {
+  /** Lines of `shard` read by `at` (the last progress report at or before it). */
+  shardLinesAt(at: number, shard: number): number {
     let lo = 0, hi = this.progress.length - 1, found = 0;
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
       if (this.progress[mid].at <= at) {
-        found = this.progress[mid].lines;
+        found = this.progress[mid].shards[shard] ?? 0;
         lo = mid + 1;
       } else hi = mid - 1;
     }
@@ -159,7 +160,11 @@ class Reader {
       while ((nl = carry.indexOf("\n")) >= 0) {
         const report = JSON.parse(carry.slice(0, nl)) as ReaderReport;
         carry = carry.slice(nl + 1);
-        this.progress.push({ at: report.at, lines: report.lines });
+        this.progress.push({
+          at: report.at,
+          lines: report.lines,
+          shards: report.shards ?? this.progress.at(-1)?.shards ?? [],
+        });
         if (report.type === "mark") {
           const waiter = this.#waiters.shift();
           if (waiter) waiter(report);
@@ -258,29 +263,31 @@ function handledRate(
 }
 
 /**
- * Ingest ahead of delivery, sampled at every heartbeat: the sum of the seqs the connections last
- * reported (what the program has read) minus the lines the reader had by the time that heartbeat
- * arrived. With several shards the other shards' seqs are older than the heartbeat, so it is a lower
- * bound (by at most one heartbeat interval of their ingest).
+ * Ingest ahead of delivery: at each heartbeat of a shard, the seq it carries (what the program has
+ * read of that shard) minus the shard's lines the reader had when the heartbeat arrived (to within the
+ * reader's 100 ms progress reports); summed over shards (each at its own last heartbeat), max over the
+ * run. One session per shard is assumed (a reconnect starting a new session would skew it).
  */
 class AheadWatch {
   max = 0;
   #seen = new Map<number, number>();
+  #ahead = new Map<number, number>();
   #timer: ReturnType<typeof setInterval>;
 
   constructor(fake: FakeDiscord, reader: Reader) {
     this.#timer = setInterval(() => {
-      let sum = 0, newest = 0, fresh = false;
+      let fresh = false;
       for (const c of fake.connections()) {
-        if (c.lastHeartbeatSeq === null || c.lastHeartbeatAt === null) continue;
-        sum += c.lastHeartbeatSeq;
-        if (this.#seen.get(c.id) !== c.lastHeartbeatAt) {
-          this.#seen.set(c.id, c.lastHeartbeatAt);
-          fresh = true;
-          newest = Math.max(newest, c.lastHeartbeatAt);
-        }
+        if (c.lastHeartbeatSeq === null || c.lastHeartbeatAt === null || c.shard === null) continue;
+        if (this.#seen.get(c.id) === c.lastHeartbeatAt) continue;
+        this.#seen.set(c.id, c.lastHeartbeatAt);
+        this.#ahead.set(c.shard, c.lastHeartbeatSeq - reader.shardLinesAt(c.lastHeartbeatAt, c.shard));
+        fresh = true;
       }
-      if (fresh) this.max = Math.max(this.max, sum - reader.linesAt(newest));
+      if (!fresh) return;
+      let sum = 0;
+      for (const a of this.#ahead.values()) sum += a;
+      this.max = Math.max(this.max, sum);
     }, 50);
   }
 
@@ -696,6 +703,13 @@ for (const kind of ["redis", "amqp"] as const) {
   results.brokers.push(await brokerFlood(kind, 4, "flood", SECONDS, floor?.perSecond ?? null));
 }
 
+const ceiling = results.readerCeiling?.linesPerSecond ?? null;
+for (const r of results.throughput.filter((r) => ceiling !== null && r.deliveredPerSecond > ceiling / 2)) {
+  log(
+    `note: ${r.target}, ${r.scenario}: ${r.deliveredPerSecond} lines/s is over half the reader's ceiling ` +
+      `(${ceiling}/s): the reader may be what limits it`,
+  );
+}
 // Each gatehouse figure against its floor from this run.
 const ratio = (a: number | null | undefined, b: number | null | undefined) =>
   a === null || a === undefined || !b ? null : Number((a / b).toFixed(2));

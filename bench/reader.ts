@@ -9,7 +9,7 @@
  * for `_`, then a match of `sent_at":`), within the first 4 KB of a line.
  *
  * Reports on stdout, one JSON object per line:
- *   {"type":"progress","at":…,"lines":…}                        every 100 ms
+ *   {"type":"progress","at":…,"lines":…,"shards":[…]}           every 100 ms (lines per shard)
  *   {"type":"mark","at":…,"lines":…,"window":{…},"cpuS":…}       on SIGUSR2 (the bench's window edges)
  *   {"type":"end",…}                                              when stdin ends (same fields as a mark)
  * `window` covers the lines since the previous mark: count, stamped, latency p50/p99/max in ms. `at` is
@@ -22,6 +22,9 @@ const FINE_MS = 0.05, FINE_BINS = 40_000, COARSE_MS = 10, COARSE_BINS = 200_000;
 const STAMP = new TextEncoder().encode(`_at":`); // after `"sent`
 const SENT = new TextEncoder().encode(`"sent`);
 const SCAN_LIMIT = 4096;
+const SHARD = new TextEncoder().encode(`"shard"`);
+/** `"shard":` is within the first fields (`{"id":…,"uid":"…","shard":`). */
+const SHARD_LIMIT = 160;
 
 const now = () => performance.timeOrigin + performance.now();
 const encoder = new TextEncoder();
@@ -29,6 +32,8 @@ const encoder = new TextEncoder();
 let buf = new Uint8Array(BUFFER);
 let filled = 0;
 let lines = 0;
+/** Lines per shard (the line's `"shard":N` near its start; lines without one are not counted here). */
+const shardLines: number[] = [];
 let stamped = 0;
 let firstReadAt: number | null = null;
 let lastReadAt: number | null = null;
@@ -93,6 +98,24 @@ function stampOf(view: Uint8Array, start: number, end: number): number {
   return whole + fraction / scale;
 }
 
+/** The shard of the line in view[start, end), or -1: the `:` after `"shard"` among the first few. */
+function shardOf(view: Uint8Array, start: number, end: number): number {
+  const limit = Math.min(end, start + SHARD_LIMIT);
+  let i = start;
+  for (;;) {
+    i = view.indexOf(0x3a, i); // `:`
+    if (i < 0 || i >= limit) return -1;
+    let match = i >= start + SHARD.length;
+    for (let k = 0; match && k < SHARD.length; k++) match = view[i - SHARD.length + k] === SHARD[k];
+    if (match) break;
+    i++;
+  }
+  let at = i + 1, shard = 0;
+  if (at >= limit || view[at] < 48 || view[at] > 57) return -1;
+  while (at < limit && view[at] >= 48 && view[at] <= 57) shard = shard * 10 + view[at++] - 48;
+  return shard;
+}
+
 /** Counts the complete lines in buf[0, filled) read at `readAt`; keeps the rest at the start. */
 function consume(readAt: number): void {
   const view = buf.subarray(0, filled);
@@ -102,6 +125,11 @@ function consume(readAt: number): void {
     if (end < 0) break;
     lines++;
     window.lines++;
+    const shard = shardOf(view, start, end);
+    if (shard >= 0) {
+      while (shardLines.length <= shard) shardLines.push(0);
+      shardLines[shard]++;
+    }
     const sentAt = stampOf(view, start, end);
     if (sentAt > 0) {
       stamped++;
@@ -138,6 +166,7 @@ function mark(type: "mark" | "end"): void {
     type,
     at: now(),
     lines,
+    shards: shardLines,
     stamped,
     firstReadAt,
     lastReadAt,
@@ -155,7 +184,7 @@ function mark(type: "mark" | "end"): void {
 
 const onMark = () => mark("mark");
 Deno.addSignalListener("SIGUSR2", onMark);
-const progress = setInterval(() => emit({ type: "progress", at: now(), lines }), 100);
+const progress = setInterval(() => emit({ type: "progress", at: now(), lines, shards: shardLines }), 100);
 
 for (;;) {
   const n = await Deno.stdin.read(buf.subarray(filled));
