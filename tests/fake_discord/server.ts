@@ -61,6 +61,13 @@ export interface FakeDiscordOptions {
    * Discord does, until a flood starts (floods always use precompressed bodies).
    */
   precompressed?: boolean;
+  /**
+   * Stamp the send time into every templated dispatch (floods, and paced traffic with `precompressed`):
+   * `d` starts with `"sent_at":<ms since the epoch, three decimals>`, read from
+   * `performance.timeOrigin + performance.now()` when the frame is built, so a reader in another process
+   * can tell each event's latency. Default false (the payloads are the templates, byte for byte).
+   */
+  stampSendTime?: boolean;
   /** Keep the name of every event of every session (for exactly-once checks). Default true; off for long benchmarks. */
   recordEvents?: boolean;
   /** After op 7 (`sendReconnect`), close TCP this long later unless the client did. Default 1000 ms. */
@@ -105,6 +112,10 @@ interface Entry {
   bytes?: Uint8Array;
   /** `${body}}` precompressed into independent raw deflate blocks, for templates. */
   tail?: Uint8Array;
+  /** UTF-8 of `body` after its `{`, then `}`: what follows a send-time stamp (see `templateHead`). */
+  stampedBytes?: Uint8Array;
+  /** `stampedBytes` precompressed like `tail`. */
+  stampedTail?: Uint8Array;
 }
 
 /** Event names of a session, one byte (or two) per event: a flood may generate millions. */
@@ -283,6 +294,7 @@ export class FakeDiscord {
       replayBufferSize: options.replayBufferSize ?? 100_000,
       splitMessages: options.splitMessages ?? false,
       precompressed: options.precompressed ?? false,
+      stampSendTime: options.stampSendTime ?? false,
       recordEvents: options.recordEvents ?? true,
       reconnectCloseMs: options.reconnectCloseMs ?? 1000,
       closeTimeoutMs: options.closeTimeoutMs ?? 1000,
@@ -786,16 +798,22 @@ export class FakeDiscord {
     this.#eventsSent++;
     if (event.headBytes && !(this.options.splitMessages && conn.compression === "zlib-stream")) {
       // Templates (floods, benchmark traffic): one small frame head built by hand, then the shared body.
+      // A send-time stamp rides in that head (uncompressed, in the stored block), so the body stays
+      // precompressed: it costs ~26 bytes per frame and a few digit writes, no deflate.
+      const stamp = this.options.stampSendTime && event.stampedTail !== undefined;
+      const sentAt = stamp ? Math.round((performance.timeOrigin + performance.now()) * 1000) : -1;
       if (conn.compressor instanceof TemplateZlib) {
+        const tail = stamp ? event.stampedTail! : event.tail!;
         conn.ws.sendFrames([
-          templateHead(event.headBytes, s, event.tail!.length, conn.compressor.takeHeader()),
-          event.tail!,
+          templateHead(event.headBytes, s, tail.length, conn.compressor.takeHeader(), sentAt),
+          tail,
         ]);
         conn.compressedAny = true;
         return;
       }
       if (conn.compressor === null) {
-        conn.ws.sendFrames([templateHead(event.headBytes, s, event.bytes!.length, -1), event.bytes!]);
+        const bytes = stamp ? event.stampedBytes! : event.bytes!;
+        conn.ws.sendFrames([templateHead(event.headBytes, s, bytes.length, -1, sentAt), bytes]);
         return;
       }
     }
@@ -1037,6 +1055,10 @@ export class FakeDiscord {
         template.headBytes = encoder.encode(template.head);
         template.bytes = encoder.encode(`${template.body}}`);
         template.tail = precompress(template.bytes);
+        if (template.body.startsWith('{"')) {
+          template.stampedBytes = encoder.encode(`${template.body.slice(1)}}`);
+          template.stampedTail = precompress(template.stampedBytes);
+        }
         this.#templateEntries.push(template);
       }
     }
@@ -1212,17 +1234,36 @@ function concat(parts: Uint8Array[]): Uint8Array {
 }
 
 const OP_D = encoder.encode(`,"op":0,"d":`);
+const SENT_AT = encoder.encode(`{"sent_at":`);
+
+/** Decimal digits of a non-negative integer. */
+function digitCount(n: number): number {
+  let digits = 1;
+  for (; n >= 10; n = Math.floor(n / 10)) digits++;
+  return digits;
+}
 
 /**
  * The start of one dispatch frame whose payload ends with a `bodyLength`-byte shared body: the WebSocket
  * frame header, then either (zlibHeader -1) the text prefix `{"t":"…","s":123,"op":0,"d":`, or
  * (zlibHeader 0 or 2) the zlib stream header if due and a stored deflate block carrying that prefix.
+ * With `sentAtUs` ≥ 0 (µs since the epoch) the prefix goes on with `{"sent_at":1796222209937.404,` (ms,
+ * three decimals), and the body must be the stamped one (without its `{`).
  * Built by hand, without TextEncoder, because a flood builds one per event.
  */
-function templateHead(headBytes: Uint8Array, s: number, bodyLength: number, zlibHeader: number): Uint8Array {
-  let digits = 1;
-  for (let n = s; n >= 10; n = Math.floor(n / 10)) digits++;
-  const prefixLength = headBytes.length + digits + OP_D.length;
+function templateHead(
+  headBytes: Uint8Array,
+  s: number,
+  bodyLength: number,
+  zlibHeader: number,
+  sentAtUs = -1,
+): Uint8Array {
+  const digits = digitCount(s);
+  const ms = sentAtUs >= 0 ? Math.floor(sentAtUs / 1000) : 0;
+  const msDigits = digitCount(ms);
+  // `{"sent_at":` + ms + `.` + three digits + `,`
+  const stampLength = sentAtUs >= 0 ? SENT_AT.length + msDigits + 5 : 0;
+  const prefixLength = headBytes.length + digits + OP_D.length + stampLength;
   const blockStart = zlibHeader < 0 ? 0 : zlibHeader + 5;
   const payloadLength = blockStart + prefixLength + bodyLength;
   const out = new Uint8Array(frameHeaderLength(payloadLength) + blockStart + prefixLength);
@@ -1244,5 +1285,18 @@ function templateHead(headBytes: Uint8Array, s: number, bodyLength: number, zlib
   at += headBytes.length;
   for (let i = at + digits - 1, n = s; i >= at; i--, n = Math.floor(n / 10)) out[i] = 48 + (n % 10);
   out.set(OP_D, at + digits);
+  if (sentAtUs >= 0) {
+    at += digits + OP_D.length;
+    out.set(SENT_AT, at);
+    at += SENT_AT.length;
+    for (let i = at + msDigits - 1, n = ms; i >= at; i--, n = Math.floor(n / 10)) out[i] = 48 + (n % 10);
+    at += msDigits;
+    const us = sentAtUs % 1000;
+    out[at] = 0x2e; // .
+    out[at + 1] = 48 + Math.floor(us / 100);
+    out[at + 2] = 48 + (Math.floor(us / 10) % 10);
+    out[at + 3] = 48 + (us % 10);
+    out[at + 4] = 0x2c; // ,
+  }
   return out;
 }

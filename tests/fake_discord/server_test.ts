@@ -771,3 +771,41 @@ Deno.test("stop() during a flood, paced traffic and open connections leaks nothi
   await b.done();
   assert.equal(fake.connections().length, 0);
 });
+
+for (const compression of ["zlib-stream", "none"] as const) {
+  Deno.test(`stampSendTime: flood and paced dispatches carry d.sent_at, the send time in ms (${compression})`, async () => {
+    await withFake({ precompressed: true, stampSendTime: true }, async (fake) => {
+      const c = await identified(fake.gatewayUrl, compression);
+      const before = performance.timeOrigin + performance.now();
+      fake.startFlood();
+      await c.waitFor(() => c.dispatches().length > 300, "flood");
+      fake.stopFlood();
+      const flooded = c.dispatches().length;
+      fake.startTraffic(1000);
+      await c.waitFor(() => c.dispatches().length > flooded + 20, "paced traffic");
+      fake.stopTraffic();
+      const after = performance.timeOrigin + performance.now();
+      const events = c.dispatches().slice(3);
+      for (const m of events) {
+        assert.equal(typeof m.d.sent_at, "number", `s ${m.s}: ${JSON.stringify(m.d).slice(0, 80)}`);
+        assert.ok(m.d.sent_at >= before - 1 && m.d.sent_at <= after + 1, `s ${m.s}: ${m.d.sent_at}`);
+        assert.equal(typeof m.d.guild_id, "string", "the body follows the stamp");
+      }
+      const stamps = events.map((m) => m.d.sent_at);
+      assert.ok(stamps.some((x) => !Number.isInteger(x)), "sub-millisecond stamps");
+      assert.deepEqual(stamps, [...stamps].sort((a, b) => a - b), "stamps rise with s");
+      await c.close();
+    });
+  });
+}
+
+Deno.test("without stampSendTime, flood dispatches carry no sent_at", async () => {
+  await withFake({ precompressed: true }, async (fake) => {
+    const c = await identified(fake.gatewayUrl, "zlib-stream");
+    fake.startFlood();
+    await c.waitFor(() => c.dispatches().length > 100, "flood");
+    fake.stopFlood();
+    assert.ok(c.dispatches().every((m) => !("sent_at" in m.d)));
+    await c.close();
+  });
+});
