@@ -1,14 +1,14 @@
 /**
  * gatehouse — a standalone Discord gateway. This is the CLI edge: parse arguments, dispatch to a
- * subcommand, and map errors to exit codes in one place.
+ * subcommand, and map errors to exit codes in one place. Each subcommand's module is imported when that
+ * subcommand runs, so `run` does not carry `replay`'s server nor `shards`' client (static specifiers:
+ * `deno compile` includes them).
  */
 import { Command, CommanderError } from "commander";
 import { ExitError } from "./src/cli/errors.ts";
-import { inspect } from "./src/cli/inspect.ts";
-import { replay, type ReplayFlags } from "./src/cli/replay.ts";
 import { loadRunConfig, runFlagOptions, type RunFlags } from "./src/cli/config.ts";
-import { run } from "./src/cli/run.ts";
-import { shards, type ShardsFlags } from "./src/cli/shards.ts";
+import type { ReplayFlags } from "./src/cli/replay.ts";
+import type { ShardsFlags } from "./src/cli/shards.ts";
 import type { GatehouseConfig } from "./src/config/load.ts";
 import { captureConsole, logger, redact, setupLogging } from "./src/util/log.ts";
 import { VERSION } from "./src/version.ts";
@@ -75,6 +75,7 @@ export function buildProgram(onExit: (code: number) => void): Command {
         "be stored by the stop: they were not acknowledged, so the next start gets them again).",
     )
     .action(async (flags: RunFlags) => {
+      const { run } = await import("./src/cli/run.ts");
       onExit(await run(flags));
     });
 
@@ -105,6 +106,7 @@ export function buildProgram(onExit: (code: number) => void): Command {
     )
     .action(async (flags: ShardsFlags & { config?: string; store?: string }) => {
       const config = commandConfig(flags);
+      const { shards } = await import("./src/cli/shards.ts");
       try {
         onExit(await shards(config, flags));
       } catch (error) {
@@ -122,8 +124,9 @@ export function buildProgram(onExit: (code: number) => void): Command {
     .option("-c, --config <path>", "config file (TOML), for [store] path")
     .option("--store <path>", "SQLite store [GATEHOUSE_STORE]")
     .option("--json", "print one JSON object")
-    .action((flags: { config?: string; store?: string; json?: boolean }) => {
+    .action(async (flags: { config?: string; store?: string; json?: boolean }) => {
       const config = commandConfig(flags);
+      const { inspect } = await import("./src/cli/inspect.ts");
       onExit(inspect(config, { json: flags.json }));
     });
 
@@ -160,6 +163,7 @@ export function buildProgram(onExit: (code: number) => void): Command {
     )
     .action(async (flags: ReplayFlags & { config?: string; store?: string }) => {
       const config = commandConfig(flags);
+      const { replay } = await import("./src/cli/replay.ts");
       onExit(await replay(config, flags));
     });
 

@@ -170,7 +170,7 @@ async function runParts(
     },
   });
 
-  const sinks = createSinks(config, {
+  const sinks = await createSinks(config, {
     producer: store.producer,
     onOutputClosed: (e) => ended.output(e.message),
   });
@@ -247,7 +247,7 @@ async function runParts(
   });
 
   // Commands from the bot: stdin when it is a pipe, and the Redis and RabbitMQ inboxes when those are sinks.
-  const commands = startCommandSources(config, new CommandRouter(pool, shardCount), {
+  const commands = await startCommandSources(config, new CommandRouter(pool, shardCount), {
     counter: stats,
     events: dispatcher,
   });

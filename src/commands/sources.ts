@@ -3,12 +3,11 @@
  * NDJSON command per line); with Redis as a sink, the `{prefix}:commands` stream (consumer group),
  * passed on to the shards' streams, which the processes running them read; with RabbitMQ as a sink, the
  * durable queue `{exchange}.commands`, passed on to the shards' queues `{exchange}.commands.{shard}`.
+ * A broker's source (and its client library) is imported only when that broker is a sink.
  */
 import type { GatehouseConfig } from "../config/load.ts";
 import { type Logger, logger as namedLogger } from "../util/log.ts";
-import { AmqpCommandSource } from "./amqp_source.ts";
 import { type CommandCounter, CommandIntake, type RejectionEvents } from "./intake.ts";
-import { RedisCommandSource } from "./redis_source.ts";
 import type { CommandRouter } from "./router.ts";
 
 export interface CommandSourceParts {
@@ -27,11 +26,11 @@ export interface CommandSources {
   stop(): Promise<void>;
 }
 
-export function startCommandSources(
+export async function startCommandSources(
   config: GatehouseConfig,
   router: CommandRouter,
   parts: CommandSourceParts,
-): CommandSources {
+): Promise<CommandSources> {
   const log = parts.logger ?? namedLogger("commands");
   const intake = new CommandIntake({ router, counter: parts.counter, events: parts.events, logger: log });
   const stdin = parts.stdin !== undefined
@@ -45,7 +44,7 @@ export function startCommandSources(
     });
   }
   const redis = config.broker.types.includes("redis")
-    ? new RedisCommandSource({
+    ? new (await import("./redis_source.ts")).RedisCommandSource({
       url: config.redis.url.reveal(),
       stream: `${config.redis.prefix}:commands`,
       group: config.broker.group,
@@ -58,7 +57,7 @@ export function startCommandSources(
     : null;
   redis?.start();
   const amqp = config.broker.types.includes("amqp")
-    ? new AmqpCommandSource({
+    ? new (await import("./amqp_source.ts")).AmqpCommandSource({
       url: config.amqp.url.reveal(),
       queue: `${config.amqp.exchange}.commands`,
       router,

@@ -2,8 +2,9 @@
  * The value checks of configuration keys. A `Parser` pairs how an env or flag string becomes the value a
  * TOML file would hold (`fromText`) with one check for every source (`parse`), which returns the typed
  * value or a description of what is allowed for the error message.
+ *
+ * The checks are plain functions: a schema library (zod) costs ~6 MB of RSS for the few checks made here.
  */
-import { z } from "zod";
 import { ALL_INTENTS, INTENTS } from "../discord/intents.ts";
 import type { Presence } from "../discord/identify.ts";
 import { parseRedisUrl } from "../redis/url.ts";
@@ -25,24 +26,31 @@ const lowered = (text: string) => text.trim().toLowerCase();
 /** A number given as text stays text when it is not a number, so the error shows what was typed. */
 const asNumber = (text: string) => (/^-?\d+(\.\d+)?$/.test(text.trim()) ? Number(text.trim()) : text);
 
-function fromZod<T>(fromText: (text: string) => unknown, schema: z.ZodType<T>, allowed: string): Parser<T> {
+/** A check: the typed value, or undefined when `raw` is not allowed. */
+type Check<T> = (raw: unknown) => { value: T } | undefined;
+
+function checked<T>(fromText: (text: string) => unknown, check: Check<T>, allowed: string): Parser<T> {
   return {
     fromText,
     parse: (raw) => {
-      const result = schema.safeParse(raw);
-      return result.success ? { ok: true, value: result.data } : { ok: false, allowed };
+      const result = check(raw);
+      return result ? { ok: true, value: result.value } : { ok: false, allowed };
     },
   };
 }
 
+const isInteger = (raw: unknown): raw is number => typeof raw === "number" && Number.isSafeInteger(raw);
+const isIntegerIn = (raw: unknown, min: number, max: number): raw is number =>
+  isInteger(raw) && raw >= min && raw <= max;
+
 /** An integer from `min` to `max`. */
 export function integer(min: number, max: number, allowed: string): Parser<number> {
-  return fromZod(asNumber, z.number().int().min(min).max(max), allowed);
+  return checked(asNumber, (raw) => (isIntegerIn(raw, min, max) ? { value: raw } : undefined), allowed);
 }
 
-export const positiveInteger: Parser<number> = fromZod(
+export const positiveInteger: Parser<number> = checked(
   asNumber,
-  z.number().int().positive().max(1_000_000),
+  (raw) => (isIntegerIn(raw, 1, 1_000_000) ? { value: raw } : undefined),
   "a positive integer",
 );
 
@@ -52,21 +60,33 @@ export function oneOf<const T extends string>(
   allowed: string,
   lower = false,
 ): Parser<T> {
-  return fromZod(lower ? lowered : trimmed, z.enum(values as [T, ...T[]]), allowed);
+  return checked(
+    lower ? lowered : trimmed,
+    (raw) => ((values as readonly unknown[]).includes(raw) ? { value: raw as T } : undefined),
+    allowed,
+  );
 }
 
 /** A string matching `pattern`. */
 export function matching(pattern: RegExp, allowed: string): Parser<string> {
-  return fromZod(asIs, z.string().regex(pattern), allowed);
+  return checked(asIs, (raw) => {
+    if (typeof raw !== "string") return undefined;
+    pattern.lastIndex = 0;
+    return pattern.test(raw) ? { value: raw } : undefined;
+  }, allowed);
 }
 
 export function nonEmpty(allowed: string): Parser<string> {
-  return fromZod(asIs, z.string().min(1), allowed);
+  return checked(
+    asIs,
+    (raw) => (typeof raw === "string" && raw.length > 0 ? { value: raw } : undefined),
+    allowed,
+  );
 }
 
-export const apiVersion: Parser<9 | 10> = fromZod(
+export const apiVersion: Parser<9 | 10> = checked(
   asNumber,
-  z.union([z.literal(9), z.literal(10)]),
+  (raw) => (raw === 9 || raw === 10 ? { value: raw } : undefined),
   "9 or 10",
 );
 
@@ -162,20 +182,72 @@ export const events: Parser<string[] | null> = {
   },
 };
 
-const activity = z.object({
-  name: z.string().min(1),
-  type: z.number().int().min(0).max(5).default(0),
-  url: z.string().nullish(),
-  state: z.string().nullish(),
-}).strict();
+interface Activity {
+  name: string;
+  type: number;
+  url?: string | null;
+  state?: string | null;
+}
 
-const presenceSchema = z.object({
-  status: z.enum(["online", "dnd", "idle", "invisible", "offline"]).default("online"),
-  afk: z.boolean().default(false),
-  since: z.number().int().nullable().default(null),
-  activities: z.array(activity).default([]),
-  game: activity.optional(),
-}).strict();
+const isTable = (raw: unknown): raw is Record<string, unknown> =>
+  typeof raw === "object" && raw !== null && !Array.isArray(raw);
+/** Every key of `table` is one of `keys` (no unknown keys). */
+const onlyKeys = (table: Record<string, unknown>, keys: readonly string[]) =>
+  Object.keys(table).every((key) => keys.includes(key));
+const isNullishString = (raw: unknown) => raw === undefined || raw === null || typeof raw === "string";
+
+/** `{name, type 0-5 (default 0), url, state}`, no other keys. */
+function activityOf(raw: unknown): Activity | undefined {
+  if (!isTable(raw) || !onlyKeys(raw, ["name", "type", "url", "state"])) return undefined;
+  const { name, type = 0, url, state } = raw;
+  if (typeof name !== "string" || name.length === 0 || !isIntegerIn(type, 0, 5)) return undefined;
+  if (!isNullishString(url) || !isNullishString(state)) return undefined;
+  const activity: Activity = { name, type };
+  if (url !== undefined) activity.url = url as string | null;
+  if (state !== undefined) activity.state = state as string | null;
+  return activity;
+}
+
+const STATUSES: readonly string[] = [
+  "online",
+  "dnd",
+  "idle",
+  "invisible",
+  "offline",
+] satisfies Presence["status"][];
+
+/** The presence table with its defaults, or undefined when it is not one. */
+function presenceOf(raw: unknown):
+  | {
+    status: Presence["status"];
+    afk: boolean;
+    since: number | null;
+    activities: Activity[];
+    game?: Activity;
+  }
+  | undefined {
+  if (!isTable(raw) || !onlyKeys(raw, ["status", "afk", "since", "activities", "game"])) return undefined;
+  const { status = "online", afk = false, since = null, activities = [], game } = raw;
+  if (typeof status !== "string" || !STATUSES.includes(status)) return undefined;
+  if (typeof afk !== "boolean") return undefined;
+  if (since !== null && !isInteger(since)) return undefined;
+  if (!Array.isArray(activities)) return undefined;
+  const list = activities.map(activityOf);
+  if (list.some((a) => a === undefined)) return undefined;
+  const out = { status: status as Presence["status"], afk, since, activities: list as Activity[] } as {
+    status: Presence["status"];
+    afk: boolean;
+    since: number | null;
+    activities: Activity[];
+    game?: Activity;
+  };
+  if (game !== undefined) {
+    const one = activityOf(game);
+    if (one === undefined) return undefined;
+    out.game = one;
+  }
+  return out;
+}
 
 /** A presence table (a JSON object in env), Spectacles' `game` folded into `activities`. */
 export const presence: Parser<Presence | null> = {
@@ -190,9 +262,9 @@ export const presence: Parser<Presence | null> = {
         return { ok: false, allowed: `a JSON object: ${allowed}` };
       }
     }
-    const result = presenceSchema.safeParse(raw);
-    if (!result.success) return { ok: false, allowed };
-    const { game, ...rest } = result.data;
+    const result = presenceOf(raw);
+    if (result === undefined) return { ok: false, allowed };
+    const { game, ...rest } = result;
     const activities = [...rest.activities, ...(game ? [game] : [])].map((a) => {
       const out: Presence["activities"][number] = { name: a.name, type: a.type };
       if (a.url != null) out.url = a.url;

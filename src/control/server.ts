@@ -13,6 +13,10 @@
  * It runs on our own small HTTP/1.1 server (`http_server.ts`), not `Deno.serve`: that one cannot bound
  * how long a client takes nor how many connections it holds, and stops accepting for good after one
  * accept error (EMFILE), which is when an operator needs /healthz most.
+ *
+ * The metrics (`metrics.ts`, with prom-client, ~6 MB of RSS) are loaded by the first scrape: a gatehouse
+ * nobody scrapes does not carry them. prom-client's process metrics are absolute (CPU time, start time);
+ * its event-loop lag and GC series count from that first scrape.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { ListenAddress } from "../config/schema.ts";
@@ -20,7 +24,7 @@ import type { Logger } from "../util/log.ts";
 import type { Secret } from "../util/secret.ts";
 import { VERSION } from "../version.ts";
 import { HttpServer } from "./http_server.ts";
-import { Metrics } from "./metrics.ts";
+import type { Metrics } from "./metrics.ts";
 import { type GatewayView, RateSampler, statusReport } from "./status.ts";
 
 export interface ControlOptions {
@@ -43,7 +47,8 @@ const MAX_BODY_BYTES = 8192;
 
 export class ControlServer {
   readonly #o: ControlOptions;
-  readonly #metrics: Metrics;
+  /** Built by the first scrape. */
+  #metrics: Promise<Metrics> | null = null;
   readonly #rates = new RateSampler();
   #server: HttpServer | null = null;
   #sampler: ReturnType<typeof setInterval> | undefined;
@@ -51,7 +56,6 @@ export class ControlServer {
 
   constructor(options: ControlOptions) {
     this.#o = options;
-    this.#metrics = new Metrics(options.view);
     this.#tokenDigest = options.token ? digest(options.token.reveal()) : null;
   }
 
@@ -92,6 +96,12 @@ export class ControlServer {
     this.#server = null;
   }
 
+  #loadMetrics(): Promise<Metrics> {
+    const view = this.#o.view;
+    this.#metrics ??= import("./metrics.ts").then(({ Metrics }) => new Metrics(view));
+    return this.#metrics;
+  }
+
   async #handle(request: Request): Promise<Response> {
     const url = new URL(request.url);
     const path = url.pathname;
@@ -115,9 +125,8 @@ export class ControlServer {
       }
       if (path === "/shards") return json(200, statusReport(view, this.#rates, VERSION));
       if (path === this.#o.metricsPath) {
-        return new Response(await this.#metrics.text(), {
-          headers: { "content-type": this.#metrics.contentType },
-        });
+        const metrics = await this.#loadMetrics();
+        return new Response(await metrics.text(), { headers: { "content-type": metrics.contentType } });
       }
     }
     const reconnect = /^\/shards\/(\d+)\/reconnect$/.exec(path);

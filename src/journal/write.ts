@@ -185,9 +185,15 @@ export class InlineWriter implements JournalWriter {
   }
 }
 
-/** Writes on a worker thread (writer_worker.ts): SQLite's time overlaps with the main thread's work. */
+/**
+ * Writes on a worker thread (writer_worker.ts): SQLite's time overlaps with the main thread's work. The
+ * thread (a second V8 isolate, several MB of RSS) starts with the first batch it is given: a journal whose
+ * batches all stay on the calling thread (`HybridWriter`, an idle or lightly loaded gateway) never starts it.
+ */
 export class WorkerWriter implements JournalWriter {
-  readonly #worker: Worker;
+  readonly #path: string;
+  readonly #options: { maxPageCount?: number };
+  #worker: Worker | null = null;
   readonly #events: WriterEvents;
   readonly #clock: Clock;
   #written = 0;
@@ -198,8 +204,8 @@ export class WorkerWriter implements JournalWriter {
   #onClosed: (() => void) | null = null;
 
   /**
-   * Starts the thread, which opens its own connection to the store at `path`. (The thread's own
-   * retries run on its own timers: a clock cannot cross to it.)
+   * The thread, started by the first write, opens its own connection to the store at `path`. (The
+   * thread's own retries run on its own timers: a clock cannot cross to it.)
    */
   constructor(
     path: string,
@@ -207,15 +213,28 @@ export class WorkerWriter implements JournalWriter {
     events: WriterEvents,
     clock: Clock = systemClock,
   ) {
+    this.#path = path;
+    this.#options = options;
     this.#events = events;
     this.#clock = clock;
-    this.#worker = new Worker(new URL("./writer_worker.ts", import.meta.url).href, { type: "module" });
-    this.#worker.onmessage = (event: MessageEvent) => this.#onMessage(event.data);
-    this.#worker.onerror = (event) => {
+  }
+
+  /** Whether the thread was started (for tests and diagnostics). */
+  get started(): boolean {
+    return this.#worker !== null;
+  }
+
+  #thread(): Worker {
+    if (this.#worker) return this.#worker;
+    const worker = new Worker(new URL("./writer_worker.ts", import.meta.url).href, { type: "module" });
+    worker.onmessage = (event: MessageEvent) => this.#onMessage(event.data);
+    worker.onerror = (event) => {
       event.preventDefault();
       this.#events.failed(new StoreError("corrupt", `the journal's writer thread failed: ${event.message}`));
     };
-    this.#worker.postMessage({ type: "open", path, maxPageCount: options.maxPageCount });
+    worker.postMessage({ type: "open", path: this.#path, maxPageCount: this.#options.maxPageCount });
+    this.#worker = worker;
+    return worker;
   }
 
   #onMessage(
@@ -251,12 +270,12 @@ export class WorkerWriter implements JournalWriter {
     this.#written++;
     // The payloads move to the thread without a copy (and come back with "committed").
     const transfer = batch.bytes.byteLength > 0 ? [batch.bytes.buffer as ArrayBuffer] : [];
-    this.#worker.postMessage({ type: "write", batch }, transfer);
+    this.#thread().postMessage({ type: "write", batch }, transfer);
   }
 
   /** Asks a waiting retry to go now (room was just made). */
   retryNow(): void {
-    this.#worker.postMessage({ type: "retry-now" });
+    this.#worker?.postMessage({ type: "retry-now" });
   }
 
   async drain(timeoutMs: number): Promise<boolean> {
@@ -275,18 +294,20 @@ export class WorkerWriter implements JournalWriter {
 
   close(): Promise<void> {
     if (this.#closed) return this.#closed;
+    const worker = this.#worker;
+    if (worker === null) return (this.#closed = Promise.resolve());
     this.#closed = new Promise<void>((resolve) => {
       const timer = this.#clock.setTimeout(() => {
-        this.#worker.terminate();
+        worker.terminate();
         resolve();
       }, 2000);
       this.#onClosed = () => {
         this.#clock.clearTimeout(timer);
-        this.#worker.terminate();
+        worker.terminate();
         resolve();
       };
     });
-    this.#worker.postMessage({ type: "close" });
+    worker.postMessage({ type: "close" });
     return this.#closed;
   }
 }

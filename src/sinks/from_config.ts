@@ -1,12 +1,14 @@
 /**
  * The sinks a configuration names (`[broker] type`), in its order, each built from its own section.
  * Building one opens nothing yet: connections are made by the first delivery.
+ *
+ * A broker's module (and its client library: ioredis, @cloudamqp/amqp-client) is imported only when the
+ * configuration names it, so a run without it does not carry it in memory (ioredis alone is ~10 MB of
+ * RSS). The specifiers are static strings, which `deno compile` follows into the binary.
  */
 import type { GatehouseConfig } from "../config/load.ts";
+import type { SinkType } from "../config/schema.ts";
 import { logger } from "../util/log.ts";
-import { AmqpSink } from "./amqp.ts";
-import { HttpSink } from "./http.ts";
-import { RedisSink } from "./redis.ts";
 import type { Sink } from "./sink.ts";
 import { StdoutSink } from "./stdout.ts";
 
@@ -17,33 +19,47 @@ export interface SinkContext {
   onOutputClosed: (error: Error) => void;
 }
 
-export function createSinks(config: GatehouseConfig, context: SinkContext): Sink[] {
-  return config.broker.types.map((type): Sink => {
-    switch (type) {
-      case "stdout":
-        return new StdoutSink({ onClosed: context.onOutputClosed });
-      case "redis":
-        return new RedisSink({
-          url: config.redis.url.reveal(),
-          prefix: config.redis.prefix,
-          layout: config.redis.streams,
-          maxLen: config.redis.maxLen,
-          group: config.broker.group,
-          logger: logger("redis"),
-          tlsCa: config.redis.tlsCaPem,
-        });
-      case "http":
-        return new HttpSink({
-          url: config.http.url!.reveal(),
-          authorization: config.http.authorization,
-          producer: context.producer,
-        });
-      case "amqp":
-        return new AmqpSink({
-          url: config.amqp.url.reveal(),
-          exchange: config.amqp.exchange,
-          logger: logger("amqp"),
-        });
+export async function createSinks(config: GatehouseConfig, context: SinkContext): Promise<Sink[]> {
+  const sinks: Sink[] = [];
+  for (const type of config.broker.types) sinks.push(await createSink(type, config, context));
+  return sinks;
+}
+
+async function createSink(
+  type: SinkType,
+  config: GatehouseConfig,
+  context: SinkContext,
+): Promise<Sink> {
+  switch (type) {
+    case "stdout":
+      return new StdoutSink({ onClosed: context.onOutputClosed });
+    case "redis": {
+      const { RedisSink } = await import("./redis.ts");
+      return new RedisSink({
+        url: config.redis.url.reveal(),
+        prefix: config.redis.prefix,
+        layout: config.redis.streams,
+        maxLen: config.redis.maxLen,
+        group: config.broker.group,
+        logger: logger("redis"),
+        tlsCa: config.redis.tlsCaPem,
+      });
     }
-  });
+    case "http": {
+      const { HttpSink } = await import("./http.ts");
+      return new HttpSink({
+        url: config.http.url!.reveal(),
+        authorization: config.http.authorization,
+        producer: context.producer,
+      });
+    }
+    case "amqp": {
+      const { AmqpSink } = await import("./amqp.ts");
+      return new AmqpSink({
+        url: config.amqp.url.reveal(),
+        exchange: config.amqp.exchange,
+        logger: logger("amqp"),
+      });
+    }
+  }
 }

@@ -26,7 +26,7 @@ Deno.test("command sources: stdin lines reach the shards; take() serves other so
       close = () => controller.close();
     },
   });
-  const sources = startCommandSources(config, new CommandRouter(shardDirectory(() => [target]), 1), {
+  const sources = await startCommandSources(config, new CommandRouter(shardDirectory(() => [target]), 1), {
     counter: {
       command: (source, accepted) => {
         if (counted.push(`${source} ${accepted}`) === 2) twoCounted();

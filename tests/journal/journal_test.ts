@@ -370,9 +370,10 @@ Deno.test("hybrid writer: small batches commit on this thread, large ones on the
       failed: (error: Error) => assert.fail(error.message),
     };
     let saturated = true;
+    const thread = new WorkerWriter(path, {}, events);
     writer = new HybridWriter(
       new InlineWriter(store, events),
-      new WorkerWriter(path, {}, events),
+      thread,
       1000,
       { saturated: () => saturated },
     );
@@ -399,7 +400,9 @@ Deno.test("hybrid writer: small batches commit on this thread, large ones on the
     });
     writer.write(batch(1, 1, 5, 100)); // 500 bytes: here, at once
     assert.deepEqual(committed, [[1, "inline"]]);
+    assert.equal(thread.started, false, "the writer thread starts with the first batch it is given");
     writer.write(batch(2, 6, 50, 100)); // 5000 bytes: the thread
+    assert.equal(thread.started, true);
     writer.write(batch(3, 56, 1, 10)); // small, but the thread has work pending: after it, there
     assert.deepEqual(committed, [[1, "inline"]]);
     assert.ok(await writer.drain(20_000), "the writer thread stores what it was given");
@@ -472,4 +475,17 @@ Deno.test("the hard size cap is one page count, from the store's own page size",
   assert.equal(hardCapPages(1024 * 1024 * 1024, 16384), 65536);
   assert.equal(hardCapPages(1024 * 1024 * 1024, 4096), 262144);
   assert.equal(hardCapPages(100_000, 16384), 64, "never fewer than 64 pages");
+});
+
+Deno.test("worker writer: never given a batch, it starts no thread; drain and close answer at once", async () => {
+  await withStore(async (_store, path) => {
+    const writer = new WorkerWriter(path, {}, {
+      committed: () => assert.fail("nothing was written"),
+      failed: (error: Error) => assert.fail(error.message),
+    });
+    writer.retryNow();
+    assert.equal(await writer.drain(1000), true);
+    await writer.close();
+    assert.equal(writer.started, false);
+  });
 });
