@@ -79,6 +79,7 @@ export class Journal {
   readonly #maxBatchBytes: number;
   readonly #keepEvents: boolean;
   readonly #writer: JournalWriter;
+  readonly #backpressure: Backpressure | undefined;
   #pending: Pending;
   /** Batches handed to the writer and not stored yet, oldest first. */
   #inflight: Pending[] = [];
@@ -137,6 +138,7 @@ export class Journal {
       committed: (no, bytes) => this.#committed(no, bytes),
       failed: (error) => this.#failed(error),
     };
+    this.#backpressure = options.backpressure;
     this.#writer = options.writer
       ? options.writer(events)
       : new InlineWriter(options.store, events, this.#clock);
@@ -266,7 +268,11 @@ export class Journal {
       return;
     }
     this.#riders.cursor(sink, lastId, onStored);
-    this.#scheduleRider();
+    // While reading is held (pacing, a slow store) no events come for it to ride with: a cursor that a
+    // sink's next delivery waits for goes on the next turn, or catching up would wait the interval per
+    // delivery. Otherwise it rides with the next batch.
+    if (onStored && this.#backpressure?.paused) this.#schedule();
+    else this.#scheduleRider();
   }
 
   recordIdentify(shard: number): void {

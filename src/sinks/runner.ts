@@ -25,6 +25,12 @@
  *   answer. A sink that is not healthy never holds the signal, and lets it go at once when it stops
  *   being healthy: the journal absorbs what arrives meanwhile, as it does for an outage. So pacing
  *   never holds reading for longer than `STALL_MS` without the sink taking something.
+ * - **saturated**: the process's threads used at least 80 % of a core over the last 200 ms
+ *   (`SaturationMeter`, src/util/saturation.ts). Pacing starts only then: a sink that falls behind while
+ *   the process has time to spare is slow on its own (a remote endpoint, a busy broker), and holding
+ *   reading would only slow every shard and every other sink to its pace; the journal absorbs it, as an
+ *   outage. Once holding, the hold lasts until the sink is back under (stopping reading frees the CPU,
+ *   so saturation itself ends first).
  * - Events stored before this runner started (a restart after the process was down or stopped with a
  *   backlog) are such an outage too: while the sink delivers them, pacing does not hold (a shard held
  *   before it has read its HELLO sends no heartbeat and Discord closes it); past them, it does.
@@ -38,6 +44,7 @@ import type { Store } from "../journal/store.ts";
 import type { Logger } from "../util/log.ts";
 import type { Sink } from "./sink.ts";
 import { JoinedBatch, RowBatch } from "./batches.ts";
+import { SaturationMeter } from "../util/saturation.ts";
 
 const PAGE = 1000;
 /**
@@ -89,6 +96,8 @@ export interface SinkRunnerOptions {
   onDelivered?: (batch: EventBatch) => void;
   /** Times the retries and a bounded finish. */
   clock?: Clock;
+  /** Whether the process has no time to spare (pacing starts only then); default: a `SaturationMeter`. */
+  saturated?: () => boolean;
 }
 
 export class SinkRunner implements BatchConsumer {
@@ -97,6 +106,7 @@ export class SinkRunner implements BatchConsumer {
   readonly #store: Store | null;
   readonly #log: Logger;
   readonly #clock: Clock;
+  readonly #saturated: () => boolean;
   /** The cursor stored for this sink by an earlier run, if any. */
   readonly #storedCursor: number | null;
   #cursor: number;
@@ -144,6 +154,11 @@ export class SinkRunner implements BatchConsumer {
     this.#store = options.store;
     this.#log = options.logger;
     this.#clock = options.clock ?? systemClock;
+    if (options.saturated) this.#saturated = options.saturated;
+    else {
+      const meter = new SaturationMeter();
+      this.#saturated = () => meter.saturated();
+    }
     this.#backpressure = options.backpressure;
     this.#onDelivered = options.onDelivered;
     this.#storedCursor = options.store?.cursor(options.sink.name) ?? null;
@@ -256,8 +271,9 @@ export class SinkRunner implements BatchConsumer {
     let hold: boolean;
     if (!this.healthy || this.#cursor < this.#startBacklog) hold = false;
     else {
-      const bound = this.#pacedSince === null ? PACE_BEHIND : PACE_UNDER;
-      hold = this.lagEvents > bound.events && this.lagMs > bound.ms;
+      const holding = this.#pacedSince !== null;
+      const bound = holding ? PACE_UNDER : PACE_BEHIND;
+      hold = this.lagEvents > bound.events && this.lagMs > bound.ms && (holding || this.#saturated());
     }
     if (hold === (this.#pacedSince !== null)) return;
     const now = this.#clock.now();

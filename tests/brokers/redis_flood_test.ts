@@ -1,7 +1,7 @@
 /**
- * Fair turns, end to end: while 4 shards read a flood as fast as they can, the Redis sink still gets
- * its replies and sends its next batches, so most of what gatehouse takes reaches the stream as it comes
- * (the journal holds the rest). Redis here keeps nothing on disk, so its own speed is not what is measured.
+ * Fair turns and pacing, end to end: while 4 shards read a flood, the Redis sink still gets its replies
+ * and sends its next batches, and reading is paced with it, so most of what gatehouse takes reaches the
+ * stream as it comes (the journal holds the rest). Redis here keeps nothing on disk, so its own speed is not what is measured.
  */
 import assert from "node:assert/strict";
 import { Redis } from "ioredis";
@@ -19,7 +19,7 @@ async function eventsTaken(store: string): Promise<number> {
   return total;
 }
 
-Deno.test("redis: in a flood of 4 shards the sink keeps delivering, a good part of what is taken", async () => {
+Deno.test("redis: in a flood of 4 shards the sink keeps delivering, most of what is taken", async () => {
   const redis = await RedisServer.start({ durable: false });
   const fake = await FakeDiscord.start({ shards: 4, maxConcurrency: 4, guildsPerShard: 2 });
   const dir = await Deno.makeTempDir({ prefix: "gatehouse-flood-" });
@@ -52,8 +52,11 @@ Deno.test("redis: in a flood of 4 shards the sink keeps delivering, a good part 
     await sleep(2000);
     const taken = (await eventsTaken(store)) - taken0, stored = (await client.xlen("gw:events")) - stored0;
     console.log(`redis flood: ${stored} events reached Redis in 2 s while gatehouse took ${taken}`);
-    assert.ok(taken > 10_000, `the shards kept reading: ${taken} events taken in 2 s`);
-    assert.ok(stored >= taken * 0.2, `${stored} events reached Redis while gatehouse took ${taken}`);
+    // Pacing (README, "How it behaves"): in a flood the process is saturated, so a Redis sink that takes
+    // events but falls behind holds reading; ingest and delivery share the CPU, and most of what is taken
+    // reaches Redis as it comes instead of piling up in the journal.
+    assert.ok(stored > 1000, `the sink kept delivering: ${stored} events reached Redis in 2 s`);
+    assert.ok(stored >= taken * 0.5, `${stored} events reached Redis while gatehouse took ${taken}`);
     fake.stopFlood();
     g.kill("SIGTERM");
     assert.equal((await g.status).code, 0, g.stderr());

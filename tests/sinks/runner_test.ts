@@ -289,7 +289,15 @@ Deno.test("sink runner without a store (journal off): a sink far behind holds th
     const backpressure = new Backpressure();
     backpressure.subscribe((paused) => holds.push(paused));
     const journal = new Journal({ store, logger: log, commitIntervalMs: 0, clock });
-    const runner = new SinkRunner({ sink, journal, store: null, logger: log, backpressure, clock });
+    const runner = new SinkRunner({
+      sink,
+      journal,
+      store: null,
+      logger: log,
+      backpressure,
+      clock,
+      saturated: () => false,
+    });
     // 40 MB arrive while the sink takes nothing.
     for (let b = 0; b < 400; b++) runner.offer(syntheticBatch(1 + b * 100, 100, 1000));
     assert.deepEqual(holds, [true], "shards asked to stop reading");
