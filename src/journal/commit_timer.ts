@@ -6,12 +6,22 @@
  * commit: a batch grows exactly as long as the store is busy with the one before). At most one transaction
  * is in flight on this path; a full batch or a flush commits at once.
  *
+ * A write on this thread (the inline writer) is not in flight once `commit` returns, but it took the
+ * thread for a while: the journal then rests `REST_PER_WRITE_MS` times as long (what arrives meanwhile
+ * gathers), so small transactions take at most 1/50 of the thread however many turns bring events. A write
+ * that takes less than the clock's resolution (a millisecond) usually measures 0 and the next turn goes at
+ * once; one in so many measures a whole millisecond, so on average the share holds. The rest never exceeds
+ * `intervalMs`: the interval is an upper bound on an event's wait, never a wait of its own.
+ *
  * Riders alone (a sink's cursor, an identify) do not ask for a transaction of their own: they ride with the
  * next batch, and when nothing else comes they are committed at the latest `intervalMs` after they began to
  * wait. While events flow the next batch comes within a turn or two, so a cursor costs no transaction and
  * holds no delivery up; the interval bounds its wait only once traffic stops.
  */
 import type { Clock, TimerId } from "../util/clock.ts";
+
+/** After a write on this thread, the journal rests this many times as long as it took. */
+export const REST_PER_WRITE_MS = 49;
 
 export class CommitTimer {
   readonly #clock: Clock;
@@ -26,6 +36,8 @@ export class CommitTimer {
   #ridingSince = 0;
   #timer: TimerId | undefined;
   #timerAt = 0;
+  /** Resting after a write on this thread: nothing is committed by the timer before this time. */
+  #restUntil = -Infinity;
 
   constructor(clock: Clock, intervalMs: number, ready: () => boolean, fire: () => void) {
     this.#clock = clock;
@@ -57,6 +69,11 @@ export class CommitTimer {
     this.#due = this.#riding = false;
   }
 
+  /** A commit's write took `ms` of this thread (0 when it went to another thread): rest after it. */
+  spent(ms: number): void {
+    if (ms > 0) this.#restUntil = this.#clock.now() + Math.min(this.#intervalMs, ms * REST_PER_WRITE_MS);
+  }
+
   /** The batch being written is stored: what gathered meanwhile goes now (events: the next turn). */
   written(): void {
     if (this.#due || this.#riding) this.#arm();
@@ -73,10 +90,11 @@ export class CommitTimer {
    */
   #arm(): void {
     const now = this.#clock.now();
-    // Bounded by the interval: a clock set back does not hold riders up.
+    // Bounded by the interval: a clock set back does not hold anything up.
+    const rest = Math.min(this.#intervalMs, Math.max(0, this.#restUntil - now));
     const wait = this.#due
-      ? 0
-      : Math.min(this.#intervalMs, Math.max(0, this.#ridingSince + this.#intervalMs - now));
+      ? rest
+      : Math.min(this.#intervalMs, Math.max(rest, this.#ridingSince + this.#intervalMs - now));
     if (this.#timer !== undefined) {
       if (this.#timerAt <= now + wait) return;
       this.#clock.clearTimeout(this.#timer);

@@ -51,9 +51,10 @@ export interface JournalOptions {
   /** A batch this large is committed at once instead of at the end of the turn. */
   maxBatchBytes?: number;
   /**
-   * The longest a cursor or an identify waits for a batch to ride with when nothing else is committed
-   * (default 50 ms). Events never wait for it: they are committed on the next turn when no write is in
-   * flight, else right after the one in flight (commit_timer.ts).
+   * The longest anything waits for the group commit (default 50 ms): a cursor or an identify for a batch
+   * to ride with, an event for the rest after a write on this thread. Events do not wait for it: they are
+   * committed on the next turn when no write is in flight and the journal is not resting, else right
+   * after the write in flight (commit_timer.ts).
    */
   commitIntervalMs?: number;
   /** The writer (default: in this thread). */
@@ -359,6 +360,8 @@ export class Journal {
     this.#nextBatch(p);
     this.#inflight.push(p);
     this.#writer.write(batch);
+    // What the write took of this thread (an inline write): the group commit rests after it.
+    this.#commitTimer.spent(this.#clock.now() - now);
     this.#hold.handed(p.length);
   }
 

@@ -359,6 +359,46 @@ Deno.test("group commit: a sink's cursor rides with the next events; alone it is
   });
 });
 
+Deno.test("group commit: after a write on this thread the journal rests 49 times as long, at most the interval", async () => {
+  await withStore(async (store) => {
+    const manual = new ManualClock();
+    // A clock on which each inline write takes 1 ms.
+    let extra = 0;
+    const clock = {
+      now: () => manual.now() + extra,
+      setTimeout: (fn: () => void, ms: number) => manual.setTimeout(fn, ms),
+      clearTimeout: (id: number) => manual.clearTimeout(id),
+    };
+    const inline = (e: WriterEvents): JournalWriter => {
+      const writer = new InlineWriter(store, e, manual);
+      return {
+        write: (batch) => {
+          extra += 1;
+          writer.write(batch);
+        },
+        drain: (ms) => writer.drain(ms),
+        close: () => writer.close(),
+      };
+    };
+    for (const [interval, rest] of [[100, 49], [20, 20]]) {
+      const committed: number[] = [];
+      const journal = new Journal({ store, logger: log, commitIntervalMs: interval, clock, writer: inline });
+      journal.subscribe(collector((batch) => committed.push(batch.lastId)));
+      const first = store.lastId + 1;
+      journal.event(0, "E", first, enc('{"n":1}'), 0, true);
+      await manual.advance(0);
+      assert.deepEqual(committed, [first], "idle: the next turn");
+      journal.event(0, "E", first + 1, enc('{"n":2}'), 0, true);
+      journal.event(0, "E", first + 2, enc('{"n":3}'), 0, true);
+      await manual.advance(rest - 1);
+      assert.deepEqual(committed, [first], `resting after a 1 ms write (interval ${interval})`);
+      await manual.advance(1);
+      assert.deepEqual(committed, [first, first + 2], `${rest} ms after it, as one batch`);
+      await journal.close();
+    }
+  });
+});
+
 // The writer thread starts a second isolate: on a loaded machine running the suite in parallel that took
 // more than 5 s once, so the drains wait up to 20 s (they return as soon as the thread has stored all).
 Deno.test("hybrid writer: small batches commit on this thread, large ones on the writer thread while this one is saturated, in order", async () => {
