@@ -68,6 +68,12 @@ async function measure(shards: number): Promise<{ rss: number; peak: number; thr
     );
     await sleep(2000);
     const memory = memoryKb(child.pid);
+    if (Deno.env.get("IDLE_THREADS")) {
+      const names = [...Deno.readDirSync(`/proc/${child.pid}/task`)].map((task) =>
+        Deno.readTextFileSync(`/proc/${child.pid}/task/${task.name}/comm`).trim()
+      );
+      console.log(`threads: ${names.sort().join(", ")}`);
+    }
     console.log(
       `${shards} shard(s): VmRSS ${(memory.rss / 1024).toFixed(1)} MB, VmHWM ${
         (memory.peak / 1024).toFixed(1)

@@ -1,12 +1,12 @@
 /**
  * The control side of `gatehouse run`: the control listener (metrics, health, status, actions), the
- * control file recording its address next to the store, and the start-up progress.
+ * control file recording its address next to the store, and the start-up progress. The listener's modules
+ * (server.ts, and metrics.ts with prom-client on the first scrape) are imported only when it is on.
  */
 import type { GatehouseConfig } from "../config/load.ts";
 import { logger } from "../util/log.ts";
 import { controlFilePath, writeControlFile } from "./control_file.ts";
 import { StartupProgress } from "./progress.ts";
-import { ControlServer, listenerUrl } from "./server.ts";
 import type { GatewayView } from "./status.ts";
 
 export interface StartControlOptions {
@@ -57,6 +57,8 @@ async function startListener(
     log.info("control listener off (control.address = off)");
     return null;
   }
+  // The listener's modules are loaded only when it is on.
+  const { ControlServer, listenerUrl } = await import("./server.ts");
   const server = new ControlServer({
     address,
     token: config.control.token,
