@@ -111,8 +111,7 @@ Deno.test("pacing: a healthy sink slower than ingest holds reading once behind a
     // the journal gathered before the shards stopped (one commit interval).
     assert.ok(maxLagMs < 700, `at most ${maxLagMs} ms behind`);
     assert.ok(maxLagEvents < 4 * PACE_BEHIND.events, `at most ${maxLagEvents} events behind`);
-    // Each hold began behind and ended back under the lower bound.
-    // (Checked at the moment of each change: held only above both bounds, let go at or below half.)
+    // (The bounds at each change are checked in the next test.)
     await drain(r);
     assert.equal(r.runner.cursor, r.read(), "everything delivered");
     assert.equal(r.backpressure.paused, false, "caught up: reading goes on");
