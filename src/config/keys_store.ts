@@ -92,14 +92,15 @@ export const commitInterval = defineKey({
   set: (c, v) => (c.store.commitIntervalMs = v),
   get: (c) => c.store.commitIntervalMs,
   docs: {
-    notes: "group commit: at most one journal transaction per this many ms (0–1000; 0 = one per event-loop " +
-      "turn). Only steady traffic waits: an event after a quiet spell is committed at once, later ones at " +
-      "most this long. A larger value spends less CPU at high rates",
-    comment: "Group commit: at most one journal transaction per this many milliseconds (0 to 1000; 0 = one " +
-      "per event-loop turn). Only steady traffic waits: an event after a quiet spell is committed at once, " +
-      "and while events keep coming they wait at most this long before they are stored and delivered. Each " +
-      "transaction has a fixed cost (measured: 10 ms spent a quarter more CPU than 50 ms at 8 000 " +
-      "events/s), so a larger value spends less CPU at high event rates; a smaller one delivers sooner.",
+    notes: "group commit's upper bound (0–1000): an event into an idle journal is committed on the next " +
+      "turn; while a write is in flight what arrives gathers and goes right after it; a write on this thread " +
+      "is followed by a rest of 49× its time, at most this long; a sink's cursor alone waits at most this long",
+    comment: "Group commit's upper bound, in milliseconds (0 to 1000). An event into an idle journal is " +
+      "committed on the next turn of the event loop; while a write is in flight, what arrives gathers and is " +
+      "committed right after it. After a write on the main thread the journal rests 49 times as long as the " +
+      "write took, at most this long, so small transactions take about 1/50 of the thread; a sink's cursor " +
+      "with no events to ride with is committed at most this long after it. A larger value spends less CPU " +
+      "at high event rates; a smaller one delivers sooner under steady load.",
   },
 });
 
