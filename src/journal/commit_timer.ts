@@ -38,6 +38,8 @@ export class CommitTimer {
   #timerAt = 0;
   /** Resting after a write on this thread: nothing is committed by the timer before this time. */
   #restUntil = -Infinity;
+  /** A sink with more to deliver waits for this commit: the next turn, rest or not. */
+  #urgent = false;
 
   constructor(clock: Clock, intervalMs: number, ready: () => boolean, fire: () => void) {
     this.#clock = clock;
@@ -64,9 +66,22 @@ export class CommitTimer {
     if (!writing) this.#arm();
   }
 
+  /**
+   * A rider that a delivery waits for while its sink has more to deliver (a backlog, a hold): it goes on
+   * the next turn, rest or not, else catching up would wait the rest (up to the interval) per delivery.
+   */
+  urgent(writing: boolean): void {
+    if (!this.#riding) {
+      this.#riding = true;
+      this.#ridingSince = this.#clock.now();
+    }
+    this.#urgent = true;
+    if (!writing) this.#arm();
+  }
+
   /** A commit began (from the timer, a full batch or a flush): it takes everything that waited. */
   began(): void {
-    this.#due = this.#riding = false;
+    this.#due = this.#riding = this.#urgent = false;
   }
 
   /** A commit's write took `ms` of this thread (0 when it went to another thread): rest after it. */
@@ -92,7 +107,9 @@ export class CommitTimer {
     const now = this.#clock.now();
     // Bounded by the interval: a clock set back does not hold anything up.
     const rest = Math.min(this.#intervalMs, Math.max(0, this.#restUntil - now));
-    const wait = this.#due
+    const wait = this.#urgent
+      ? 0
+      : this.#due
       ? rest
       : Math.min(this.#intervalMs, Math.max(rest, this.#ridingSince + this.#intervalMs - now));
     if (this.#timer !== undefined) {
@@ -107,7 +124,7 @@ export class CommitTimer {
     this.#timer = undefined;
     // Not ready: a write is in flight (its end arms the timer again), or the journal stopped.
     if ((!this.#due && !this.#riding) || !this.#ready()) return;
-    this.#due = this.#riding = false;
+    this.#due = this.#riding = this.#urgent = false;
     this.#fire();
   };
 }

@@ -262,18 +262,23 @@ export class Journal {
    * events there is nothing to deliver again, so the cursor waits for the next checkpoint and
    * `onStored` runs at once.
    */
-  setCursor(sink: string, lastId: number, onStored?: () => void): void {
+  /**
+   * `urgent`: the sink has more to deliver once this cursor is stored (a backlog): it is committed on the
+   * next turn instead of riding with the next batch.
+   */
+  setCursor(sink: string, lastId: number, onStored?: () => void, urgent = false): void {
     if (!this.#keepEvents) {
       this.#riders.cursor(sink, lastId);
       onStored?.();
       return;
     }
     this.#riders.cursor(sink, lastId, onStored);
-    // While reading is held (pacing, a slow store) no events come for it to ride with: a cursor that a
-    // sink's next delivery waits for goes on the next turn, or catching up would wait the interval per
-    // delivery. Otherwise it rides with the next batch.
-    if (onStored && this.#backpressure?.paused) this.#schedule();
-    else this.#scheduleRider();
+    // A cursor that a sink's next delivery waits for goes on the next turn when the sink has more to
+    // deliver, or while reading is held (no events come for it to ride with): else catching up would wait
+    // the rest or the interval per delivery. Otherwise it rides with the next batch.
+    if (onStored && (urgent || this.#backpressure?.paused)) {
+      if (!this.#fatal) this.#commitTimer.urgent(this.#inflight.length > 0);
+    } else this.#scheduleRider();
   }
 
   recordIdentify(shard: number): void {

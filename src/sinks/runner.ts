@@ -399,12 +399,14 @@ export class SinkRunner implements BatchConsumer {
     }
     // The next batch goes out once this cursor is stored: a crash repeats one batch at most.
     this.#pace();
+    // More to deliver (queued, or a backlog in the store): the cursor is committed on the next turn.
+    const more = this.#queue.length > 0 || this.#behind;
     this.#journal.setCursor(this.sink.name, lastId, () => {
       this.#deliveryEnded();
       this.#busy = false;
       this.#pace();
       this.#next();
-    });
+    }, more);
   }
 
   #fail(error: unknown): void {
