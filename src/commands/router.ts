@@ -26,26 +26,11 @@ export interface ShardDirectory {
 
 /**
  * A directory over a list of targets, read afresh at each call, so a list that changes (in place or
- * replaced) is followed. Lookups go through an index of the list, rebuilt when a lookup finds it stale.
+ * replaced) is followed. (`gatehouse run` passes the pool, which is a directory itself.)
  */
 export function shardDirectory(targets: () => readonly CommandTarget[]): ShardDirectory {
-  let list: readonly CommandTarget[] = [];
-  let index = new Map<number, number>();
-  const reindex = (now: readonly CommandTarget[]) => {
-    list = now;
-    index = new Map(now.map((t, i) => [t.id, i]));
-  };
   return {
-    get: (id) => {
-      const now = targets();
-      if (now !== list) reindex(now);
-      let at = index.get(id);
-      if (at === undefined || now[at]?.id !== id) {
-        reindex(now);
-        at = index.get(id);
-      }
-      return at === undefined ? undefined : now[at];
-    },
+    get: (id) => targets().find((t) => t.id === id),
     ids: () => targets().map((t) => t.id),
   };
 }

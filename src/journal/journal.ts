@@ -80,7 +80,6 @@ export class Journal {
   readonly #maxBatchBytes: number;
   readonly #keepEvents: boolean;
   readonly #writer: JournalWriter;
-  readonly #backpressure: Backpressure | undefined;
   #pending: Pending;
   /** Batches handed to the writer and not stored yet, oldest first. */
   #inflight: Pending[] = [];
@@ -139,7 +138,6 @@ export class Journal {
       committed: (no, bytes) => this.#committed(no, bytes),
       failed: (error) => this.#failed(error),
     };
-    this.#backpressure = options.backpressure;
     this.#writer = options.writer
       ? options.writer(events)
       : new InlineWriter(options.store, events, this.#clock);
@@ -274,9 +272,9 @@ export class Journal {
     }
     this.#riders.cursor(sink, lastId, onStored);
     // A cursor that a sink's next delivery waits for goes on the next turn when the sink has more to
-    // deliver, or while reading is held (no events come for it to ride with): else catching up would wait
-    // the rest or the interval per delivery. Otherwise it rides with the next batch.
-    if (onStored && (urgent || this.#backpressure?.paused)) {
+    // deliver (a backlog, a pacing hold: no events may come for it to ride with), else catching up would
+    // wait the rest or the interval per delivery. Otherwise it rides with the next batch.
+    if (onStored && urgent) {
       if (!this.#fatal) this.#commitTimer.urgent(this.#inflight.length > 0);
     } else this.#scheduleRider();
   }
