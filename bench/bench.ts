@@ -34,6 +34,9 @@ const { values } = parseArgs({
     "idle-shards": { type: "string", default: "1000" },
     baseline: { type: "boolean", default: true },
     "no-baseline": { type: "boolean", default: false },
+    /** Which programs to measure, comma-separated (default: gatehouse with and without its journal and the
+     * two floors); `bare-inflate-ws` is the inflate floor over gatehouse's own WebSocket client. */
+    targets: { type: "string" },
     /** Replaces the V8 flags of `deno task start` (to measure their effect). */
     "v8-flags": { type: "string" },
   },
@@ -52,7 +55,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const wallNow = () => performance.timeOrigin + performance.now();
 
 /** gatehouse with its journal (the default), without it, and the two reference clients. */
-type Target = "gatehouse" | "gatehouse-no-journal" | "bare-inflate" | "bare-parse-write";
+type Target = "gatehouse" | "gatehouse-no-journal" | "bare-inflate" | "bare-inflate-ws" | "bare-parse-write";
 
 const STORE_DIR = Deno.makeTempDirSync({ prefix: "gatehouse-bench-" });
 let runs = 0;
@@ -64,7 +67,7 @@ function programArgs(target: Target): string[] {
   ];
   return target.startsWith("gatehouse")
     ? [...flags, "main.ts", "run"]
-    : [...flags, "bench/bare_client.ts", target === "bare-inflate" ? "inflate" : "parse-write"];
+    : [...flags, "bench/bare_client.ts", target.slice("bare-".length)];
 }
 
 function programEnv(target: Target, fake: FakeDiscord, shards: number, extraEnv: Record<string, string>) {
@@ -390,7 +393,7 @@ async function throughput(
     fake.stopTraffic();
     ahead.stop();
     let undelivered: number | null = null;
-    if (rate !== "flood" && target !== "bare-inflate") {
+    if (rate !== "flood" && !target.startsWith("bare-inflate")) {
       const drainUntil = performance.now() + 5000;
       while (reader.lines < fake.stats().eventsSent && performance.now() < drainUntil) await sleep(50);
       undelivered = Math.max(0, fake.stats().eventsSent - reader.lines);
@@ -400,7 +403,7 @@ async function throughput(
     if (lost > 0) log(`  (${lost} connection(s) reconnected during the measurement and were not counted)`);
     const delivered = m1.lines - m0.lines;
     // bare-inflate writes no lines: its CPU is per event read.
-    const basis = target === "bare-inflate" ? Math.round(perSecond * elapsed) : delivered;
+    const basis = target.startsWith("bare-inflate") ? Math.round(perSecond * elapsed) : delivered;
     const programCpu = c1 - c0, readerCpu = m1.cpuS! - m0.cpuS!;
     const result: Measure = {
       target,
@@ -417,13 +420,13 @@ async function throughput(
       },
       peakRssMb: Math.round(memoryKb(child.pid).peak / 1024),
       readerPeakRssMb: Math.round(memoryKb(reader.child.pid).peak / 1024),
-      aheadMax: target === "bare-inflate" ? null : ahead.max,
+      aheadMax: target.startsWith("bare-inflate") ? null : ahead.max,
       undelivered,
     };
     const l = result.latency, c = result.cpuPer100k;
     log(
       `${target.padEnd(20)} ${scenario.padEnd(16)} delivered ${
-        target === "bare-inflate" ? "     –" : String(result.deliveredPerSecond).padStart(6)
+        target.startsWith("bare-inflate") ? "     –" : String(result.deliveredPerSecond).padStart(6)
       }/s` +
         ` (read ${String(result.readPerSecond).padStart(6)}/s)  latency p50/p99/max ${fmt(l.p50, 1)}/` +
         `${fmt(l.p99, 1)}/${fmt(l.max, 1)} ms  CPU-s/100k ${fmt(c.tree)} (${fmt(c.program)} + reader ` +
@@ -656,7 +659,9 @@ async function idle(
   return { target, shards: n, perShardKb, rssMb: Math.round(many / 1024) };
 }
 
-const targets: Target[] = withBaselines
+const targets: Target[] = values.targets
+  ? values.targets.split(",") as Target[]
+  : withBaselines
   ? ["gatehouse", "gatehouse-no-journal", "bare-inflate", "bare-parse-write"]
   : ["gatehouse", "gatehouse-no-journal"];
 const results: {
