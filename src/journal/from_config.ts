@@ -41,11 +41,14 @@ export function openJournal(config: GatehouseConfig, store: Store, hooks: Journa
     commitIntervalMs: config.store.commitIntervalMs,
     // SQLite works on its own thread while this one reads from Discord.
     // Small commits on this thread; a flood's large batches on a writer thread, beside the shards.
-    writer: (events) =>
-      new HybridWriter(
+    writer: (events) => {
+      // Checkpoints run on the writer thread, not inside a commit on this one (HybridWriter).
+      store.setAutoCheckpoint(0);
+      return new HybridWriter(
         new InlineWriter(store, events),
         new WorkerWriter(store.path, { maxPageCount }, events),
-      ),
+      );
+    },
     logger: logger("journal"),
     backpressure: hooks.backpressure,
     onFatal: hooks.onFatal,

@@ -327,6 +327,26 @@ export class Store {
     return Number((this.statement("PRAGMA user_version").get() as { user_version: number }).user_version);
   }
 
+  /**
+   * How many WAL pages a commit on this connection lets grow before it copies them into the database
+   * itself (0: never; another connection checkpoints, see `checkpoint`).
+   */
+  setAutoCheckpoint(pages: number): void {
+    this.#db.exec(`PRAGMA wal_autocheckpoint = ${Math.floor(pages)}`);
+  }
+
+  /**
+   * Copies what the WAL holds into the database without waiting for readers or blocking writers
+   * (PASSIVE); returns the WAL's frames and how many of them are now in the database.
+   */
+  checkpoint(): { frames: number; copied: number } {
+    const row = this.#db.prepare("PRAGMA wal_checkpoint(PASSIVE)").get() as {
+      log: number;
+      checkpointed: number;
+    };
+    return { frames: Number(row.log), copied: Number(row.checkpointed) };
+  }
+
   setMaxPageCount(pages: number): void {
     this.#db.exec(`PRAGMA max_page_count = ${Math.floor(pages)}`);
   }

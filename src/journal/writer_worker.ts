@@ -2,7 +2,8 @@
 /**
  * The journal's writer thread: stores batches, in order, in its own SQLite connection, so the main
  * thread keeps reading from Discord while SQLite works. Messages: open → opened | error; write →
- * committed (with the batch's bytes handed back) | failed (retried with backoff); close → closed.
+ * committed (with the batch's bytes handed back) | failed (retried with backoff); checkpoint →
+ * checkpointed (the WAL copied into the database here, after the writes before it); close → closed.
  */
 import { Store } from "./store.ts";
 import { backoffDelay } from "../util/backoff.ts";
@@ -56,6 +57,21 @@ self.onmessage = (event: MessageEvent) => {
       queue.push(message.batch);
       if (timer === undefined) pump();
       return;
+    case "checkpoint": {
+      // After the writes asked before it (a write waiting for a retry comes first).
+      if (store === null || queue.length > 0) {
+        self.postMessage({ type: "checkpointed", frames: 0, copied: 0 });
+        return;
+      }
+      try {
+        const { frames, copied } = store.checkpoint();
+        self.postMessage({ type: "checkpointed", frames, copied });
+      } catch (error) {
+        const e = asStoreError(error);
+        self.postMessage({ type: "checkpointed", frames: 0, copied: 0, error: e.message });
+      }
+      return;
+    }
     case "retry-now":
       if (timer !== undefined) {
         clearTimeout(timer);

@@ -467,6 +467,60 @@ Deno.test("hybrid writer: small batches commit on this thread, large ones on the
   });
 });
 
+Deno.test("hybrid writer: this thread's connection never checkpoints; the writer thread does, every checkpointBytes written here", async () => {
+  await withStore(async (store, path) => {
+    const events = { committed: () => {}, failed: (error: Error) => assert.fail(error.message) };
+    const thread = new WorkerWriter(path, {}, events);
+    store.setAutoCheckpoint(0);
+    const writer = new HybridWriter(new InlineWriter(store, events), thread, 1 << 30, {
+      saturated: () => false,
+    }, 1024 * 1024);
+    let id = 0;
+    const write = (no: number) => {
+      const count = 20, size = 1000;
+      writer.write({
+        no,
+        lastId: id + count,
+        bytes: new Uint8Array(count * size).fill(0x20),
+        ends: Array.from({ length: count }, (_, i) => (i + 1) * size),
+        ids: Array.from({ length: count }, () => ++id),
+        shards: Array(count).fill(0),
+        sessions: Array(count).fill(null),
+        seqs: Array(count).fill(null),
+        names: Array(count).fill("E"),
+        receivedAt: Array(count).fill(1),
+        sessionWrites: [],
+        seqUpdates: [],
+        cursorWrites: [],
+        identifyWrites: [],
+        keepEvents: true,
+        checkpointId: null,
+        seqNote: null,
+        at: 1,
+        owner: null,
+      });
+    };
+    // 20 KB of payloads and a page per batch: the 1 MB mark is crossed by the 29th batch.
+    let no = 0;
+    while (thread.checkpointsAsked === 0) {
+      write(++no);
+      assert.ok(no <= 29, "a checkpoint is asked for once 1 MB was written here");
+    }
+    assert.equal(no, 29);
+    assert.equal(thread.started, true, "the thread starts for its first checkpoint");
+    const deadline = Date.now() + 20_000;
+    while (thread.checkpointsDone === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(thread.checkpointsDone, 1, "the thread checkpointed");
+    // Everything was copied, so the next commit here starts the WAL again: it holds only that commit's
+    // pages. Had nobody checkpointed, it would hold every page of the 29 batches (> 1 MB of 16 KB pages).
+    write(++no);
+    const { frames } = store.checkpoint();
+    assert.ok(frames > 0 && frames < 10, `the WAL restarted: ${frames} frames`);
+    assert.equal(store.events.read(0, 1000).length, 30 * 20);
+    await writer.close();
+  });
+});
+
 Deno.test("a restarted process's first checkpoint keeps the seq that only the previous run's events recorded", async () => {
   await withStore(async (store) => {
     const first = new Journal({ store, logger: log, commitIntervalMs: 0, clock: new ManualClock() });
