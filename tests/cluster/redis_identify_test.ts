@@ -1,0 +1,183 @@
+/**
+ * The Redis identify queue against a real Redis on 127.0.0.1, in real time with a short interval: the
+ * identify contract (every queue of one harness is another process: its own connection, the same key
+ * prefix), then several processes starting one bot's shards through the fake Discord, whose bucket
+ * check across all its connections is the judge.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import { RedisIdentifyQueue } from "../../src/cluster/redis_identify.ts";
+import { type IdentifyQueue, LocalIdentifyQueue } from "../../src/gateway/identify_queue.ts";
+import { systemClock } from "../../src/util/clock.ts";
+import { FakeDiscord } from "../fake_discord/server.ts";
+import { connect, identify } from "../fake_discord/test_client.ts";
+import { identifyQueueContract, type IdentifyQueueHarness } from "../gateway/identify_queue_contract.ts";
+
+const REDIS_URL = Deno.env.get("GATEHOUSE_TEST_REDIS") ?? "redis://127.0.0.1:6379";
+const INTERVAL = 300;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Queues of one bot, each on its own connection, under a fresh prefix; `close` deletes every key. */
+function processes() {
+  const prefix = `gatehouse-test-${crypto.randomUUID().slice(0, 8)}`;
+  const clients: Redis[] = [];
+  const queues: RedisIdentifyQueue[] = [];
+  return {
+    prefix,
+    make(options: Omit<ConstructorParameters<typeof RedisIdentifyQueue>[0], "client" | "prefix">) {
+      const client = new Redis(REDIS_URL);
+      clients.push(client);
+      const queue = new RedisIdentifyQueue({ intervalMs: INTERVAL, ...options, client, prefix });
+      queues.push(queue);
+      return queue;
+    },
+    async close() {
+      for (const queue of queues) queue.close();
+      const admin = new Redis(REDIS_URL);
+      const keys = await admin.keys(`${prefix}:*`);
+      if (keys.length > 0) await admin.del(...keys);
+      await admin.quit();
+      for (const client of clients) await client.quit();
+    },
+  };
+}
+
+identifyQueueContract("RedisIdentifyQueue", () => {
+  const p = processes();
+  const harness: IdentifyQueueHarness = {
+    make: (options) => p.make(options),
+    interval: INTERVAL,
+    slack: 120,
+    now: () => Date.now(),
+    advance: (ms) => sleep(ms),
+    close: () => p.close(),
+  };
+  return Promise.resolve(harness);
+});
+
+Deno.test("RedisIdentifyQueue: the keys are {prefix}:identify:bucket:{b} and {prefix}:identify:budget", async () => {
+  const p = processes();
+  try {
+    const queue = p.make({
+      maxConcurrency: 2,
+      limit: { total: 1000, remaining: 40, resetAfter: 60_000 },
+    });
+    await queue.wait(3);
+    const admin = new Redis(REDIS_URL);
+    try {
+      assert.deepEqual(
+        (await admin.keys(`${p.prefix}:*`)).sort(),
+        [`${p.prefix}:identify:bucket:1`, `${p.prefix}:identify:budget`],
+      );
+      assert.equal(await admin.get(`${p.prefix}:identify:budget`), "39", "one start taken");
+      const budgetTtl = await admin.pttl(`${p.prefix}:identify:budget`);
+      assert.ok(budgetTtl > 55_000 && budgetTtl <= 60_000, `budget expires at the reset: ${budgetTtl}`);
+      assert.ok(await admin.pttl(`${p.prefix}:identify:bucket:1`) <= INTERVAL);
+      await sleep(INTERVAL / 2);
+      queue.sent(3);
+      await sleep(20);
+      const ttl = await admin.pttl(`${p.prefix}:identify:bucket:1`);
+      assert.ok(ttl > INTERVAL - 60, `sent() restarts the interval: ${ttl} ms left`);
+      // A second process sees what the first left: the count, not its own start-up `remaining`.
+      const other = p.make({ maxConcurrency: 2, limit: { total: 1000, remaining: 900, resetAfter: 60_000 } });
+      await other.wait(0);
+      assert.equal(await admin.get(`${p.prefix}:identify:budget`), "38");
+      assert.equal(other.remaining, 38);
+    } finally {
+      await admin.quit();
+    }
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("RedisIdentifyQueue: a budget key lost with Redis is read again through refresh", async () => {
+  const p = processes();
+  try {
+    let refreshed = 0;
+    const queue = p.make({
+      maxConcurrency: 1,
+      limit: { total: 1000, remaining: 500, resetAfter: 60_000 },
+      refresh: () => {
+        refreshed++;
+        return Promise.resolve({ total: 1000, remaining: 7, resetAfter: 30_000 });
+      },
+    });
+    await queue.wait(0);
+    queue.sent(0);
+    const admin = new Redis(REDIS_URL);
+    try {
+      await admin.del(`${p.prefix}:identify:budget`);
+      await queue.wait(1);
+      assert.equal(refreshed, 1, "the start-up limit is used once only");
+      assert.equal(await admin.get(`${p.prefix}:identify:budget`), "6");
+    } finally {
+      await admin.quit();
+    }
+  } finally {
+    await p.close();
+  }
+});
+
+/**
+ * Starts `shards` of a bot spread over `queues` (shard i in queue i % n), each a connection to the fake
+ * that IDENTIFYs when granted and reports the send. Returns the grant times by shard.
+ */
+async function startShards(fake: FakeDiscord, queues: IdentifyQueue[], shards: number) {
+  const granted = new Map<number, number>();
+  const clients = await Promise.all(Array.from({ length: shards }, async (_, shard) => {
+    const client = connect(fake.gatewayUrl);
+    await client.waitFor(() => client.messages.length >= 1, "HELLO");
+    const queue = queues[shard % queues.length];
+    await queue.wait(shard);
+    granted.set(shard, Date.now());
+    client.send(identify([shard, shards]));
+    queue.sent?.(shard);
+    await client.waitFor(() => client.messages.some((m) => m.op === 9 || m.t === "READY"), "answer");
+    return client;
+  }));
+  for (const client of clients) await client.close();
+  return granted;
+}
+
+Deno.test("RedisIdentifyQueue: 3 processes, 12 shards, max_concurrency 2: each bucket one IDENTIFY per interval", async () => {
+  const p = processes();
+  // Discord's 5 s against gatehouse's 5 s + margin, scaled down.
+  const fake = await FakeDiscord.start({ shards: 12, maxConcurrency: 2, identifyIntervalMs: INTERVAL - 50 });
+  try {
+    const queues = [0, 1, 2].map(() => p.make({ maxConcurrency: 2 }));
+    const started = Date.now();
+    const granted = await startShards(fake, queues, 12);
+    for (const bucket of [0, 1]) {
+      const times = [...granted].filter(([shard]) => shard % 2 === bucket).map(([, at]) => at).sort((a, b) =>
+        a - b
+      );
+      assert.equal(times.length, 6);
+      for (let i = 1; i < times.length; i++) {
+        assert.ok(times[i] - times[i - 1] >= INTERVAL, `bucket ${bucket}, gap ${i}: ${times[i] - times[i - 1]} ms`);
+      }
+    }
+    const took = Date.now() - started;
+    assert.ok(took < 6 * INTERVAL + 1_000, `buckets run in parallel: ${took} ms`);
+    assert.deepEqual(fake.violations, [], "the fake saw no bucket too early across its 12 connections");
+    assert.equal(fake.identifies.length, 12);
+  } finally {
+    await fake.stop();
+    await p.close();
+  }
+});
+
+Deno.test("control: 3 processes with local queues only break the buckets, and the fake counts it", async () => {
+  const fake = await FakeDiscord.start({ shards: 12, maxConcurrency: 2, identifyIntervalMs: INTERVAL - 50 });
+  try {
+    const queues = [0, 1, 2].map(() =>
+      new LocalIdentifyQueue({ maxConcurrency: 2, clock: systemClock, intervalMs: INTERVAL })
+    );
+    await startShards(fake, queues, 12);
+    const early = fake.violations.filter((v) => v.kind === "identify_too_early");
+    // At the start all 3 processes identify both buckets at once: at least 2 too early per bucket.
+    assert.ok(early.length >= 4, `violations: ${early.length}`);
+  } finally {
+    await fake.stop();
+  }
+});
