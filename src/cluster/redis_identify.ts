@@ -24,67 +24,10 @@ import type { SessionStartLimit } from "../gateway/identify_queue.ts";
 import { IDENTIFY_MARGIN_MS, type IdentifyQueue } from "../gateway/identify_queue.ts";
 import { IDENTIFY_INTERVAL_MS } from "../gateway/protocol.ts";
 import type { RedisClient } from "../redis/client.ts";
+import { defineIdentifyScripts, type IdentifyScripts } from "./identify_scripts.ts";
 import { backoffDelay } from "../util/backoff.ts";
 import { type Clock, sleep, systemClock } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
-
-/** KEYS: bucket. ARGV: token, interval. 0 when taken, else ms until the holder's slot ends. */
-const TAKE_SCRIPT = `
-if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return 0 end
-local ttl = redis.call("PTTL", KEYS[1])
-if ttl == -1 then
-  redis.call("PEXPIRE", KEYS[1], ARGV[2])
-  return tonumber(ARGV[2])
-end
-if ttl < 1 then return 1 end
-return ttl
-`;
-
-/** KEYS: bucket. ARGV: token, interval. The slot runs a full interval from now, unless another holds it. */
-const SENT_SCRIPT = `
-local holder = redis.call("GET", KEYS[1])
-if holder == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
-if not holder then
-  redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-  return 2
-end
-return 0
-`;
-
-/** KEYS: bucket. ARGV: token. Compare and delete. */
-const RELEASE_SCRIPT = `
-if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
-return 0
-`;
-
-/** KEYS: budget. ARGV: reserve. {1 taken | 0 at the reserve | -1 missing, starts left, ms to reset}. */
-const BUDGET_SCRIPT = `
-local value = redis.call("GET", KEYS[1])
-if not value then return {-1, 0, 0} end
-local left = tonumber(value)
-local ttl = redis.call("PTTL", KEYS[1])
-if ttl < 0 then
-  redis.call("PEXPIRE", KEYS[1], 86400000)
-  ttl = 86400000
-end
-if left <= tonumber(ARGV[1]) then return {0, left, ttl} end
-redis.call("DECR", KEYS[1])
-return {1, left - 1, ttl}
-`;
-
-/** KEYS: budget. Gives back a start taken for a waiter that left meanwhile. */
-const REFUND_SCRIPT = `
-if redis.call("EXISTS", KEYS[1]) == 1 then return redis.call("INCR", KEYS[1]) end
-return -1
-`;
-
-type ScriptClient = RedisClient & {
-  gatehouseIdentifyTake(key: string, token: string, ms: number): Promise<number>;
-  gatehouseIdentifySent(key: string, token: string, ms: number): Promise<number>;
-  gatehouseIdentifyRelease(key: string, token: string): Promise<number>;
-  gatehouseIdentifyBudget(key: string, reserve: number): Promise<[number, number, number]>;
-  gatehouseIdentifyRefund(key: string): Promise<number>;
-};
 
 /** Redis unreachable: ask again after 200 ms, doubling to 5 s. */
 const TROUBLE = { baseMs: 200, maxMs: 5_000 };
@@ -125,7 +68,7 @@ interface Bucket {
 }
 
 export class RedisIdentifyQueue implements IdentifyQueue {
-  readonly #client: ScriptClient;
+  readonly #client: IdentifyScripts;
   readonly #clock: Clock;
   readonly #log?: Logger;
   readonly #interval: number;
@@ -139,7 +82,7 @@ export class RedisIdentifyQueue implements IdentifyQueue {
   readonly #id = crypto.randomUUID().slice(0, 12);
   readonly #buckets = new Map<number, Bucket>();
   /** The bucket and token of each grant until its `sent`. */
-  readonly #granted = new Map<number, { bucket: Bucket; token: string }>();
+  readonly #granted = new Map<number, { bucket: Bucket; token: string; at: number }>();
   readonly #closing = new AbortController();
   /** The start-up limit, used once if its key is missing before its own reset. */
   #initial: { limit: SessionStartLimit; resetAt: number } | null;
@@ -171,13 +114,7 @@ export class RedisIdentifyQueue implements IdentifyQueue {
     this.#remaining = options.limit?.remaining ?? Infinity;
     this.#total = options.limit?.total ?? Infinity;
     this.#resetAt = now + (options.limit?.resetAfter ?? 0);
-    const client = options.client;
-    client.defineCommand("gatehouseIdentifyTake", { numberOfKeys: 1, lua: TAKE_SCRIPT });
-    client.defineCommand("gatehouseIdentifySent", { numberOfKeys: 1, lua: SENT_SCRIPT });
-    client.defineCommand("gatehouseIdentifyRelease", { numberOfKeys: 1, lua: RELEASE_SCRIPT });
-    client.defineCommand("gatehouseIdentifyBudget", { numberOfKeys: 1, lua: BUDGET_SCRIPT });
-    client.defineCommand("gatehouseIdentifyRefund", { numberOfKeys: 1, lua: REFUND_SCRIPT });
-    this.#client = client as ScriptClient;
+    this.#client = defineIdentifyScripts(options.client);
     for (const [shard, at] of options.lastIdentified ?? []) {
       const bucket = this.#bucket(shard % this.#maxConcurrency);
       bucket.notBefore = Math.max(bucket.notBefore, at + this.#interval);
@@ -232,8 +169,17 @@ export class RedisIdentifyQueue implements IdentifyQueue {
     const grant = this.#granted.get(shardId);
     if (!grant) return;
     this.#granted.delete(shardId);
-    grant.bucket.notBefore = Math.max(grant.bucket.notBefore, this.#clock.now() + this.#interval);
-    this.#client.gatehouseIdentifySent(grant.bucket.key, grant.token, this.#interval).catch((error) => {
+    const now = this.#clock.now();
+    grant.bucket.notBefore = Math.max(grant.bucket.notBefore, now + this.#interval);
+    this.#client.gatehouseIdentifySent(grant.bucket.key, grant.token, this.#interval).then((kept) => {
+      if (kept !== 0) return;
+      // Only a send later than a whole interval after its grant lets another process in first.
+      this.#log?.warn(
+        "shard {shard}'s IDENTIFY was written {ms} ms after its grant, and another process already took its " +
+          "bucket: Discord may answer one of them with op 9",
+        { shard: shardId, ms: now - grant.at },
+      );
+    }, (error) => {
       this.#log?.warn("Cannot restart the identify bucket's interval in Redis after shard {shard}: {error}", {
         shard: shardId,
         error: String(error),
@@ -310,7 +256,7 @@ export class RedisIdentifyQueue implements IdentifyQueue {
     }
     if (waiter.onAbort) waiter.signal!.removeEventListener("abort", waiter.onAbort);
     bucket.notBefore = this.#clock.now() + this.#interval;
-    this.#granted.set(waiter.shardId, { bucket, token });
+    this.#granted.set(waiter.shardId, { bucket, token, at: this.#clock.now() });
     waiter.resolve();
   }
 
@@ -349,7 +295,12 @@ export class RedisIdentifyQueue implements IdentifyQueue {
     this.#log?.warn(
       "Holding every IDENTIFY: {remaining} of {total} session starts left today (reserve {reserve}); " +
         "waiting {minutes} min until Discord resets the limit, so the token is not reset for overuse",
-      { remaining: this.#remaining, total: this.#total, reserve: this.#reserve, minutes: Math.ceil(ms / 60_000) },
+      {
+        remaining: this.#remaining,
+        total: this.#total,
+        reserve: this.#reserve,
+        minutes: Math.ceil(ms / 60_000),
+      },
     );
     // One past the key's expiry: then it is gone and the next attempt reads the budget again.
     this.#hold = this.#sleep(ms + 1).finally(() => (this.#hold = null));

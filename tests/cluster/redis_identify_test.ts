@@ -141,7 +141,9 @@ Deno.test("RedisIdentifyQueue: processes share the daily budget; at the reserve 
     assert.equal(granted.length, 3, `4 left, 1 kept back: 3 of 8 identify across both: ${granted}`);
     assert.deepEqual(queues.map((q) => q.remaining), [1, 1], "both read the shared count");
     assert.equal(warnings.length, 2, `each process says it holds once: ${warnings.join(" | ")}`);
-    for (const warning of warnings) assert.match(warning, /^Holding every IDENTIFY: 1 of 1000 .*reserve 1.* 1 min/);
+    for (const warning of warnings) {
+      assert.match(warning, /^Holding every IDENTIFY: 1 of 1000 .*reserve 1.* 1 min/);
+    }
     assert.ok(queues.every((q) => q.budget.holding));
     controller.abort(new Error("stop"));
     await Promise.all(waits);
@@ -214,7 +216,10 @@ Deno.test("RedisIdentifyQueue: 3 processes, 12 shards, max_concurrency 2: each b
       );
       assert.equal(times.length, 6);
       for (let i = 1; i < times.length; i++) {
-        assert.ok(times[i] - times[i - 1] >= INTERVAL, `bucket ${bucket}, gap ${i}: ${times[i] - times[i - 1]} ms`);
+        assert.ok(
+          times[i] - times[i - 1] >= INTERVAL,
+          `bucket ${bucket}, gap ${i}: ${times[i] - times[i - 1]} ms`,
+        );
       }
     }
     const took = Date.now() - started;
