@@ -11,6 +11,7 @@ import { type IdentifyQueue, LocalIdentifyQueue } from "../../src/gateway/identi
 import { systemClock } from "../../src/util/clock.ts";
 import type { Logger } from "../../src/util/log.ts";
 import { FakeDiscord } from "../fake_discord/server.ts";
+import { RedisServer } from "../helpers/redis_server.ts";
 import { connect, identify } from "../fake_discord/test_client.ts";
 import { identifyQueueContract, type IdentifyQueueHarness } from "../gateway/identify_queue_contract.ts";
 
@@ -178,6 +179,51 @@ Deno.test("RedisIdentifyQueue: waiters sleep until the bucket frees instead of p
     assert.ok(commands <= 6 * 4, `${commands} scripts run in Redis for 6 grants over ${5 * INTERVAL} ms`);
   } finally {
     await p.close();
+  }
+});
+
+Deno.test("RedisIdentifyQueue: the store's last IDENTIFY holds this process's bucket too", async () => {
+  const p = processes();
+  try {
+    const queue = p.make({ maxConcurrency: 2, lastIdentified: new Map([[4, Date.now() - 100]]) });
+    const started = Date.now();
+    await queue.wait(1);
+    assert.ok(Date.now() - started < INTERVAL / 2, "bucket 1 is free");
+    await queue.wait(2);
+    assert.ok(
+      Date.now() - started >= INTERVAL - 100,
+      `bucket 0 waits for shard 4's: ${Date.now() - started} ms`,
+    );
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("RedisIdentifyQueue: while Redis is down waiters wait (and can leave); granted once it is back", async () => {
+  const server = await RedisServer.start({ durable: false });
+  const client = new Redis(server.url, { retryStrategy: () => 50, maxRetriesPerRequest: 1 });
+  client.on("error", () => {});
+  const warnings: string[] = [];
+  const logger = { warn: (m: string) => warnings.push(m), debug: () => {} } as unknown as Logger;
+  const queue = new RedisIdentifyQueue({ client, maxConcurrency: 1, intervalMs: INTERVAL, logger });
+  try {
+    await server.kill();
+    const leaving = new AbortController();
+    const left = queue.wait(0, leaving.signal);
+    let granted = false;
+    const stays = queue.wait(1).then(() => void (granted = true));
+    await sleep(400);
+    leaving.abort(new Error("shard stopped"));
+    await assert.rejects(left, /shard stopped/);
+    assert.equal(granted, false);
+    assert.equal(warnings.filter((w) => w.startsWith("Cannot reach Redis")).length, 1, "said once");
+    await server.restart();
+    await stays;
+    assert.ok(granted);
+  } finally {
+    queue.close();
+    client.disconnect();
+    await server.stop();
   }
 });
 
