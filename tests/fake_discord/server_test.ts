@@ -462,6 +462,30 @@ Deno.test("identify spacing per bucket, measured from the last accepted IDENTIFY
   });
 });
 
+Deno.test("identify buckets are one per bot: checked across every connection, on both listeners", async () => {
+  await withFake({ shards: 4, maxConcurrency: 2, identifyIntervalMs: 400 }, async (fake) => {
+    // Four connections as four processes would open them, two on the resume host.
+    const clients = [fake.gatewayUrl, fake.resumeUrl, fake.gatewayUrl, fake.resumeUrl].map((url) =>
+      connect(url)
+    );
+    for (const c of clients) await hello(c);
+    const answered = (c: Client) =>
+      c.waitFor(() => c.messages.some((m) => m.op === 9 || m.t === "READY"), "answer");
+    // Shards 0 and 1 first (their order at the fake is then known), 2 and 3 right after.
+    for (const shard of [0, 1]) clients[shard].send(identify([shard, 4]));
+    for (const c of clients.slice(0, 2)) await answered(c);
+    for (const shard of [2, 3]) clients[shard].send(identify([shard, 4]));
+    for (const c of clients.slice(2)) await answered(c);
+    assert.deepEqual(
+      fake.violations.map((v) => [v.kind, v.shard]).sort(),
+      [["identify_too_early", 2], ["identify_too_early", 3]],
+      "shard 2 shares bucket 0 with shard 0, shard 3 bucket 1 with shard 1",
+    );
+    assert.deepEqual(fake.identifies.map((i) => i.shard).sort(), [0, 1]);
+    for (const c of clients) await c.close();
+  });
+});
+
 Deno.test("session start counter: visible in /gateway/bot; IDENTIFY at 0 → op 9 false and a violation", async () => {
   await withFake({ sessionStartLimit: { total: 1000, remaining: 1 } }, async (fake) => {
     const a = await identified(fake.gatewayUrl);

@@ -16,6 +16,7 @@ function localHarness(
     return Promise.resolve({
       make: (options) => (shared ??= wrap(new LocalIdentifyQueue({ ...options, clock }), clock)),
       interval: IDENTIFY_INTERVAL_MS + IDENTIFY_MARGIN_MS,
+      slack: 0,
       now: () => clock.now(),
       advance: (ms) => clock.advance(ms),
       close: () => Promise.resolve(),
