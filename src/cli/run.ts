@@ -69,6 +69,12 @@ export async function run(flags: RunFlags): Promise<number> {
 
 async function runGateway(config: GatehouseConfig, stopped: Promise<string>): Promise<number> {
   const log = logger("run");
+  if (config.cluster.mode === "redis") {
+    throw new ExitError(
+      2,
+      'configuration error:\n[cluster] mode = "redis" is not available in this version yet',
+    );
+  }
   const api = { scheme: config.api.scheme, host: config.api.host, version: config.api.version };
   const fetchInfo = () => fetchGatewayBot({ ...api, token: config.token, logger: log });
 

@@ -3,13 +3,20 @@
  * it alone: the flag names, and the TOML tables with their introductions for the example file.
  */
 import type { AnyKey, CamelCase } from "./key.ts";
+import { CLUSTER_KEYS } from "./keys_cluster.ts";
 import { CONTROL_KEYS } from "./keys_control.ts";
 import { DELIVERY_KEYS } from "./keys_delivery.ts";
 import { DISCORD_KEYS } from "./keys_discord.ts";
 import { STORE_KEYS } from "./keys_store.ts";
 
 /** Every key, in the order of the README's table; messages about several keys follow it too. */
-export const KEYS = [...DISCORD_KEYS, ...STORE_KEYS, ...DELIVERY_KEYS, ...CONTROL_KEYS] as const;
+export const KEYS = [
+  ...DISCORD_KEYS,
+  ...STORE_KEYS,
+  ...DELIVERY_KEYS,
+  ...CLUSTER_KEYS,
+  ...CONTROL_KEYS,
+] as const;
 
 /** The table as the loader and the docs walk it. */
 export const ALL_KEYS: readonly AnyKey[] = KEYS;
@@ -26,4 +33,5 @@ export const TABLE_INTROS: Readonly<Record<string, string>> = {
   http: 'The HTTP sink (type "http"): each batch is one POST of NDJSON lines; a 2xx answer acknowledges ' +
     "it, anything else is retried with backoff (the journal keeps the events meanwhile).",
   prometheus: "Spectacles' names for the control listener.",
+  cluster: "Several processes of one bot, on one host or many, sharing its shards through Redis.",
 };

@@ -55,6 +55,13 @@ export interface GatehouseConfig {
   amqp: { url: Secret; exchange: string };
   /** The URL may hold a password or a token in its query; the header is a credential. */
   http: { url: Secret | null; authorization: Secret | null };
+  /** Cluster mode: the shards shared by every process of the bot through Redis (`off`: this process's plan). */
+  cluster: {
+    mode: "off" | "redis";
+    leaseMs: number;
+    /** This process's name in the cluster; null = host name + pid. */
+    node: string | null;
+  };
   /** The control listener: metrics, health, status, actions (with `token`). */
   control: { address: ListenAddress; token: Secret | null; metricsPath: string };
   log: { level: LogLevel };
@@ -74,6 +81,7 @@ export function emptyConfig(): GatehouseConfig {
     redis: { tlsCaPem: null },
     amqp: {},
     http: {},
+    cluster: {},
     control: {},
     log: {},
   };

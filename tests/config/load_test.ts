@@ -976,3 +976,35 @@ Deno.test("loadConfig lists every problem found, not only the first", () => {
   assert.deepEqual(missing.length, 2, missing.join("\n"));
   assert.equal(missing[0], "cannot read config file nope.toml: no such file");
 });
+
+Deno.test("cluster keys: off by default; mode, lease and node from file or env, each checked by name", () => {
+  const defaults = load({ env: { DISCORD_TOKEN: TOKEN } }).config.cluster;
+  assert.deepEqual(defaults, { mode: "off", leaseMs: 15_000, node: null });
+  const fromFile = load({
+    env: { DISCORD_TOKEN: TOKEN },
+    file: '[cluster]\nmode = "redis"\nlease_ms = 6000\nnode = "worker-1"\n',
+  }).config.cluster;
+  assert.deepEqual(fromFile, { mode: "redis", leaseMs: 6000, node: "worker-1" });
+  const fromEnv = load({
+    env: {
+      DISCORD_TOKEN: TOKEN,
+      GATEHOUSE_CLUSTER: " REDIS ",
+      GATEHOUSE_CLUSTER_LEASE_MS: "2000",
+      GATEHOUSE_CLUSTER_NODE: "host-a:42",
+    },
+  }).config.cluster;
+  assert.deepEqual(fromEnv, { mode: "redis", leaseMs: 2000, node: "host-a:42" });
+  for (
+    const [env, named] of [
+      [{ GATEHOUSE_CLUSTER: "zookeeper" }, /GATEHOUSE_CLUSTER.*"off" or "redis"/s],
+      [{ GATEHOUSE_CLUSTER_LEASE_MS: "500" }, /GATEHOUSE_CLUSTER_LEASE_MS.*1000 to 600000/s],
+      [{ GATEHOUSE_CLUSTER_NODE: "a b" }, /GATEHOUSE_CLUSTER_NODE.*node name/s],
+    ] as const
+  ) {
+    assert.throws(() => load({ env: { DISCORD_TOKEN: TOKEN, ...env } }), (error: Error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(error.message, named);
+      return true;
+    });
+  }
+});
