@@ -1,0 +1,261 @@
+/**
+ * Cluster mode's shard ownership: many processes of one bot share Redis, nobody lists shard ids per
+ * process. Each process registers in the membership, computes its share of every shard from the live
+ * members (`shareOf`), and owns a shard of its share once it holds the shard's lease.
+ *
+ * Names, all under the bot's Redis prefix (`[shard_store] prefix`, e.g. `gatehouse`):
+ * - `{prefix}:lease:{count}:{id}`: the lease of shard `id` of `count` (string = owner's node name, PX);
+ * - `{prefix}:nodes`: the members (sorted set, node name → end of its registration, ms).
+ *
+ * Every third of the lease a round re-registers, re-reads the members, renews what it holds and tries
+ * to take the rest of its share. A shard of its share leased by a live process that no longer should
+ * own it is taken once that process releases it; a dead process's lease is taken when it expires.
+ * A held shard beyond the share is handed off: `handOff(key)` (the pool stops the shard, flushes its
+ * events, closes with 4000) and only then the lease is released. While handing off, the shard is no
+ * longer `owned()` (the pool does not start it again) but still `holds()` (it may still flush and
+ * store its session), and its lease is still renewed.
+ *
+ * Fencing as `LeaseOwnership` does it: a shard is held until a local deadline two thirds of the lease
+ * after the start of the last successful renewal, so a process that cannot renew stops acting for the
+ * shard a third of a lease before another may take it.
+ */
+import { type LeaseStore, type ShardKey, shardKeyName, type ShardOwnership } from "../pool/ownership.ts";
+import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
+import { type Membership, shareOf } from "./members.ts";
+
+/** `{prefix}:lease:{count}:{id}` */
+export function leaseName(prefix: string, key: ShardKey): string {
+  return `${prefix}:lease:${shardKeyName(key)}`;
+}
+
+/** `{prefix}:nodes` */
+export function nodesKey(prefix: string): string {
+  return `${prefix}:nodes`;
+}
+
+export interface ClusterOwnershipOptions {
+  store: LeaseStore;
+  members: Membership;
+  /** This process's name (host name + pid, say): unique across processes and hosts. */
+  node: string;
+  /** Every shard of the bot, of every shard count running; each process takes its share. */
+  keys: ShardKey[];
+  /** How long a lease (and a registration) lasts without renewal. */
+  leaseMs: number;
+  /** The bot's Redis prefix. */
+  prefix: string;
+  /** Stops a shard this process no longer should own; its lease is released once this resolves. */
+  handOff: (key: ShardKey) => Promise<void>;
+  clock?: Clock;
+  /** A store, membership or hand-off failure; ownership keeps trying. */
+  onError?: (error: Error) => void;
+}
+
+interface Held {
+  key: ShardKey;
+  until: number;
+}
+
+const sorted = (keys: ShardKey[]) => [...keys].sort((a, b) => a.count - b.count || a.id - b.id);
+
+export class ClusterOwnership implements ShardOwnership {
+  readonly #o: ClusterOwnershipOptions;
+  readonly #clock: Clock;
+  /** Local deadline per held lease name. */
+  readonly #held = new Map<string, Held>();
+  /** Held shards being handed off. */
+  readonly #leaving = new Set<string>();
+  readonly #listeners = new Set<(owned: ShardKey[]) => void>();
+  /** The members last seen (this process among them). */
+  #live: string[];
+  #share: { live: string; names: Set<string>; keys: ShardKey[] } | null = null;
+  #timer: TimerId | null = null;
+  #deadlineTimer: TimerId | null = null;
+  #inFlight = false;
+  #running = false;
+  #last = "";
+
+  constructor(options: ClusterOwnershipOptions) {
+    this.#o = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#live = [options.node];
+  }
+
+  async start(): Promise<void> {
+    this.#running = true;
+    await this.#round();
+    this.#schedule();
+  }
+
+  owned(): ShardKey[] {
+    const now = this.#clock.now();
+    return sorted(
+      [...this.#held].filter(([name, h]) => h.until > now && !this.#leaving.has(name)).map(([, h]) => h.key),
+    );
+  }
+
+  holds(key: ShardKey): boolean {
+    const held = this.#held.get(this.#name(key));
+    return this.#running && held !== undefined && held.until > this.#clock.now();
+  }
+
+  /** The members this process saw last, sorted. */
+  members(): string[] {
+    return [...this.#live];
+  }
+
+  subscribe(listener: (owned: ShardKey[]) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Leaves the membership and releases every lease, without hand-offs (the pool stops on its own). */
+  async stop(): Promise<void> {
+    if (!this.#running) return;
+    this.#running = false;
+    for (const timer of [this.#timer, this.#deadlineTimer]) {
+      if (timer !== null) this.#clock.clearTimeout(timer);
+    }
+    this.#timer = this.#deadlineTimer = null;
+    const held = [...this.#held.keys()];
+    this.#held.clear();
+    this.#leaving.clear();
+    this.#changed();
+    const { store, members, node } = this.#o;
+    await Promise.all([
+      this.#try(() => members.leave(node)),
+      ...held.map((name) => this.#try(() => store.release(name, node))),
+    ]);
+  }
+
+  #name(key: ShardKey): string {
+    return leaseName(this.#o.prefix, key);
+  }
+
+  #schedule(): void {
+    if (!this.#running) return;
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = null;
+      if (!this.#inFlight) void this.#round();
+      this.#schedule();
+    }, Math.max(1, Math.floor(this.#o.leaseMs / 3)));
+  }
+
+  /** This process's share of the keys among the members last seen (computed again when they change). */
+  #shareNow(): { names: Set<string>; keys: ShardKey[] } {
+    const live = this.#live.join("\n");
+    if (this.#share?.live !== live) {
+      const keys = shareOf(this.#live, this.#o.node, this.#o.keys);
+      this.#share = { live, keys, names: new Set(keys.map((k) => this.#name(k))) };
+    }
+    return this.#share;
+  }
+
+  async #round(): Promise<void> {
+    const { store, members, node, leaseMs } = this.#o;
+    this.#inFlight = true;
+    try {
+      const live = await this.#try(() => members.beat(node, leaseMs));
+      if (!this.#running) {
+        // stop() left while this beat was under way: leave again, or others plan with a ghost.
+        if (live !== null) await this.#try(() => members.leave(node));
+        return;
+      }
+      // Without an answer, the members last seen (the leases keep it safe).
+      if (live !== null) this.#live = live.includes(node) ? live : [...live, node].sort();
+      const share = this.#shareNow();
+      const targets = new Map<string, ShardKey>(share.keys.map((k) => [this.#name(k), k]));
+      for (const [name, h] of this.#held) targets.set(name, h.key);
+      await Promise.all([...targets].map(([name, key]) => this.#refresh(name, key, share.names)));
+    } finally {
+      this.#inFlight = false;
+    }
+    if (!this.#running) return;
+    const now = this.#clock.now();
+    const share = this.#shareNow();
+    for (const [name, h] of this.#held) {
+      if (!share.names.has(name) && !this.#leaving.has(name) && h.until > now) this.#handOff(name, h.key);
+    }
+    this.#changed();
+    this.#watchDeadline();
+  }
+
+  /** Renews a held lease, or takes one of the share; a lapsed lease beyond the share is forgotten. */
+  async #refresh(name: string, key: ShardKey, share: Set<string>): Promise<void> {
+    const { store, node, leaseMs } = this.#o;
+    const started = this.#clock.now();
+    const entry = this.#held.get(name);
+    const isHeld = entry !== undefined && entry.until > started;
+    if (!isHeld && this.#leaving.has(name)) return; // the hand-off ends it
+    if (!isHeld && !share.has(name)) {
+      this.#held.delete(name);
+      return;
+    }
+    const ok = await this.#try(() =>
+      isHeld ? store.renew(name, node, leaseMs) : store.acquire(name, node, leaseMs)
+    );
+    if (!this.#running) {
+      if (ok === true && !isHeld) await this.#try(() => store.release(name, node));
+      return;
+    }
+    // A hand-off that released the lease meanwhile wins over this older answer.
+    if (this.#held.get(name) !== entry) return;
+    if (ok === true) {
+      // Counted from before the request: the lease may have been set at any moment after it.
+      this.#held.set(name, { key, until: started + Math.floor((leaseMs * 2) / 3) });
+    } else if (ok === false) {
+      this.#held.delete(name);
+    }
+    // null (the store failed): the local deadline decides.
+  }
+
+  /** Stops owning `key` (the pool stops it), then releases its lease once the hook resolves. */
+  #handOff(name: string, key: ShardKey): void {
+    this.#leaving.add(name);
+    void (async () => {
+      try {
+        await this.#o.handOff(key);
+      } catch (error) {
+        this.#o.onError?.(error instanceof Error ? error : new Error(String(error)));
+      }
+      if (!this.#running) return; // stop() released it
+      this.#held.delete(name);
+      this.#leaving.delete(name);
+      this.#changed();
+      this.#watchDeadline();
+      await this.#try(() => this.#o.store.release(name, this.#o.node));
+    })();
+  }
+
+  /** Notices the first local deadline when it passes, even while the store does not answer. */
+  #watchDeadline(): void {
+    if (this.#deadlineTimer !== null) this.#clock.clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = null;
+    if (!this.#running) return;
+    const now = this.#clock.now();
+    const next = Math.min(...[...this.#held.values()].map((h) => h.until).filter((until) => until > now));
+    if (!Number.isFinite(next)) return;
+    this.#deadlineTimer = this.#clock.setTimeout(() => {
+      this.#deadlineTimer = null;
+      this.#changed();
+      this.#watchDeadline();
+    }, next - now);
+  }
+
+  async #try<T>(operation: () => Promise<T>): Promise<T | null> {
+    try {
+      return await operation();
+    } catch (error) {
+      this.#o.onError?.(error instanceof Error ? error : new Error(String(error)));
+      return null;
+    }
+  }
+
+  #changed(): void {
+    const owned = this.owned();
+    const text = owned.map(shardKeyName).join(",");
+    if (text === this.#last) return;
+    this.#last = text;
+    for (const listener of this.#listeners) listener(owned);
+  }
+}
