@@ -152,7 +152,7 @@ export class ClusterOwnership implements ShardOwnership {
   }
 
   async #round(): Promise<void> {
-    const { store, members, node, leaseMs } = this.#o;
+    const { members, node, leaseMs } = this.#o;
     this.#inFlight = true;
     try {
       const live = await this.#try(() => members.beat(node, leaseMs));

@@ -132,7 +132,9 @@ function spread(nodes: string[], count: number, ids: number[]): Map<number, stri
   const floor = Math.floor(ids.length / nodes.length);
   let extras = ids.length % nodes.length;
   const pairs: Array<{ score: number; id: number; node: string }> = [];
-  for (const id of ids) for (const n of nodes) pairs.push({ score: hash(`${n}\0${count}:${id}`), id, node: n });
+  for (const id of ids) {
+    for (const n of nodes) pairs.push({ score: hash(`${n}\0${count}:${id}`), id, node: n });
+  }
   pairs.sort((a, b) => b.score - a.score || (a.node < b.node ? -1 : a.node > b.node ? 1 : 0) || a.id - b.id);
   const load = new Map(nodes.map((n) => [n, 0]));
   const owner = new Map<number, string>();

@@ -54,7 +54,9 @@ Deno.test("cluster over Redis: 3 members own 4 of 12 each; one stops, 6 each; tw
         log.push(`hand-off ${node} ${name}`);
         await sleep(20);
         const holder = await client.get(name);
-        if (holder !== node || !own.holds(key)) problems.push(`${name} not ${node}'s at the end of its hand-off`);
+        if (holder !== node || !own.holds(key)) {
+          problems.push(`${name} not ${node}'s at the end of its hand-off`);
+        }
         log.push(`handed ${node} ${name}`);
       },
       onError: (error) => problems.push(`${node}: ${error.message}`),
@@ -63,7 +65,8 @@ Deno.test("cluster over Redis: 3 members own 4 of 12 each; one stops, 6 each; tw
     await own.start();
   };
   const counts = () => [...nodes.values()].map((own) => own.owned().length);
-  const holdersNow = () => keys.map((k) => [...nodes].filter(([, own]) => own.holds(k)).map(([node]) => node));
+  const holdersNow = () =>
+    keys.map((k) => [...nodes].filter(([, own]) => own.holds(k)).map(([node]) => node));
 
   // Every few ms: who holds each shard (all members live in this thread: one instant), what Redis says,
   // who holds it after Redis answered.
@@ -87,7 +90,9 @@ Deno.test("cluster over Redis: 3 members own 4 of 12 each; one stops, 6 each; tw
   })();
   /** Releases from `from` on by members still running, each after its hand-off ended. */
   const handOffs = (from: number, stopped: string[] = []) => {
-    const releases = log.slice(from).filter((l) => l.startsWith("release") && !stopped.includes(l.split(" ")[1]));
+    const releases = log.slice(from).filter((l) =>
+      l.startsWith("release") && !stopped.includes(l.split(" ")[1])
+    );
     for (const line of releases) {
       const [, node, name] = line.split(" ");
       const handed = log.indexOf(`handed ${node} ${name}`, from), at = log.indexOf(line, from);
@@ -122,7 +127,9 @@ Deno.test("cluster over Redis: 3 members own 4 of 12 each; one stops, 6 each; tw
     await sampler;
     assert.ok(samples > 100, `sampled ${samples} times`);
     assert.deepEqual(problems, []);
-    console.log(`taken over after a stop in ${stopMs} ms, spread after two joins in ${joinMs} ms, ${samples} samples`);
+    console.log(
+      `taken over after a stop in ${stopMs} ms, spread after two joins in ${joinMs} ms, ${samples} samples`,
+    );
   } finally {
     sampling = false;
     await sampler;
@@ -169,7 +176,9 @@ Deno.test("cluster over Redis: when Redis dies, holds() turns false before the l
     assert.ok(errors.length >= 1, "the failures are reported");
     await server.restart();
     const backMs = await waitUntil("held again", () => own.holds(key), LEASE_MS * 4);
-    console.log(`given up ${expiresAt - givenUp} ms before expiry; held again ${backMs} ms after Redis was back`);
+    console.log(
+      `given up ${expiresAt - givenUp} ms before expiry; held again ${backMs} ms after Redis was back`,
+    );
   } finally {
     await own.stop();
     probe.disconnect();

@@ -9,12 +9,13 @@ import { ClusterOwnership, leaseName, nodesKey } from "../../src/cluster/cluster
 import { RedisMembers } from "../../src/cluster/members.ts";
 import { RedisLeaseStore } from "../../src/cluster/redis_leases.ts";
 import { LeaseOwnership, type LeaseStore, type ShardOwnership } from "../../src/pool/ownership.ts";
-import { leaseStoreContract, type OwnershipHarness, ownershipContract } from "../pool/ownership_contract.ts";
+import { leaseStoreContract, ownershipContract, type OwnershipHarness } from "../pool/ownership_contract.ts";
 import { Link } from "./links.ts";
 import { deleteKeys, REDIS_URL, sleep, testPrefix } from "./redis_helpers.ts";
 
 leaseStoreContract("RedisLeaseStore", async () => {
   const client = new Redis(REDIS_URL);
+  await client.ping();
   const prefix = testPrefix();
   const inner = new RedisLeaseStore(client);
   // The contract names its leases; each test's keys get the test's prefix.
@@ -59,7 +60,12 @@ Deno.test("RedisLeaseStore: a lease is one key under its name, the owner as valu
 /** An ownership harness over the real Redis; `make` builds one process's ownership over its own link. */
 async function redisOwnership(
   leaseMs: number,
-  build: (link: Link, store: LeaseStore, client: Redis, prefix: string) => (node: string, wanted: never[]) => ShardOwnership,
+  build: (
+    link: Link,
+    store: LeaseStore,
+    client: Redis,
+    prefix: string,
+  ) => (node: string, wanted: never[]) => ShardOwnership,
 ): Promise<OwnershipHarness> {
   const client = new Redis(REDIS_URL);
   await client.ping();
@@ -88,21 +94,33 @@ async function redisOwnership(
 
 const LEASE_MS = 1200;
 
-ownershipContract("LeaseOwnership over RedisLeaseStore", () =>
-  redisOwnership(LEASE_MS, (link, store, _client, prefix) => (node, wanted) =>
-    new LeaseOwnership({ store: link.store(store), node, wanted, leaseMs: LEASE_MS, prefix: `${prefix}:lease:` })));
+ownershipContract(
+  "LeaseOwnership over RedisLeaseStore",
+  () =>
+    redisOwnership(LEASE_MS, (link, store, _client, prefix) => (node, wanted) =>
+      new LeaseOwnership({
+        store: link.store(store),
+        node,
+        wanted,
+        leaseMs: LEASE_MS,
+        prefix: `${prefix}:lease:`,
+      })),
+);
 
-ownershipContract("ClusterOwnership over Redis", () =>
-  redisOwnership(LEASE_MS, (link, store, client, prefix) => (node, wanted) =>
-    new ClusterOwnership({
-      store: link.store(store),
-      members: link.members(new RedisMembers(client, nodesKey(prefix))),
-      node,
-      keys: wanted,
-      leaseMs: LEASE_MS,
-      prefix,
-      handOff: () => Promise.resolve(),
-    })));
+ownershipContract(
+  "ClusterOwnership over Redis",
+  () =>
+    redisOwnership(LEASE_MS, (link, store, client, prefix) => (node, wanted) =>
+      new ClusterOwnership({
+        store: link.store(store),
+        members: link.members(new RedisMembers(client, nodesKey(prefix))),
+        node,
+        keys: wanted,
+        leaseMs: LEASE_MS,
+        prefix,
+        handOff: () => Promise.resolve(),
+      })),
+);
 
 Deno.test("RedisMembers: registered nodes are live, sorted, until their registration ends or they leave", async () => {
   const client = new Redis(REDIS_URL);

@@ -3,7 +3,8 @@ import { shareOf } from "../../src/cluster/members.ts";
 import type { ShardKey } from "../../src/pool/ownership.ts";
 
 const shards = (count: number): ShardKey[] => Array.from({ length: count }, (_, id) => ({ id, count }));
-const nodeNames = (n: number, seed: number) => Array.from({ length: n }, (_, i) => `host-${seed}-${i}:${4000 + i}`);
+const nodeNames = (n: number, seed: number) =>
+  Array.from({ length: n }, (_, i) => `host-${seed}-${i}:${4000 + i}`);
 
 /** Shard name → node, from every node's own share. */
 function assignment(nodes: string[], keys: ShardKey[]): Map<string, string> {
