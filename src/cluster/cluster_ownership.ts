@@ -19,6 +19,7 @@
  * after the start of the last successful renewal, so a process that cannot renew stops acting for the
  * shard a third of a lease before another may take it.
  */
+import { attempt, HeldLeases } from "../pool/held_leases.ts";
 import { type LeaseStore, type ShardKey, shardKeyName, type ShardOwnership } from "../pool/ownership.ts";
 import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import { type Membership, shareOf } from "./members.ts";
@@ -51,33 +52,22 @@ export interface ClusterOwnershipOptions {
   onError?: (error: Error) => void;
 }
 
-interface Held {
-  key: ShardKey;
-  until: number;
-}
-
-const sorted = (keys: ShardKey[]) => [...keys].sort((a, b) => a.count - b.count || a.id - b.id);
-
 export class ClusterOwnership implements ShardOwnership {
   readonly #o: ClusterOwnershipOptions;
   readonly #clock: Clock;
-  /** Local deadline per held lease name. */
-  readonly #held = new Map<string, Held>();
-  /** Held shards being handed off. */
-  readonly #leaving = new Set<string>();
-  readonly #listeners = new Set<(owned: ShardKey[]) => void>();
+  /** Held leases by name; the ones being handed off are hidden (held, not owned). */
+  readonly #held: HeldLeases;
   /** The members last seen (this process among them). */
   #live: string[];
   #share: { live: string; names: Set<string>; keys: ShardKey[] } | null = null;
   #timer: TimerId | null = null;
-  #deadlineTimer: TimerId | null = null;
   #inFlight = false;
   #running = false;
-  #last = "";
 
   constructor(options: ClusterOwnershipOptions) {
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
+    this.#held = new HeldLeases(this.#clock, options.leaseMs);
     this.#live = [options.node];
   }
 
@@ -88,15 +78,11 @@ export class ClusterOwnership implements ShardOwnership {
   }
 
   owned(): ShardKey[] {
-    const now = this.#clock.now();
-    return sorted(
-      [...this.#held].filter(([name, h]) => h.until > now && !this.#leaving.has(name)).map(([, h]) => h.key),
-    );
+    return this.#held.owned();
   }
 
   holds(key: ShardKey): boolean {
-    const held = this.#held.get(this.#name(key));
-    return this.#running && held !== undefined && held.until > this.#clock.now();
+    return this.#running && this.#held.holds(this.#name(key));
   }
 
   /** The members this process saw last, sorted. */
@@ -105,22 +91,18 @@ export class ClusterOwnership implements ShardOwnership {
   }
 
   subscribe(listener: (owned: ShardKey[]) => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return this.#held.subscribe(listener);
   }
 
   /** Leaves the membership and releases every lease, without hand-offs (the pool stops on its own). */
   async stop(): Promise<void> {
     if (!this.#running) return;
     this.#running = false;
-    for (const timer of [this.#timer, this.#deadlineTimer]) {
-      if (timer !== null) this.#clock.clearTimeout(timer);
-    }
-    this.#timer = this.#deadlineTimer = null;
-    const held = [...this.#held.keys()];
-    this.#held.clear();
-    this.#leaving.clear();
-    this.#changed();
+    if (this.#timer !== null) this.#clock.clearTimeout(this.#timer);
+    this.#timer = null;
+    const held = this.#held.clear();
+    this.#held.changed();
+    this.#held.close();
     const { store, members, node } = this.#o;
     await Promise.all([
       this.#try(() => members.leave(node)),
@@ -130,6 +112,10 @@ export class ClusterOwnership implements ShardOwnership {
 
   #name(key: ShardKey): string {
     return leaseName(this.#o.prefix, key);
+  }
+
+  #try<T>(operation: () => Promise<T>): Promise<T | null> {
+    return attempt(operation, this.#o.onError);
   }
 
   #schedule(): void {
@@ -165,19 +151,19 @@ export class ClusterOwnership implements ShardOwnership {
       if (live !== null) this.#live = live.includes(node) ? live : [...live, node].sort();
       const share = this.#shareNow();
       const targets = new Map<string, ShardKey>(share.keys.map((k) => [this.#name(k), k]));
-      for (const [name, h] of this.#held) targets.set(name, h.key);
+      for (const [name, h] of this.#held.entries()) targets.set(name, h.key);
       await Promise.all([...targets].map(([name, key]) => this.#refresh(name, key, share.names)));
     } finally {
       this.#inFlight = false;
     }
     if (!this.#running) return;
-    const now = this.#clock.now();
     const share = this.#shareNow();
-    for (const [name, h] of this.#held) {
-      if (!share.names.has(name) && !this.#leaving.has(name) && h.until > now) this.#handOff(name, h.key);
+    for (const [name, h] of this.#held.entries()) {
+      if (!share.names.has(name) && !this.#held.hidden(name) && this.#held.holds(name)) {
+        this.#handOff(name, h.key);
+      }
     }
-    this.#changed();
-    this.#watchDeadline();
+    this.#held.changed();
   }
 
   /** Renews a held lease, or takes one of the share; a lapsed lease beyond the share is forgotten. */
@@ -185,33 +171,30 @@ export class ClusterOwnership implements ShardOwnership {
     const { store, node, leaseMs } = this.#o;
     const started = this.#clock.now();
     const entry = this.#held.get(name);
-    const isHeld = entry !== undefined && entry.until > started;
-    if (!isHeld && this.#leaving.has(name)) return; // the hand-off ends it
+    const isHeld = this.#held.holds(name);
+    if (!isHeld && this.#held.hidden(name)) return; // the hand-off ends it
     if (!isHeld && !share.has(name)) {
-      this.#held.delete(name);
+      this.#held.drop(name);
       return;
     }
     const ok = await this.#try(() =>
       isHeld ? store.renew(name, node, leaseMs) : store.acquire(name, node, leaseMs)
     );
     if (!this.#running) {
+      // stop() already released what it held: an acquisition answered since is released too.
       if (ok === true && !isHeld) await this.#try(() => store.release(name, node));
       return;
     }
     // A hand-off that released the lease meanwhile wins over this older answer.
     if (this.#held.get(name) !== entry) return;
-    if (ok === true) {
-      // Counted from before the request: the lease may have been set at any moment after it.
-      this.#held.set(name, { key, until: started + Math.floor((leaseMs * 2) / 3) });
-    } else if (ok === false) {
-      this.#held.delete(name);
-    }
+    if (ok === true) this.#held.renewed(name, key, started);
+    else if (ok === false) this.#held.drop(name);
     // null (the store failed): the local deadline decides.
   }
 
   /** Stops owning `key` (the pool stops it), then releases its lease once the hook resolves. */
   #handOff(name: string, key: ShardKey): void {
-    this.#leaving.add(name);
+    this.#held.hide(name);
     void (async () => {
       try {
         await this.#o.handOff(key);
@@ -219,43 +202,9 @@ export class ClusterOwnership implements ShardOwnership {
         this.#o.onError?.(error instanceof Error ? error : new Error(String(error)));
       }
       if (!this.#running) return; // stop() released it
-      this.#held.delete(name);
-      this.#leaving.delete(name);
-      this.#changed();
-      this.#watchDeadline();
+      this.#held.drop(name);
+      this.#held.changed();
       await this.#try(() => this.#o.store.release(name, this.#o.node));
     })();
-  }
-
-  /** Notices the first local deadline when it passes, even while the store does not answer. */
-  #watchDeadline(): void {
-    if (this.#deadlineTimer !== null) this.#clock.clearTimeout(this.#deadlineTimer);
-    this.#deadlineTimer = null;
-    if (!this.#running) return;
-    const now = this.#clock.now();
-    const next = Math.min(...[...this.#held.values()].map((h) => h.until).filter((until) => until > now));
-    if (!Number.isFinite(next)) return;
-    this.#deadlineTimer = this.#clock.setTimeout(() => {
-      this.#deadlineTimer = null;
-      this.#changed();
-      this.#watchDeadline();
-    }, next - now);
-  }
-
-  async #try<T>(operation: () => Promise<T>): Promise<T | null> {
-    try {
-      return await operation();
-    } catch (error) {
-      this.#o.onError?.(error instanceof Error ? error : new Error(String(error)));
-      return null;
-    }
-  }
-
-  #changed(): void {
-    const owned = this.owned();
-    const text = owned.map(shardKeyName).join(",");
-    if (text === this.#last) return;
-    this.#last = text;
-    for (const listener of this.#listeners) listener(owned);
   }
 }
