@@ -53,6 +53,8 @@ class Cluster {
   readonly store = new LocalLeaseStore(this.clock);
   readonly members = new LocalMembers(this.clock);
   readonly log: string[] = [];
+  /** Failures reported by members (a failed assertion in a hand-off lands here too). */
+  readonly errors: string[] = [];
   readonly nodes = new Map<string, ClusterOwnership>();
   readonly links = new Map<string, Link>();
   constructor(readonly keys: ShardKey[], readonly handOffMs = 100) {}
@@ -67,6 +69,7 @@ class Cluster {
       leaseMs: LEASE_MS,
       prefix: "bot",
       clock: this.clock,
+      onError: (error) => this.errors.push(`${node}: ${error.message}`),
       handOff: async (key) => {
         const name = leaseName("bot", key);
         this.log.push(`hand-off ${node} ${name}`);
@@ -115,6 +118,7 @@ class Cluster {
     for (const link of this.links.values()) link.how = "ok";
     for (const own of this.nodes.values()) await own.stop();
     assert.equal(this.clock.pending, 0, "every timer cleared at stop");
+    assert.deepEqual(this.errors.filter((e) => !e.endsWith("connection refused")), [], "nothing else failed");
   }
 }
 
@@ -140,6 +144,16 @@ Deno.test("ClusterOwnership: 3 members own 4 of 12 each; one stops, 6 each; two 
     const holder = await c.store.holder(leaseName("bot", key));
     assert.equal(c.nodes.get(holder!)?.holds(key), true, `${key.id}: its lease's holder holds it`);
   }
+  await c.stop();
+});
+
+Deno.test("ClusterOwnership: a hand-off longer than the lease keeps the lease renewed until it ends", async () => {
+  const c = new Cluster(shards(2), LEASE_MS * 2);
+  await c.add("a").start();
+  await c.add("b").start();
+  await c.run(LEASE_MS * 4);
+  assert.deepEqual(c.counts(), { a: 1, b: 1 });
+  assert.equal(c.checkHandOffs(0), 1, "the hand-off ended, then the lease was released");
   await c.stop();
 });
 
@@ -176,6 +190,7 @@ Deno.test("ClusterOwnership: a member cut off from the store gives up its shards
   assert.deepEqual(c.nodes.get("a")!.members(), ["a", "b"], "and plans with the members last seen");
   await c.run(LEASE_MS);
   assert.deepEqual(c.counts(), { a: 0, b: 4 }, "b took them once a's registration and leases ended");
+  assert.ok(c.errors.includes("a: connection refused"), "the failures are reported");
   c.links.get("a")!.how = "ok";
   await c.run(LEASE_MS);
   assert.deepEqual(c.counts(), { a: 2, b: 2 });
