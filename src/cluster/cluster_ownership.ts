@@ -3,7 +3,7 @@
  * process. Each process registers in the membership, computes its share of every shard from the live
  * members (`shareOf`), and owns a shard of its share once it holds the shard's lease.
  *
- * Names, all under the bot's Redis prefix (`[shard_store] prefix`, e.g. `gatehouse`):
+ * Names, all under the bot's Redis prefix (`[redis] prefix`, e.g. `gatehouse`):
  * - `{prefix}:lease:{count}:{id}`: the lease of shard `id` of `count` (string = owner's node name, PX);
  * - `{prefix}:nodes`: the members (sorted set, node name → end of its registration, ms).
  *
