@@ -45,6 +45,12 @@ export interface ClusterOwnershipOptions {
   leaseMs: number;
   /** The bot's Redis prefix. */
   prefix: string;
+  /**
+   * At start, registers and waits this long before taking any lease (default 0): processes started
+   * together then see each other first, instead of the first taking every shard (identifying them all)
+   * and handing most of them off again at once.
+   */
+  settleMs?: number;
   /** Stops a shard this process no longer should own; its lease is released once this resolves. */
   handOff: (key: ShardKey) => Promise<void>;
   clock?: Clock;
@@ -61,6 +67,8 @@ export class ClusterOwnership implements ShardOwnership {
   #live: string[];
   #share: { live: string; names: Set<string>; keys: ShardKey[] } | null = null;
   #timer: TimerId | null = null;
+  /** Ends the wait of `settleMs` (stop() during it). */
+  #settled: (() => void) | null = null;
   #inFlight = false;
   #running = false;
 
@@ -71,8 +79,23 @@ export class ClusterOwnership implements ShardOwnership {
     this.#live = [options.node];
   }
 
+  /** Resolves once the first round is done (after `settleMs`, when set). */
   async start(): Promise<void> {
     this.#running = true;
+    const settleMs = this.#o.settleMs ?? 0;
+    if (settleMs > 0) {
+      // Registered for the wait and a lease beyond it, so the others count this process meanwhile.
+      const { members, node, leaseMs } = this.#o;
+      const live = await this.#try(() => members.beat(node, settleMs + leaseMs));
+      if (live !== null && this.#running) this.#live = live.includes(node) ? live : [...live, node].sort();
+      await new Promise<void>((resolve) => {
+        this.#settled = resolve;
+        this.#timer = this.#clock.setTimeout(resolve, settleMs);
+      });
+      this.#settled = null;
+      this.#timer = null;
+      if (!this.#running) return;
+    }
     await this.#round();
     this.#schedule();
   }
@@ -100,6 +123,7 @@ export class ClusterOwnership implements ShardOwnership {
     this.#running = false;
     if (this.#timer !== null) this.#clock.clearTimeout(this.#timer);
     this.#timer = null;
+    this.#settled?.();
     const held = this.#held.clear();
     this.#held.changed();
     this.#held.close();

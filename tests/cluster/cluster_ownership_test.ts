@@ -57,7 +57,7 @@ class Cluster {
   readonly errors: string[] = [];
   readonly nodes = new Map<string, ClusterOwnership>();
   readonly links = new Map<string, Link>();
-  constructor(readonly keys: ShardKey[], readonly handOffMs = 100) {}
+  constructor(readonly keys: ShardKey[], readonly handOffMs = 100, readonly settleMs = 0) {}
 
   add(node: string): ClusterOwnership {
     const link = new Link();
@@ -69,6 +69,7 @@ class Cluster {
       leaseMs: LEASE_MS,
       prefix: "bot",
       clock: this.clock,
+      settleMs: this.settleMs,
       onError: (error) => this.errors.push(`${node}: ${error.message}`),
       handOff: async (key) => {
         const name = leaseName("bot", key);
@@ -155,6 +156,26 @@ Deno.test("ClusterOwnership: a hand-off longer than the lease keeps the lease re
   assert.deepEqual(c.counts(), { a: 1, b: 1 });
   assert.equal(c.checkHandOffs(0), 1, "the hand-off ended, then the lease was released");
   await c.stop();
+});
+
+Deno.test("ClusterOwnership: members started together with settleMs see each other first: nothing is handed off", async () => {
+  const c = new Cluster(shards(12), 100, LEASE_MS);
+  const starts: Promise<void>[] = [];
+  for (const node of ["a", "b", "c"]) {
+    starts.push(c.add(node).start());
+    await c.clock.advance(200);
+  }
+  await c.run(LEASE_MS * 2);
+  await Promise.all(starts);
+  assert.deepEqual(c.counts(), { a: 4, b: 4, c: 4 });
+  assert.deepEqual(c.log.filter((l) => l.startsWith("hand-off")), [], "each took its own share only");
+  await c.stop();
+  const d = new Cluster(shards(12), 0, LEASE_MS);
+  const pending = d.add("a").start();
+  await d.clock.advance(LEASE_MS / 2);
+  await d.stop();
+  await pending;
+  assert.deepEqual(await d.members.live(), [], "a stop while settling ends the wait and leaves");
 });
 
 Deno.test("ClusterOwnership: a member that dies drops out when its registration ends; its shards are taken as its leases expire", async () => {
