@@ -5,11 +5,14 @@
  * - `StaticOwnership`: the shard plan's ids, for the whole run (one process, or ids split by hand).
  * - `LeaseOwnership`: a shard is ours while we hold its lease in a `LeaseStore`, renewed on a timer and
  *   checked against a local deadline (fencing: a process that could not renew in time stops claiming
- *   the shard *before* the lease can expire elsewhere). `LocalLeaseStore` keeps leases in memory (one
- *   process, tests); cluster mode adds a Redis one that passes the same contract suite
- *   (tests/pool/ownership_contract.ts).
+ *   the shard *before* the lease can expire elsewhere; the deadlines are in held_leases.ts).
+ *   `LocalLeaseStore` keeps leases in memory (one process, tests); cluster mode's `RedisLeaseStore`
+ *   (src/cluster/redis_leases.ts) passes the same contract suite (tests/pool/ownership_contract.ts).
+ * - Cluster mode's `ClusterOwnership` (src/cluster/cluster_ownership.ts): leases as here, for this
+ *   process's share of every shard among the live members, with hand-offs as the members change.
  */
 import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
+import { attempt, HeldLeases } from "./held_leases.ts";
 
 /** A shard of one shard count: resharding runs two counts side by side. */
 export interface ShardKey {
@@ -153,19 +156,16 @@ export class LeaseOwnership implements ShardOwnership {
   readonly #o: LeaseOwnershipOptions;
   readonly #clock: Clock;
   readonly #prefix: string;
-  /** Local deadline per held shard name. */
-  readonly #deadlines = new Map<string, { key: ShardKey; until: number }>();
-  readonly #listeners = new Set<(owned: ShardKey[]) => void>();
+  readonly #held: HeldLeases;
   #timer: TimerId | null = null;
-  #deadlineTimer: TimerId | null = null;
   #inFlight = false;
   #running = false;
-  #last = "";
 
   constructor(options: LeaseOwnershipOptions) {
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
     this.#prefix = options.prefix ?? "";
+    this.#held = new HeldLeases(this.#clock, options.leaseMs);
   }
 
   async start(): Promise<void> {
@@ -175,31 +175,26 @@ export class LeaseOwnership implements ShardOwnership {
   }
 
   owned(): ShardKey[] {
-    const now = this.#clock.now();
-    return sorted([...this.#deadlines.values()].filter((d) => d.until > now).map((d) => d.key));
+    return this.#held.owned();
   }
 
   holds(key: ShardKey): boolean {
-    const held = this.#deadlines.get(shardKeyName(key));
-    return this.#running && held !== undefined && held.until > this.#clock.now();
+    return this.#running && this.#held.holds(this.#name(key));
   }
 
   subscribe(listener: (owned: ShardKey[]) => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return this.#held.subscribe(listener);
   }
 
   async stop(): Promise<void> {
     this.#running = false;
-    for (const timer of [this.#timer, this.#deadlineTimer]) {
-      if (timer !== null) this.#clock.clearTimeout(timer);
-    }
-    this.#timer = this.#deadlineTimer = null;
-    const held = [...this.#deadlines.values()];
-    this.#deadlines.clear();
-    this.#changed();
+    if (this.#timer !== null) this.#clock.clearTimeout(this.#timer);
+    this.#timer = null;
+    const held = this.#held.clear();
+    this.#held.changed();
+    this.#held.close();
     await Promise.all(
-      held.map((d) => this.#try(() => this.#o.store.release(this.#name(d.key), this.#o.node))),
+      held.map((name) => attempt(() => this.#o.store.release(name, this.#o.node), this.#o.onError)),
     );
   }
 
@@ -218,63 +213,28 @@ export class LeaseOwnership implements ShardOwnership {
   }
 
   async #round(): Promise<void> {
-    const { store, node, leaseMs } = this.#o;
+    const { store, node, leaseMs, onError } = this.#o;
     this.#inFlight = true;
     try {
       await Promise.all(this.#o.wanted.map(async (key) => {
-        const name = shardKeyName(key);
+        const name = this.#name(key);
         const started = this.#clock.now();
         // Renewed while held; once the local deadline passed, taken afresh (if nobody else took it).
-        const held = (this.#deadlines.get(name)?.until ?? 0) > started
-          ? await this.#try(() => store.renew(this.#name(key), node, leaseMs))
-          : await this.#try(() => store.acquire(this.#name(key), node, leaseMs));
-        if (!this.#running) return;
-        if (held === true) {
-          // Counted from before the request: the lease may have been set at any moment after it.
-          this.#deadlines.set(name, { key, until: started + Math.floor((leaseMs * 2) / 3) });
-        } else if (held === false) {
-          this.#deadlines.delete(name);
+        const held = this.#held.holds(name)
+          ? await attempt(() => store.renew(name, node, leaseMs), onError)
+          : await attempt(() => store.acquire(name, node, leaseMs), onError);
+        if (!this.#running) {
+          // stop() already released what it held: an acquisition answered since is released too.
+          if (held === true) await attempt(() => store.release(name, node), onError);
+          return;
         }
+        if (held === true) this.#held.renewed(name, key, started);
+        else if (held === false) this.#held.drop(name);
         // null (the store failed): the local deadline decides.
       }));
     } finally {
       this.#inFlight = false;
     }
-    if (!this.#running) return;
-    this.#changed();
-    this.#watchDeadline();
-  }
-
-  /** Notices the first local deadline when it passes, even while the store does not answer. */
-  #watchDeadline(): void {
-    if (this.#deadlineTimer !== null) this.#clock.clearTimeout(this.#deadlineTimer);
-    this.#deadlineTimer = null;
-    const now = this.#clock.now();
-    const next = Math.min(
-      ...[...this.#deadlines.values()].map((d) => d.until).filter((until) => until > now),
-    );
-    if (!Number.isFinite(next)) return;
-    this.#deadlineTimer = this.#clock.setTimeout(() => {
-      this.#deadlineTimer = null;
-      this.#changed();
-      this.#watchDeadline();
-    }, next - now);
-  }
-
-  async #try(operation: () => Promise<boolean>): Promise<boolean | null> {
-    try {
-      return await operation();
-    } catch (error) {
-      this.#o.onError?.(error instanceof Error ? error : new Error(String(error)));
-      return null;
-    }
-  }
-
-  #changed(): void {
-    const owned = this.owned();
-    const text = owned.map(shardKeyName).join(",");
-    if (text === this.#last) return;
-    this.#last = text;
-    for (const listener of this.#listeners) listener(owned);
+    if (this.#running) this.#held.changed();
   }
 }
