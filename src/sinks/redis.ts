@@ -13,6 +13,10 @@
  * holds, is skipped (counted), never appended twice, and nothing is skipped that was not appended.
  * Within a scope positions only grow in delivery order, so one mark per scope is enough. Scopes unused
  * for 7 days are forgotten (`{<stream>}:seen_at`). The marks' keys share the stream's Cluster slot.
+ *
+ * Cluster mode (`cluster`, redis_fence.ts): many processes of one bot, each shard owned by the holder of
+ * its lease key. The events of a shard this node does not hold are not appended (fenced, acknowledged),
+ * and the shared session's seq follows what reached the streams.
  */
 import { Buffer } from "node:buffer";
 import { Cluster } from "ioredis";
@@ -22,6 +26,7 @@ import { LineBuffer } from "./ndjson.ts";
 import type { Sink } from "./sink.ts";
 import { connectRedis, type RedisClient } from "../redis/client.ts";
 import { backoffDelay } from "../util/backoff.ts";
+import { type ClusterFencing, Fence, FENCED_ADVANCE_SCRIPT, FENCED_APPEND_SCRIPT } from "./redis_fence.ts";
 
 /** Reconnects: 200 ms doubling to 5 s. */
 const RECONNECT = { baseMs: 200, maxMs: 5_000 };
@@ -74,7 +79,16 @@ return {appended, skipped}
 
 type AppendClient = RedisClient & {
   gatehouseAppend(...args: Array<string | number | Buffer>): Promise<[number, number]>;
+  gatehouseFencedAppend(...args: Array<string | number | Buffer>): Promise<[number, number, number, number[]]>;
+  gatehouseAdvance(...args: Array<string | number>): Promise<number>;
 };
+
+/** One stream's script arguments, and in cluster mode its lease keys (KEYS[4…]) and their shards. */
+interface StreamArgs {
+  args: Array<string | number | Buffer>;
+  leases: Map<string, number>;
+  shards: number[];
+}
 
 export type StreamLayout = "per-event" | "single";
 
@@ -93,6 +107,8 @@ export interface RedisSinkOptions {
   tlsCa?: string | null;
   /** The cursor's name in the store (default `redis`). */
   name?: string;
+  /** Cluster mode: fence by lease, advance the shared sessions (redis_fence.ts). Default: off. */
+  cluster?: ClusterFencing;
 }
 
 export class RedisSink implements Sink {
@@ -117,6 +133,13 @@ export class RedisSink implements Sink {
   /** Skipped since the last log line about them. */
   #unreported = 0;
   #lastReport = 0;
+  readonly #fence: Fence | null;
+  /** Events not appended because another node holds their shard's lease (cluster mode). */
+  fenced = 0;
+  /** Shards fenced since their last appended event: logged once when they become fenced. */
+  readonly #fencedShards = new Set<number>();
+  /** Per shard: its session events up to this journal id are fenced here (`fenceThrough`). */
+  readonly #fencedThrough = new Map<number, number>();
 
   constructor(options: RedisSinkOptions) {
     this.name = options.name ?? "redis";
@@ -134,6 +157,11 @@ export class RedisSink implements Sink {
     }, options.tlsCa ?? null);
     this.#perStream = this.#client instanceof Cluster;
     this.#client.defineCommand("gatehouseAppend", { numberOfKeys: 3, lua: APPEND_SCRIPT });
+    this.#fence = options.cluster ? new Fence(options.cluster) : null;
+    if (this.#fence) {
+      this.#client.defineCommand("gatehouseFencedAppend", { lua: FENCED_APPEND_SCRIPT });
+      this.#client.defineCommand("gatehouseAdvance", { lua: FENCED_ADVANCE_SCRIPT });
+    }
     this.#client.on("error", (error: Error) => {
       this.#lastError = error.message;
       this.#log?.debug("redis: {error}", { error: error.message });
@@ -159,26 +187,66 @@ export class RedisSink implements Sink {
   }
 
   async deliver(batch: EventBatch): Promise<void> {
-    // Per stream, in order: scope, position, data of each event.
-    const byStream = new Map<string, Array<string | number | Buffer>>();
+    const fence = this.#fence;
+    const client = this.#client as AppendClient;
+    // On Redis Cluster the leases are read before the appends (their slot is not the streams').
+    const notHeld = fence !== null && this.#perStream ? await this.#notHeld(fence, batch) : null;
+    const inScript = fence !== null && notHeld === null;
+    const fencedShards = new Set<number>();
+    let fenced = 0;
+    // Per stream, in order: scope, position, data (and in cluster mode the lease's KEYS index) of each event.
+    const byStream = new Map<string, StreamArgs>();
     for (let i = 0; i < batch.count; i++) {
+      const lease = fence?.leaseOf(batch, i) ?? null;
+      if (
+        lease !== null &&
+        (notHeld?.has(lease) || batch.id(i) <= (this.#fencedThrough.get(batch.shard(i)) ?? 0))
+      ) {
+        fencedShards.add(batch.shard(i));
+        fenced++;
+        continue;
+      }
       const stream = this.stream(batch.t(i));
-      let args = byStream.get(stream);
-      if (args === undefined) byStream.set(stream, args = []);
+      let entry = byStream.get(stream);
+      if (entry === undefined) byStream.set(stream, entry = { args: [], leases: new Map(), shards: [] });
       this.#line.appendEvent(batch, i);
       const line = this.#line.take();
-      args.push(batch.scope(i), batch.position(i), Buffer.from(line.subarray(0, line.length - 1)));
+      entry.args.push(batch.scope(i), batch.position(i), Buffer.from(line.subarray(0, line.length - 1)));
+      if (!inScript) continue;
+      let index = 0;
+      if (lease !== null) {
+        index = entry.leases.get(lease) ?? 0;
+        if (index === 0) {
+          entry.leases.set(lease, index = 4 + entry.shards.length);
+          entry.shards.push(batch.shard(i));
+        }
+      }
+      entry.args.push(index);
     }
-    const client = this.#client as AppendClient;
     const shared = this.#perStream ? null : client.pipeline() as unknown as AppendClient;
     const pipelines: AppendClient[] = [];
     const asked: string[] = [];
-    for (const [stream, args] of byStream) {
+    const scripts: StreamArgs[] = [];
+    for (const [stream, entry] of byStream) {
       const pipeline = shared ?? client.pipeline() as unknown as AppendClient;
       if (pipeline !== shared) pipelines.push(pipeline);
       const group = this.#group !== null && !this.#grouped.has(stream) ? this.#group : "";
       if (group) asked.push(stream);
-      void pipeline.gatehouseAppend(stream, ...RedisSink.markKeys(stream), this.#maxLen, group, ...args);
+      const marks = RedisSink.markKeys(stream);
+      if (inScript) {
+        const leases = [...entry.leases.keys()];
+        void pipeline.gatehouseFencedAppend(
+          3 + leases.length,
+          stream,
+          ...marks,
+          ...leases,
+          this.#maxLen,
+          group,
+          fence!.node,
+          ...entry.args,
+        );
+      } else void pipeline.gatehouseAppend(stream, ...marks, this.#maxLen, group, ...entry.args);
+      scripts.push(entry);
     }
     if (shared) pipelines.push(shared);
     let all;
@@ -191,12 +259,69 @@ export class RedisSink implements Sink {
     }
     if (all.some((results) => results === null)) throw new Error("redis: the pipeline was not run");
     let skipped = 0;
-    for (const [error, result] of all.flatMap((results) => results!)) {
+    // Pipelines run in the order of `scripts` (one shared one, or one per stream in that order).
+    all.flatMap((results) => results!).forEach(([error, result], n) => {
       if (error !== null) throw this.#failure(error.message);
-      skipped += Number((result as [number, number])[1]);
-    }
+      const r = result as [number, number, number?, number[]?];
+      skipped += Number(r[1]);
+      fenced += Number(r[2] ?? 0);
+      for (const index of r[3] ?? []) fencedShards.add(scripts[n].shards[index - 4]);
+    });
     for (const stream of asked) this.#grouped.add(stream);
     if (skipped > 0) this.#skipped(skipped);
+    if (fence !== null) await this.#advance(fence, batch, fencedShards, fenced);
+  }
+
+  /**
+   * Cluster mode: the session events of `shard` with journal ids up to `id` are fenced from now on,
+   * whoever holds the lease. Called when this node (re)acquires the shard's lease, with the journal's
+   * last id, before the shard resumes: what the journal holds from before was received under an older
+   * ownership and may follow a gap (events fenced meanwhile); the resumed session replays it from the
+   * shared seq instead.
+   */
+  fenceThrough(shard: number, id: number): void {
+    if ((this.#fencedThrough.get(shard) ?? 0) < id) this.#fencedThrough.set(shard, id);
+  }
+
+  /** The lease keys of the batch's shards that this node does not hold (one MGET, the prefix's slot). */
+  async #notHeld(fence: Fence, batch: EventBatch): Promise<Set<string>> {
+    const leases = new Set<string>();
+    for (let i = 0; i < batch.count; i++) {
+      const lease = fence.leaseOf(batch, i);
+      if (lease !== null) leases.add(lease);
+    }
+    if (leases.size === 0) return leases;
+    const keys = [...leases];
+    let holders;
+    try {
+      holders = await this.#client.mget(...keys);
+    } catch (error) {
+      throw this.#failure((error as Error).message);
+    }
+    return new Set(keys.filter((_, i) => holders[i] !== fence.node));
+  }
+
+  /** Moves the shared sessions to what reached the streams; counts and reports what was fenced. */
+  async #advance(fence: Fence, batch: EventBatch, fencedShards: Set<number>, fenced: number): Promise<void> {
+    const advances = fence.advances(batch, fencedShards);
+    if (advances.length > 0) {
+      try {
+        await (this.#client as AppendClient).gatehouseAdvance(...fence.advanceArgs(advances));
+      } catch (error) {
+        throw this.#failure((error as Error).message);
+      }
+    }
+    for (const a of advances) this.#fencedShards.delete(a.shard);
+    this.fenced += fenced;
+    for (const shard of fencedShards) {
+      if (this.#fencedShards.has(shard)) continue;
+      this.#fencedShards.add(shard);
+      this.#log?.warn(
+        "redis: shard {shard}'s lease is held by another node: its events are not appended from here " +
+          "(the holder resumed the session; Discord replays them there); {total} fenced so far",
+        { shard, total: this.fenced },
+      );
+    }
   }
 
   /** Counted always; logged at most every 10 s, with how many since the last line. */

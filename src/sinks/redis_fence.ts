@@ -1,0 +1,179 @@
+/**
+ * Fencing for the Redis sink in cluster mode: many gatehouse processes of one bot share Redis, each
+ * shard is owned by the process whose node name its lease key holds (`{<prefix>}:lease:<count>:<shard>`,
+ * src/cluster/keys.ts), and a shard that moves RESUMEs from the shared session (`…:session:…`). Two rules
+ * keep that exactly once:
+ *
+ * - A stale owner does not write: the events of a Discord session are appended only while this node
+ *   holds their shard's lease. Fenced events are counted, logged once per shard, and acknowledged (the
+ *   cursor moves on, the sink does not retry them for ever): the new owner resumed the session from the
+ *   shared seq, so Discord replays those events to it. gatehouse's own events (no session) are not
+ *   fenced: nobody else holds them.
+ * - The shared seq never runs ahead of the streams: it moves, forward only and for the same session id,
+ *   to the highest seq of the batch, after every stream's script succeeded, in one script that checks
+ *   the lease again. A session with an event fenced in this delivery does not move.
+ *
+ * Where the checks run. Single Redis (and Sentinel): in the append script of each stream, atomically
+ * with the appends (any key may be read there), so an owner whose lease moved between two scripts
+ * appends nothing after the move. Redis Cluster: a stream (`<prefix>:<EVENT>`) and the lease keys are in
+ * different slots, so the leases are read in one step before the appends (MGET in the prefix's slot):
+ * an owner losing its lease in that round trip may still append one batch. That costs no duplicate for
+ * a resumed session (the stream's marks skip the new owner's replay of the same seqs) and never moves the
+ * seq (the final script checks the lease again, atomically, in the prefix's slot).
+ */
+import type { EventBatch } from "../journal/journal.ts";
+import { ADVANCE_LUA, type ClusterKeys, clusterKeys } from "../cluster/keys.ts";
+
+/** Cluster mode of the Redis sink. */
+export interface ClusterFencing {
+  /** This process's node name: the value of the lease keys it holds. */
+  node: string;
+  /** The cluster prefix (src/cluster/keys.ts), the same for every process of the bot. */
+  prefix: string;
+  /** The shard count of the shards this process runs (events carry their shard id only). */
+  shardCount: number;
+  /** Milliseconds since the epoch, for the sessions' `updated_at` (default Date.now). */
+  now?: () => number;
+}
+
+/**
+ * The append script with fencing. KEYS: the stream, its marks, its scopes by last use, then lease keys.
+ * ARGV: maxlen, group, node, then scope, position, data, lease (its index in KEYS; 0 = not fenced) per
+ * event. Returns {appended, skipped, fenced, {lease indexes not held}}.
+ */
+export const FENCED_APPEND_SCRIPT = `
+local maxlen = tonumber(ARGV[1])
+local node = ARGV[3]
+if ARGV[2] ~= "" then
+  local created = redis.pcall("XGROUP", "CREATE", KEYS[1], ARGV[2], "0", "MKSTREAM")
+  if type(created) == "table" and created.err and not string.find(created.err, "BUSYGROUP") then
+    return redis.error_reply(created.err)
+  end
+end
+local held = {}
+local marks = {}
+local appended, skipped, fenced = 0, 0, 0
+for i = 4, #ARGV, 4 do
+  local scope, position, lease = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 3])
+  local ok = true
+  if lease > 0 then
+    ok = held[lease]
+    if ok == nil then
+      ok = redis.call("GET", KEYS[lease]) == node
+      held[lease] = ok
+    end
+  end
+  if not ok then
+    fenced = fenced + 1
+  else
+    local mark = marks[scope]
+    if mark == nil then mark = tonumber(redis.call("HGET", KEYS[2], scope) or "0") end
+    if position > mark then
+      if maxlen > 0 then
+        redis.call("XADD", KEYS[1], "MAXLEN", "~", maxlen, "*", "data", ARGV[i + 2])
+      else
+        redis.call("XADD", KEYS[1], "*", "data", ARGV[i + 2])
+      end
+      mark = position
+      appended = appended + 1
+    else
+      skipped = skipped + 1
+    end
+    marks[scope] = mark
+  end
+end
+local time = redis.call("TIME")
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+for scope, mark in pairs(marks) do
+  redis.call("HSET", KEYS[2], scope, string.format("%.0f", mark))
+  redis.call("ZADD", KEYS[3], now, scope)
+end
+local old = redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", now - 604800000, "LIMIT", 0, 16)
+for _, scope in ipairs(old) do
+  redis.call("HDEL", KEYS[2], scope)
+  redis.call("ZREM", KEYS[3], scope)
+end
+local lost = {}
+for lease, ok in pairs(held) do
+  if not ok then table.insert(lost, lease) end
+end
+return {appended, skipped, fenced, lost}
+`;
+
+/**
+ * The final step. KEYS: lease key, session key per session. ARGV: node, at, then session id, seq per
+ * session. Returns how many sessions moved.
+ */
+export const FENCED_ADVANCE_SCRIPT = `
+local node, at = ARGV[1], tonumber(ARGV[2])
+local advanced = 0
+for k = 1, #KEYS, 2 do
+  local a = k + 2
+  if redis.call("GET", KEYS[k]) == node then
+    local key, id, seq = KEYS[k + 1], ARGV[a], tonumber(ARGV[a + 1])
+    ${ADVANCE_LUA}
+  end
+end
+return advanced
+`;
+
+/** A Discord session in a batch: its shard, id and the highest seq delivered of it. */
+interface Advance {
+  shard: number;
+  sessionId: string;
+  seq: number;
+}
+
+/** The fencing of one sink: lease keys per shard, the sessions to advance, shards known to be fenced. */
+export class Fence {
+  readonly node: string;
+  readonly keys: ClusterKeys;
+  readonly shardCount: number;
+  readonly #now: () => number;
+
+  constructor(options: ClusterFencing) {
+    if (options.node === "") throw new Error("cluster node name must not be empty");
+    this.node = options.node;
+    this.keys = clusterKeys(options.prefix);
+    this.shardCount = options.shardCount;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** The shard's lease key, or null for an event of no Discord session (gatehouse's own). */
+  leaseOf(batch: EventBatch, i: number): string | null {
+    return sessionOf(batch.scope(i)) === null ? null : this.keys.lease(this.shardCount, batch.shard(i));
+  }
+
+  /** For each Discord session of the batch whose shard was not fenced, the highest seq. */
+  advances(batch: EventBatch, fenced: ReadonlySet<number>): Advance[] {
+    const bySession = new Map<string, Advance>();
+    for (let i = 0; i < batch.count; i++) {
+      const shard = batch.shard(i);
+      const sessionId = sessionOf(batch.scope(i));
+      if (sessionId === null || fenced.has(shard)) continue;
+      const seq = batch.position(i);
+      const known = bySession.get(sessionId);
+      if (known === undefined) bySession.set(sessionId, { shard, sessionId, seq });
+      else if (seq > known.seq) known.seq = seq;
+    }
+    return [...bySession.values()];
+  }
+
+  /** The final script's arguments: keys then argv (FENCED_ADVANCE_SCRIPT). */
+  advanceArgs(advances: Advance[]): Array<string | number> {
+    const keys: string[] = [];
+    const argv: Array<string | number> = [this.node, this.#now()];
+    for (const a of advances) {
+      keys.push(this.keys.lease(this.shardCount, a.shard), this.keys.session(this.shardCount, a.shard));
+      argv.push(a.sessionId, a.seq);
+    }
+    return [keys.length, ...keys, ...argv];
+  }
+}
+
+/** The session id of a Discord session's scope (`<shard>:<session id>`, identity.ts), else null. */
+function sessionOf(scope: string): string | null {
+  if (scope.startsWith("gatehouse:")) return null;
+  const colon = scope.indexOf(":");
+  return colon < 0 ? null : scope.slice(colon + 1);
+}
