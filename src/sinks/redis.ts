@@ -79,7 +79,9 @@ return {appended, skipped}
 
 type AppendClient = RedisClient & {
   gatehouseAppend(...args: Array<string | number | Buffer>): Promise<[number, number]>;
-  gatehouseFencedAppend(...args: Array<string | number | Buffer>): Promise<[number, number, number, number[]]>;
+  gatehouseFencedAppend(
+    ...args: Array<string | number | Buffer>
+  ): Promise<[number, number, number, number[]]>;
   gatehouseAdvance(...args: Array<string | number>): Promise<number>;
 };
 
@@ -198,10 +200,11 @@ export class RedisSink implements Sink {
     const byStream = new Map<string, StreamArgs>();
     for (let i = 0; i < batch.count; i++) {
       const lease = fence?.leaseOf(batch, i) ?? null;
-      if (
-        lease !== null &&
-        (notHeld?.has(lease) || batch.id(i) <= (this.#fencedThrough.get(batch.shard(i)) ?? 0))
-      ) {
+      if (lease !== null && batch.id(i) <= (this.#fencedThrough.get(batch.shard(i)) ?? 0)) {
+        fenced++;
+        continue;
+      }
+      if (lease !== null && notHeld?.has(lease)) {
         fencedShards.add(batch.shard(i));
         fenced++;
         continue;
@@ -303,7 +306,7 @@ export class RedisSink implements Sink {
 
   /** Moves the shared sessions to what reached the streams; counts and reports what was fenced. */
   async #advance(fence: Fence, batch: EventBatch, fencedShards: Set<number>, fenced: number): Promise<void> {
-    const advances = fence.advances(batch, fencedShards);
+    const advances = fence.advances(batch, fencedShards, this.#fencedThrough);
     if (advances.length > 0) {
       try {
         await (this.#client as AppendClient).gatehouseAdvance(...fence.advanceArgs(advances));

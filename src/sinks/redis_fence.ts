@@ -144,13 +144,16 @@ export class Fence {
     return sessionOf(batch.scope(i)) === null ? null : this.keys.lease(this.shardCount, batch.shard(i));
   }
 
-  /** For each Discord session of the batch whose shard was not fenced, the highest seq. */
-  advances(batch: EventBatch, fenced: ReadonlySet<number>): Advance[] {
+  /**
+   * For each Discord session of the batch whose shard no lease fenced, the highest seq of the events not
+   * fenced through their id (`fenceThrough`: they are older than the resume that replays them).
+   */
+  advances(batch: EventBatch, fenced: ReadonlySet<number>, through: ReadonlyMap<number, number>): Advance[] {
     const bySession = new Map<string, Advance>();
     for (let i = 0; i < batch.count; i++) {
       const shard = batch.shard(i);
       const sessionId = sessionOf(batch.scope(i));
-      if (sessionId === null || fenced.has(shard)) continue;
+      if (sessionId === null || fenced.has(shard) || batch.id(i) <= (through.get(shard) ?? 0)) continue;
       const seq = batch.position(i);
       const known = bySession.get(sessionId);
       if (known === undefined) bySession.set(sessionId, { shard, sessionId, seq });

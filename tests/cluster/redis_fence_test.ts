@@ -5,95 +5,15 @@
  * the streams exactly once.
  */
 import assert from "node:assert/strict";
-import { Redis } from "ioredis";
 import { clusterKeys } from "../../src/cluster/keys.ts";
-import { RedisSessionStore } from "../../src/cluster/redis_sessions.ts";
-import type { StoredEvent } from "../../src/journal/store.ts";
 import { RowBatch } from "../../src/sinks/batches.ts";
-import { RedisSink, type StreamLayout } from "../../src/sinks/redis.ts";
-
-const REDIS_URL = Deno.env.get("GATEHOUSE_TEST_REDIS") ?? "redis://127.0.0.1:6379";
-const enc = (s: string) => new TextEncoder().encode(s);
-const COUNT = 4;
-
-/** Event `id` of a node's journal: seq `seq` of session `session` of `shard` (seq null: gatehouse's own). */
-function row(id: number, shard: number, session: string | null, seq: number | null): StoredEvent {
-  const t = seq === null ? "GATEHOUSE_TEST" : seq % 2 === 0 ? "MESSAGE_CREATE" : "TYPING_START";
-  return { id, shard, session, seq, t, receivedAt: 0, payload: enc(`{"t":"${t}","s":${seq},"op":0,"d":{}}`) };
-}
-
-interface Env {
-  client: Redis;
-  prefix: string;
-  sessions: RedisSessionStore;
-  sink(node: string, layout?: StreamLayout): RedisSink;
-  lease(shard: number, node: string): Promise<void>;
-  /** Seqs of `session` in the streams, in stream order per stream, all streams together. */
-  seqs(session: string): Promise<number[]>;
-  seq(shard: number): Promise<number | undefined>;
-  entries(): Promise<number>;
-}
-
-async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
-  const client = new Redis(REDIS_URL);
-  const prefix = `gatehouse-test-${crypto.randomUUID().slice(0, 8)}`;
-  const keys = clusterKeys(prefix);
-  const sessions = new RedisSessionStore({ client, prefix });
-  const sinks: RedisSink[] = [];
-  const streams = async () => {
-    const found = [...await client.keys(`${prefix}:*`)];
-    return found.filter((k) => !k.startsWith("{"));
-  };
-  const env: Env = {
-    client,
-    prefix,
-    sessions,
-    sink: (node, layout = "per-event") => {
-      const sink = new RedisSink({
-        url: REDIS_URL,
-        prefix,
-        layout,
-        cluster: { node, prefix, shardCount: COUNT, now: () => 5000 },
-      });
-      sinks.push(sink);
-      return sink;
-    },
-    lease: async (shard, node) => void await client.set(keys.lease(COUNT, shard), node),
-    seqs: async (session) => {
-      const out: number[] = [];
-      for (const stream of await streams()) {
-        for (const [, fields] of await client.xrange(stream, "-", "+")) {
-          const line = JSON.parse(fields[1]);
-          if (line.uid.split(":")[1] === session) out.push(line.s);
-        }
-      }
-      return out.sort((a, b) => a - b);
-    },
-    seq: async (shard) => (await sessions.load()).find((s) => s.shard === shard)?.seq,
-    entries: async () => {
-      let n = 0;
-      for (const stream of await streams()) n += await client.xlen(stream);
-      return n;
-    },
-  };
-  try {
-    await fn(env);
-  } finally {
-    for (const sink of sinks) await sink.close();
-    const left = [...await client.keys(`${prefix}:*`), ...await client.keys(`{${prefix}*`)];
-    if (left.length > 0) await client.del(...left);
-    await client.quit();
-  }
-}
-
-const saveSession = (env: Env, shard: number, sessionId: string, seq = 0) =>
-  env.sessions.save({ shardCount: COUNT, shard, sessionId, seq, resumeUrl: "wss://resume.example", updatedAt: 1 });
+import { COUNT, row, withEnv } from "./fence_env.ts";
 
 for (const layout of ["per-event", "single"] as const) {
   Deno.test(`redis fence (${layout}): the lease holder's batch is appended and the session seq moves to its highest seq`, async () => {
     await withEnv(async (env) => {
       await env.lease(1, "a");
-      await saveSession(env, 1, "s1");
+      await env.saveSession(1, "s1");
       const sink = env.sink("a", layout);
       await sink.deliver(new RowBatch([1, 2, 3, 4, 5].map((n) => row(n, 1, "s1", n)), "p"));
       assert.deepEqual(await env.seqs("s1"), [1, 2, 3, 4, 5]);
@@ -107,8 +27,8 @@ for (const layout of ["per-event", "single"] as const) {
     await withEnv(async (env) => {
       await env.lease(1, "b");
       await env.lease(2, "a");
-      await saveSession(env, 1, "s1", 3);
-      await saveSession(env, 2, "s2", 0);
+      await env.saveSession(1, "s1", 3);
+      await env.saveSession(2, "s2", 0);
       const sink = env.sink("a", layout);
       await sink.deliver(
         new RowBatch([
@@ -136,7 +56,7 @@ for (const layout of ["per-event", "single"] as const) {
   Deno.test(`redis fence (${layout}): the same batch delivered twice is appended once and the seq stays`, async () => {
     await withEnv(async (env) => {
       await env.lease(0, "a");
-      await saveSession(env, 0, "s0");
+      await env.saveSession(0, "s0");
       const sink = env.sink("a", layout);
       const batch = new RowBatch([1, 2, 3, 4].map((n) => row(n, 0, "s0", n + 10)), "p");
       await sink.deliver(batch);
