@@ -26,7 +26,7 @@ import { LineBuffer } from "./ndjson.ts";
 import type { Sink } from "./sink.ts";
 import { connectRedis, type RedisClient } from "../redis/client.ts";
 import { backoffDelay } from "../util/backoff.ts";
-import { type ClusterFencing, Fence, FENCED_ADVANCE_SCRIPT, FENCED_APPEND_SCRIPT } from "./redis_fence.ts";
+import { type ClusterFencing, Fence } from "./redis_fence.ts";
 
 /** Reconnects: 200 ms doubling to 5 s. */
 const RECONNECT = { baseMs: 200, maxMs: 5_000 };
@@ -82,7 +82,6 @@ type AppendClient = RedisClient & {
   gatehouseFencedAppend(
     ...args: Array<string | number | Buffer>
   ): Promise<[number, number, number, number[]]>;
-  gatehouseAdvance(...args: Array<string | number>): Promise<number>;
 };
 
 /** One stream's script arguments, and in cluster mode its lease keys (KEYS[4…]) and their shards. */
@@ -136,12 +135,6 @@ export class RedisSink implements Sink {
   #unreported = 0;
   #lastReport = 0;
   readonly #fence: Fence | null;
-  /** Events not appended because another node holds their shard's lease (cluster mode). */
-  fenced = 0;
-  /** Shards fenced since their last appended event: logged once when they become fenced. */
-  readonly #fencedShards = new Set<number>();
-  /** Per shard: its session events up to this journal id are fenced here (`fenceThrough`). */
-  readonly #fencedThrough = new Map<number, number>();
 
   constructor(options: RedisSinkOptions) {
     this.name = options.name ?? "redis";
@@ -159,11 +152,7 @@ export class RedisSink implements Sink {
     }, options.tlsCa ?? null);
     this.#perStream = this.#client instanceof Cluster;
     this.#client.defineCommand("gatehouseAppend", { numberOfKeys: 3, lua: APPEND_SCRIPT });
-    this.#fence = options.cluster ? new Fence(options.cluster) : null;
-    if (this.#fence) {
-      this.#client.defineCommand("gatehouseFencedAppend", { lua: FENCED_APPEND_SCRIPT });
-      this.#client.defineCommand("gatehouseAdvance", { lua: FENCED_ADVANCE_SCRIPT });
-    }
+    this.#fence = options.cluster ? new Fence(options.cluster, this.#client, options.logger) : null;
     this.#client.on("error", (error: Error) => {
       this.#lastError = error.message;
       this.#log?.debug("redis: {error}", { error: error.message });
@@ -192,7 +181,12 @@ export class RedisSink implements Sink {
     const fence = this.#fence;
     const client = this.#client as AppendClient;
     // On Redis Cluster the leases are read before the appends (their slot is not the streams').
-    const notHeld = fence !== null && this.#perStream ? await this.#notHeld(fence, batch) : null;
+    let notHeld: Set<string> | null = null;
+    try {
+      if (fence !== null && this.#perStream) notHeld = await fence.notHeld(batch);
+    } catch (error) {
+      throw this.#failure((error as Error).message);
+    }
     const inScript = fence !== null && notHeld === null;
     const fencedShards = new Set<number>();
     let fenced = 0;
@@ -200,7 +194,7 @@ export class RedisSink implements Sink {
     const byStream = new Map<string, StreamArgs>();
     for (let i = 0; i < batch.count; i++) {
       const lease = fence?.leaseOf(batch, i) ?? null;
-      if (lease !== null && batch.id(i) <= (this.#fencedThrough.get(batch.shard(i)) ?? 0)) {
+      if (lease !== null && fence!.fencedThrough(batch, i)) {
         fenced++;
         continue;
       }
@@ -272,59 +266,22 @@ export class RedisSink implements Sink {
     });
     for (const stream of asked) this.#grouped.add(stream);
     if (skipped > 0) this.#skipped(skipped);
-    if (fence !== null) await this.#advance(fence, batch, fencedShards, fenced);
-  }
-
-  /**
-   * Cluster mode: the session events of `shard` with journal ids up to `id` are fenced from now on,
-   * whoever holds the lease. Called when this node (re)acquires the shard's lease, with the journal's
-   * last id, before the shard resumes: what the journal holds from before was received under an older
-   * ownership and may follow a gap (events fenced meanwhile); the resumed session replays it from the
-   * shared seq instead.
-   */
-  fenceThrough(shard: number, id: number): void {
-    if ((this.#fencedThrough.get(shard) ?? 0) < id) this.#fencedThrough.set(shard, id);
-  }
-
-  /** The lease keys of the batch's shards that this node does not hold (one MGET, the prefix's slot). */
-  async #notHeld(fence: Fence, batch: EventBatch): Promise<Set<string>> {
-    const leases = new Set<string>();
-    for (let i = 0; i < batch.count; i++) {
-      const lease = fence.leaseOf(batch, i);
-      if (lease !== null) leases.add(lease);
-    }
-    if (leases.size === 0) return leases;
-    const keys = [...leases];
-    let holders;
     try {
-      holders = await this.#client.mget(...keys);
+      if (fence !== null) await fence.finish(batch, fencedShards, fenced);
     } catch (error) {
       throw this.#failure((error as Error).message);
     }
-    return new Set(keys.filter((_, i) => holders[i] !== fence.node));
   }
 
-  /** Moves the shared sessions to what reached the streams; counts and reports what was fenced. */
-  async #advance(fence: Fence, batch: EventBatch, fencedShards: Set<number>, fenced: number): Promise<void> {
-    const advances = fence.advances(batch, fencedShards, this.#fencedThrough);
-    if (advances.length > 0) {
-      try {
-        await (this.#client as AppendClient).gatehouseAdvance(...fence.advanceArgs(advances));
-      } catch (error) {
-        throw this.#failure((error as Error).message);
-      }
-    }
-    for (const a of advances) this.#fencedShards.delete(a.shard);
-    this.fenced += fenced;
-    for (const shard of fencedShards) {
-      if (this.#fencedShards.has(shard)) continue;
-      this.#fencedShards.add(shard);
-      this.#log?.warn(
-        "redis: shard {shard}'s lease is held by another node: its events are not appended from here " +
-          "(the holder resumed the session; Discord replays them there); {total} fenced so far",
-        { shard, total: this.fenced },
-      );
-    }
+  /** Cluster mode: events not appended because another node holds their shard's lease. */
+  get fenced(): number {
+    return this.#fence?.fenced ?? 0;
+  }
+
+  /** Cluster mode: see `Fence.fenceThrough` (redis_fence.ts). */
+  fenceThrough(shard: number, id: number): void {
+    if (this.#fence === null) throw new Error("redis: fenceThrough needs the sink's cluster mode");
+    this.#fence.fenceThrough(shard, id);
   }
 
   /** Counted always; logged at most every 10 s, with how many since the last line. */

@@ -22,6 +22,8 @@
  * seq (the final script checks the lease again, atomically, in the prefix's slot).
  */
 import type { EventBatch } from "../journal/journal.ts";
+import type { RedisClient } from "../redis/client.ts";
+import type { Logger } from "../util/log.ts";
 import { ADVANCE_LUA, type ClusterKeys, clusterKeys } from "../cluster/keys.ts";
 
 /** Cluster mode of the Redis sink. */
@@ -124,19 +126,85 @@ interface Advance {
   seq: number;
 }
 
+type FenceClient = RedisClient & {
+  gatehouseAdvance(...args: Array<string | number>): Promise<number>;
+};
+
 /** The fencing of one sink: lease keys per shard, the sessions to advance, shards known to be fenced. */
 export class Fence {
   readonly node: string;
   readonly keys: ClusterKeys;
   readonly shardCount: number;
+  /** Events not appended because another node holds their shard's lease, or `fenceThrough`. */
+  fenced = 0;
+  readonly #client: FenceClient;
+  readonly #log?: Logger;
   readonly #now: () => number;
+  /** Per shard: its session events up to this journal id are fenced (`fenceThrough`). */
+  readonly #through = new Map<number, number>();
+  /** Shards fenced by their lease since their last advance: logged once when they become fenced. */
+  readonly #reported = new Set<number>();
 
-  constructor(options: ClusterFencing) {
+  /** Defines the scripts on `client` (the sink's). */
+  constructor(options: ClusterFencing, client: RedisClient, log?: Logger) {
     if (options.node === "") throw new Error("cluster node name must not be empty");
     this.node = options.node;
     this.keys = clusterKeys(options.prefix);
     this.shardCount = options.shardCount;
     this.#now = options.now ?? Date.now;
+    this.#log = log;
+    this.#client = client as FenceClient;
+    client.defineCommand("gatehouseFencedAppend", { lua: FENCED_APPEND_SCRIPT });
+    client.defineCommand("gatehouseAdvance", { lua: FENCED_ADVANCE_SCRIPT });
+  }
+
+  /**
+   * The session events of `shard` with journal ids up to `id` are fenced from now on, whoever holds the
+   * lease. The integrator calls it when this node is about to take the shard's lease, its shard stopped,
+   * with the journal's last id: what the journal holds from before was received under an older ownership
+   * and may follow a gap (events fenced meanwhile); the resumed session replays it from the shared seq.
+   * Such events do not hold back the advance of the events after them.
+   */
+  fenceThrough(shard: number, id: number): void {
+    if ((this.#through.get(shard) ?? 0) < id) this.#through.set(shard, id);
+  }
+
+  /** Whether event `i` is fenced by `fenceThrough`. */
+  fencedThrough(batch: EventBatch, i: number): boolean {
+    return batch.id(i) <= (this.#through.get(batch.shard(i)) ?? 0);
+  }
+
+  /** Redis Cluster: the lease keys of the batch's shards this node does not hold (one MGET, one slot). */
+  async notHeld(batch: EventBatch): Promise<Set<string>> {
+    const leases = new Set<string>();
+    for (let i = 0; i < batch.count; i++) {
+      const lease = this.leaseOf(batch, i);
+      if (lease !== null) leases.add(lease);
+    }
+    if (leases.size === 0) return leases;
+    const keys = [...leases];
+    const holders = await this.#client.mget(...keys);
+    return new Set(keys.filter((_, i) => holders[i] !== this.node));
+  }
+
+  /**
+   * After every stream's script succeeded: moves the shared sessions to what reached the streams
+   * (FENCED_ADVANCE_SCRIPT), counts what was fenced and logs the shards newly fenced by their lease.
+   */
+  async finish(batch: EventBatch, fencedShards: ReadonlySet<number>, fenced: number): Promise<void> {
+    const advances = this.advances(batch, fencedShards);
+    if (advances.length > 0) await this.#client.gatehouseAdvance(...this.advanceArgs(advances));
+    for (const a of advances) this.#reported.delete(a.shard);
+    this.fenced += fenced;
+    for (const shard of fencedShards) {
+      if (this.#reported.has(shard)) continue;
+      this.#reported.add(shard);
+      this.#log?.warn(
+        "redis: shard {shard}'s lease is held by another node: its events are not appended from here " +
+          "(the holder resumed the session; Discord replays them there); {total} fenced so far",
+        { shard, total: this.fenced },
+      );
+    }
   }
 
   /** The shard's lease key, or null for an event of no Discord session (gatehouse's own). */
@@ -148,12 +216,12 @@ export class Fence {
    * For each Discord session of the batch whose shard no lease fenced, the highest seq of the events not
    * fenced through their id (`fenceThrough`: they are older than the resume that replays them).
    */
-  advances(batch: EventBatch, fenced: ReadonlySet<number>, through: ReadonlyMap<number, number>): Advance[] {
+  advances(batch: EventBatch, fenced: ReadonlySet<number>): Advance[] {
     const bySession = new Map<string, Advance>();
     for (let i = 0; i < batch.count; i++) {
       const shard = batch.shard(i);
       const sessionId = sessionOf(batch.scope(i));
-      if (sessionId === null || fenced.has(shard) || batch.id(i) <= (through.get(shard) ?? 0)) continue;
+      if (sessionId === null || fenced.has(shard) || this.fencedThrough(batch, i)) continue;
       const seq = batch.position(i);
       const known = bySession.get(sessionId);
       if (known === undefined) bySession.set(sessionId, { shard, sessionId, seq });
