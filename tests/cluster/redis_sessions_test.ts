@@ -9,7 +9,7 @@ import { sessionStoreContract } from "../journal/session_store_contract.ts";
 
 const REDIS_URL = Deno.env.get("GATEHOUSE_TEST_REDIS") ?? "redis://127.0.0.1:6379";
 
-async function open() {
+function open() {
   const client = new Redis(REDIS_URL);
   const prefix = `gatehouse-test-${crypto.randomUUID().slice(0, 8)}`;
   const store = new RedisSessionStore({ client, prefix });
@@ -21,10 +21,10 @@ async function open() {
   return { store, client, prefix, cleanup };
 }
 
-sessionStoreContract("redis", open);
+sessionStoreContract("redis", () => Promise.resolve(open()));
 
 Deno.test("redis session store: one hash per (count, shard) under the hash-tagged prefix, and an index", async () => {
-  const { store, client, prefix, cleanup } = await open();
+  const { store, client, prefix, cleanup } = open();
   try {
     await store.save({
       shardCount: 4,
