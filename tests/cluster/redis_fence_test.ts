@@ -2,8 +2,12 @@
  * The cluster-mode sink's scenarios (fence_scenarios.ts) on the shared Redis on 127.0.0.1, both stream
  * layouts: the fences and the advance run inside each stream's append script.
  */
+import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import { RowBatch } from "../../src/sinks/batches.ts";
+import { Fence } from "../../src/sinks/redis_fence.ts";
 import * as scenarios from "./fence_scenarios.ts";
-import { withEnv } from "./fence_env.ts";
+import { row, withEnv } from "./fence_env.ts";
 
 for (const layout of ["per-event", "single"] as const) {
   const run = (name: string, scenario: scenarios.Scenario) =>
@@ -30,3 +34,32 @@ for (const layout of ["per-event", "single"] as const) {
     scenarios.returningHostNewSession,
   );
 }
+
+Deno.test("redis fence: a session advances to its highest seq, not for a shard fenced by its lease, not past events fenced through their id", () => {
+  const fence = new Fence({ node: "a", prefix: "p", shardCount: 4 }, new Redis({ lazyConnect: true }));
+  const batch = new RowBatch([
+    row(1, 0, "s0", 5),
+    row(2, 1, "s1", 8),
+    row(3, 0, "s0", 7),
+    row(4, 2, null, null),
+    row(5, 1, "s1", 9),
+    row(6, 3, "s3", 40),
+    row(7, 3, "s3", 2),
+  ], "p");
+  assert.deepEqual(fence.advances(batch, new Set()), [
+    { shard: 0, sessionId: "s0", seq: 7 },
+    { shard: 1, sessionId: "s1", seq: 9 },
+    { shard: 3, sessionId: "s3", seq: 40 },
+  ]);
+  assert.deepEqual(fence.advances(batch, new Set([1])).map((a) => a.shard), [0, 3]);
+  fence.fenceThrough(3, 6);
+  assert.deepEqual(fence.advances(batch, new Set([1])), [
+    { shard: 0, sessionId: "s0", seq: 7 },
+    { shard: 3, sessionId: "s3", seq: 2 },
+  ]);
+  assert.deepEqual(fence.advanceArgs([{ shard: 0, sessionId: "s0", seq: 7 }]).slice(0, 3), [
+    2,
+    "{p}:lease:4:0",
+    "{p}:session:4:0",
+  ]);
+});
