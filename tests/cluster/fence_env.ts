@@ -8,6 +8,7 @@ import { clusterKeys } from "../../src/cluster/keys.ts";
 import { RedisSessionStore } from "../../src/cluster/redis_sessions.ts";
 import type { StoredEvent } from "../../src/journal/store.ts";
 import { RedisSink, type StreamLayout } from "../../src/sinks/redis.ts";
+import type { Logger } from "../../src/util/log.ts";
 
 export const REDIS_URL = Deno.env.get("GATEHOUSE_TEST_REDIS") ?? "redis://127.0.0.1:6379";
 export const COUNT = 4;
@@ -32,6 +33,8 @@ export interface Env {
   /** The shared seq of `shard`'s session. */
   seq(shard: number): Promise<number | undefined>;
   entries(): Promise<number>;
+  /** What the sinks warned about, as `node: {props as JSON}`. */
+  warnings: string[];
 }
 
 /** `url`: the Redis the sinks use; `cluster`: it is a Redis Cluster on these ports. */
@@ -48,7 +51,9 @@ export async function withEnv(
   const sessions = new RedisSessionStore({ client, prefix });
   const sinks: RedisSink[] = [];
   const streams = [...TYPES.map((t) => `${prefix}:${t}`), `${prefix}:events`];
+  const warnings: string[] = [];
   const env: Env = {
+    warnings,
     client,
     prefix,
     sessions,
@@ -58,6 +63,12 @@ export async function withEnv(
         prefix,
         layout,
         cluster: { node, prefix, shardCount: COUNT, now: () => 5000 },
+        logger: {
+          debug: () => {},
+          info: () => {},
+          warn: (_: string, props: Record<string, unknown>) =>
+            warnings.push(`${node}: ${JSON.stringify(props)}`),
+        } as unknown as Logger,
       });
       sinks.push(sink);
       return sink;

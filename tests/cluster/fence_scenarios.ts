@@ -112,6 +112,15 @@ export const nonHolderAppendsNothing: Scenario = async (env, layout) => {
   assert.deepEqual(await env.seqs("s2"), [1, 2], "no lease at all: fenced too");
   assert.equal(await env.seq(2), 2);
   assert.equal(sink.fenced, 3);
+  await sink.deliver(new RowBatch([row(7, 1, "s1", 6)], "p"));
+  assert.deepEqual(env.warnings, ['a: {"shard":1,"total":2}', 'a: {"shard":2,"total":3}'], "once per shard");
+  await env.lease(1, "a");
+  await sink.deliver(new RowBatch([row(8, 1, "s1", 7)], "p"));
+  await env.lease(1, "b");
+  await sink.deliver(new RowBatch([row(9, 1, "s1", 8)], "p"));
+  assert.equal(env.warnings.length, 3, "a shard fenced again after it was held is logged again");
+  assert.deepEqual(await env.seqs("s1"), [7]);
+  assert.equal(await env.seq(1), 7);
 };
 
 export const twiceAppendsOnce: Scenario = async (env, layout) => {
