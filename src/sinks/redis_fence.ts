@@ -1,25 +1,33 @@
 /**
  * Fencing for the Redis sink in cluster mode: many gatehouse processes of one bot share Redis, each
  * shard is owned by the process whose node name its lease key holds (`{<prefix>}:lease:<count>:<shard>`,
- * src/cluster/keys.ts), and a shard that moves RESUMEs from the shared session (`…:session:…`). Two rules
- * keep that exactly once:
+ * src/cluster/keys.ts), and a shard that moves RESUMEs from the shared session (`…:session:…`). Three
+ * rules keep that exactly once:
  *
  * - A stale owner does not write: the events of a Discord session are appended only while this node
- *   holds their shard's lease. Fenced events are counted, logged once per shard, and acknowledged (the
- *   cursor moves on, the sink does not retry them for ever): the new owner resumed the session from the
- *   shared seq, so Discord replays those events to it. gatehouse's own events (no session) are not
- *   fenced: nobody else holds them.
+ *   holds their shard's lease (a missing key is held by nobody). Fenced events are counted, logged once
+ *   per shard, and acknowledged (the cursor moves on, the sink does not retry them for ever): the new
+ *   owner resumed the session from the shared seq, so Discord replays those events to it. (If that
+ *   resume fails, Discord replays them to nobody: they were lost with the old connection either way.)
+ *   gatehouse's own events (no session) are not fenced: nobody else holds them.
  * - The shared seq never runs ahead of the streams: it moves, forward only and for the same session id,
  *   to the highest seq of the batch, after every stream's script succeeded, in one script that checks
- *   the lease again. A session with an event fenced in this delivery does not move.
+ *   the lease again. A shard with an event fenced by its lease in this delivery does not move (the lease
+ *   may have moved away and back between two streams' scripts).
+ * - What a node's journal holds from before it (re)takes a lease is fenced (`fenceThrough`): received
+ *   under an older ownership, it may follow a gap (events fenced meanwhile), and appending it would move
+ *   the stream's marks past events nobody appended. The resumed session replays it instead. So a node
+ *   must treat a lease it finds gone or changed as lost (stop the shard), and take it again only through
+ *   `fenceThrough` and a RESUME from the shared seq, never by quietly writing the key again.
  *
  * Where the checks run. Single Redis (and Sentinel): in the append script of each stream, atomically
  * with the appends (any key may be read there), so an owner whose lease moved between two scripts
  * appends nothing after the move. Redis Cluster: a stream (`<prefix>:<EVENT>`) and the lease keys are in
  * different slots, so the leases are read in one step before the appends (MGET in the prefix's slot):
  * an owner losing its lease in that round trip may still append one batch. That costs no duplicate for
- * a resumed session (the stream's marks skip the new owner's replay of the same seqs) and never moves the
- * seq (the final script checks the lease again, atomically, in the prefix's slot).
+ * a resumed session (the stream's marks skip the new owner's replay of the same seqs), never moves the
+ * seq (the final script checks the lease again, atomically, in the prefix's slot) and, when the new owner
+ * started a new session instead, adds only that batch of the old session's events, late.
  */
 import type { EventBatch } from "../journal/journal.ts";
 import type { RedisClient } from "../redis/client.ts";
