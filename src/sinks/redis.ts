@@ -13,6 +13,10 @@
  * holds, is skipped (counted), never appended twice, and nothing is skipped that was not appended.
  * Within a scope positions only grow in delivery order, so one mark per scope is enough. Scopes unused
  * for 7 days are forgotten (`{<stream>}:seen_at`). The marks' keys share the stream's Cluster slot.
+ *
+ * Cluster mode (`cluster`, redis_fence.ts): many processes of one bot, each shard owned by the holder of
+ * its lease key. The events of a shard this node does not hold are not appended (fenced, acknowledged),
+ * and the shared session's seq follows what reached the streams.
  */
 import { Buffer } from "node:buffer";
 import { Cluster } from "ioredis";
@@ -22,6 +26,7 @@ import { LineBuffer } from "./ndjson.ts";
 import type { Sink } from "./sink.ts";
 import { connectRedis, type RedisClient } from "../redis/client.ts";
 import { backoffDelay } from "../util/backoff.ts";
+import { type ClusterFencing, Fence } from "./redis_fence.ts";
 
 /** Reconnects: 200 ms doubling to 5 s. */
 const RECONNECT = { baseMs: 200, maxMs: 5_000 };
@@ -74,7 +79,17 @@ return {appended, skipped}
 
 type AppendClient = RedisClient & {
   gatehouseAppend(...args: Array<string | number | Buffer>): Promise<[number, number]>;
+  gatehouseFencedAppend(
+    ...args: Array<string | number | Buffer>
+  ): Promise<[number, number, number, number[]]>;
 };
+
+/** One stream's script arguments, and in cluster mode its lease keys (KEYS[4…]) and their shards. */
+interface StreamArgs {
+  args: Array<string | number | Buffer>;
+  leases: Map<string, number>;
+  shards: number[];
+}
 
 export type StreamLayout = "per-event" | "single";
 
@@ -93,6 +108,8 @@ export interface RedisSinkOptions {
   tlsCa?: string | null;
   /** The cursor's name in the store (default `redis`). */
   name?: string;
+  /** Cluster mode: fence by lease, advance the shared sessions (redis_fence.ts). Default: off. */
+  cluster?: ClusterFencing;
 }
 
 export class RedisSink implements Sink {
@@ -117,6 +134,7 @@ export class RedisSink implements Sink {
   /** Skipped since the last log line about them. */
   #unreported = 0;
   #lastReport = 0;
+  readonly #fence: Fence | null;
 
   constructor(options: RedisSinkOptions) {
     this.name = options.name ?? "redis";
@@ -134,6 +152,7 @@ export class RedisSink implements Sink {
     }, options.tlsCa ?? null);
     this.#perStream = this.#client instanceof Cluster;
     this.#client.defineCommand("gatehouseAppend", { numberOfKeys: 3, lua: APPEND_SCRIPT });
+    this.#fence = options.cluster ? new Fence(options.cluster, this.#client, options.logger) : null;
     this.#client.on("error", (error: Error) => {
       this.#lastError = error.message;
       this.#log?.debug("redis: {error}", { error: error.message });
@@ -159,26 +178,72 @@ export class RedisSink implements Sink {
   }
 
   async deliver(batch: EventBatch): Promise<void> {
-    // Per stream, in order: scope, position, data of each event.
-    const byStream = new Map<string, Array<string | number | Buffer>>();
+    const fence = this.#fence;
+    const client = this.#client as AppendClient;
+    // On Redis Cluster the leases are read before the appends (their slot is not the streams').
+    let notHeld: Set<string> | null = null;
+    try {
+      if (fence !== null && this.#perStream) notHeld = await fence.notHeld(batch);
+    } catch (error) {
+      throw this.#failure((error as Error).message);
+    }
+    const inScript = fence !== null && notHeld === null;
+    const fencedShards = new Set<number>();
+    let fenced = 0;
+    // Per stream, in order: scope, position, data (and in cluster mode the lease's KEYS index) of each event.
+    const byStream = new Map<string, StreamArgs>();
     for (let i = 0; i < batch.count; i++) {
+      const lease = fence?.leaseOf(batch, i) ?? null;
+      if (lease !== null && fence!.fencedThrough(batch, i)) {
+        fenced++;
+        continue;
+      }
+      if (lease !== null && notHeld?.has(lease)) {
+        fencedShards.add(batch.shard(i));
+        fenced++;
+        continue;
+      }
       const stream = this.stream(batch.t(i));
-      let args = byStream.get(stream);
-      if (args === undefined) byStream.set(stream, args = []);
+      let entry = byStream.get(stream);
+      if (entry === undefined) byStream.set(stream, entry = { args: [], leases: new Map(), shards: [] });
       this.#line.appendEvent(batch, i);
       const line = this.#line.take();
-      args.push(batch.scope(i), batch.position(i), Buffer.from(line.subarray(0, line.length - 1)));
+      entry.args.push(batch.scope(i), batch.position(i), Buffer.from(line.subarray(0, line.length - 1)));
+      if (!inScript) continue;
+      let index = 0;
+      if (lease !== null) {
+        index = entry.leases.get(lease) ?? 0;
+        if (index === 0) {
+          entry.leases.set(lease, index = 4 + entry.shards.length);
+          entry.shards.push(batch.shard(i));
+        }
+      }
+      entry.args.push(index);
     }
-    const client = this.#client as AppendClient;
     const shared = this.#perStream ? null : client.pipeline() as unknown as AppendClient;
     const pipelines: AppendClient[] = [];
     const asked: string[] = [];
-    for (const [stream, args] of byStream) {
+    const scripts: StreamArgs[] = [];
+    for (const [stream, entry] of byStream) {
       const pipeline = shared ?? client.pipeline() as unknown as AppendClient;
       if (pipeline !== shared) pipelines.push(pipeline);
       const group = this.#group !== null && !this.#grouped.has(stream) ? this.#group : "";
       if (group) asked.push(stream);
-      void pipeline.gatehouseAppend(stream, ...RedisSink.markKeys(stream), this.#maxLen, group, ...args);
+      const marks = RedisSink.markKeys(stream);
+      if (inScript) {
+        const leases = [...entry.leases.keys()];
+        void pipeline.gatehouseFencedAppend(
+          3 + leases.length,
+          stream,
+          ...marks,
+          ...leases,
+          this.#maxLen,
+          group,
+          fence!.node,
+          ...entry.args,
+        );
+      } else void pipeline.gatehouseAppend(stream, ...marks, this.#maxLen, group, ...entry.args);
+      scripts.push(entry);
     }
     if (shared) pipelines.push(shared);
     let all;
@@ -191,12 +256,32 @@ export class RedisSink implements Sink {
     }
     if (all.some((results) => results === null)) throw new Error("redis: the pipeline was not run");
     let skipped = 0;
-    for (const [error, result] of all.flatMap((results) => results!)) {
+    // Pipelines run in the order of `scripts` (one shared one, or one per stream in that order).
+    all.flatMap((results) => results!).forEach(([error, result], n) => {
       if (error !== null) throw this.#failure(error.message);
-      skipped += Number((result as [number, number])[1]);
-    }
+      const r = result as [number, number, number?, number[]?];
+      skipped += Number(r[1]);
+      fenced += Number(r[2] ?? 0);
+      for (const index of r[3] ?? []) fencedShards.add(scripts[n].shards[index - 4]);
+    });
     for (const stream of asked) this.#grouped.add(stream);
     if (skipped > 0) this.#skipped(skipped);
+    try {
+      if (fence !== null) await fence.finish(batch, fencedShards, fenced);
+    } catch (error) {
+      throw this.#failure((error as Error).message);
+    }
+  }
+
+  /** Cluster mode: events not appended because another node holds their shard's lease. */
+  get fenced(): number {
+    return this.#fence?.fenced ?? 0;
+  }
+
+  /** Cluster mode: see `Fence.fenceThrough` (redis_fence.ts). */
+  fenceThrough(shard: number, id: number): void {
+    if (this.#fence === null) throw new Error("redis: fenceThrough needs the sink's cluster mode");
+    this.#fence.fenceThrough(shard, id);
   }
 
   /** Counted always; logged at most every 10 s, with how many since the last line. */

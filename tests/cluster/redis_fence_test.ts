@@ -1,0 +1,65 @@
+/**
+ * The cluster-mode sink's scenarios (fence_scenarios.ts) on the shared Redis on 127.0.0.1, both stream
+ * layouts: the fences and the advance run inside each stream's append script.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import { RowBatch } from "../../src/sinks/batches.ts";
+import { Fence } from "../../src/sinks/redis_fence.ts";
+import * as scenarios from "./fence_scenarios.ts";
+import { row, withEnv } from "./fence_env.ts";
+
+for (const layout of ["per-event", "single"] as const) {
+  const run = (name: string, scenario: scenarios.Scenario) =>
+    Deno.test(`redis fence (${layout}): ${name}`, () => withEnv((env) => scenario(env, layout)));
+  run(
+    "the lease holder's batch is appended and the session seq moves to its highest seq",
+    scenarios.holderAppends,
+  );
+  run(
+    "a node without the lease appends nothing of that shard and leaves its seq",
+    scenarios.nonHolderAppendsNothing,
+  );
+  run("the same batch delivered twice is appended once and the seq stays", scenarios.twiceAppendsOnce);
+  run(
+    "two nodes racing on one shard, its lease moving between them: every event once, the seq never past the streams",
+    scenarios.race(400, layout === "single" ? 7 : 11),
+  );
+  run(
+    "a dead host returning with undelivered events appends nothing twice and loses nothing",
+    scenarios.returningHost,
+  );
+  run(
+    "a returning host's old session stays out when the new owner started another",
+    scenarios.returningHostNewSession,
+  );
+}
+
+Deno.test("redis fence: a session advances to its highest seq, not for a shard fenced by its lease, not past events fenced through their id", () => {
+  const fence = new Fence({ node: "a", prefix: "p", shardCount: 4 }, new Redis({ lazyConnect: true }));
+  const batch = new RowBatch([
+    row(1, 0, "s0", 5),
+    row(2, 1, "s1", 8),
+    row(3, 0, "s0", 7),
+    row(4, 2, null, null),
+    row(5, 1, "s1", 9),
+    row(6, 3, "s3", 40),
+    row(7, 3, "s3", 2),
+  ], "p");
+  assert.deepEqual(fence.advances(batch, new Set()), [
+    { shard: 0, sessionId: "s0", seq: 7 },
+    { shard: 1, sessionId: "s1", seq: 9 },
+    { shard: 3, sessionId: "s3", seq: 40 },
+  ]);
+  assert.deepEqual(fence.advances(batch, new Set([1])).map((a) => a.shard), [0, 3]);
+  fence.fenceThrough(3, 6);
+  assert.deepEqual(fence.advances(batch, new Set([1])), [
+    { shard: 0, sessionId: "s0", seq: 7 },
+    { shard: 3, sessionId: "s3", seq: 2 },
+  ]);
+  assert.deepEqual(fence.advanceArgs([{ shard: 0, sessionId: "s0", seq: 7 }]).slice(0, 3), [
+    2,
+    "{p}:lease:4:0",
+    "{p}:session:4:0",
+  ]);
+});
