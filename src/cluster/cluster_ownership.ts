@@ -3,9 +3,9 @@
  * process. Each process registers in the membership, computes its share of every shard from the live
  * members (`shareOf`), and owns a shard of its share once it holds the shard's lease.
  *
- * Names, all under the bot's Redis prefix (`[redis] prefix`, e.g. `gatehouse`):
- * - `{prefix}:lease:{count}:{id}`: the lease of shard `id` of `count` (string = owner's node name, PX);
- * - `{prefix}:nodes`: the members (sorted set, node name → end of its registration, ms).
+ * Names (keys.ts), under the bot's Redis prefix (`[redis] prefix`, e.g. `gatehouse`) as a hash tag:
+ * - `{gatehouse}:lease:<count>:<id>`: the lease of shard `id` of `count` (string = owner's node name, PX);
+ * - `{gatehouse}:nodes`: the members (sorted set, node name → end of its registration, ms).
  *
  * Every third of the lease a round re-registers, re-reads the members, renews what it holds and tries
  * to take the rest of its share. A shard of its share leased by a live process that no longer should
@@ -22,16 +22,17 @@
 import { attempt, HeldLeases } from "../pool/held_leases.ts";
 import { type LeaseStore, type ShardKey, shardKeyName, type ShardOwnership } from "../pool/ownership.ts";
 import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
+import { clusterKeys } from "./keys.ts";
 import { type Membership, shareOf } from "./members.ts";
 
-/** `{prefix}:lease:{count}:{id}` */
+/** `{<prefix>}:lease:<count>:<id>` (keys.ts) */
 export function leaseName(prefix: string, key: ShardKey): string {
-  return `${prefix}:lease:${shardKeyName(key)}`;
+  return clusterKeys(prefix).lease(key.count, key.id);
 }
 
-/** `{prefix}:nodes` */
+/** `{<prefix>}:nodes` (keys.ts) */
 export function nodesKey(prefix: string): string {
-  return `${prefix}:nodes`;
+  return clusterKeys(prefix).nodes;
 }
 
 export interface ClusterOwnershipOptions {

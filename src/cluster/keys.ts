@@ -11,6 +11,7 @@
  * - `{<prefix>}:session:<count>:<shard>`: hash `session_id`, `seq`, `resume_url`, `updated_at` (ms).
  * - `{<prefix>}:sessions`: set of `<count>:<shard>` with a session hash (what `load` reads).
  * - `{<prefix>}:lease:<count>:<shard>`: string, the node holding the shard (the lease store sets it).
+ * - `{<prefix>}:nodes`: sorted set, each live member (node name) scored by the end of its registration (ms).
  */
 
 export interface ClusterKeys {
@@ -18,6 +19,7 @@ export interface ClusterKeys {
   session(shardCount: number, shard: number): string;
   readonly sessions: string;
   lease(shardCount: number, shard: number): string;
+  readonly nodes: string;
 }
 
 /** The keys under `prefix` (no braces in it: they would move the hash tag). */
@@ -31,6 +33,7 @@ export function clusterKeys(prefix: string): ClusterKeys {
     session: (count, shard) => `${tag}:session:${count}:${shard}`,
     sessions: `${tag}:sessions`,
     lease: (count, shard) => `${tag}:lease:${count}:${shard}`,
+    nodes: `${tag}:nodes`,
   };
 }
 

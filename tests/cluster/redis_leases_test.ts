@@ -42,7 +42,7 @@ Deno.test("RedisLeaseStore: a lease is one key under its name, the owner as valu
   try {
     const store = new RedisLeaseStore(client);
     const name = leaseName(prefix, { id: 3, count: 16 });
-    assert.equal(name, `${prefix}:lease:16:3`);
+    assert.equal(name, `{${prefix}}:lease:16:3`, "the prefix is the hash tag the sink's fencing reads");
     assert.equal(await store.acquire(name, "host-1:42", 5000), true);
     assert.equal(await client.get(name), "host-1:42");
     const ttl = await client.pttl(name);
