@@ -20,7 +20,7 @@
  * shard a third of a lease before another may take it.
  */
 import { attempt, HeldLeases } from "../pool/held_leases.ts";
-import { type LeaseStore, type ShardKey, shardKeyName, type ShardOwnership } from "../pool/ownership.ts";
+import { type LeaseStore, type ShardKey, type ShardOwnership } from "../pool/ownership.ts";
 import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import { clusterKeys } from "./keys.ts";
 import { type Membership, shareOf } from "./members.ts";
