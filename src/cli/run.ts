@@ -26,6 +26,7 @@ import { Backpressure } from "../util/backpressure.ts";
 import { Lifecycle } from "../util/lifecycle.ts";
 import { captureConsole, logger, setupLogging } from "../util/log.ts";
 import { loadRunConfig, type RunFlags } from "./config.ts";
+import { ClusterRun } from "./cluster.ts";
 import { ExitError } from "./errors.ts";
 import { closeExitCode } from "./exit_codes.ts";
 import { fatalMessage } from "./fatal.ts";
@@ -69,12 +70,6 @@ export async function run(flags: RunFlags): Promise<number> {
 
 async function runGateway(config: GatehouseConfig, stopped: Promise<string>): Promise<number> {
   const log = logger("run");
-  if (config.cluster.mode === "redis") {
-    throw new ExitError(
-      2,
-      'configuration error:\n[cluster] mode = "redis" is not available in this version yet',
-    );
-  }
   const api = { scheme: config.api.scheme, host: config.api.host, version: config.api.version };
   const fetchInfo = () => fetchGatewayBot({ ...api, token: config.token, logger: log });
 
@@ -146,10 +141,16 @@ async function runParts(
   stopped: Promise<string>,
 ): Promise<number> {
   const log = logger("run");
-  const { count: shardCount, ids: shardIds, resume: sessions, stale } = plan(config, store, info);
+  // Cluster mode: the members share the shards through Redis; nothing is planned here.
+  const cluster = config.cluster.mode === "redis" ? await ClusterRun.join(config, info, fetchInfo) : null;
+  const { count: shardCount, ids: shardIds, resume: sessions, stale } = cluster
+    ? { count: cluster.shardCount, ids: [], resume: new Map(), stale: [] }
+    : plan(config, store, info);
   const startedAt = Date.now();
   const stats = new GatewayStats();
   const life = new Lifecycle();
+  // Stopped last: leases are released once the shards are closed and their events delivered.
+  if (cluster) life.add("cluster", { stop: () => cluster.stop() });
   const ended = endings();
   // Shards stop reading while the store or a sink (without a journal to fall back on) cannot keep up.
   const backpressure = new Backpressure();
@@ -179,6 +180,7 @@ async function runParts(
   const sinks = await createSinks(config, {
     producer: store.producer,
     onOutputClosed: (e) => ended.output(e.message),
+    cluster: cluster?.fencing,
   });
   const delivery = startDelivery({
     journal,
@@ -222,6 +224,7 @@ async function runParts(
       since: (shard, time) => store.identifiesSince(time, shard),
       record: (shard) => journal.recordIdentify(shard),
     },
+    shared: cluster?.identify,
   });
   const dispatcher = new Dispatcher({ events: config.events, journal, observer: stats });
   const pool = new Pool({
@@ -242,11 +245,15 @@ async function runParts(
     onSession: (key, session) => {
       if (session) journal.sessionStarted(key.count, key.id, session);
       else journal.sessionLost(key.count, key.id);
+      cluster?.onSession(key, session);
     },
-    sessionFor: (key) => (key.count === shardCount ? sessions.get(key.id) ?? null : null),
+    sessionFor: (key) =>
+      cluster ? cluster.sessionFor(key) : (key.count === shardCount ? sessions.get(key.id) ?? null : null),
   });
   pool.pauseOn(backpressure);
   pool.start(shardIds.map((id) => ({ id, count: shardCount })));
+  // The member's share, taken as its leases are (and followed while members come and go).
+  if (cluster) await cluster.start({ pool, journal, sinks, delivered: () => delivery.delivered() });
   let closing: PoolStopResult = { clean: 0, connected: 0, total: 0 };
   life.add("pool", { stop: async () => void (closing = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS)) }, {
     boundMs: SHUTDOWN_TIMEOUT_MS + 1_000,

@@ -12,6 +12,7 @@
  * - `{<prefix>}:sessions`: set of `<count>:<shard>` with a session hash (what `load` reads).
  * - `{<prefix>}:lease:<count>:<shard>`: string, the node holding the shard (the lease store sets it).
  * - `{<prefix>}:nodes`: sorted set, each live member (node name) scored by the end of its registration (ms).
+ * - `{<prefix>}:shard_count`: the cluster's shard count, set by its first member (SET NX).
  */
 
 export interface ClusterKeys {
@@ -20,6 +21,7 @@ export interface ClusterKeys {
   readonly sessions: string;
   lease(shardCount: number, shard: number): string;
   readonly nodes: string;
+  readonly shardCount: string;
 }
 
 /** The keys under `prefix` (no braces in it: they would move the hash tag). */
@@ -34,6 +36,7 @@ export function clusterKeys(prefix: string): ClusterKeys {
     sessions: `${tag}:sessions`,
     lease: (count, shard) => `${tag}:lease:${count}:${shard}`,
     nodes: `${tag}:nodes`,
+    shardCount: `${tag}:shard_count`,
   };
 }
 

@@ -14,7 +14,7 @@ export const clusterMode = defineKey({
   docs: {
     toml: '"off"',
     notes: "`redis`: every process of the bot pointed at the same `[redis] url` and `prefix` shares the " +
-      "shard count through leases in Redis (not available yet: `run` stops with exit 2); `off`: this " +
+      "shard count through leases in Redis (see [Running a cluster](#running-a-cluster)); `off`: this " +
       "process runs the shards of its plan",
     comment: '"redis": every process of the bot pointed at the same [redis] url and prefix shares the ' +
       "shards through leases in Redis, with one identify queue and the sessions in Redis; nobody lists " +

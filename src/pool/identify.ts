@@ -25,13 +25,25 @@ export interface IdentifyParts {
   lastIdentified: Map<number, number>;
   history: IdentifyHistory;
   clock?: Clock;
+  /** Cluster mode: the bot's queue shared through Redis, in place of this process's own. */
+  shared?: IdentifyQueue & IdentifyBudgetView;
+}
+
+/** What the control view shows of a queue's daily budget. */
+export interface IdentifyBudgetView {
+  readonly remaining: number;
+  readonly budget: { total: number; resetAt: number; maxConcurrency: number; holding: boolean };
 }
 
 export function createIdentifyQueue(
   parts: IdentifyParts,
-): { queue: IdentifyQueue; local: LocalIdentifyQueue } {
+): { queue: IdentifyQueue; local: IdentifyBudgetView } {
   const clock = parts.clock ?? systemClock;
   const log = logger("identify");
+  if (parts.shared) {
+    const queue = new IdentifyGuard({ inner: parts.shared, history: parts.history, clock, logger: log });
+    return { queue, local: parts.shared };
+  }
   const toLimit = (l: GatewayBotInfo["session_start_limit"]): SessionStartLimit => ({
     total: l.total,
     remaining: l.remaining,

@@ -9,6 +9,7 @@
 import type { GatehouseConfig } from "../config/load.ts";
 import type { SinkType } from "../config/schema.ts";
 import { logger } from "../util/log.ts";
+import type { ClusterFencing } from "./redis_fence.ts";
 import type { Sink } from "./sink.ts";
 import { StdoutSink } from "./stdout.ts";
 
@@ -17,6 +18,8 @@ export interface SinkContext {
   producer: string;
   /** Called once when the reader of stdout went away. */
   onOutputClosed: (error: Error) => void;
+  /** Cluster mode: the Redis sink fences a stale owner's appends and moves the shared seqs. */
+  cluster?: ClusterFencing;
 }
 
 export async function createSinks(config: GatehouseConfig, context: SinkContext): Promise<Sink[]> {
@@ -43,6 +46,7 @@ async function createSink(
         group: config.broker.group,
         logger: logger("redis"),
         tlsCa: config.redis.tlsCaPem,
+        cluster: context.cluster,
       });
     }
     case "http": {

@@ -1,0 +1,328 @@
+/**
+ * `run` in cluster mode (`[cluster] mode = "redis"`): this process is one member of the bot's cluster.
+ * Every member points at the same `[redis] url` and `prefix`; nobody lists shard ids.
+ *
+ * - The shard count is the cluster's: the first member stores it (`{prefix}:shard_count`, SET NX), the
+ *   others take it from there; a member configured with another count stops with exit 2.
+ * - Ownership (src/cluster/cluster_ownership.ts) gives this member its share of the shards through
+ *   leases; the pool runs what it owns. A shard it takes is first fenced in the Redis sink (what the
+ *   local journal holds of it from an earlier ownership is never appended: the resumed session replays
+ *   it), then started with the shared session from Redis, so it RESUMEs where the streams end.
+ * - A shard beyond its share is handed off: stopped with 4000, its events delivered into Redis (the
+ *   sink moves the shared seq with them), then the lease is released and the next owner RESUMEs. A
+ *   shard whose lease is lost (Redis unreachable past the local deadline) is stopped at once.
+ * - Sessions are shared (src/cluster/redis_sessions.ts): a new session is stored at READY with seq 0;
+ *   its seq moves only with the batches that reach the streams (the sink's fenced advance), so a new
+ *   owner never resumes past what the streams hold.
+ * - One identify queue for the bot (src/cluster/redis_identify.ts).
+ */
+import { ClusterOwnership } from "../cluster/cluster_ownership.ts";
+import { clusterKeys } from "../cluster/keys.ts";
+import { RedisMembers } from "../cluster/members.ts";
+import { RedisIdentifyQueue } from "../cluster/redis_identify.ts";
+import { connectLeaseRedis, RedisLeaseStore } from "../cluster/redis_leases.ts";
+import { RedisSessionStore } from "../cluster/redis_sessions.ts";
+import type { GatehouseConfig } from "../config/load.ts";
+import type { GatewayBotInfo } from "../gateway/protocol.ts";
+import type { ResumableSession } from "../gateway/shard_types.ts";
+import type { Journal } from "../journal/journal.ts";
+import type { ShardKey } from "../pool/ownership.ts";
+import type { Pool } from "../pool/pool.ts";
+import { connectRedis, type RedisClient } from "../redis/client.ts";
+import type { ClusterFencing } from "../sinks/redis_fence.ts";
+import type { Sink } from "../sinks/sink.ts";
+import { backoffDelay } from "../util/backoff.ts";
+import { logger } from "../util/log.ts";
+import { ExitError } from "./errors.ts";
+
+/** How long a hand-off waits for the shard's events to reach Redis before releasing anyway. */
+const HAND_OFF_FLUSH_MS = 10_000;
+
+export interface ClusterStartParts {
+  pool: Pool;
+  journal: Journal;
+  sinks: Sink[];
+  /** The highest journal id every sink has taken. */
+  delivered: () => number;
+}
+
+interface FencingSink {
+  fenceThrough(shard: number, id: number): void;
+}
+
+export class ClusterRun {
+  readonly node: string;
+  readonly shardCount: number;
+  readonly identify: RedisIdentifyQueue;
+  readonly fencing: ClusterFencing;
+  readonly sessions: RedisSessionStore;
+  readonly #config: GatehouseConfig;
+  readonly #redis: RedisClient;
+  readonly #leases: RedisClient;
+  readonly #log = logger("cluster");
+  #ownership: ClusterOwnership | null = null;
+  #parts: ClusterStartParts | null = null;
+  #fence: FencingSink | null = null;
+  /** Shards being prepared (fenced, their session loaded) before the pool runs them. */
+  readonly #preparing = new Set<string>();
+  /** Sessions to start each shard with, loaded from Redis when it was taken. */
+  readonly #resume = new Map<string, ResumableSession>();
+  /** The session id each running shard is in (a new one is stored at READY). */
+  readonly #current = new Map<string, string>();
+
+  private constructor(
+    config: GatehouseConfig,
+    node: string,
+    shardCount: number,
+    redis: RedisClient,
+    leases: RedisClient,
+    identify: RedisIdentifyQueue,
+  ) {
+    this.#config = config;
+    this.node = node;
+    this.shardCount = shardCount;
+    this.#redis = redis;
+    this.#leases = leases;
+    this.identify = identify;
+    const prefix = config.redis.prefix;
+    this.fencing = { node, prefix, shardCount };
+    this.sessions = new RedisSessionStore({ client: redis, prefix, node });
+  }
+
+  /** Connects to the cluster's Redis and agrees on the shard count; exit 2 when this member disagrees. */
+  static async join(
+    config: GatehouseConfig,
+    info: GatewayBotInfo,
+    fetchInfo: () => Promise<GatewayBotInfo>,
+  ): Promise<ClusterRun> {
+    const log = logger("cluster");
+    if (!config.broker.types.includes("redis")) {
+      throw new ExitError(
+        2,
+        'configuration error:\ncluster mode delivers into Redis Streams: [broker] type must include "redis"',
+      );
+    }
+    if (config.shards.ids !== null) {
+      throw new ExitError(
+        2,
+        "configuration error:\nin cluster mode the members share the shards among themselves: " +
+          "leave [shards] ids (DISCORD_SHARD_IDS) unset",
+      );
+    }
+    const node = config.cluster.node ?? `${Deno.hostname()}:${Deno.pid}`;
+    const url = config.redis.url.reveal();
+    const redis = connectRedis(url, {
+      retryStrategy: (times) => backoffDelay({ baseMs: 100, maxMs: 2_000 }, times),
+      maxRetriesPerRequest: 2,
+      enableOfflineQueue: true,
+    }, config.redis.tlsCaPem);
+    const leases = connectLeaseRedis(url, config.cluster.leaseMs, config.redis.tlsCaPem);
+    for (const [name, client] of [["redis", redis], ["leases", leases]] as const) {
+      let last = "";
+      client.on("error", (error: Error) => {
+        if (error.message === last) return;
+        last = error.message;
+        log.warn("cluster {name} connection: {error}", { name, error: error.message });
+      });
+    }
+    const countKey = clusterKeys(config.redis.prefix).shardCount;
+    let shardCount: number;
+    try {
+      const wanted = config.shards.count ?? info.shards;
+      await redis.set(countKey, String(wanted), "NX");
+      shardCount = Number(await redis.get(countKey));
+    } catch (error) {
+      redis.disconnect();
+      leases.disconnect();
+      throw new ExitError(1, `cluster mode: cannot reach Redis: ${(error as Error).message}`);
+    }
+    if (config.shards.count !== null && config.shards.count !== shardCount) {
+      redis.disconnect();
+      leases.disconnect();
+      throw new ExitError(
+        2,
+        `configuration error:\nthe cluster runs ${shardCount} shards (${countKey} in Redis); this member is ` +
+          `configured for ${config.shards.count}: give every member the same [shards] count, or none`,
+      );
+    }
+    const limit = info.session_start_limit;
+    const toLimit = (l: GatewayBotInfo["session_start_limit"]) => ({
+      total: l.total,
+      remaining: l.remaining,
+      resetAfter: l.reset_after,
+    });
+    const identify = new RedisIdentifyQueue({
+      client: redis,
+      prefix: config.redis.prefix,
+      maxConcurrency: limit.max_concurrency,
+      limit: toLimit(limit),
+      refresh: async () => toLimit((await fetchInfo()).session_start_limit),
+      reserve: config.gateway.identifyReserve,
+      logger: logger("identify"),
+    });
+    log.info("cluster member {node}: {count} shard(s) shared through Redis, leases of {lease} ms", {
+      node,
+      count: shardCount,
+      lease: config.cluster.leaseMs,
+    });
+    return new ClusterRun(config, node, shardCount, redis, leases, identify);
+  }
+
+  /** The session a shard starts with: the shared one, loaded when the shard was taken. */
+  sessionFor(key: ShardKey): ResumableSession | null {
+    return this.#resume.get(name(key)) ?? null;
+  }
+
+  /** A shard established a session: a new one is stored in Redis (seq 0: the streams move it). */
+  onSession(key: ShardKey, session: ResumableSession | null): void {
+    const n = name(key);
+    const store = (write: () => Promise<void>, what: string) =>
+      void write().catch((error) =>
+        this.#log.warn("shard {shard}: could not {what} the shared session: {error}", {
+          shard: key.id,
+          what,
+          error: (error as Error).message,
+        })
+      );
+    if (session === null) {
+      this.#current.delete(n);
+      this.#resume.delete(n);
+      store(() => Promise.resolve(this.sessions.delete(key.count, key.id)), "delete");
+      return;
+    }
+    if (this.#current.get(n) === session.id) return; // resumed: the sink moves its seq
+    this.#current.set(n, session.id);
+    store(() =>
+      Promise.resolve(this.sessions.save({
+        shardCount: key.count,
+        shard: key.id,
+        sessionId: session.id,
+        seq: 0,
+        resumeUrl: session.resumeUrl,
+        updatedAt: Date.now(),
+      })), "store");
+  }
+
+  /** Takes this member's share and follows it into the pool until `stop`. */
+  async start(parts: ClusterStartParts): Promise<void> {
+    this.#parts = parts;
+    const fence = parts.sinks.find((s) => "fenceThrough" in s) as unknown as FencingSink | undefined;
+    if (!fence) throw new Error("cluster mode needs the Redis sink");
+    this.#fence = fence;
+    // What the local journal holds from an earlier run is never appended: the resumed sessions replay it.
+    const lastId = parts.journal.lastAssignedId;
+    for (let id = 0; id < this.shardCount; id++) fence.fenceThrough(id, lastId);
+    const prefix = this.#config.redis.prefix;
+    const leaseMs = this.#config.cluster.leaseMs;
+    const ownership = new ClusterOwnership({
+      store: new RedisLeaseStore(this.#leases),
+      members: new RedisMembers(this.#leases, clusterKeys(prefix).nodes),
+      node: this.node,
+      keys: Array.from({ length: this.shardCount }, (_, id) => ({ id, count: this.shardCount })),
+      leaseMs,
+      prefix,
+      // Members started together see each other before taking leases.
+      settleMs: Math.min(leaseMs, 3_000),
+      handOff: (key) => this.#handOff(key),
+      onError: (error) => this.#log.warn("cluster: {error}", { error: error.message }),
+    });
+    this.#ownership = ownership;
+    ownership.subscribe((owned) => this.#follow(owned));
+    await ownership.start();
+    this.#follow(ownership.owned());
+  }
+
+  /** Whether this member may still act for `key`. */
+  holds(key: ShardKey): boolean {
+    return this.#ownership?.holds(key) ?? false;
+  }
+
+  owned(): ShardKey[] {
+    return this.#ownership?.owned() ?? [];
+  }
+
+  #follow(owned: ShardKey[]): void {
+    const parts = this.#parts;
+    if (!parts) return;
+    const wanted = new Set(owned.map(name));
+    for (const key of parts.pool.keys()) {
+      if (wanted.has(name(key))) continue;
+      // Lost (not handed off: a hand-off removes the shard before the set changes): stop at once.
+      this.#log.warn("shard {shard}: lease lost; stopping it (its next owner resumes it)", { shard: key.id });
+      void parts.pool.remove(key).then(() => this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId));
+      this.#current.delete(name(key));
+    }
+    const running = new Set(parts.pool.keys().map(name));
+    for (const key of owned) {
+      const n = name(key);
+      if (running.has(n) || this.#preparing.has(n)) continue;
+      this.#preparing.add(n);
+      void this.#take(key).finally(() => this.#preparing.delete(n));
+    }
+  }
+
+  /** Fences what the journal holds of `key`, loads its shared session, then runs it (if still ours). */
+  async #take(key: ShardKey): Promise<void> {
+    const parts = this.#parts!;
+    this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId);
+    let session: ResumableSession | null = null;
+    try {
+      const stored = (await this.sessions.load()).find((s) =>
+        s.shardCount === key.count && s.shard === key.id
+      );
+      if (stored) session = { id: stored.sessionId, resumeUrl: stored.resumeUrl, seq: stored.seq };
+    } catch (error) {
+      // Without the shared session the shard identifies: nothing is lost that Discord would replay,
+      // but the session's missed events are. Try again at the next round instead.
+      this.#log.warn("shard {shard}: cannot read its shared session ({error}); taking it later", {
+        shard: key.id,
+        error: (error as Error).message,
+      });
+      return;
+    }
+    if (!this.#ownership?.owned().some((k) => name(k) === name(key))) return;
+    const n = name(key);
+    if (session) {
+      this.#resume.set(n, session);
+      this.#current.set(n, session.id);
+      parts.journal.restoreSession(key.count, key.id, session);
+    } else {
+      this.#resume.delete(n);
+      this.#current.delete(n);
+    }
+    this.#log.info("shard {shard}: taken{how}", {
+      shard: key.id,
+      how: session ? `, resuming at seq ${session.seq}` : " (no shared session: identifying)",
+    });
+    parts.pool.add(key);
+  }
+
+  /** Stops the shard, lets its events reach Redis, then (the caller) releases the lease. */
+  async #handOff(key: ShardKey): Promise<void> {
+    const parts = this.#parts;
+    if (!parts) return;
+    this.#log.info("shard {shard}: handing off (stop with 4000, deliver, release)", { shard: key.id });
+    await parts.pool.remove(key);
+    const last = parts.journal.lastAssignedId;
+    const until = Date.now() + HAND_OFF_FLUSH_MS;
+    while (parts.delivered() < last && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    if (parts.delivered() < last) {
+      this.#log.warn("shard {shard}: handed off before its last events reached Redis", { shard: key.id });
+    }
+    // Anything left of it in the journal is the next owner's to get from Discord.
+    this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId);
+    this.#current.delete(name(key));
+    this.#resume.delete(name(key));
+  }
+
+  /** Releases every lease and leaves (after the pool stopped and delivery finished). */
+  async stop(): Promise<void> {
+    await this.#ownership?.stop();
+    this.identify.close();
+    await Promise.allSettled([this.#redis.quit(), this.#leases.quit()]);
+  }
+}
+
+function name(key: ShardKey): string {
+  return `${key.count}:${key.id}`;
+}

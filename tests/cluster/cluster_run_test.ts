@@ -1,0 +1,168 @@
+/**
+ * Cluster mode end to end: real gatehouse processes (`[cluster] mode = "redis"`) against the fake
+ * Discord and a Redis of the test's own, sharing one prefix. Nobody lists shard ids: the members spread
+ * the shards through leases, hand them off on SIGTERM, take over a killed member's shards once its
+ * leases expire, and RESUME from the shared sessions. Every event Discord sent must be in the streams
+ * exactly once, and no bucket may see two IDENTIFYs within 5 s across all processes.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import { FakeDiscord } from "../fake_discord/server.ts";
+import { fakeEnv, type Gatehouse, type Line, spawnGatehouse } from "../helpers/gatehouse.ts";
+import { RedisServer } from "../helpers/redis_server.ts";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const PREFIX = "bot";
+const LEASE_MS = 3000;
+
+/** Every entry of every event stream under the prefix, parsed. */
+async function readAll(client: Redis): Promise<Line[]> {
+  const lines: Line[] = [];
+  for (const key of await client.keys(`${PREFIX}:*`)) {
+    if ((await client.type(key)) !== "stream" || key.includes("commands")) continue;
+    for (const [, fields] of await client.xrange(key, "-", "+")) lines.push(JSON.parse(fields[1]));
+  }
+  return lines;
+}
+
+/** Per fake session: the seqs found in the streams (from each line's uid `shard:session:seq`). */
+function seqsBySession(lines: Line[]): Map<string, number[]> {
+  const bySession = new Map<string, number[]>();
+  for (const line of lines) {
+    const match = /^(\d+):([^:]+):(\d+)$/.exec(line.uid);
+    if (!match || line.t.startsWith("GATEHOUSE_")) continue;
+    let seqs = bySession.get(match[2]);
+    if (!seqs) bySession.set(match[2], seqs = []);
+    seqs.push(line.s!);
+  }
+  return bySession;
+}
+
+/** Every session's events, each once, in the streams; returns how many events that is. */
+function assertExactlyOnce(fake: FakeDiscord, lines: Line[]): number {
+  const found = seqsBySession(lines);
+  let events = 0;
+  for (const session of fake.sessions()) {
+    const seqs = (found.get(session.id) ?? []).sort((x, y) => x - y);
+    events += seqs.length;
+    assert.deepEqual(
+      seqs,
+      Array.from({ length: session.lastSeq }, (_, i) => i + 1),
+      `session ${session.id} (shard ${session.shard}): each of its ${session.lastSeq} events once`,
+    );
+  }
+  assert.equal(new Set(lines.map((l) => l.uid)).size, lines.length, "no uid twice in the streams");
+  return events;
+}
+
+async function caughtUp(fake: FakeDiscord, client: Redis, members: Gatehouse[]): Promise<Line[]> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const lines = await readAll(client);
+    const found = seqsBySession(lines);
+    const done = fake.sessions().every((s) =>
+      s.invalidated || s.expired || (found.get(s.id)?.length ?? 0) >= s.lastSeq
+    );
+    if (done) return lines;
+    assert.ok(
+      Date.now() < deadline,
+      `caught up: ${lines.length} entries\n${members.map((m) => m.stderr().slice(-1500)).join("\n---\n")}`,
+    );
+    await sleep(200);
+  }
+}
+
+interface Cluster {
+  fake: FakeDiscord;
+  redis: RedisServer;
+  client: Redis;
+  start(node: string): Gatehouse;
+  members: Gatehouse[];
+}
+
+async function withCluster(shards: number, body: (c: Cluster) => Promise<void>): Promise<void> {
+  const redis = await RedisServer.start({ durable: false });
+  const fake = await FakeDiscord.start({
+    shards,
+    maxConcurrency: 4,
+    guildsPerShard: 1,
+    sessionTtlMs: 600_000,
+  });
+  const client = new Redis(redis.url);
+  const dirs: string[] = [];
+  const members: Gatehouse[] = [];
+  const start = (node: string) => {
+    const dir = Deno.makeTempDirSync({ prefix: `gatehouse-${node}-` });
+    dirs.push(dir);
+    const g = spawnGatehouse({
+      env: {
+        ...fakeEnv(fake.apiHost),
+        GATEHOUSE_STORE: `${dir}/gatehouse.db`,
+        GATEHOUSE_CLUSTER: "redis",
+        GATEHOUSE_CLUSTER_LEASE_MS: String(LEASE_MS),
+        GATEHOUSE_CLUSTER_NODE: node,
+        BROKER_TYPE: "redis",
+        REDIS_URL: redis.url,
+        GATEHOUSE_REDIS_PREFIX: PREFIX,
+        GATEHOUSE_LOG_LEVEL: "info",
+      },
+    });
+    members.push(g);
+    return g;
+  };
+  try {
+    await body({ fake, redis, client, start, members });
+  } finally {
+    for (const g of members) g.kill("SIGKILL");
+    await Promise.all(members.map((g) => g.status));
+    client.disconnect();
+    fake.stopTraffic();
+    await fake.stop();
+    await redis.stop();
+    for (const dir of dirs) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Which member runs each shard now, from the leases in Redis. */
+async function owners(client: Redis, shards: number): Promise<Array<string | null>> {
+  return await Promise.all(
+    Array.from({ length: shards }, (_, id) => client.get(`{${PREFIX}}:lease:${shards}:${id}`)),
+  );
+}
+
+Deno.test("cluster: 2 members share 4 shards evenly; SIGTERM hands its shards off (RESUME, no IDENTIFY); every event once", async () => {
+  await withCluster(4, async ({ fake, client, start, members }) => {
+    const a = start("a");
+    const b = start("b");
+    await fake.waitFor(() => fake.identifies.length === 4, 30_000, "the 4 shards identified").catch((e) => {
+      throw new Error(`${e.message}\n${a.stderr().slice(-3000)}\n---\n${b.stderr().slice(-3000)}`);
+    });
+    const until = Date.now() + 15_000;
+    while (true) {
+      const held = await owners(client, 4);
+      if (held.filter((o) => o === "a").length === 2 && held.filter((o) => o === "b").length === 2) break;
+      assert.ok(Date.now() < until, `2 each: ${held}\n${a.stderr().slice(-2000)}`);
+      await sleep(100);
+    }
+    fake.startTraffic(100);
+    await sleep(2000);
+    const identified = fake.identifies.length;
+    b.kill("SIGTERM");
+    assert.equal((await b.status).code, 0, b.stderr().slice(-2000));
+    await fake.waitFor(
+      () => fake.resumes.filter((r) => r.ok).length >= 2,
+      LEASE_MS * 3,
+      `a resumed b's 2 shards\n${a.stderr().slice(-3000)}`,
+    );
+    assert.equal(fake.identifies.length, identified, "a hand-off resumes: no IDENTIFY");
+    assert.deepEqual(await owners(client, 4), ["a", "a", "a", "a"]);
+    await sleep(1500);
+    fake.stopTraffic();
+    const lines = await caughtUp(fake, client, members);
+    const events = assertExactlyOnce(fake, lines);
+    assert.deepEqual(fake.violations, []);
+    console.log(`${events} events, each once, across the hand-off`);
+    a.kill("SIGTERM");
+    assert.equal((await a.status).code, 0, a.stderr().slice(-2000));
+  });
+});
