@@ -80,8 +80,12 @@ interface Cluster {
   members: Gatehouse[];
 }
 
-async function withCluster(shards: number, body: (c: Cluster) => Promise<void>): Promise<void> {
-  const redis = await RedisServer.start({ durable: false });
+async function withCluster(
+  shards: number,
+  body: (c: Cluster) => Promise<void>,
+  options: { durable?: boolean } = {},
+): Promise<void> {
+  const redis = await RedisServer.start({ durable: options.durable ?? false });
   const fake = await FakeDiscord.start({
     shards,
     maxConcurrency: 4,
@@ -89,6 +93,7 @@ async function withCluster(shards: number, body: (c: Cluster) => Promise<void>):
     sessionTtlMs: 600_000,
   });
   const client = new Redis(redis.url);
+  client.on("error", () => {}); // the Redis restart test stops it for a moment
   const dirs: string[] = [];
   const members: Gatehouse[] = [];
   const start = (node: string) => {
@@ -120,6 +125,24 @@ async function withCluster(shards: number, body: (c: Cluster) => Promise<void>):
     await fake.stop();
     await redis.stop();
     for (const dir of dirs) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Waits until the leases show `counts` shards per member (and no shard without an owner). */
+async function spread(c: Cluster, shards: number, counts: Record<string, number>, ms = 20_000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    const held = await owners(c.client, shards);
+    const per: Record<string, number> = {};
+    for (const o of held) if (o !== null) per[o] = (per[o] ?? 0) + 1;
+    if (JSON.stringify(Object.entries(per).sort()) === JSON.stringify(Object.entries(counts).sort())) return;
+    assert.ok(
+      Date.now() < until,
+      `spread ${JSON.stringify(counts)}: ${held}\n${
+        c.members.map((m) => m.stderr().slice(-1500)).join("\n---\n")
+      }`,
+    );
+    await sleep(100);
   }
 }
 
@@ -165,4 +188,98 @@ Deno.test("cluster: 2 members share 4 shards evenly; SIGTERM hands its shards of
     a.kill("SIGTERM");
     assert.equal((await a.status).code, 0, a.stderr().slice(-2000));
   });
+});
+
+Deno.test("cluster: 3 members share 12 shards under load; kill -9 one: the others resume its shards after its leases expire; a fourth joins: rebalanced; every event once, no identify violation", async () => {
+  await withCluster(12, async (c) => {
+    const { fake, client, start, members } = c;
+    const a = start("a"), b = start("b"), k = start("k");
+    await fake.waitFor(() => fake.identifies.length === 12, 60_000, "the 12 shards identified");
+    await spread(c, 12, { a: 4, b: 4, k: 4 });
+    fake.startTraffic(100);
+    await sleep(1500);
+    const identified = fake.identifies.length;
+    const resumedBefore = fake.resumes.filter((r) => r.ok).length;
+    const killedAt = Date.now();
+    k.kill("SIGKILL");
+    await k.status;
+    await spread(c, 12, { a: 6, b: 6 }, LEASE_MS * 4);
+    await fake.waitFor(
+      () => fake.resumes.filter((r) => r.ok).length >= resumedBefore + 4,
+      LEASE_MS * 4,
+      "k's 4 shards resumed by a and b",
+    );
+    const failover = Date.now() - killedAt;
+    assert.equal(
+      fake.identifies.length,
+      identified,
+      "taken over by RESUME from the shared sessions: no IDENTIFY",
+    );
+    assert.ok(failover < LEASE_MS + 5_000, `failed over in ${failover} ms (lease ${LEASE_MS} ms)`);
+    await sleep(1000);
+    // A fourth member: the shards spread again by hand-off, each resumed by its new owner.
+    const d = start("d");
+    await spread(c, 12, { a: 4, b: 4, d: 4 }, LEASE_MS * 6);
+    await sleep(1500);
+    fake.stopTraffic();
+    const lines = await caughtUp(fake, client, members);
+    const events = assertExactlyOnce(fake, lines);
+    assert.equal(fake.identifies.length, identified, "the rebalance resumed too: no IDENTIFY");
+    assert.deepEqual(fake.violations, []);
+    console.log(
+      `failover after kill -9 in ${failover} ms (lease ${LEASE_MS} ms); ${events} events of ` +
+        `${fake.sessions().length} sessions, each once, across the failover and the rebalance`,
+    );
+    for (const g of [a, b, d]) g.kill("SIGTERM");
+    for (const g of [a, b, d]) assert.equal((await g.status).code, 0, g.stderr().slice(-2000));
+  });
+});
+
+Deno.test("cluster: a member paused past its lease (SIGSTOP) has stopped its shards when it wakes, and writes nothing of them again", async () => {
+  await withCluster(4, async (c) => {
+    const { fake, client, start, members } = c;
+    const a = start("a"), p = start("p");
+    await fake.waitFor(() => fake.identifies.length === 4, 30_000, "the 4 shards identified");
+    await spread(c, 4, { a: 2, p: 2 });
+    fake.startTraffic(100);
+    await sleep(1000);
+    const paused = (await owners(client, 4)).flatMap((o, id) => (o === "p" ? [id] : []));
+    Deno.kill(p.pid, "SIGSTOP");
+    await spread(c, 4, { a: 4 }, LEASE_MS * 4);
+    await sleep(500);
+    Deno.kill(p.pid, "SIGCONT");
+    // Awake, p finds its deadlines passed: it stops the shards (and takes its share back by hand-off).
+    await sleep(LEASE_MS * 2);
+    fake.stopTraffic();
+    const lines = await caughtUp(fake, client, members);
+    assertExactlyOnce(fake, lines);
+    assert.match(p.stderr(), /lease lost; stopping it/, "p noticed it had lost its shards");
+    assert.deepEqual(fake.violations, []);
+    console.log(`shards ${paused} moved while p was stopped; every event once`);
+    for (const g of [a, p]) g.kill("SIGTERM");
+    for (const g of [a, p]) assert.equal((await g.status).code, 0, g.stderr().slice(-2000));
+  });
+});
+
+Deno.test("cluster: Redis restarted (AOF) under load: the members keep or take back their shards; every event once", async () => {
+  await withCluster(4, async (c) => {
+    const { fake, client, redis, start, members } = c;
+    const a = start("a"), b = start("b");
+    await fake.waitFor(() => fake.identifies.length === 4, 30_000, "the 4 shards identified");
+    await spread(c, 4, { a: 2, b: 2 });
+    fake.startTraffic(100);
+    await sleep(1500);
+    await redis.kill();
+    await sleep(500);
+    await redis.restart();
+    await sleep(LEASE_MS * 2);
+    await spread(c, 4, { a: 2, b: 2 }, LEASE_MS * 6);
+    fake.stopTraffic();
+    const lines = await caughtUp(fake, client, members);
+    const events = assertExactlyOnce(fake, lines);
+    assert.deepEqual(fake.violations, []);
+    console.log(`${events} events, each once, across a Redis restart`);
+    for (const g of [a, b]) g.kill("SIGTERM");
+    for (const g of [a, b]) assert.equal((await g.status).code, 0, g.stderr().slice(-2000));
+  }, { durable: true });
 });
