@@ -76,7 +76,8 @@ interface Cluster {
   fake: FakeDiscord;
   redis: RedisServer;
   client: Redis;
-  start(node: string): Gatehouse;
+  /** Starts member `node`, on the store of its last run if it ran before (`fresh`: a new store). */
+  start(node: string, fresh?: boolean): Gatehouse;
   members: Gatehouse[];
 }
 
@@ -96,9 +97,14 @@ async function withCluster(
   client.on("error", () => {}); // the Redis restart test stops it for a moment
   const dirs: string[] = [];
   const members: Gatehouse[] = [];
-  const start = (node: string) => {
-    const dir = Deno.makeTempDirSync({ prefix: `gatehouse-${node}-` });
-    dirs.push(dir);
+  const stores = new Map<string, string>();
+  const start = (node: string, fresh = false) => {
+    let dir = stores.get(node);
+    if (dir === undefined || fresh) {
+      dir = Deno.makeTempDirSync({ prefix: `gatehouse-${node}-` });
+      dirs.push(dir);
+      stores.set(node, dir);
+    }
     const g = spawnGatehouse({
       env: {
         ...fakeEnv(fake.apiHost),
@@ -190,7 +196,7 @@ Deno.test("cluster: 2 members share 4 shards evenly; SIGTERM hands its shards of
   });
 });
 
-Deno.test("cluster: 3 members share 12 shards under load; kill -9 one: the others resume its shards after its leases expire; a fourth joins: rebalanced; every event once, no identify violation", async () => {
+Deno.test("cluster: 3 members share 12 shards under load; kill -9 one: the others resume its shards after its leases expire; it comes back on its store, a fourth joins: rebalanced; every event once, no identify violation", async () => {
   await withCluster(12, async (c) => {
     const { fake, client, start, members } = c;
     const a = start("a"), b = start("b"), k = start("k");
@@ -217,9 +223,14 @@ Deno.test("cluster: 3 members share 12 shards under load; kill -9 one: the other
     );
     assert.ok(failover < LEASE_MS + 5_000, `failed over in ${failover} ms (lease ${LEASE_MS} ms)`);
     await sleep(1000);
+    // k comes back on its store, holding events it received but never delivered: it appends none of
+    // them (its shards' new owners resumed and Discord replayed them), and takes its share by hand-off.
+    const k2 = start("k");
+    await spread(c, 12, { a: 4, b: 4, k: 4 }, LEASE_MS * 6);
+    await sleep(1000);
     // A fourth member: the shards spread again by hand-off, each resumed by its new owner.
     const d = start("d");
-    await spread(c, 12, { a: 4, b: 4, d: 4 }, LEASE_MS * 6);
+    await spread(c, 12, { a: 3, b: 3, k: 3, d: 3 }, LEASE_MS * 6);
     await sleep(1500);
     fake.stopTraffic();
     const lines = await caughtUp(fake, client, members);
@@ -230,8 +241,8 @@ Deno.test("cluster: 3 members share 12 shards under load; kill -9 one: the other
       `failover after kill -9 in ${failover} ms (lease ${LEASE_MS} ms); ${events} events of ` +
         `${fake.sessions().length} sessions, each once, across the failover and the rebalance`,
     );
-    for (const g of [a, b, d]) g.kill("SIGTERM");
-    for (const g of [a, b, d]) assert.equal((await g.status).code, 0, g.stderr().slice(-2000));
+    for (const g of [a, b, k2, d]) g.kill("SIGTERM");
+    for (const g of [a, b, k2, d]) assert.equal((await g.status).code, 0, g.stderr().slice(-2000));
   });
 });
 
