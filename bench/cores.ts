@@ -12,7 +12,7 @@
  *
  * The figure that decides is the ratio of two processes to one: it says whether a second process turns
  * the second core into throughput, or whether the machine (the fake, the readers, Redis) was already
- * full. The cores figure is the CPU-s of the whole tree per second of the window (2 = both cores busy).
+ * full. "cores busy" is the CPU-s of the whole tree per second of the window (2 = both cores busy).
  */
 import { bareProducer, brokerTarget } from "./brokers.ts";
 import {
@@ -169,9 +169,9 @@ async function intoRedis(bench: Bench, processes: number, seconds: number): Prom
     GATEHOUSE_REDIS_STREAMS: "single",
     GATEHOUSE_REDIS_PREFIX: target.name,
   };
-  const redisPid = await target.serverPid();
   const children: Deno.ChildProcess[] = [];
   try {
+    const redisPid = await target.serverPid();
     for (let i = 0; i < processes; i++) {
       children.push(bench.spawn("gatehouse", fake, SHARDS, { ...env, ...shardEnv(processes, i) }));
     }
