@@ -12,18 +12,38 @@
  * run: one that only inflates, one that inflates, JSON.parses and writes each event as a line (into the
  * same reader). Each gatehouse figure is printed with its ratio to its floor. Then a flood of 4 shards
  * into Redis Streams and into RabbitMQ (local servers; stdout not a sink), each next to a bare pipelined
- * producer into the same broker.
+ * producer into the same broker. Then all cores of the host (bench/cores.ts): a flood of 16 shards through
+ * one gatehouse process and through two (8 shards each), into readers and into Redis Streams.
  *
  *   deno task bench                      # every scenario
- *   deno task bench --only flood1,idle   # some of them: flood1 flood16 paced500 paced2000 idle redis amqp
+ *   deno task bench --only flood1,idle   # some of them: flood1 flood16 paced500 paced2000 idle redis
+ *                                        # amqp cores
  *   deno task bench --json               # one JSON object at the end
  */
 import { parseArgs } from "node:util";
-import { AMQPClient } from "@cloudamqp/amqp-client";
-import { Redis } from "ioredis";
 import { trafficEvent } from "../tests/fake_discord/events.ts";
 import { FakeDiscord } from "../tests/fake_discord/server.ts";
-import { RUN_FLAGS } from "../tests/helpers/gatehouse.ts";
+import { bareProducer, brokerFlood } from "./brokers.ts";
+import {
+  Bench,
+  benchFake,
+  cpuSeconds,
+  fmt,
+  handledRate,
+  log,
+  memoryKb,
+  per100k,
+  progress,
+  ratio,
+  ROOT,
+  sleep,
+  stop,
+  type Target,
+  waitReady,
+  wallNow,
+} from "./common.ts";
+import { cores } from "./cores.ts";
+import type { Reader, ReaderReport } from "./reader_client.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -42,228 +62,11 @@ const { values } = parseArgs({
   },
 });
 
-const ROOT = new URL("../", import.meta.url);
-const REDIS_URL = Deno.env.get("GATEHOUSE_BENCH_REDIS") ?? "redis://127.0.0.1:6379";
-const AMQP_URL = Deno.env.get("GATEHOUSE_BENCH_AMQP") ?? "amqp://guest:guest@127.0.0.1:5672";
 const SECONDS = Number(values.seconds);
-const CLK_TCK = 100;
 const only = values.only ? new Set(values.only.split(",")) : null;
 const wanted = (name: string) => only === null || only.has(name);
 const withBaselines = values.baseline && !values["no-baseline"];
-const log = (text: string) => Deno.stderr.writeSync(new TextEncoder().encode(`${text}\n`));
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const wallNow = () => performance.timeOrigin + performance.now();
-
-/** gatehouse with its journal (the default), without it, and the two reference clients. */
-type Target = "gatehouse" | "gatehouse-no-journal" | "bare-inflate" | "bare-inflate-ws" | "bare-parse-write";
-
-const STORE_DIR = Deno.makeTempDirSync({ prefix: "gatehouse-bench-" });
-let runs = 0;
-
-function programArgs(target: Target): string[] {
-  const flags = values["v8-flags"] === undefined ? RUN_FLAGS : [
-    ...RUN_FLAGS.filter((f) => !f.startsWith("--v8-flags")),
-    ...(values["v8-flags"] ? [`--v8-flags=${values["v8-flags"]}`] : []),
-  ];
-  return target.startsWith("gatehouse")
-    ? [...flags, "main.ts", "run"]
-    : [...flags, "bench/bare_client.ts", target.slice("bare-".length)];
-}
-
-function programEnv(target: Target, fake: FakeDiscord, shards: number, extraEnv: Record<string, string>) {
-  return {
-    GATEHOUSE_STORE: `${STORE_DIR}/run-${++runs}.db`,
-    GATEHOUSE_JOURNAL: target === "gatehouse-no-journal" ? "false" : "true",
-    GATEHOUSE_CONTROL_ADDRESS: "127.0.0.1:0",
-    ...extraEnv,
-    DISCORD_TOKEN: "fake-token",
-    DISCORD_API_SCHEME: "http",
-    DISCORD_API_HOST: fake.apiHost,
-    GATEHOUSE_LOG_LEVEL: "warning",
-    BENCH_SHARDS: String(shards),
-    BENCH_GATEWAY: fake.gatewayUrl,
-  };
-}
-
-/** Starts the program under test against the fake with stdout to /dev/null (the broker scenarios). */
-function spawn(
-  target: Target,
-  fake: FakeDiscord,
-  shards: number,
-  extraEnv: Record<string, string> = {},
-): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: programArgs(target),
-    cwd: ROOT,
-    env: programEnv(target, fake, shards, extraEnv),
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-}
-
-interface ReaderReport {
-  type: "progress" | "mark" | "end";
-  at: number;
-  lines: number;
-  shards?: number[];
-  stamped?: number;
-  firstReadAt?: number | null;
-  lastReadAt?: number | null;
-  cpuS?: number;
-  window?: { lines: number; stamped: number; p50: number | null; p99: number | null; max: number | null };
-}
-
-/** The reader process (bench/reader.ts) on the read end of a FIFO, and its reports. */
-class Reader {
-  readonly child: Deno.ChildProcess;
-  /** (at, lines, lines per shard) every 100 ms, in order. */
-  readonly progress: Array<{ at: number; lines: number; shards: number[] }> = [];
-  #marks: ReaderReport[] = [];
-  #waiters: Array<(r: ReaderReport) => void> = [];
-  readonly done: Promise<ReaderReport>;
-  #resolveDone!: (r: ReaderReport) => void;
-
-  /** `input`: a shell redirection for the reader's stdin, e.g. `< "$BENCH_FIFO"`. */
-  constructor(input: string, env: Record<string, string>) {
-    this.child = new Deno.Command("sh", {
-      args: ["-c", `exec "$0" run --allow-all bench/reader.ts ${input}`, Deno.execPath()],
-      cwd: ROOT,
-      env,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    this.done = new Promise((resolve) => this.#resolveDone = resolve);
-    void this.#read();
-  }
-
-  get lines(): number {
-    return this.progress.at(-1)?.lines ?? 0;
-  }
-
-  /** Lines of `shard` read by `at` (the last progress report at or before it). */
-  shardLinesAt(at: number, shard: number): number {
-    let lo = 0, hi = this.progress.length - 1, found = 0;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.progress[mid].at <= at) {
-        found = this.progress[mid].shards[shard] ?? 0;
-        lo = mid + 1;
-      } else hi = mid - 1;
-    }
-    return found;
-  }
-
-  async #read(): Promise<void> {
-    let carry = "";
-    for await (const text of this.child.stdout.pipeThrough(new TextDecoderStream())) {
-      carry += text;
-      let nl;
-      while ((nl = carry.indexOf("\n")) >= 0) {
-        const report = JSON.parse(carry.slice(0, nl)) as ReaderReport;
-        carry = carry.slice(nl + 1);
-        this.progress.push({
-          at: report.at,
-          lines: report.lines,
-          shards: report.shards ?? this.progress.at(-1)?.shards ?? [],
-        });
-        if (report.type === "mark") {
-          const waiter = this.#waiters.shift();
-          if (waiter) waiter(report);
-          else this.#marks.push(report);
-        } else if (report.type === "end") this.#resolveDone(report);
-      }
-    }
-  }
-
-  /**
-   * Asks for a mark (the edge of a measured window) and waits for it; once the reader has ended (the
-   * program under test closed its stdout), its last report stands for the mark.
-   */
-  mark(): Promise<ReaderReport> {
-    const report = new Promise<ReaderReport>((resolve) => {
-      const queued = this.#marks.shift();
-      if (queued) resolve(queued);
-      else this.#waiters.push(resolve);
-    });
-    try {
-      Deno.kill(this.child.pid, "SIGUSR2");
-    } catch {
-      // the reader is gone: its end report answers
-    }
-    return Promise.race([report, this.done]);
-  }
-}
-
-/** The program under test with its stdout on a FIFO read by a `Reader`. */
-function spawnWithReader(
-  target: Target,
-  fake: FakeDiscord,
-  shards: number,
-  extraEnv: Record<string, string> = {},
-): { child: Deno.ChildProcess; reader: Reader } {
-  const fifo = `${STORE_DIR}/out-${runs + 1}.fifo`;
-  const made = new Deno.Command("mkfifo", { args: [fifo] }).outputSync();
-  if (!made.success) throw new Error(`mkfifo failed: ${new TextDecoder().decode(made.stderr)}`);
-  const reader = new Reader(`< "$BENCH_FIFO"`, { BENCH_FIFO: fifo });
-  const child = new Deno.Command("sh", {
-    args: ["-c", `exec "$@" > "$BENCH_FIFO"`, "sh", Deno.execPath(), ...programArgs(target)],
-    cwd: ROOT,
-    env: { ...programEnv(target, fake, shards, extraEnv), BENCH_FIFO: fifo },
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  return { child, reader };
-}
-
-function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-
-function memoryKb(pid: number): { rss: number; peak: number } {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return {
-    rss: Number(/VmRSS:\s+(\d+)/.exec(status)![1]),
-    peak: Number(/VmHWM:\s+(\d+)/.exec(status)![1]),
-  };
-}
-
-/** Per connection: the last sequence number the client reported in a heartbeat, and when it arrived. */
-function progress(fake: FakeDiscord): Map<number, { seq: number; at: number }> {
-  const out = new Map<number, { seq: number; at: number }>();
-  for (const c of fake.connections()) {
-    if (c.lastHeartbeatSeq !== null && c.lastHeartbeatAt !== null) {
-      out.set(c.id, { seq: c.lastHeartbeatSeq, at: c.lastHeartbeatAt });
-    }
-  }
-  return out;
-}
-
-/**
- * Events handled per second, summed over connections, from two progress snapshots: each connection's
- * rate is its seq delta over the time between its own heartbeats, so the heartbeat interval adds no
- * error. Connections that reconnected in between (new ids) are not counted, and are reported.
- */
-function handledRate(
-  before: Map<number, { seq: number; at: number }>,
-  after: Map<number, { seq: number; at: number }>,
-) {
-  let perSecond = 0;
-  let lost = 0;
-  for (const [id, a] of before) {
-    const b = after.get(id);
-    if (!b) {
-      lost++;
-      continue;
-    }
-    if (b.at > a.at) perSecond += ((b.seq - a.seq) * 1000) / (b.at - a.at);
-  }
-  return { perSecond, lost };
-}
+const bench = new Bench(values["v8-flags"]);
 
 /**
  * Ingest ahead of delivery: at each heartbeat of a shard, the seq it carries (what the program has
@@ -299,31 +102,6 @@ class AheadWatch {
   }
 }
 
-async function waitReady(fake: FakeDiscord, shards: number, timeoutMs: number): Promise<void> {
-  await fake.waitFor(
-    () => fake.connections().filter((c) => c.sessionId !== null && c.heartbeats > 0).length === shards,
-    timeoutMs,
-    `${shards} shards ready and beating`,
-  );
-}
-
-async function stop(child: Deno.ChildProcess): Promise<void> {
-  try {
-    child.kill("SIGTERM");
-  } catch {
-    // gone
-  }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // gone
-    }
-  }, 15_000);
-  await child.status;
-  clearTimeout(timer);
-}
-
 interface Latency {
   p50: number | null;
   p99: number | null;
@@ -351,24 +129,6 @@ interface Measure {
   undelivered: number | null;
 }
 
-/** The fake Discord of the throughput scenarios: cheap precompressed frames, frequent heartbeats. */
-function benchFake(shards: number): Promise<FakeDiscord> {
-  return FakeDiscord.start({
-    shards,
-    maxConcurrency: shards,
-    guildsPerShard: 1,
-    // Short enough for several progress reports per measurement; Discord's is 41.25 s.
-    heartbeatIntervalMs: 2000,
-    precompressed: true,
-    stampSendTime: true,
-    recordEvents: false,
-    replayBufferSize: 20_000,
-  });
-}
-
-const per100k = (cpu: number, n: number) => n > 0 ? Number(((cpu / n) * 100_000).toFixed(3)) : null;
-const fmt = (x: number | null, digits = 2) => x === null ? "–" : x.toFixed(digits);
-
 /** Flood (as fast as the client reads) or paced traffic for `seconds`, stdout into the reader. */
 async function throughput(
   target: Target,
@@ -378,7 +138,7 @@ async function throughput(
   seconds: number,
 ): Promise<Measure> {
   const fake = await benchFake(shards);
-  const { child, reader } = spawnWithReader(target, fake, shards);
+  const { child, reader } = bench.spawnWithReader(target, fake, shards);
   let ahead: AheadWatch | null = null;
   try {
     await waitReady(fake, shards, 30_000);
@@ -446,7 +206,7 @@ async function throughput(
 
 /** The reader's own ceiling: lines/s on a `cat` of a file of gatehouse-like stamped lines. */
 async function readerCeiling(): Promise<{ linesPerSecond: number; lines: number; cpuS: number }> {
-  const file = `${STORE_DIR}/ceiling.ndjson`;
+  const file = `${bench.storeDir}/ceiling.ndjson`;
   const stamp = wallNow().toFixed(3);
   const lines: string[] = [];
   for (let i = 0; i < 64; i++) {
@@ -483,140 +243,6 @@ async function readerCeiling(): Promise<{ linesPerSecond: number; lines: number;
   return result;
 }
 
-/** A destination for the broker scenarios, created fresh and deleted after. */
-interface BrokerTarget {
-  name: string;
-  count(): Promise<number>;
-  cleanup(): Promise<void>;
-}
-
-async function brokerTarget(kind: "redis" | "amqp"): Promise<BrokerTarget> {
-  const name = `gatehouse-bench-${crypto.randomUUID().slice(0, 8)}`;
-  if (kind === "redis") {
-    const client = new Redis(REDIS_URL);
-    return {
-      name,
-      count: () => client.xlen(`${name}:events`),
-      cleanup: async () => {
-        await client.del(`${name}:events`, name);
-        client.disconnect();
-      },
-    };
-  }
-  const client = new AMQPClient(AMQP_URL);
-  await client.connect();
-  const channel = await client.channel();
-  await channel.exchangeDeclare(name, "topic", { durable: true });
-  await channel.queueDeclare(name, { durable: false });
-  await channel.queueBind(name, name, "#");
-  return {
-    name,
-    count: async () => (await channel.queueDeclare(name, { passive: true })).messageCount,
-    cleanup: async () => {
-      await channel.queueDelete(name);
-      await channel.exchangeDelete(name);
-      await client.close();
-    },
-  };
-}
-
-/** The broker's floor: bench/bare_producer.ts for `seconds` into a fresh stream or exchange. */
-async function bareProducer(kind: "redis" | "amqp", seconds: number) {
-  const target = await brokerTarget(kind);
-  try {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-all",
-        "bench/bare_producer.ts",
-        kind,
-        kind === "redis" ? REDIS_URL : AMQP_URL,
-        target.name,
-        String(seconds),
-      ],
-      cwd: ROOT,
-      stdout: "piped",
-      stderr: "inherit",
-    }).output();
-    const result = JSON.parse(new TextDecoder().decode(out.stdout)) as {
-      messages: number;
-      perSecond: number;
-      cpuS: number;
-    };
-    log(
-      `bare producer → ${kind.padEnd(5)} ${result.perSecond} messages/s (${
-        per100k(result.cpuS, result.messages)
-      } CPU-s/100k)`,
-    );
-    return result;
-  } finally {
-    await target.cleanup();
-  }
-}
-
-/**
- * A flood of `shards` shards into a broker (stdout not a sink): events/s Discord got through, events/s
- * that reached the broker (with its ratio to the bare producer's), and how far behind the journal the
- * sink is at the end.
- */
-async function brokerFlood(
-  kind: "redis" | "amqp",
-  shards: number,
-  rate: number | "flood",
-  seconds: number,
-  floor: number | null,
-) {
-  const fake = await benchFake(shards);
-  const target = await brokerTarget(kind);
-  const env: Record<string, string> = kind === "redis"
-    ? { BROKER_TYPE: kind, REDIS_URL, GATEHOUSE_REDIS_STREAMS: "single", GATEHOUSE_REDIS_PREFIX: target.name }
-    : { BROKER_TYPE: kind, AMQP_URL, GATEHOUSE_AMQP_EXCHANGE: target.name };
-  const child = spawn("gatehouse", fake, shards, env);
-  try {
-    await waitReady(fake, shards, 30_000);
-    if (rate === "flood") fake.startFlood();
-    else fake.startTraffic(rate);
-    await sleep(2000);
-    const p0 = progress(fake), n0 = await target.count(), c0 = cpuSeconds(child.pid), t0 = performance.now();
-    await sleep(seconds * 1000);
-    const p1 = progress(fake), n1 = await target.count(), c1 = cpuSeconds(child.pid), t1 = performance.now();
-    const sent = fake.stats().eventsSent;
-    fake.stopFlood();
-    fake.stopTraffic();
-    const elapsed = (t1 - t0) / 1000;
-    const received = Math.round(handledRate(p0, p1).perSecond);
-    const delivered = Math.round((n1 - n0) / elapsed);
-    const lag = Math.max(0, sent - n1);
-    const result = {
-      sink: kind,
-      shards,
-      rate,
-      receivedPerSecond: received,
-      deliveredPerSecond: delivered,
-      bareProducerPerSecond: floor,
-      ratioToBareProducer: floor ? Number((delivered / floor).toFixed(2)) : null,
-      lagEvents: lag,
-      cpuPer100k: per100k(c1 - c0, Math.max(1, n1 - n0)),
-      peakRssMb: Math.round(memoryKb(child.pid).peak / 1024),
-    };
-    const what = rate === "flood" ? "flood" : `${rate}/s each`;
-    const broker = kind === "redis" ? "Redis Streams" : "RabbitMQ";
-    log(
-      `gatehouse → ${kind.padEnd(5)} ${shards} shards, ${what}: ${received} events/s received, ` +
-        `${delivered} events/s into ${broker}` +
-        (floor && rate === "flood"
-          ? ` (${result.ratioToBareProducer} × the bare producer's ${floor}/s)`
-          : "") +
-        `, ${lag} events behind the journal at the end, peak RSS ${result.peakRssMb} MB`,
-    );
-    return result;
-  } finally {
-    await stop(child);
-    await fake.stop();
-    await target.cleanup();
-  }
-}
-
 /** RSS per idle shard: (RSS with N idle shards − RSS with 1) / (N − 1). */
 async function idle(
   target: Target,
@@ -632,7 +258,7 @@ async function idle(
       // Enough session starts that gatehouse's identify reserve does not hold the last shards back.
       sessionStartLimit: { total: shards * 2 + 100, remaining: shards * 2 + 100 },
     });
-    const child = spawn(target, fake, shards);
+    const child = bench.spawn(target, fake, shards);
     try {
       await waitReady(fake, shards, 120_000).catch(async () => {
         // Heartbeats start after a random first delay of up to 41 s: wait for sessions instead.
@@ -670,7 +296,8 @@ const results: {
   idle: Array<Awaited<ReturnType<typeof idle>>>;
   bareProducers: Record<string, Awaited<ReturnType<typeof bareProducer>>>;
   brokers: Array<Awaited<ReturnType<typeof brokerFlood>>>;
-} = { readerCeiling: null, throughput: [], idle: [], bareProducers: {}, brokers: [] };
+  cores: Awaited<ReturnType<typeof cores>> | null;
+} = { readerCeiling: null, throughput: [], idle: [], bareProducers: {}, brokers: [], cores: null };
 
 log(
   `gatehouse bench: ${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}`,
@@ -704,9 +331,10 @@ for (const kind of ["redis", "amqp"] as const) {
   if (!wanted(kind)) continue;
   const floor = withBaselines ? await bareProducer(kind, SECONDS) : null;
   if (floor) results.bareProducers[kind] = floor;
-  results.brokers.push(await brokerFlood(kind, 4, 2500, SECONDS, floor?.perSecond ?? null));
-  results.brokers.push(await brokerFlood(kind, 4, "flood", SECONDS, floor?.perSecond ?? null));
+  results.brokers.push(await brokerFlood(bench, kind, 4, 2500, SECONDS, floor?.perSecond ?? null));
+  results.brokers.push(await brokerFlood(bench, kind, 4, "flood", SECONDS, floor?.perSecond ?? null));
 }
+if (wanted("cores")) results.cores = await cores(bench, SECONDS, { baseline: withBaselines });
 
 const ceiling = results.readerCeiling?.linesPerSecond ?? null;
 for (const r of results.throughput.filter((r) => ceiling !== null && r.deliveredPerSecond > ceiling / 2)) {
@@ -716,8 +344,6 @@ for (const r of results.throughput.filter((r) => ceiling !== null && r.delivered
   );
 }
 // Each gatehouse figure against its floor from this run.
-const ratio = (a: number | null | undefined, b: number | null | undefined) =>
-  a === null || a === undefined || !b ? null : Number((a / b).toFixed(2));
 const verdict = (ok: boolean | null) => ok === null ? "" : ok ? "  [target met]" : "  [target missed]";
 if (results.throughput.some((r) => r.target.startsWith("gatehouse"))) {
   log(
@@ -779,4 +405,4 @@ for (const on of results.throughput.filter((r) => r.target === "gatehouse")) {
   }
 }
 if (values.json) console.log(JSON.stringify(results));
-Deno.removeSync(STORE_DIR, { recursive: true });
+bench.cleanup();
