@@ -12,6 +12,8 @@
  * - `{<prefix>}:sessions`: set of `<count>:<shard>` with a session hash (what `load` reads).
  * - `{<prefix>}:lease:<count>:<shard>`: string, the node holding the shard (the lease store sets it).
  * - `{<prefix>}:nodes`: sorted set, each live member (node name) scored by the end of its registration (ms).
+ * - `{<prefix>}:status:<node>`: string, the node's status report as JSON (src/cluster/status_board.ts),
+ *   republished every few seconds with an expiry of about three periods, so a dead node's report goes.
  */
 
 export interface ClusterKeys {
@@ -20,6 +22,7 @@ export interface ClusterKeys {
   readonly sessions: string;
   lease(shardCount: number, shard: number): string;
   readonly nodes: string;
+  status(node: string): string;
 }
 
 /** The keys under `prefix` (no braces in it: they would move the hash tag). */
@@ -34,6 +37,7 @@ export function clusterKeys(prefix: string): ClusterKeys {
     sessions: `${tag}:sessions`,
     lease: (count, shard) => `${tag}:lease:${count}:${shard}`,
     nodes: `${tag}:nodes`,
+    status: (node) => `${tag}:status:${node}`,
   };
 }
 
