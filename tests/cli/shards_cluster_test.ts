@@ -148,3 +148,14 @@ Deno.test("shards --check (cluster): no shard ready, or Redis unreachable, is do
   assert.match(table.err, /cannot read the cluster status from Redis .*ECONNREFUSED/);
   for (const text of [down.out, down.err, table.out, table.err]) assert.ok(!text.includes(PASSWORD));
 });
+
+Deno.test("shards --help: tells the cluster form", async () => {
+  const help = await shardsCommand(["--help"], {});
+  assert.equal(help.code, 0);
+  const text = help.out.replace(/\s+/g, " ");
+  assert.match(
+    text,
+    /In cluster mode \(\[cluster\] mode = "redis"\): every shard of the bot with its owner node/,
+  );
+  assert.match(text, /--check judges the whole bot/);
+});
