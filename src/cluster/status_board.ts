@@ -167,7 +167,8 @@ export async function readClusterStatus(
   const shards = owners.map((owner, id): ClusterShard => {
     if (owner === null) return missing(id, null, "unowned", "no process holds its lease");
     const report = reports.get(owner) ?? null;
-    const row = report?.shards.find((s) => s.id === id);
+    // A report of another count (the bot is changing its count) says nothing of this count's shard.
+    const row = report?.shard_count === count ? report.shards.find((s) => s.id === id) : undefined;
     if (row === undefined) {
       return missing(
         id,

@@ -80,6 +80,11 @@ Deno.test("status board: every shard of the count with its owner node and state;
     // Another count: no leases of it, so every shard is unowned.
     const other = await readClusterStatus(env.client, env.prefix, 2);
     assert.deepEqual(other.unowned, [0, 1]);
+    // A lease of that count held by node-a, whose report is of count 4: its rows do not count for it.
+    await env.own(2, { 0: "node-a" });
+    const moving = await readClusterStatus(env.client, env.prefix, 2);
+    assert.deepEqual([moving.shards[0].node, moving.shards[0].state], ["node-a", "unreported"]);
+    assert.deepEqual(moving.reported_counts, [4]);
   } finally {
     await a.stop();
     await b.stop();
