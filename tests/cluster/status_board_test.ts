@@ -8,6 +8,7 @@ import { Redis } from "ioredis";
 import { clusterKeys } from "../../src/cluster/keys.ts";
 import { readClusterStatus, StatusPublisher } from "../../src/cluster/status_board.ts";
 import { clusterView } from "../control/fake_view.ts";
+import { logger, setupLogging } from "../../src/util/log.ts";
 import { REDIS_URL, sleep, testPrefix } from "./redis_helpers.ts";
 
 async function open() {
@@ -139,6 +140,38 @@ Deno.test("status board: republished every period; stop deletes the report, a de
   } finally {
     await live.stop();
     await dead.stop();
+    await env.close();
+  }
+});
+
+Deno.test("status board: a publication Redis refuses is logged once and never thrown; it resumes", async () => {
+  const lines: Array<{ level: string; message: string }> = [];
+  setupLogging({ level: "info", format: "json", write: (line) => lines.push(JSON.parse(line)) });
+  const env = await open();
+  // Disconnected on purpose: every command is refused at once until it connects again.
+  const client = new Redis(REDIS_URL);
+  await client.ping();
+  client.disconnect();
+  const publisher = new StatusPublisher({
+    client,
+    prefix: env.prefix,
+    node: "node-a",
+    view: clusterView("node-a", 1, [0]),
+    logger: logger("cluster"),
+  });
+  try {
+    await publisher.publish();
+    await publisher.publish();
+    const warned = lines.filter((l) => l.level === "WARNING" && /cannot publish/.test(l.message));
+    assert.equal(warned.length, 1, "once per failing streak");
+    assert.equal(await env.client.exists(env.keys.status("node-a")), 0);
+    await client.connect();
+    await publisher.publish();
+    assert.equal(await env.client.exists(env.keys.status("node-a")), 1);
+    assert.ok(lines.some((l) => /publishing again/.test(l.message)));
+  } finally {
+    await publisher.stop();
+    client.disconnect();
     await env.close();
   }
 });
