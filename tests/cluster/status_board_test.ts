@@ -49,6 +49,10 @@ Deno.test("status board: every shard of the count with its owner node and state;
     await env.own(4, { 0: "node-a", 1: "node-a", 2: "node-b" });
     await a.publish();
     await b.publish();
+    const raw = JSON.parse((await env.client.get(env.keys.status("node-a")))!);
+    assert.equal(raw.node, "node-a");
+    assert.deepEqual(raw.shards.map((s: { id: number }) => s.id), [0, 1], "its own shards only");
+    assert.ok(!JSON.stringify(raw).includes("session-0"), "no session id (nor any secret) in the report");
     const status = await readClusterStatus(env.client, env.prefix);
     assert.equal(status.shard_count, 4, "the count the reports give");
     assert.deepEqual(status.shards.map((s) => [s.id, s.node, s.state, s.ready]), [
