@@ -83,9 +83,13 @@ export function buildProgram(onExit: (code: number) => void): Command {
     .command("shards")
     .description(
       "Show every shard of the running gatehouse (state, latency, guilds, seq, session age, events/s, last " +
-        "event), read from its control listener. When none answers, shows the last state in the store.",
+        "event), read from its control listener. When none answers, shows the last state in the store.\n" +
+        'In cluster mode ([cluster] mode = "redis"): every shard of the bot with its owner node, read from Redis.',
     )
-    .option("-c, --config <path>", "config file (TOML), for [control] address and [store] path")
+    .option(
+      "-c, --config <path>",
+      "config file (TOML), for [control] address and [store] path; [cluster] mode, [redis] url and prefix",
+    )
     .option("--store <path>", "SQLite store [GATEHOUSE_STORE]; run records its control address beside it")
     .option("--url <url>", "the control listener, e.g. http://127.0.0.1:7979 (default: found as above)")
     .option("--json", "print JSON")
@@ -98,11 +102,17 @@ export function buildProgram(onExit: (code: number) => void): Command {
     )
     .option("--max-not-ready <n>", "with --check: degraded when more shards are not ready (default 0)")
     .option("--max-lag <events>", "with --check: degraded when a sink is further behind (default 10000)")
-    .option("--timeout <ms>", "how long to wait for the control listener (default 3000)")
+    .option(
+      "--timeout <ms>",
+      "how long to wait for the control listener, or Redis in cluster mode (default 3000)",
+    )
     .addHelpText(
       "after",
       "\nReady = the shard's session is live (READY or RESUMED) and Discord was heard from within 1.5 heartbeat\n" +
-        "intervals. --check: down = unreachable or no shard ready; degraded = a threshold crossed.",
+        "intervals. --check: down = unreachable or no shard ready; degraded = a threshold crossed.\n" +
+        "Cluster mode: the leases say each shard's node, the reports every process publishes say its state;\n" +
+        "--check judges the whole bot (every shard of the count owned and ready; a shard without an owner is\n" +
+        "degraded even within --max-not-ready), Redis unreachable = down. --url asks one process instead.",
     )
     .action(async (flags: ShardsFlags & { config?: string; store?: string }) => {
       const config = commandConfig(flags);

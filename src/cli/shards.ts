@@ -2,7 +2,8 @@
  * `gatehouse shards`: every shard of the running gatehouse, read from its control listener (`/shards`).
  * `--json` for scripts, `--watch` to refresh in place, `--check` for cron and load balancers (one
  * summary line; exit 0 healthy, 1 degraded, 2 down or unreachable). When no instance answers, the last
- * state stored in the store is shown instead, and said to be so.
+ * state stored in the store is shown instead, and said to be so. In cluster mode the whole bot is read
+ * from Redis instead (shards_cluster.ts): every shard with its owner node, `--check` over all of them.
  */
 import type { GatehouseConfig } from "../config/load.ts";
 import { controlFilePath } from "../control/control_file.ts";
@@ -87,21 +88,34 @@ export function check(
   t: CheckThresholds,
 ): CheckResult {
   if (!fetched.ok) return { code: 2, status: "down", summary: `DOWN: ${fetched.reason}` };
-  const r = fetched.report;
-  const total = r.shards.length;
-  const notReady = r.shards.filter((s) => !s.ready);
+  return judge(fetched.report, t);
+}
+
+/** What `judge` reads: the shards to hold to the thresholds, and the sinks' lag. */
+export interface Judged {
+  shards: Array<Pick<StatusReport["shards"][number], "id" | "state" | "ready" | "why" | "latency_ms">>;
+  sinks: Array<{ name: string; lag: number }>;
+}
+
+/**
+ * The verdict on `j`: down when no shard is ready, degraded when a threshold is crossed or one of
+ * `problems` (the caller's own) is given, else healthy. `where` follows the count in the facts.
+ */
+export function judge(j: Judged, t: CheckThresholds, problems: string[] = [], where = ""): CheckResult {
+  const total = j.shards.length;
+  const notReady = j.shards.filter((s) => !s.ready);
   if (total === 0 || notReady.length === total) {
     return {
       code: 2,
       status: "down",
-      summary: `DOWN: 0/${total} shards ready` + describeNotReady(notReady),
+      summary: `DOWN: 0/${total} shards ready${where}` + describeNotReady(notReady),
     };
   }
-  const problems: string[] = [];
+  problems = [...problems];
   if (notReady.length > t.maxNotReady) {
-    problems.push(`${notReady.length} shard(s) not ready${describeNotReady(notReady)}`);
+    problems.unshift(`${notReady.length} shard(s) not ready${describeNotReady(notReady)}`);
   }
-  const slow = r.shards.filter((s) => s.latency_ms !== null && s.latency_ms > t.maxLatencyMs);
+  const slow = j.shards.filter((s) => s.latency_ms !== null && s.latency_ms > t.maxLatencyMs);
   if (slow.length > 0) {
     problems.push(
       `latency over ${t.maxLatencyMs} ms on shard(s) ${
@@ -109,21 +123,21 @@ export function check(
       }`,
     );
   }
-  const lagging = r.sinks.filter((s) => s.lag > t.maxLag);
+  const lagging = j.sinks.filter((s) => s.lag > t.maxLag);
   if (lagging.length > 0) {
     problems.push(`sink lag over ${t.maxLag} events: ${lagging.map((s) => `${s.name} ${s.lag}`).join(", ")}`);
   }
-  const latencies = r.shards.map((s) => s.latency_ms).filter((l): l is number => l !== null);
-  const facts = `${r.shards_ready}/${total} shards ready, max latency ${
+  const latencies = j.shards.map((s) => s.latency_ms).filter((l): l is number => l !== null);
+  const facts = `${total - notReady.length}/${total} shards ready${where}, max latency ${
     latencies.length > 0 ? `${Math.max(...latencies)} ms` : "unknown"
-  }, sink lag ${r.sinks.map((s) => `${s.name} ${s.lag}`).join(", ") || "none"}`;
+  }, sink lag ${j.sinks.map((s) => `${s.name} ${s.lag}`).join(", ") || "none"}`;
   if (problems.length > 0) {
     return { code: 1, status: "degraded", summary: `DEGRADED: ${problems.join("; ")} (${facts})` };
   }
   return { code: 0, status: "healthy", summary: `OK: ${facts}` };
 }
 
-function describeNotReady(shards: StatusReport["shards"]): string {
+function describeNotReady(shards: Judged["shards"]): string {
   if (shards.length === 0) return "";
   const listed = shards.slice(0, 5).map((s) => `${s.id}: ${s.why ?? s.state}`).join(", ");
   return ` (${listed}${shards.length > 5 ? `, … ${shards.length - 5} more` : ""})`;
@@ -161,13 +175,17 @@ export function renderReport(r: StatusReport): string {
 
 export async function shards(config: GatehouseConfig, flags: ShardsFlags): Promise<number> {
   const timeoutMs = positive(flags.timeout ?? "3000", "--timeout");
+  const thresholds = (): CheckThresholds => ({
+    maxLatencyMs: positive(flags.maxLatency ?? "2000", "--max-latency"),
+    maxNotReady: positive(flags.maxNotReady ?? "0", "--max-not-ready"),
+    maxLag: positive(flags.maxLag ?? "10000", "--max-lag"),
+  });
+  if (config.cluster.mode === "redis" && flags.url === undefined) {
+    return clusterShards(config, flags, timeoutMs, thresholds);
+  }
   const url = await controlUrl(config, flags.url);
   if (flags.check) {
-    const result = check(await fetchStatus(url, timeoutMs), {
-      maxLatencyMs: positive(flags.maxLatency ?? "2000", "--max-latency"),
-      maxNotReady: positive(flags.maxNotReady ?? "0", "--max-not-ready"),
-      maxLag: positive(flags.maxLag ?? "10000", "--max-lag"),
-    });
+    const result = check(await fetchStatus(url, timeoutMs), thresholds());
     print(flags.json ? JSON.stringify(result) : result.summary);
     return result.code;
   }
@@ -189,6 +207,41 @@ export async function shards(config: GatehouseConfig, flags: ShardsFlags): Promi
     return 0;
   }
   return fromStore(config, fetched.reason, flags.json ?? false);
+}
+
+/** Cluster mode: the whole bot, from Redis (`--url` still asks one process's listener). */
+async function clusterShards(
+  config: GatehouseConfig,
+  flags: ShardsFlags,
+  timeoutMs: number,
+  thresholds: () => CheckThresholds,
+): Promise<number> {
+  const { checkCluster, fetchClusterStatus, renderCluster } = await import("./shards_cluster.ts");
+  if (flags.check) {
+    const result = checkCluster(await fetchClusterStatus(config, timeoutMs), thresholds());
+    print(flags.json ? JSON.stringify(result) : result.summary);
+    return result.code;
+  }
+  if (flags.watch) {
+    const everyMs = positive(flags.interval ?? "2", "--interval") * 1000;
+    const terminal = Deno.stdout.isTerminal();
+    for (;;) {
+      const fetched = await fetchClusterStatus(config, timeoutMs);
+      const text = fetched.ok
+        ? renderCluster(fetched.status)
+        : `${fetched.reason}; retrying every ${everyMs / 1000} s`;
+      print(`${terminal ? "\x1b[H\x1b[2J" : ""}${new Date().toISOString()}\n${text}\n`);
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  }
+  const fetched = await fetchClusterStatus(config, timeoutMs);
+  if (!fetched.ok) throw new ExitError(2, fetched.reason);
+  print(
+    flags.json
+      ? JSON.stringify({ live: true, cluster: true, ...fetched.status })
+      : renderCluster(fetched.status),
+  );
+  return 0;
 }
 
 /** No instance answers: the sessions and cursors the store holds, marked as not live. */

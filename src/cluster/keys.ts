@@ -13,6 +13,8 @@
  * - `{<prefix>}:lease:<count>:<shard>`: string, the node holding the shard (the lease store sets it).
  * - `{<prefix>}:nodes`: sorted set, each live member (node name) scored by the end of its registration (ms).
  * - `{<prefix>}:shard_count`: the cluster's shard count, set by its first member (SET NX).
+ * - `{<prefix>}:status:<node>`: string, the node's status report as JSON (src/cluster/status_board.ts),
+ *   republished every few seconds with an expiry of about three periods, so a dead node's report goes.
  */
 
 export interface ClusterKeys {
@@ -22,6 +24,7 @@ export interface ClusterKeys {
   lease(shardCount: number, shard: number): string;
   readonly nodes: string;
   readonly shardCount: string;
+  status(node: string): string;
 }
 
 /** The keys under `prefix` (no braces in it: they would move the hash tag). */
@@ -37,6 +40,7 @@ export function clusterKeys(prefix: string): ClusterKeys {
     lease: (count, shard) => `${tag}:lease:${count}:${shard}`,
     nodes: `${tag}:nodes`,
     shardCount: `${tag}:shard_count`,
+    status: (node) => `${tag}:status:${node}`,
   };
 }
 

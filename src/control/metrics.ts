@@ -348,6 +348,27 @@ export class Metrics {
         }
       },
     );
+    if (view.node !== undefined) {
+      const node = view.node;
+      gauge(
+        "gatehouse_cluster_node_info",
+        "1, labelled with this process's node name in cluster mode ([cluster] node).",
+        ["node"],
+        (set) => set({ node }, 1),
+      );
+      gauge(
+        "gatehouse_cluster_shards_owned",
+        "Shards this process runs now (it holds their leases), of gatehouse_cluster_shard_count.",
+        [],
+        (set) => set({}, snap().shards.length),
+      );
+      gauge(
+        "gatehouse_cluster_shard_count",
+        "The bot's shard count, shared by every process of the cluster.",
+        [],
+        (set) => set({}, view.shardCount),
+      );
+    }
     gauge("gatehouse_start_time_seconds", "When this gatehouse started (Unix time).", [], (set) => {
       set({}, view.startedAt / 1000);
     });

@@ -2,7 +2,7 @@
  * The control listener: one small HTTP server (loopback by default).
  *
  *   GET  /healthz                 200 while the process runs
- *   GET  /readyz                  200 when every shard's session is live now, else 503 (JSON says which)
+ *   GET  /readyz                  200 when every shard of this process is live now, else 503 (JSON says which)
  *   GET  /shards                  JSON status of every shard, the sinks, the journal, the identify budget
  *   GET  /metrics                 Prometheus text ([prometheus] endpoint changes the path)
  *   POST /shards/{id}/reconnect   close with 4000 and resume                     (bearer token)
@@ -112,7 +112,9 @@ export class ControlServer {
       }
       if (path === "/readyz") {
         const report = statusReport(view, this.#rates, VERSION);
+        // Only this process's shards: in cluster mode the others' are judged by their own processes.
         return json(report.ready ? 200 : 503, {
+          ...(report.node === undefined ? {} : { node: report.node }),
           ready: report.ready,
           shards_ready: report.shards_ready,
           shards_total: report.shards.length,

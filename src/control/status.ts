@@ -11,6 +11,11 @@ export interface GatewayView {
   readonly stats: GatewayStats;
   readonly startedAt: number;
   readonly shardCount: number;
+  /**
+   * This process's node name in cluster mode (`[cluster] node`): the status report and the metrics say
+   * it. The shards are still only this process's (those it owns), never the whole bot's.
+   */
+  readonly node?: string;
   now(): number;
   shards(): ShardStatus[];
   /**
@@ -92,6 +97,8 @@ export interface ShardReport {
 }
 
 export interface StatusReport {
+  /** In cluster mode: the node this report is from. */
+  node?: string;
   pid: number;
   version: string;
   uptime_s: number;
@@ -146,6 +153,7 @@ export function statusReport(view: GatewayView, rates: RateSampler, version: str
   const identify = view.identify();
   const ready = shards.filter((s) => s.ready).length;
   return {
+    ...(view.node === undefined ? {} : { node: view.node }),
     pid: Deno.pid,
     version,
     uptime_s: round1((now - view.startedAt) / 1000),

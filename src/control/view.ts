@@ -11,6 +11,8 @@ export interface GatewayViewParts {
   stats: GatewayStats;
   startedAt: number;
   shardCount: number;
+  /** This process's node name in cluster mode (see `GatewayView.node`); unset otherwise. */
+  node?: string;
   /** The shards this process runs, as they are now. */
   pool: { status(): ShardStatus[]; get(id: number): { reconnect(): boolean } | undefined };
   runners: ReadonlyArray<{
@@ -47,6 +49,7 @@ export function gatewayView(parts: GatewayViewParts): GatewayView {
     stats: parts.stats,
     startedAt: parts.startedAt,
     shardCount: parts.shardCount,
+    ...(parts.node === undefined ? {} : { node: parts.node }),
     now: parts.now ?? (() => Date.now()),
     shards: () => pool.status(),
     sinks: () =>

@@ -60,3 +60,28 @@ export function fakeView(shards = 2): FakeView {
     },
   };
 }
+
+/**
+ * One process of a cluster: `ids` of `count` shards, named `node`; the `notReady` ones are resuming
+ * (a state that is not ready), the others ready with 40 ms latency.
+ */
+export function clusterView(
+  node: string,
+  count: number,
+  ids: number[],
+  options: { notReady?: number[] } = {},
+): FakeView {
+  const base = fakeView(count);
+  const all = base.shards();
+  return {
+    ...base,
+    node,
+    shards: () =>
+      ids.map((id) => ({
+        ...all[0],
+        id,
+        sessionId: `session-${id}`,
+        state: options.notReady?.includes(id) ? "resuming" : "ready",
+      })),
+  };
+}
