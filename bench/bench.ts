@@ -18,6 +18,8 @@
  *   deno task bench                      # every scenario
  *   deno task bench --only flood1,idle   # some of them: flood1 flood16 paced500 paced2000 idle redis
  *                                        # amqp cores
+ *   deno task bench --only scale         # not in "every": 2500 idle shards over 5 cluster members
+ *                                        # (bench/cluster_scale.ts), a few minutes
  *   deno task bench --json               # one JSON object at the end
  */
 import { parseArgs } from "node:util";
@@ -42,6 +44,7 @@ import {
   waitReady,
   wallNow,
 } from "./common.ts";
+import { clusterScale, printScale, type ScaleResult } from "./cluster_scale.ts";
 import { cores } from "./cores.ts";
 import type { Reader, ReaderReport } from "./reader_client.ts";
 
@@ -297,7 +300,16 @@ const results: {
   bareProducers: Record<string, Awaited<ReturnType<typeof bareProducer>>>;
   brokers: Array<Awaited<ReturnType<typeof brokerFlood>>>;
   cores: Awaited<ReturnType<typeof cores>> | null;
-} = { readerCeiling: null, throughput: [], idle: [], bareProducers: {}, brokers: [], cores: null };
+  scale: ScaleResult | null;
+} = {
+  readerCeiling: null,
+  throughput: [],
+  idle: [],
+  bareProducers: {},
+  brokers: [],
+  cores: null,
+  scale: null,
+};
 
 log(
   `gatehouse bench: ${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}`,
@@ -335,6 +347,10 @@ for (const kind of ["redis", "amqp"] as const) {
   results.brokers.push(await brokerFlood(bench, kind, 4, "flood", SECONDS, floor?.perSecond ?? null));
 }
 if (wanted("cores")) results.cores = await cores(bench, SECONDS, { baseline: withBaselines });
+if (only?.has("scale")) {
+  results.scale = await clusterScale();
+  printScale(results.scale);
+}
 
 const ceiling = results.readerCeiling?.linesPerSecond ?? null;
 for (const r of results.throughput.filter((r) => ceiling !== null && r.deliveredPerSecond > ceiling / 2)) {

@@ -79,7 +79,9 @@ export async function clusterScale(shards = 2500, processes = 5, maxConcurrency 
     let lastMark = 0;
     const deadline = started + 20 * 60_000;
     while (fake.identifies.length < shards) {
-      if (performance.now() > deadline) throw new Error(`only ${fake.identifies.length} of ${shards} identified`);
+      if (performance.now() > deadline) {
+        throw new Error(`only ${fake.identifies.length} of ${shards} identified`);
+      }
       await sleep(500);
       const s = (performance.now() - started) / 1000;
       if (s - lastMark >= 10) {

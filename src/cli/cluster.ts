@@ -15,6 +15,7 @@
  *   its seq moves only with the batches that reach the streams (the sink's fenced advance), so a new
  *   owner never resumes past what the streams hold.
  * - One identify queue for the bot (src/cluster/redis_identify.ts).
+ * - Its status report is published for `gatehouse shards` (src/cluster/status_board.ts).
  */
 import { ClusterOwnership } from "../cluster/cluster_ownership.ts";
 import { clusterKeys } from "../cluster/keys.ts";
@@ -22,6 +23,8 @@ import { RedisMembers } from "../cluster/members.ts";
 import { RedisIdentifyQueue } from "../cluster/redis_identify.ts";
 import { connectLeaseRedis, RedisLeaseStore } from "../cluster/redis_leases.ts";
 import { RedisSessionStore } from "../cluster/redis_sessions.ts";
+import { StatusPublisher } from "../cluster/status_board.ts";
+import type { GatewayView } from "../control/status.ts";
 import type { GatehouseConfig } from "../config/load.ts";
 import type { GatewayBotInfo } from "../gateway/protocol.ts";
 import type { ResumableSession } from "../gateway/shard_types.ts";
@@ -34,6 +37,9 @@ import type { Sink } from "../sinks/sink.ts";
 import { backoffDelay } from "../util/backoff.ts";
 import { logger } from "../util/log.ts";
 import { ExitError } from "./errors.ts";
+
+/** A change is published this long after it (changes close together go out in one report). */
+const REPUBLISH_MS = 200;
 
 /** How long a hand-off waits for the shard's events to reach Redis before releasing anyway. */
 const HAND_OFF_FLUSH_MS = 10_000;
@@ -61,6 +67,8 @@ export class ClusterRun {
   readonly #leases: RedisClient;
   readonly #log = logger("cluster");
   #ownership: ClusterOwnership | null = null;
+  #publisher: StatusPublisher | null = null;
+  #republishing = false;
   #parts: ClusterStartParts | null = null;
   #fence: FencingSink | null = null;
   /** Shards being prepared (fenced, their session loaded) before the pool runs them. */
@@ -175,6 +183,7 @@ export class ClusterRun {
 
   /** A shard established a session: a new one is stored in Redis (seq 0: the streams move it). */
   onSession(key: ShardKey, session: ResumableSession | null): void {
+    this.#republish();
     const n = name(key);
     const store = (write: () => Promise<void>, what: string) =>
       void write().catch((error) =>
@@ -251,6 +260,7 @@ export class ClusterRun {
       this.#log.warn("shard {shard}: lease lost; stopping it (its next owner resumes it)", { shard: key.id });
       void parts.pool.remove(key).then(() => this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId));
       this.#current.delete(name(key));
+      this.#republish();
     }
     const running = new Set(parts.pool.keys().map(name));
     for (const key of owned) {
@@ -295,6 +305,7 @@ export class ClusterRun {
       how: session ? `, resuming at seq ${session.seq}` : " (no shared session: identifying)",
     });
     parts.pool.add(key);
+    this.#republish();
   }
 
   /** Stops the shard, lets its events reach Redis, then (the caller) releases the lease. */
@@ -313,10 +324,34 @@ export class ClusterRun {
     this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId);
     this.#current.delete(name(key));
     this.#resume.delete(name(key));
+    this.#republish();
+  }
+
+  /** Publishes this member's status report for `gatehouse shards` until `stop`. */
+  publish(view: GatewayView): void {
+    this.#publisher = new StatusPublisher({
+      client: this.#leases,
+      prefix: this.#config.redis.prefix,
+      node: this.node,
+      view,
+      logger: this.#log,
+    });
+    this.#publisher.start();
+  }
+
+  /** A shard came, went or changed its session: the report goes out soon, not at the next period. */
+  #republish(): void {
+    if (this.#publisher === null || this.#republishing) return;
+    this.#republishing = true;
+    setTimeout(() => {
+      this.#republishing = false;
+      void this.#publisher?.publish();
+    }, REPUBLISH_MS);
   }
 
   /** Releases every lease and leaves (after the pool stopped and delivery finished). */
   async stop(): Promise<void> {
+    await this.#publisher?.stop();
     await this.#ownership?.stop();
     this.identify.close();
     await Promise.allSettled([this.#redis.quit(), this.#leases.quit()]);

@@ -278,7 +278,9 @@ async function runParts(
     storeSize: () => store.usedBytes(),
     identify: identify.local,
     command: (line) => commands.take(line, "control"),
+    node: cluster?.node,
   });
+  cluster?.publish(view);
   life.add(
     "control",
     await startControl(config, store.path, view, {

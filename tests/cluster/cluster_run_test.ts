@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "ioredis";
 import { FakeDiscord } from "../fake_discord/server.ts";
-import { fakeEnv, type Gatehouse, type Line, spawnGatehouse } from "../helpers/gatehouse.ts";
+import { fakeEnv, type Gatehouse, type Line, ROOT, RUN_FLAGS, spawnGatehouse } from "../helpers/gatehouse.ts";
 import { RedisServer } from "../helpers/redis_server.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -160,7 +160,8 @@ async function owners(client: Redis, shards: number): Promise<Array<string | nul
 }
 
 Deno.test("cluster: 2 members share 4 shards evenly; SIGTERM hands its shards off (RESUME, no IDENTIFY); every event once", async () => {
-  await withCluster(4, async ({ fake, client, start, members }) => {
+  await withCluster(4, async (c) => {
+    const { fake, client, start, members } = c;
     const a = start("a");
     const b = start("b");
     await fake.waitFor(() => fake.identifies.length === 4, 30_000, "the 4 shards identified").catch((e) => {
@@ -175,6 +176,33 @@ Deno.test("cluster: 2 members share 4 shards evenly; SIGTERM hands its shards of
     }
     fake.startTraffic(100);
     await sleep(2000);
+    // `gatehouse shards` sees the whole bot: every shard with its member, from Redis.
+    const shards = async (...args: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [...RUN_FLAGS, "main.ts", "shards", ...args],
+        cwd: ROOT,
+        env: {
+          NO_COLOR: "1",
+          GATEHOUSE_CLUSTER: "redis",
+          REDIS_URL: c.redis.url,
+          GATEHOUSE_REDIS_PREFIX: PREFIX,
+          GATEHOUSE_STORE: "/nonexistent/gatehouse.db",
+        },
+      }).output();
+      return {
+        code: out.code,
+        text: new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr),
+      };
+    };
+    const check = await shards("--check");
+    assert.equal(check.code, 0, check.text);
+    assert.match(check.text, /^OK: 4\/4 shards ready on 2 node\(s\)/);
+    const view = JSON.parse((await shards("--json")).text);
+    assert.deepEqual(
+      view.shards.map((s: { node: string }) => s.node).sort(),
+      ["a", "a", "b", "b"],
+      "each shard with its member",
+    );
     const identified = fake.identifies.length;
     b.kill("SIGTERM");
     assert.equal((await b.status).code, 0, b.stderr().slice(-2000));
