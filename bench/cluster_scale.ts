@@ -31,6 +31,8 @@ export interface ScaleResult {
   allReadyS: number;
   identifies: number;
   violations: number;
+  /** The first few violations the fake recorded (kind, shard, detail). */
+  violationSamples: string[];
   timeline: Array<{ s: number; identified: number }>;
   perProcess: Array<{ node: string; shards: number; rssMb: number }>;
   stopS: number;
@@ -50,6 +52,15 @@ export async function clusterScale(shards = 2500, processes = 5, maxConcurrency 
   const dir = Deno.makeTempDirSync({ prefix: "gatehouse-scale-" });
   const children: Array<{ node: string; child: Deno.ChildProcess }> = [];
   const started = performance.now();
+  // How late this process's timers run: the fake stamps each IDENTIFY when it gets to it, so a fake
+  // that falls behind stamps some late, and the next IDENTIFY of the bucket looks early.
+  const lag: Array<{ s: number; ms: number }> = [];
+  let tickAt = performance.now();
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    lag.push({ s: Math.round((now - started) / 100) / 10, ms: Math.round(now - tickAt - 50) });
+    tickAt = now;
+  }, 50);
   try {
     for (let i = 0; i < processes; i++) {
       const node = `node-${i}`;
@@ -101,6 +112,9 @@ export async function clusterScale(shards = 2500, processes = 5, maxConcurrency 
       shards: owners.filter((o) => o === node).length,
       rssMb: Math.round(rssKb(child.pid) / 1024),
     }));
+    clearInterval(ticker);
+    const worst = [...lag].sort((x, y) => y.ms - x.ms).slice(0, 5);
+    log(`  the fake's worst timer delays: ${worst.map((w) => `${w.ms} ms at ${w.s} s`).join(", ")}`);
     const stopping = performance.now();
     for (const { child } of children) child.kill("SIGTERM");
     await Promise.all(children.map(({ child }) => child.status));
@@ -111,11 +125,13 @@ export async function clusterScale(shards = 2500, processes = 5, maxConcurrency 
       allReadyS: Math.round(allReadyS * 10) / 10,
       identifies: fake.identifies.length,
       violations: fake.violations.length,
+      violationSamples: fake.violations.slice(0, 5).map((v) => `${v.kind} shard ${v.shard}: ${v.detail}`),
       timeline,
       perProcess,
       stopS: Math.round((performance.now() - stopping) / 100) / 10,
     };
   } finally {
+    clearInterval(ticker);
     for (const { child } of children) {
       try {
         child.kill("SIGKILL");
@@ -136,6 +152,7 @@ export function printScale(r: ScaleResult): void {
     `cluster scale: ${r.shards} shards over ${r.processes} processes (max_concurrency ${r.maxConcurrency}): ` +
       `all identified in ${r.allReadyS} s, ${r.identifies} IDENTIFYs, ${r.violations} bucket violations`,
   );
+  for (const v of r.violationSamples) log(`  violation: ${v}`);
   for (const p of r.perProcess) {
     log(`  ${p.node}: ${p.shards} shards, RSS ${p.rssMb} MB`);
   }
