@@ -141,16 +141,32 @@ export class CommandGroup {
   }
 
   /**
+   * Hands entries back: still pending for this consumer, but idle for claimIdleMs already, so the next
+   * XAUTOCLAIM of any process takes them (a shard that moved: its new owner's, at once).
+   */
+  async giveBack(key: string, ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.client.call(
+      "XCLAIM",
+      key,
+      this.group,
+      this.consumer,
+      0,
+      ...ids,
+      "IDLE",
+      this.claimIdleMs,
+      "JUSTID",
+    );
+  }
+
+  /**
    * Hands back what this process holds (claimable by another process at once) and removes the consumer
    * from every stream where it has nothing pending.
    */
   async leave(held: Iterable<[string, Iterable<string>]>): Promise<void> {
     const { group, consumer } = this;
     for (const [key, entries] of held) {
-      const ids = [...entries];
-      if (ids.length > 0) {
-        await this.client.call("XCLAIM", key, group, consumer, 0, ...ids, "IDLE", this.claimIdleMs, "JUSTID");
-      }
+      await this.giveBack(key, [...entries]);
       const mine = await this.client.call("XPENDING", key, group, "-", "+", 1, consumer) as unknown[];
       if (mine.length === 0) await this.client.call("XGROUP", "DELCONSUMER", key, group, consumer);
     }
