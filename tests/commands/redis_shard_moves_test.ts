@@ -87,8 +87,8 @@ Deno.test("redis shard moves: shards moving between two processes: every command
   await withRedis(async (s) => {
     const COUNT = 4;
     const owner = new Map<number, string>([[0, "a"], [1, "a"], [2, "b"], [3, "b"]]);
-    const a = new FakeProcess("a", s.written, 3);
-    const b = new FakeProcess("b", s.written, 3);
+    const a = new FakeProcess("a", s.written, 40);
+    const b = new FakeProcess("b", s.written, 40);
     const wrongOwner: string[] = [];
     for (const p of [a, b]) {
       p.onWrite = (by, shard) => {
