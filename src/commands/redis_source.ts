@@ -136,7 +136,9 @@ export class RedisCommandSource {
     }
     const work: Promise<void>[] = [];
     for (const [key, ids] of this.#held.orphans((shard) => router.target(shard))) {
-      work.push(this.#held.giveBack(key, ids, "its shard no longer runs on the object it was queued on"));
+      const handing = this.#held.giveBack(key, ids, "the shard object they were queued on is gone");
+      // Still run here (started again): taken back at once, for the new object.
+      work.push(handing.then(() => this.#claimAgain(key)));
     }
     for (const shard of wanted) {
       const key = shardStreamKey(inbox, shard);
@@ -145,14 +147,24 @@ export class RedisCommandSource {
     return Promise.all(work).then(() => {});
   }
 
-  /** A shard new here: its stream's group (from 0), then what is claimable there, then it is read. */
+  /** What is claimable now in a shard's stream read here (none other). */
+  async #claimAgain(key: string): Promise<void> {
+    const shard = this.#streams.get(key);
+    if (shard === undefined || shard === null || this.#stopped) return;
+    await this.#claimStream(key, shard).catch((error) => {
+      this.#o.logger?.debug("claiming {stream} failed: {error}", {
+        stream: key,
+        error: (error as Error).message,
+      });
+    });
+  }
+
+  /** A shard new here: its stream's group (from 0), then it is read and what is claimable is claimed. */
   async #addShard(shard: number, key: string): Promise<void> {
     this.#adding.add(shard);
     try {
       await this.#group.create([[key, "0"]]);
-      if (this.#stopped || !this.#o.router.runs(shard)) return;
-      this.#streams.set(key, shard);
-      await this.#claimStream(key, shard);
+      if (!this.#stopped && this.#o.router.runs(shard)) this.#streams.set(key, shard);
     } catch (error) {
       this.#o.logger?.debug("setting up {stream} failed: {error}; retried next round", {
         stream: key,
@@ -161,6 +173,7 @@ export class RedisCommandSource {
     } finally {
       this.#adding.delete(shard);
     }
+    await this.#claimAgain(key);
   }
 
   async #readLoop(): Promise<void> {
@@ -217,23 +230,22 @@ export class RedisCommandSource {
 
   /** An inbox entry: refused, or passed on to the stream of each shard that sends it. */
   async #forward(id: string, text: string): Promise<void> {
-    const { stream: inbox, group, router } = this.#o;
+    const { stream: inbox, router } = this.#o;
     const parsed = router.parse(text);
     try {
       if (!parsed.ok) {
         this.#o.report(text, parsed);
-        await this.#client.xack(inbox, group, id);
+        await this.#client.xack(inbox, this.#o.group, id);
         return;
       }
-      const multi = this.#client.multi();
-      for (const part of parsed.parts) {
-        const data = JSON.stringify({ op: parsed.op, shard: part.shard, d: part.d });
-        multi.xadd(shardStreamKey(inbox, part.shard), "*", "data", data);
-      }
-      multi.xack(inbox, group, id);
-      const results = await multi.exec();
-      const failed = results?.find(([error]) => error !== null)?.[0];
-      if (!results || failed) throw failed ?? new Error("MULTI was aborted");
+      await this.#group.passOn(
+        inbox,
+        id,
+        parsed.parts.map((part) => [
+          shardStreamKey(inbox, part.shard),
+          JSON.stringify({ op: parsed.op, shard: part.shard, d: part.d }),
+        ]),
+      );
       this.#o.report(text, null);
     } catch (error) {
       // Still pending in the inbox: claimed and passed on again after claimIdleMs.
@@ -299,27 +311,13 @@ export class RedisCommandSource {
   async #claimStream(key: string, shard: number | null): Promise<void> {
     const held = this.#held.ids(key);
     await this.#group.refresh(key, held, this.#claimEvery);
-    let room = shard === null ? this.#maxInFlight : this.#held.room(shard);
-    let cursor = "0-0";
-    while (room > 0 && !this.#stopped) {
-      const [next, entries] = await this.#group.claim(key, cursor, room);
-      const taking: Promise<void>[] = [];
-      for (const entry of entries) {
-        if (entry === null) continue;
-        const [id, fields] = entry;
-        if (held.has(id)) continue;
-        room--;
-        taking.push(this.#take(key, id, fields));
-      }
-      if (taking.length > 0) {
-        this.#o.logger?.info(
-          "took over {n} command(s) of {stream}, handed back or left unacknowledged by another consumer",
-          { n: taking.length, stream: key },
-        );
-      }
-      await Promise.all(taking);
-      if (next === "0-0") break;
-      cursor = next;
+    const room = shard === null ? this.#maxInFlight : this.#held.room(shard);
+    const taken = await this.#group.claimAll(key, held, room, (id, fields) => this.#take(key, id, fields));
+    if (taken > 0) {
+      this.#o.logger?.info("took over {n} command(s) of {stream}, handed back or left by another consumer", {
+        n: taken,
+        stream: key,
+      });
     }
     await this.#group.removeDeadConsumers(key);
   }
