@@ -253,3 +253,26 @@ Deno.test("redis shard moves: a process killed with read but unsent commands: an
     }
   });
 });
+
+Deno.test("redis shard moves: a shard lost and taken again (a new shard object) sends what the old one had queued", async () => {
+  await withRedis(async (s) => {
+    const CLAIM_IDLE_MS = 4000;
+    const a = new FakeProcess("a", s.written);
+    const old = a.add(1, true);
+    const source = commandSource(a, s.inbox, 2, CLAIM_IDLE_MS, s.refusals);
+    s.sources.push(source);
+    source.start();
+    await until(() => groupExists(s.client, s.inbox), "the inbox group");
+    for (let i = 0; i < 3; i++) await s.client.xadd(s.inbox, "*", "data", requestFor(1, 2, `r${i}`));
+    await until(() => old.queued === 3, "3 commands queued on shard 1");
+    // Between two read rounds, unannounced: the stream stays read, only the object changed.
+    const again = Date.now();
+    a.remove(1);
+    a.add(1);
+    await until(() => s.written.length === 3, "the new shard 1 wrote the 3 commands", CLAIM_IDLE_MS);
+    const took = Date.now() - again;
+    assert.ok(took < CLAIM_IDLE_MS / 4, `sent ${took} ms after, well before claimIdleMs`);
+    assert.deepEqual(nonces(s.written), ["r0", "r1", "r2"]);
+    await until(async () => (await pending(s.client, shardKey(s.inbox, 1))) === 0, "all acknowledged");
+  });
+});
