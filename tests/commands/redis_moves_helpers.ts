@@ -126,7 +126,7 @@ export async function groupExists(client: Redis, key: string): Promise<boolean> 
 }
 
 export async function cleanUp(client: Redis, prefix: string): Promise<void> {
-  const keys = [...await client.keys(`${prefix}:*`), ...await client.keys(`{${prefix}:commands}:*`)];
+  const keys = [...await client.keys(`${prefix}:*`), ...await client.keys(`{${prefix}:*`)];
   if (keys.length > 0) await client.del(...keys);
   client.disconnect();
 }
