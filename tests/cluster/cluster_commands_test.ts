@@ -91,7 +91,7 @@ Deno.test("cluster commands: through the Redis inbox to the member running the g
     );
   };
   try {
-    const a = start("a");
+    start("a");
     const b = start("b");
     await spread(client, { a: 2, b: 2 }, members);
     await fake.waitFor(() => fake.identifies.length === SHARDS, 30_000, "the 4 shards identified");
