@@ -1,7 +1,8 @@
 /**
  * The Redis side of the command streams: their keys, the consumer group every process reads them
- * through, and the group's bookkeeping (creating it, acknowledging, claiming what a gone consumer left,
- * keeping what this process holds its own, removing consumers of gone processes, leaving at a stop).
+ * through, and the group's bookkeeping (creating it, passing inbox entries on, acknowledging, claiming
+ * what a gone consumer left or handed back, keeping what this process holds its own, handing entries
+ * back, removing consumers of gone processes, leaving at a stop).
  * What is read and when is `redis_source.ts`'s; this holds the commands it sends.
  */
 import { hostname } from "node:os";
@@ -89,6 +90,16 @@ export class CommandGroup {
     ) as StreamReply;
   }
 
+  /** In one MULTI: `data` XADDed to each stream of `to`, and the inbox entry `id` acknowledged. */
+  async passOn(inbox: string, id: string, to: Array<[string, string]>): Promise<void> {
+    const multi = this.client.multi();
+    for (const [key, data] of to) multi.xadd(key, "*", "data", data);
+    multi.xack(inbox, this.group, id);
+    const results = await multi.exec();
+    const failed = results?.find(([error]) => error !== null)?.[0];
+    if (!results || failed) throw failed ?? new Error("MULTI was aborted");
+  }
+
   /** XACK, and with `remove` XDEL too (for a shard's stream: nobody else reads it). Throws when it failed. */
   async ack(key: string, id: string, remove: boolean): Promise<void> {
     const pipeline = this.client.pipeline().xack(key, this.group, id);
@@ -110,6 +121,33 @@ export class CommandGroup {
       "COUNT",
       count,
     ) as [string, Array<[string, Fields] | null>];
+  }
+
+  /**
+   * Claims up to `room` entries idle for claimIdleMs (none `held` already) and hands each to `take`,
+   * awaiting them batch by batch. Returns how many it took.
+   */
+  async claimAll(
+    key: string,
+    held: ReadonlySet<string>,
+    room: number,
+    take: (id: string, fields: Fields) => Promise<void>,
+  ): Promise<number> {
+    let taken = 0;
+    let cursor = "0-0";
+    while (taken < room) {
+      const [next, entries] = await this.claim(key, cursor, room - taken);
+      const taking: Promise<void>[] = [];
+      for (const entry of entries) {
+        if (entry === null || held.has(entry[0])) continue;
+        taking.push(take(entry[0], entry[1]));
+      }
+      taken += taking.length;
+      await Promise.all(taking);
+      if (next === "0-0") break;
+      cursor = next;
+    }
+    return taken;
   }
 
   /** Resets the idle time of entries this process holds (still its own), so nobody claims them. */
@@ -141,16 +179,32 @@ export class CommandGroup {
   }
 
   /**
+   * Hands entries back: still pending for this consumer, but idle for claimIdleMs already, so the next
+   * XAUTOCLAIM of any process takes them (a shard that moved: its new owner's, at once).
+   */
+  async giveBack(key: string, ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.client.call(
+      "XCLAIM",
+      key,
+      this.group,
+      this.consumer,
+      0,
+      ...ids,
+      "IDLE",
+      this.claimIdleMs,
+      "JUSTID",
+    );
+  }
+
+  /**
    * Hands back what this process holds (claimable by another process at once) and removes the consumer
    * from every stream where it has nothing pending.
    */
   async leave(held: Iterable<[string, Iterable<string>]>): Promise<void> {
     const { group, consumer } = this;
     for (const [key, entries] of held) {
-      const ids = [...entries];
-      if (ids.length > 0) {
-        await this.client.call("XCLAIM", key, group, consumer, 0, ...ids, "IDLE", this.claimIdleMs, "JUSTID");
-      }
+      await this.giveBack(key, [...entries]);
       const mine = await this.client.call("XPENDING", key, group, "-", "+", 1, consumer) as unknown[];
       if (mine.length === 0) await this.client.call("XGROUP", "DELCONSUMER", key, group, consumer);
     }

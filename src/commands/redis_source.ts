@@ -11,6 +11,14 @@
  *   them. An entry is acknowledged (and deleted) once its command was written to Discord, each on its
  *   own: a shard in backoff does not hold up the others. At most `maxInFlight` per shard wait; at the
  *   bound that shard's stream is not read until half of them went out.
+ * - The shards a process runs change while it runs (cluster mode: the pool takes and loses shards).
+ *   The source follows the router's `shardIds` every read round (at most BLOCK_MS late), and at once
+ *   when told (`shardsChanged`). A shard new here: its stream's group is created (at 0), what is
+ *   claimable there is claimed (handed back by the shard's last owner, or left by a dead one), then the
+ *   stream is read. A shard gone, or started again as a new object: its stream is no longer read, and
+ *   what was queued on the old shard and not written (a stopped shard never writes it) is handed back
+ *   at once, never acknowledged (`redis_held.ts`). An entry read for a shard not run here is handed
+ *   back too.
  * - A command for a shard no process runs yet waits in its stream (the group starts at 0).
  * - Consumers are named per process (host, pid, a random part). Entries another consumer read but did
  *   not acknowledge for `claimIdleMs` (a process that crashed) are claimed (XAUTOCLAIM) and handled;
@@ -21,7 +29,7 @@
  *
  * One XREADGROUP reads the inbox and the shard streams together (one slot, so on a cluster too); a
  * second connection does everything else, so acknowledgements never wait behind a blocking read. The
- * group's commands are in `redis_group.ts`.
+ * group's commands are in `redis_group.ts`, the bookkeeping of what this process holds in `redis_held.ts`.
  */
 import type { RedisClient } from "../redis/client.ts";
 import { sleep, systemClock } from "../util/clock.ts";
@@ -34,6 +42,7 @@ import {
   type Fields,
   shardStreamKey,
 } from "./redis_group.ts";
+import { HeldCommands, type Sending } from "./redis_held.ts";
 import type { CommandRouter, Refusal } from "./router.ts";
 
 export interface RedisCommandSourceOptions {
@@ -72,30 +81,28 @@ export class RedisCommandSource {
   readonly #reader: RedisClient;
   readonly #group: CommandGroup;
   readonly #claimIdleMs: number;
+  /** How often the claim loop runs; entries this process holds are refreshed when idle this long. */
+  readonly #claimEvery: number;
   readonly #maxInFlight: number;
-  /** Stream key → the shard it is for (null: the inbox). */
+  /** Streams read, key → the shard it is for (null: the inbox); a shard's once its group exists. */
   readonly #streams = new Map<string, number | null>();
-  /** Entries this process holds (read or claimed, not acknowledged yet), by stream. */
-  readonly #held = new Map<string, Set<string>>();
-  readonly #inFlight = new Map<number, number>();
-  readonly #paused = new Set<number>();
-  /** Acknowledgements that failed (connection lost): retried on the next claim round. */
-  #failedAcks: Array<{ key: string; id: string }> = [];
+  /** Shards whose stream is being set up (group, first claim). */
+  readonly #adding = new Set<number>();
+  /** Entries this process holds (read or claimed, not acknowledged yet). */
+  readonly #held: HeldCommands;
   readonly #stopping = new AbortController();
   #loops: Promise<unknown> | null = null;
 
   constructor(options: RedisCommandSourceOptions) {
     this.#o = options;
     this.#claimIdleMs = options.claimIdleMs ?? DEFAULT_CLAIM_IDLE_MS;
+    this.#claimEvery = Math.max(50, Math.floor(this.#claimIdleMs / 3));
     this.#maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     this.#streams.set(options.stream, null);
-    for (const shard of options.router.shardIds) {
-      this.#streams.set(shardStreamKey(options.stream, shard), shard);
-    }
-    for (const key of this.#streams.keys()) this.#held.set(key, new Set());
     this.#client = connectCommands(options.url, options.tlsCa ?? null, options.logger);
     this.#reader = connectCommands(options.url, options.tlsCa ?? null, options.logger);
     this.#group = new CommandGroup(this.#client, options.group, consumerName(), this.#claimIdleMs);
+    this.#held = new HeldCommands(this.#group, options.stream, this.#maxInFlight, options.logger);
   }
 
   /** This process's consumer name in the group (for tests and logs). */
@@ -111,22 +118,82 @@ export class RedisCommandSource {
     return this.#stopping.signal.aborted;
   }
 
+  /**
+   * The router's shards changed (optional: each read round looks too, at most BLOCK_MS later). Hands
+   * back at once what shards gone from here held; resolves once new shards' streams are set up. Never
+   * rejects (a failure is logged and retried on the next read round).
+   */
+  shardsChanged(): Promise<void> {
+    if (this.#stopped || this.#loops === null) return Promise.resolve();
+    return this.#followShards();
+  }
+
+  #followShards(): Promise<void> {
+    const { router, stream: inbox } = this.#o;
+    const wanted = new Set(router.shardIds);
+    for (const [key, shard] of this.#streams) {
+      if (shard !== null && !wanted.has(shard)) this.#streams.delete(key);
+    }
+    const work: Promise<void>[] = [];
+    for (const [key, ids] of this.#held.orphans((shard) => router.target(shard))) {
+      const handing = this.#held.giveBack(key, ids, "the shard object they were queued on is gone");
+      // Still run here (started again): taken back at once, for the new object.
+      work.push(handing.then(() => this.#claimAgain(key)));
+    }
+    for (const shard of wanted) {
+      const key = shardStreamKey(inbox, shard);
+      if (!this.#streams.has(key) && !this.#adding.has(shard)) work.push(this.#addShard(shard, key));
+    }
+    return Promise.all(work).then(() => {});
+  }
+
+  /** What is claimable now in a shard's stream read here (none other). */
+  async #claimAgain(key: string): Promise<void> {
+    const shard = this.#streams.get(key);
+    if (shard === undefined || shard === null || this.#stopped) return;
+    await this.#claimStream(key, shard).catch((error) => {
+      this.#o.logger?.debug("claiming {stream} failed: {error}", {
+        stream: key,
+        error: (error as Error).message,
+      });
+    });
+  }
+
+  /** A shard new here: its stream's group (from 0), then it is read and what is claimable is claimed. */
+  async #addShard(shard: number, key: string): Promise<void> {
+    this.#adding.add(shard);
+    try {
+      await this.#group.create([[key, "0"]]);
+      if (!this.#stopped && this.#o.router.runs(shard)) this.#streams.set(key, shard);
+    } catch (error) {
+      this.#o.logger?.debug("setting up {stream} failed: {error}; retried next round", {
+        stream: key,
+        error: (error as Error).message,
+      });
+    } finally {
+      this.#adding.delete(shard);
+    }
+    await this.#claimAgain(key);
+  }
+
   async #readLoop(): Promise<void> {
     const inbox = this.#o.stream;
     while (!this.#stopped) {
       try {
+        // Again after a failure: a Redis that restarted without its data lost the groups.
         await this.#group.create(
           [...this.#streams].map(([key, shard]) => [key, shard === null ? "$" : "0"] as [string, "$" | "0"]),
         );
         while (!this.#stopped) {
+          await this.#followShards();
           const keys = [inbox];
           let count = this.#maxInFlight;
           for (const [key, shard] of this.#streams) {
-            if (shard === null || this.#paused.has(shard)) continue;
+            if (shard === null || this.#held.paused.has(shard)) continue;
             keys.push(key);
-            count = Math.min(count, this.#maxInFlight - (this.#inFlight.get(shard) ?? 0));
+            count = Math.min(count, this.#held.room(shard));
           }
-          const block = this.#paused.size > 0 ? BLOCK_PAUSED_MS : BLOCK_MS;
+          const block = this.#held.paused.size > 0 ? BLOCK_PAUSED_MS : BLOCK_MS;
           const reply = await this.#group.read(this.#reader, keys, count, block);
           const forwarding: Promise<void>[] = [];
           for (const [key, entries] of reply ?? []) {
@@ -147,39 +214,38 @@ export class RedisCommandSource {
 
   /** One entry read or claimed by this process. Resolves once an inbox entry was passed on. */
   #take(key: string, id: string, fields: Fields): Promise<void> {
-    const held = this.#held.get(key)!;
+    const held = this.#held.ids(key);
     if (held.has(id)) return Promise.resolve();
     if (fields === null) {
       // Deleted while pending (XDEL, trimming): nothing to send.
-      return this.#ack(key, id, false);
+      return this.#held.ack(key, id, false);
     }
     held.add(id);
     const text = entryText(fields);
-    const shard = this.#streams.get(key)!;
-    if (shard === null) return this.#forward(id, text);
+    if (key === this.#o.stream) return this.#forward(id, text);
+    const shard = Number(key.slice(key.lastIndexOf(":") + 1));
     this.#send(shard, key, id, text);
     return Promise.resolve();
   }
 
   /** An inbox entry: refused, or passed on to the stream of each shard that sends it. */
   async #forward(id: string, text: string): Promise<void> {
-    const { stream: inbox, group, router } = this.#o;
+    const { stream: inbox, router } = this.#o;
     const parsed = router.parse(text);
     try {
       if (!parsed.ok) {
         this.#o.report(text, parsed);
-        await this.#client.xack(inbox, group, id);
+        await this.#client.xack(inbox, this.#o.group, id);
         return;
       }
-      const multi = this.#client.multi();
-      for (const part of parsed.parts) {
-        const data = JSON.stringify({ op: parsed.op, shard: part.shard, d: part.d });
-        multi.xadd(shardStreamKey(inbox, part.shard), "*", "data", data);
-      }
-      multi.xack(inbox, group, id);
-      const results = await multi.exec();
-      const failed = results?.find(([error]) => error !== null)?.[0];
-      if (!results || failed) throw failed ?? new Error("MULTI was aborted");
+      await this.#group.passOn(
+        inbox,
+        id,
+        parsed.parts.map((part) => [
+          shardStreamKey(inbox, part.shard),
+          JSON.stringify({ op: parsed.op, shard: part.shard, d: part.d }),
+        ]),
+      );
       this.#o.report(text, null);
     } catch (error) {
       // Still pending in the inbox: claimed and passed on again after claimIdleMs.
@@ -188,23 +254,26 @@ export class RedisCommandSource {
         error: (error as Error).message,
       });
     } finally {
-      this.#held.get(inbox)!.delete(id);
+      this.#held.ids(inbox).delete(id);
     }
   }
 
-  /** An entry of a local shard's stream: queued on the shard; acknowledged once written (or refused). */
+  /**
+   * An entry of a shard's stream: queued on the shard and acknowledged once written (or refused), unless
+   * the shard went from its object first (then it was handed back). Not run here: handed back.
+   */
   #send(shard: number, key: string, id: string, text: string): void {
-    const inFlight = (this.#inFlight.get(shard) ?? 0) + 1;
-    this.#inFlight.set(shard, inFlight);
-    if (inFlight >= this.#maxInFlight) this.#paused.add(shard);
+    const router = this.#o.router;
+    const target = router.target(shard);
+    if (target === undefined) {
+      void this.#held.giveBack(key, [id], "its shard is not run here (any more)");
+      return;
+    }
+    const sending: Sending = this.#held.add(key, id, shard, target);
     const done = () => {
-      void this.#ack(key, id, true).finally(() => {
-        const left = (this.#inFlight.get(shard) ?? 1) - 1;
-        this.#inFlight.set(shard, left);
-        if (left <= this.#maxInFlight / 2) this.#paused.delete(shard);
-      });
+      if (this.#held.finish(sending)) void this.#held.ack(key, id, true);
     };
-    const taken = this.#o.router.sendOwn(text, shard, key);
+    const taken = router.sendOwn(text, shard, key);
     if ("sent" in taken) {
       taken.sent.then(done);
       return;
@@ -213,32 +282,15 @@ export class RedisCommandSource {
     done();
   }
 
-  /** XACK (and, for a shard's stream, XDEL: nobody else reads it); the entry is no longer held after. */
-  async #ack(key: string, id: string, remove: boolean): Promise<void> {
-    try {
-      await this.#group.ack(key, id, remove && key !== this.#o.stream);
-      this.#held.get(key)!.delete(id);
-    } catch (error) {
-      if (this.#stopped) return;
-      // Still held, so a claim round does not hand it out again; acknowledged on the next round.
-      this.#failedAcks.push({ key, id });
-      this.#o.logger?.debug("acknowledging command {id} failed: {error}", {
-        id,
-        error: (error as Error).message,
-      });
-    }
-  }
-
   async #claimLoop(): Promise<void> {
-    const every = Math.max(50, Math.floor(this.#claimIdleMs / 3));
     while (!this.#stopped) {
       try {
-        await sleep(systemClock, every, this.#stopping.signal);
+        await sleep(systemClock, this.#claimEvery, this.#stopping.signal);
       } catch {
         return;
       }
       try {
-        await this.#claimRound(every);
+        await this.#claimRound();
       } catch (error) {
         if (this.#stopped) return;
         this.#o.logger?.debug("claiming idle commands failed: {error}", { error: (error as Error).message });
@@ -246,39 +298,28 @@ export class RedisCommandSource {
     }
   }
 
-  /** Acknowledgements that failed, then for each stream: refresh, claim, remove dead consumers. */
-  async #claimRound(every: number): Promise<void> {
-    const retry = this.#failedAcks;
-    this.#failedAcks = [];
-    for (const { key, id } of retry) await this.#ack(key, id, true);
+  /** Acknowledgements that failed, then each stream read. */
+  async #claimRound(): Promise<void> {
+    await this.#held.retryAcks();
     for (const [key, shard] of this.#streams) {
       if (this.#stopped) return;
-      const held = this.#held.get(key)!;
-      await this.#group.refresh(key, held, every);
-      let room = shard === null ? this.#maxInFlight : this.#maxInFlight - (this.#inFlight.get(shard) ?? 0);
-      let cursor = "0-0";
-      while (room > 0 && !this.#stopped) {
-        const [next, entries] = await this.#group.claim(key, cursor, room);
-        const taking: Promise<void>[] = [];
-        for (const entry of entries) {
-          if (entry === null) continue;
-          const [id, fields] = entry;
-          if (held.has(id)) continue;
-          room--;
-          taking.push(this.#take(key, id, fields));
-        }
-        if (taking.length > 0) {
-          this.#o.logger?.info(
-            "took over {n} command(s) of {stream} left unacknowledged by another consumer",
-            { n: taking.length, stream: key },
-          );
-        }
-        await Promise.all(taking);
-        if (next === "0-0") break;
-        cursor = next;
-      }
-      await this.#group.removeDeadConsumers(key);
+      await this.#claimStream(key, shard);
     }
+  }
+
+  /** One stream: refresh what this process holds, claim what others left idle, remove dead consumers. */
+  async #claimStream(key: string, shard: number | null): Promise<void> {
+    const held = this.#held.ids(key);
+    await this.#group.refresh(key, held, this.#claimEvery);
+    const room = shard === null ? this.#maxInFlight : this.#held.room(shard);
+    const taken = await this.#group.claimAll(key, held, room, (id, fields) => this.#take(key, id, fields));
+    if (taken > 0) {
+      this.#o.logger?.info("took over {n} command(s) of {stream}, handed back or left by another consumer", {
+        n: taken,
+        stream: key,
+      });
+    }
+    await this.#group.removeDeadConsumers(key);
   }
 
   /**
@@ -291,7 +332,7 @@ export class RedisCommandSource {
     this.#stopping.abort();
     const finish = async () => {
       await this.#loops?.catch(() => {});
-      await this.#group.leave(this.#held);
+      await this.#group.leave(this.#held.byStream);
     };
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([

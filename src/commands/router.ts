@@ -69,6 +69,14 @@ export class CommandRouter {
     return this.#shards.get(shard) !== undefined;
   }
 
+  /**
+   * The object that runs `shard` now (undefined: none). A shard removed and started again is a new
+   * object: what the old one had queued is never written (see redis_sends.ts).
+   */
+  target(shard: number): CommandTarget | undefined {
+    return this.#shards.get(shard);
+  }
+
   /** Validates and routes over every shard of the bot (for sources that pass commands on, see redis_source). */
   parse(text: string): ParsedCommand {
     return parseCommand(text, this.shardCount);

@@ -22,6 +22,11 @@ export interface CommandSources {
   readonly intake: CommandIntake;
   /** One command from elsewhere (POST /commands): null when routed, else why it was refused. */
   take(line: string, source: string): string | null;
+  /**
+   * The pool's shards changed (cluster mode): the Redis source hands back at once what shards gone from
+   * here held and sets up new ones' streams. Optional (it looks every read round, at most 500 ms late).
+   */
+  shardsChanged(): void;
   /** Stops the broker sources (what they hold goes back to the broker), then the rejection log. */
   stop(): Promise<void>;
 }
@@ -69,6 +74,7 @@ export async function startCommandSources(
   return {
     intake,
     take: (line, source) => intake.take(line, source),
+    shardsChanged: () => void redis?.shardsChanged(),
     stop: async () => {
       await redis?.stop();
       await amqp?.stop();

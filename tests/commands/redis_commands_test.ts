@@ -86,7 +86,8 @@ async function consumers(client: Redis, key: string, group: string): Promise<str
 }
 
 async function cleanUp(client: Redis, prefix: string): Promise<void> {
-  const keys = [...await client.keys(`${prefix}:*`), ...await client.keys(`{${prefix}:commands}:*`)];
+  // The sink's keys too (`{<prefix>:<event>}:seen`...): every key tagged with the prefix.
+  const keys = [...await client.keys(`${prefix}:*`), ...await client.keys(`{${prefix}:*`)];
   if (keys.length > 0) await client.del(...keys);
   client.disconnect();
 }
