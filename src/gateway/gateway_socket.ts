@@ -9,7 +9,8 @@ export interface GatewaySocket {
   readonly readyState: number;
   /** Both sides sent their close frame. */
   readonly closedCleanly: boolean;
-  send(text: string): void;
+  /** Sends a text message; `onWritten` runs once its bytes are written to the connection. */
+  send(text: string, onWritten?: () => void): void;
   /** Stops reading (flow control) until `resume`. */
   pause(): void;
   resume(): void;

@@ -98,8 +98,8 @@ export class SendQueue {
       if (wait > 0) break;
       this.#limiter.record();
       const frame = this.#priority.shift()!;
-      socket.send(frame.text ?? this.#o.heartbeatFrame());
-      frame.onWritten?.();
+      // IDENTIFY's slot counts from when its bytes left, not from when they were queued.
+      socket.send(frame.text ?? this.#o.heartbeatFrame(), frame.onWritten);
     }
     if (wait === 0 && this.#o.commandsAllowed()) {
       while (this.#commands.length > 0) {

@@ -113,10 +113,13 @@ export class WsClient {
     gate?.open();
   }
 
-  /** Sends a text message (ignored unless open). */
-  send(text: string): void {
+  /**
+   * Sends a text message (ignored unless open). `onWritten` runs once its bytes are handed to the
+   * operating system: on a busy process that can be well after this call.
+   */
+  send(text: string, onWritten?: () => void): void {
     if (this.#state !== WS_OPEN) return;
-    this.#write(frame(0x1, encoder.encode(text)));
+    this.#write(frame(0x1, encoder.encode(text)), onWritten);
   }
 
   /**
@@ -158,12 +161,13 @@ export class WsClient {
     this.#write(frame(0x8, payload));
   }
 
-  #write(bytes: Uint8Array): void {
+  #write(bytes: Uint8Array, onWritten?: () => void): void {
     const conn = this.#conn;
     if (conn === null) return;
     this.#writes = this.#writes.then(async () => {
       let offset = 0;
       while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+      onWritten?.();
     }).catch((error) => this.#fail(1006, `write failed: ${(error as Error).message}`));
   }
 

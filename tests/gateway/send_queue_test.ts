@@ -14,7 +14,10 @@ function setup() {
   const socket: GatewaySocket = {
     readyState: WS_OPEN,
     closedCleanly: false,
-    send: (text) => sent.push(text),
+    send: (text, onWritten) => {
+      sent.push(text);
+      onWritten?.();
+    },
     pause() {},
     resume() {},
     close: () => Promise.resolve(),

@@ -29,9 +29,10 @@ class FakeSocket implements GatewaySocket {
 
   constructor(readonly url: string, readonly handlers: WsHandlers) {}
 
-  send(text: string): void {
+  send(text: string, onWritten?: () => void): void {
     if (this.readyState !== WS_OPEN) return;
     this.sent.push(JSON.parse(text));
+    onWritten?.();
   }
   pause(): void {
     this.paused = true;
