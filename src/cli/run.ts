@@ -26,7 +26,7 @@ import { Backpressure } from "../util/backpressure.ts";
 import { Lifecycle } from "../util/lifecycle.ts";
 import { captureConsole, logger, setupLogging } from "../util/log.ts";
 import { loadRunConfig, type RunFlags } from "./config.ts";
-import { ClusterRun } from "./cluster.ts";
+import type { ClusterRun } from "./cluster.ts";
 import { ExitError } from "./errors.ts";
 import { closeExitCode } from "./exit_codes.ts";
 import { fatalMessage } from "./fatal.ts";
@@ -142,7 +142,10 @@ async function runParts(
 ): Promise<number> {
   const log = logger("run");
   // Cluster mode: the members share the shards through Redis; nothing is planned here.
-  const cluster = config.cluster.mode === "redis" ? await ClusterRun.join(config, info, fetchInfo) : null;
+  // Loaded only then: its Redis client library alone is ~10 MB of RSS.
+  const cluster: ClusterRun | null = config.cluster.mode === "redis"
+    ? await (await import("./cluster.ts")).ClusterRun.join(config, info, fetchInfo)
+    : null;
   const { count: shardCount, ids: shardIds, resume: sessions, stale } = cluster
     ? { count: cluster.shardCount, ids: [], resume: new Map(), stale: [] }
     : plan(config, store, info);
