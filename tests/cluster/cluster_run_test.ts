@@ -224,7 +224,7 @@ Deno.test("cluster: 2 members share 4 shards evenly; SIGTERM hands its shards of
   });
 });
 
-Deno.test("cluster: 3 members share 12 shards under load; kill -9 one: the others resume its shards after its leases expire; it comes back on its store, a fourth joins: rebalanced; every event once, no identify violation", async () => {
+Deno.test("cluster: 3 members share 12 shards under load, a flood around a kill -9 of one: the others resume its shards after its leases expire; it comes back on its store, a fourth joins: rebalanced; every event once, no identify violation", async () => {
   await withCluster(12, async (c) => {
     const { fake, client, start, members } = c;
     const a = start("a"), b = start("b"), k = start("k");
@@ -234,9 +234,14 @@ Deno.test("cluster: 3 members share 12 shards under load; kill -9 one: the other
     await sleep(1500);
     const identified = fake.identifies.length;
     const resumedBefore = fake.resumes.filter((r) => r.ok).length;
+    // A flood into Redis Streams while k dies: k has events it received and never delivered.
+    fake.startFlood();
+    await sleep(1000);
     const killedAt = Date.now();
     k.kill("SIGKILL");
     await k.status;
+    await sleep(500);
+    fake.stopFlood();
     await spread(c, 12, { a: 6, b: 6 }, LEASE_MS * 4);
     await fake.waitFor(
       () => fake.resumes.filter((r) => r.ok).length >= resumedBefore + 4,
