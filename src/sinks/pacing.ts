@@ -22,7 +22,7 @@
  *   answer. A sink that is not healthy never holds the signal, and lets it go at once when it stops
  *   being healthy: the journal absorbs what arrives meanwhile, as it does for an outage. So pacing
  *   never holds reading for longer than `STALL_MS` without the sink taking something.
- * - **saturated**: the process's threads used at least 80 % of a core over the last 200 ms
+ * - **saturated**: the main thread used at least 80 % of a core over the last 200 ms
  *   (`SaturationMeter`, src/util/saturation.ts). Pacing starts only then: a sink that falls behind while
  *   the process has time to spare is slow on its own (a remote endpoint, a busy broker), and holding
  *   reading would only slow every shard and every other sink to its pace; the journal absorbs it, as an
