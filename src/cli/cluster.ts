@@ -277,9 +277,7 @@ export class ClusterRun {
     this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId);
     let session: ResumableSession | null = null;
     try {
-      const stored = (await this.sessions.load()).find((s) =>
-        s.shardCount === key.count && s.shard === key.id
-      );
+      const stored = await this.sessions.get(key.count, key.id);
       if (stored) session = { id: stored.sessionId, resumeUrl: stored.resumeUrl, seq: stored.seq };
     } catch (error) {
       // Without the shared session the shard identifies: nothing is lost that Discord would replay,

@@ -103,6 +103,20 @@ export class RedisSessionStore implements SessionStore {
     return sessions.sort((a, b) => a.shardCount - b.shardCount || a.shard - b.shard);
   }
 
+  /** The session of (shardCount, shard), or null: one read, for a member taking one shard. */
+  async get(shardCount: number, shard: number): Promise<StoredSession | null> {
+    const h = await this.#client.hgetall(this.keys.session(shardCount, shard));
+    if (h.session_id === undefined) return null;
+    return {
+      shardCount,
+      shard,
+      sessionId: h.session_id,
+      seq: Number(h.seq),
+      resumeUrl: h.resume_url,
+      updatedAt: Number(h.updated_at),
+    };
+  }
+
   async save(s: StoredSession): Promise<void> {
     this.#count(
       await this.#client.gatehouseSessionSave(

@@ -32,7 +32,7 @@ sessionStoreContract("redis, fenced by lease", async () => {
   return env;
 });
 
-Deno.test("redis session store: one hash per (count, shard) under the hash-tagged prefix, and an index", async () => {
+Deno.test("redis session store: one hash per (count, shard) under the hash-tagged prefix, an index, and get of one", async () => {
   const { store, client, prefix, cleanup } = open();
   try {
     await store.save({
@@ -53,7 +53,18 @@ Deno.test("redis session store: one hash per (count, shard) under the hash-tagge
       resume_url: "wss://resume.example",
       updated_at: "1234",
     });
+    assert.deepEqual(await store.get(4, 2), {
+      shardCount: 4,
+      shard: 2,
+      sessionId: "abc",
+      seq: 7,
+      resumeUrl: "wss://resume.example",
+      updatedAt: 1234,
+    }, "one shard's session, read alone (a member taking that shard)");
+    assert.equal(await store.get(4, 3), null);
+    assert.equal(await store.get(8, 2), null, "another count's shard 2 is another session");
     await store.delete(4, 2);
+    assert.equal(await store.get(4, 2), null);
     assert.deepEqual(await client.keys(`{${prefix}}:*`), [], "deleting the last session leaves no key");
     assert.throws(() => new RedisSessionStore({ client, prefix: "a{b}" }), /without braces/);
   } finally {
