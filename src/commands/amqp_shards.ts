@@ -82,9 +82,12 @@ export class ShardConsumers {
       handedBack++;
     }
     if (handedBack > 0) {
-      this.#o.logger?.info("handed {n} unsent command(s) back: their shard is not run here (as that object)", {
-        n: handedBack,
-      });
+      this.#o.logger?.info(
+        "handed {n} unsent command(s) back: their shard is not run here (as that object)",
+        {
+          n: handedBack,
+        },
+      );
     }
     for (const shard of wanted) {
       if (this.#consumers.has(shard) || this.#closed) continue;
