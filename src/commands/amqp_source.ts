@@ -11,13 +11,23 @@
  *   command was written to Discord (or refused), each on its own. One channel, a per-consumer prefetch
  *   (basic.qos, global = false) of `maxInFlight`: a shard in backoff holds that many of its own
  *   commands and the broker keeps delivering the other shards'.
+ * - The shards a process runs change while it runs (cluster mode). The source follows the router's
+ *   `shardIds` every FOLLOW_MS, and at once when told (`shardsChanged`): a shard new here has its queue
+ *   consumed; one gone has its consumer cancelled and what it held unsent requeued at once, for the new
+ *   owner; what was queued on a shard object that was replaced goes back too (`amqp_shards.ts`).
  * - A command for a shard no process runs yet waits in its queue until one does; what a process had
  *   not acknowledged when it died is delivered again by the broker.
  */
 import { type AMQPChannel, AMQPClient, type AMQPConsumer, type AMQPMessage } from "@cloudamqp/amqp-client";
 import { sleep, systemClock } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
+import { ShardConsumers, shardQueueName } from "./amqp_shards.ts";
 import type { CommandRouter, Refusal } from "./router.ts";
+
+export { shardQueueName } from "./amqp_shards.ts";
+
+/** How often the router's shards are looked at (besides `shardsChanged`). */
+const FOLLOW_MS = 250;
 
 export interface AmqpCommandSourceOptions {
   url: string;
@@ -31,17 +41,14 @@ export interface AmqpCommandSourceOptions {
   maxInFlight?: number;
 }
 
-/** A shard's own queue. */
-export function shardQueueName(inbox: string, shard: number): string {
-  return `${inbox}.${shard}`;
-}
-
 export class AmqpCommandSource {
   readonly #o: AmqpCommandSourceOptions;
   #client: AMQPClient | null = null;
   readonly #stopping = new AbortController();
   #loop: Promise<void> | null = null;
   #inbox: AMQPConsumer | null = null;
+  /** The shard queues consumed on the current channel. */
+  #shards: ShardConsumers | null = null;
   /** Inbox messages being passed on (awaited by a stop). */
   readonly #forwarding = new Set<Promise<void>>();
 
@@ -51,6 +58,14 @@ export class AmqpCommandSource {
 
   start(): void {
     this.#loop ??= this.#run();
+  }
+
+  /**
+   * The router's shards changed (optional: the source looks every FOLLOW_MS too). Resolves once gone
+   * shards' unsent commands were handed back and new shards' queues are consumed. Never rejects.
+   */
+  shardsChanged(): Promise<void> {
+    return this.#shards?.follow() ?? Promise.resolve();
   }
 
   get #stopped(): boolean {
@@ -76,29 +91,42 @@ export class AmqpCommandSource {
           return done;
         };
         await declare(inbox);
-        for (const shard of router.shardIds) await declare(shardQueueName(inbox, shard));
         // Applies to each consumer started after it on this channel.
         await channel.basicQos(this.#o.maxInFlight ?? 50, 0, false);
-        const consumers: AMQPConsumer[] = [];
-        for (const shard of router.shardIds) {
-          consumers.push(
-            await channel.basicConsume(
-              shardQueueName(inbox, shard),
-              { noAck: false },
-              (message) => this.#send(shard, message),
-            ),
-          );
-        }
-        this.#inbox = await channel.basicConsume(inbox, { noAck: false }, (message) => {
-          const forwarding = this.#forward(channel, declare, message);
-          this.#forwarding.add(forwarding);
-          forwarding.finally(() => this.#forwarding.delete(forwarding));
-        });
-        consumers.push(this.#inbox);
-        if (this.#stopped) return;
         // Any consumer ending (the channel or the connection closed, a queue deleted) starts over.
-        await Promise.race(consumers.map((c) => c.wait()));
-        if (!this.#stopped) throw new Error("a command queue's consumer was cancelled");
+        let ended!: (error: Error) => void;
+        const ending = new Promise<never>((_, reject) => (ended = reject));
+        ending.catch(() => {}); // raced below; may end before the first race
+        const shards = new ShardConsumers({
+          channel,
+          inbox,
+          router,
+          declare,
+          report: this.#o.report,
+          onEnded: (error) => ended(error),
+          logger: this.#o.logger,
+        });
+        this.#shards = shards;
+        try {
+          await shards.follow();
+          const consumer = await channel.basicConsume(inbox, { noAck: false }, (message) => {
+            const forwarding = this.#forward(channel, declare, message);
+            this.#forwarding.add(forwarding);
+            forwarding.finally(() => this.#forwarding.delete(forwarding));
+          });
+          this.#inbox = consumer;
+          consumer.wait().then(
+            () => ended(new Error("the inbox's consumer was cancelled")),
+            (error) => ended(error as Error),
+          );
+          while (!this.#stopped) {
+            await Promise.race([ending, sleep(systemClock, FOLLOW_MS, this.#stopping.signal)]);
+            await shards.follow();
+          }
+          return;
+        } finally {
+          shards.close();
+        }
       } catch (error) {
         if (this.#stopped) return;
         this.#o.logger?.warn("reading commands from RabbitMQ failed: {error}; retrying in 1 s", {
@@ -142,19 +170,6 @@ export class AmqpCommandSource {
       await sleep(systemClock, 1000, this.#stopping.signal).catch(() => {});
       await message.nack(true).catch(() => {});
     }
-  }
-
-  /** A message of a local shard's queue: queued on the shard, acked once written to Discord or refused. */
-  #send(shard: number, message: AMQPMessage): void {
-    const text = message.bodyToString() ?? "";
-    const ack = () => void message.ack().catch(() => {}); // a closed channel: redelivered by the broker
-    const taken = this.#o.router.sendOwn(text, shard, shardQueueName(this.#o.queue, shard));
-    if ("sent" in taken) {
-      taken.sent.then(ack);
-      return;
-    }
-    this.#o.report(text, taken.refusal);
-    ack();
   }
 
   /**

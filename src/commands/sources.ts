@@ -23,8 +23,9 @@ export interface CommandSources {
   /** One command from elsewhere (POST /commands): null when routed, else why it was refused. */
   take(line: string, source: string): string | null;
   /**
-   * The pool's shards changed (cluster mode): the Redis source hands back at once what shards gone from
-   * here held and sets up new ones' streams. Optional (it looks every read round, at most 500 ms late).
+   * The pool's shards changed (cluster mode): the broker sources hand back at once what shards gone from
+   * here held and read new ones' streams or queues. Optional (Redis looks every read round, at most
+   * 500 ms late; RabbitMQ every 250 ms).
    */
   shardsChanged(): void;
   /** Stops the broker sources (what they hold goes back to the broker), then the rejection log. */
@@ -74,7 +75,10 @@ export async function startCommandSources(
   return {
     intake,
     take: (line, source) => intake.take(line, source),
-    shardsChanged: () => void redis?.shardsChanged(),
+    shardsChanged: () => {
+      void redis?.shardsChanged();
+      void amqp?.shardsChanged();
+    },
     stop: async () => {
       await redis?.stop();
       await amqp?.stop();
