@@ -68,6 +68,8 @@ export class ClusterRun {
   readonly #log = logger("cluster");
   #ownership: ClusterOwnership | null = null;
   #publisher: StatusPublisher | null = null;
+  /** Told when this member's shards changed (the command sources follow at once). */
+  #shardsChanged: () => void = () => {};
   #republishing = false;
   #parts: ClusterStartParts | null = null;
   #fence: FencingSink | null = null;
@@ -259,6 +261,7 @@ export class ClusterRun {
       // Lost (not handed off: a hand-off removes the shard before the set changes): stop at once.
       this.#log.warn("shard {shard}: lease lost; stopping it (its next owner resumes it)", { shard: key.id });
       void parts.pool.remove(key).then(() => this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId));
+      this.#shardsChanged();
       this.#current.delete(name(key));
       this.#republish();
     }
@@ -303,6 +306,7 @@ export class ClusterRun {
       how: session ? `, resuming at seq ${session.seq}` : " (no shared session: identifying)",
     });
     parts.pool.add(key);
+    this.#shardsChanged();
     this.#republish();
   }
 
@@ -311,7 +315,10 @@ export class ClusterRun {
     const parts = this.#parts;
     if (!parts) return;
     this.#log.info("shard {shard}: handing off (stop with 4000, deliver, release)", { shard: key.id });
-    await parts.pool.remove(key);
+    const stopping = parts.pool.remove(key);
+    // Its unsent commands go back at once, for the next owner.
+    this.#shardsChanged();
+    await stopping;
     const last = parts.journal.lastAssignedId;
     const until = Date.now() + HAND_OFF_FLUSH_MS;
     while (parts.delivered() < last && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
@@ -335,6 +342,11 @@ export class ClusterRun {
       logger: this.#log,
     });
     this.#publisher.start();
+  }
+
+  /** Called whenever a shard is added to or removed from the pool here. */
+  onShardsChanged(listener: () => void): void {
+    this.#shardsChanged = listener;
   }
 
   /** A shard came, went or changed its session: the report goes out soon, not at the next period. */

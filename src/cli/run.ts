@@ -268,6 +268,8 @@ async function runParts(
     events: dispatcher,
   });
   life.add("commands", commands);
+  // In cluster mode the member's shards change while it runs: the command sources follow at once.
+  cluster?.onShardsChanged(() => void commands.shardsChanged());
 
   // The control listener (metrics, health, status, actions), the control file and the start-up progress.
   const view = gatewayView({
