@@ -134,9 +134,17 @@ export async function brokerFlood(
     if (rate === "flood") fake.startFlood();
     else fake.startTraffic(rate);
     await sleep(2000);
-    const p0 = progress(fake), n0 = await target.count(), c0 = cpuSeconds(child.pid), r0 = serverCpu(), t0 = performance.now();
+    const p0 = progress(fake),
+      n0 = await target.count(),
+      c0 = cpuSeconds(child.pid),
+      r0 = serverCpu(),
+      t0 = performance.now();
     await sleep(seconds * 1000);
-    const p1 = progress(fake), n1 = await target.count(), c1 = cpuSeconds(child.pid), r1 = serverCpu(), t1 = performance.now();
+    const p1 = progress(fake),
+      n1 = await target.count(),
+      c1 = cpuSeconds(child.pid),
+      r1 = serverCpu(),
+      t1 = performance.now();
     const sent = fake.stats().eventsSent;
     fake.stopFlood();
     fake.stopTraffic();
