@@ -128,13 +128,23 @@ export async function brokerFlood(
     : { BROKER_TYPE: kind, AMQP_URL, GATEHOUSE_AMQP_EXCHANGE: target.name };
   const child = bench.spawn("gatehouse", fake, shards, env);
   try {
+    const serverPid = await target.serverPid();
+    const serverCpu = () => serverPid === null ? 0 : cpuSeconds(serverPid);
     await waitReady(fake, shards, 30_000);
     if (rate === "flood") fake.startFlood();
     else fake.startTraffic(rate);
     await sleep(2000);
-    const p0 = progress(fake), n0 = await target.count(), c0 = cpuSeconds(child.pid), t0 = performance.now();
+    const p0 = progress(fake),
+      n0 = await target.count(),
+      c0 = cpuSeconds(child.pid),
+      r0 = serverCpu(),
+      t0 = performance.now();
     await sleep(seconds * 1000);
-    const p1 = progress(fake), n1 = await target.count(), c1 = cpuSeconds(child.pid), t1 = performance.now();
+    const p1 = progress(fake),
+      n1 = await target.count(),
+      c1 = cpuSeconds(child.pid),
+      r1 = serverCpu(),
+      t1 = performance.now();
     const sent = fake.stats().eventsSent;
     fake.stopFlood();
     fake.stopTraffic();
@@ -153,6 +163,9 @@ export async function brokerFlood(
       lagEvents: lag,
       cpuPer100k: per100k(c1 - c0, Math.max(1, n1 - n0)),
       peakRssMb: Math.round(memoryKb(child.pid).peak / 1024),
+      /** Share of one core: gatehouse's process, and the broker's when it runs on this host. */
+      gatehouseCpu: Number(((c1 - c0) / elapsed).toFixed(2)),
+      serverCpu: serverPid === null ? null : Number(((r1 - r0) / elapsed).toFixed(2)),
     };
     const what = rate === "flood" ? "flood" : `${rate}/s each`;
     const broker = kind === "redis" ? "Redis Streams" : "RabbitMQ";
@@ -162,7 +175,8 @@ export async function brokerFlood(
         (floor && rate === "flood"
           ? ` (${result.ratioToBareProducer} × the bare producer's ${floor}/s)`
           : "") +
-        `, ${lag} events behind the journal at the end, peak RSS ${result.peakRssMb} MB`,
+        `, ${lag} events behind the journal at the end, peak RSS ${result.peakRssMb} MB, CPU: gatehouse ` +
+        `${result.gatehouseCpu}` + (result.serverCpu === null ? "" : `, ${kind}-server ${result.serverCpu}`),
     );
     return result;
   } finally {

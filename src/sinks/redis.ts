@@ -27,55 +27,10 @@ import type { Sink } from "./sink.ts";
 import { connectRedis, type RedisClient } from "../redis/client.ts";
 import { backoffDelay } from "../util/backoff.ts";
 import { type ClusterFencing, Fence } from "./redis_fence.ts";
+import { APPEND_SCRIPT, PackedEvents } from "./redis_append.ts";
 
 /** Reconnects: 200 ms doubling to 5 s. */
 const RECONNECT = { baseMs: 200, maxMs: 5_000 };
-
-/**
- * KEYS: the stream, its marks (hash scope → position), its scopes by last use (zset, ms).
- * ARGV: maxlen (0 = no trimming), group ("" = none), then scope, position, data per event in order.
- * Returns {appended, skipped}.
- */
-const APPEND_SCRIPT = `
-local maxlen = tonumber(ARGV[1])
-if ARGV[2] ~= "" then
-  local created = redis.pcall("XGROUP", "CREATE", KEYS[1], ARGV[2], "0", "MKSTREAM")
-  if type(created) == "table" and created.err and not string.find(created.err, "BUSYGROUP") then
-    return redis.error_reply(created.err)
-  end
-end
-local marks = {}
-local appended, skipped = 0, 0
-for i = 3, #ARGV, 3 do
-  local scope, position = ARGV[i], tonumber(ARGV[i + 1])
-  local mark = marks[scope]
-  if mark == nil then mark = tonumber(redis.call("HGET", KEYS[2], scope) or "0") end
-  if position > mark then
-    if maxlen > 0 then
-      redis.call("XADD", KEYS[1], "MAXLEN", "~", maxlen, "*", "data", ARGV[i + 2])
-    else
-      redis.call("XADD", KEYS[1], "*", "data", ARGV[i + 2])
-    end
-    mark = position
-    appended = appended + 1
-  else
-    skipped = skipped + 1
-  end
-  marks[scope] = mark
-end
-local time = redis.call("TIME")
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-for scope, mark in pairs(marks) do
-  redis.call("HSET", KEYS[2], scope, string.format("%.0f", mark))
-  redis.call("ZADD", KEYS[3], now, scope)
-end
-local old = redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", now - 604800000, "LIMIT", 0, 16)
-for _, scope in ipairs(old) do
-  redis.call("HDEL", KEYS[2], scope)
-  redis.call("ZREM", KEYS[3], scope)
-end
-return {appended, skipped}
-`;
 
 type AppendClient = RedisClient & {
   gatehouseAppend(...args: Array<string | number | Buffer>): Promise<[number, number]>;
@@ -87,6 +42,8 @@ type AppendClient = RedisClient & {
 /** One stream's script arguments, and in cluster mode its lease keys (KEYS[4…]) and their shards. */
 interface StreamArgs {
   args: Array<string | number | Buffer>;
+  /** Outside cluster mode: the events, packed (redis_append.ts). */
+  packed: PackedEvents | null;
   leases: Map<string, number>;
   shards: number[];
 }
@@ -119,6 +76,8 @@ export class RedisSink implements Sink {
   readonly #perStream: boolean;
   readonly #prefix: string;
   readonly #layout: StreamLayout;
+  /** The stream of the single layout. */
+  readonly #single: string;
   readonly #maxLen: number;
   readonly #group: string | null;
   readonly #log?: Logger;
@@ -140,6 +99,7 @@ export class RedisSink implements Sink {
     this.name = options.name ?? "redis";
     this.#prefix = options.prefix ?? "gatehouse";
     this.#layout = options.layout ?? "per-event";
+    this.#single = `${this.#prefix}:events`;
     this.#maxLen = options.maxLen ?? 0;
     this.#group = options.group ?? null;
     this.#log = options.logger;
@@ -203,13 +163,20 @@ export class RedisSink implements Sink {
         fenced++;
         continue;
       }
-      const stream = this.stream(batch.t(i));
+      const stream = this.#layout === "single" ? this.#single : this.stream(batch.t(i));
       let entry = byStream.get(stream);
-      if (entry === undefined) byStream.set(stream, entry = { args: [], leases: new Map(), shards: [] });
+      if (entry === undefined) {
+        const packed = inScript ? null : new PackedEvents();
+        byStream.set(stream, entry = { args: [], packed, leases: new Map(), shards: [] });
+      }
+      const from = this.#line.length;
       this.#line.appendEvent(batch, i);
+      if (entry.packed !== null) {
+        entry.packed.add(batch.scope(i), batch.position(i), from, this.#line.length);
+        continue;
+      }
       const line = this.#line.take();
       entry.args.push(batch.scope(i), batch.position(i), Buffer.from(line.subarray(0, line.length - 1)));
-      if (!inScript) continue;
       let index = 0;
       if (lease !== null) {
         index = entry.leases.get(lease) ?? 0;
@@ -220,6 +187,7 @@ export class RedisSink implements Sink {
       }
       entry.args.push(index);
     }
+    const lines = this.#line.take();
     const shared = this.#perStream ? null : client.pipeline() as unknown as AppendClient;
     const pipelines: AppendClient[] = [];
     const asked: string[] = [];
@@ -242,7 +210,13 @@ export class RedisSink implements Sink {
           fence!.node,
           ...entry.args,
         );
-      } else void pipeline.gatehouseAppend(stream, ...marks, this.#maxLen, group, ...entry.args);
+      } else {void pipeline.gatehouseAppend(
+          stream,
+          ...marks,
+          this.#maxLen,
+          group,
+          ...entry.packed!.args(lines),
+        );}
       scripts.push(entry);
     }
     if (shared) pipelines.push(shared);
