@@ -8,7 +8,8 @@
  *   peak RSS of each;
  * - into Redis Streams: every process into the same fresh stream (`BROKER_TYPE=redis`, one stream, a
  *   random prefix, stdout not a sink); entries appended per second from XLEN, next to the bare
- *   pipelined producer's rate into the same Redis.
+ *   pipelined producer's rate into the same Redis; then two cluster members (`GATEHOUSE_CLUSTER=redis`,
+ *   no ids: they share the 16 shards through leases), the way the README says to use both cores.
  *
  * The figure that decides is the ratio of two processes to one: it says whether a second process turns
  * the second core into throughput, or whether the machine (the fake, the readers, Redis) was already
@@ -143,6 +144,8 @@ async function intoReaders(bench: Bench, processes: number, seconds: number): Pr
 /** One run into Redis Streams. */
 export interface CoresRedisRun {
   processes: number;
+  /** Cluster mode (the members share the shards through leases) instead of a static split of ids. */
+  cluster: boolean;
   shards: number;
   seconds: number;
   /** Events/s the shards read (their heartbeats' seqs). */
@@ -160,7 +163,12 @@ export interface CoresRedisRun {
   peakRssMb: number[];
 }
 
-async function intoRedis(bench: Bench, processes: number, seconds: number): Promise<CoresRedisRun> {
+async function intoRedis(
+  bench: Bench,
+  processes: number,
+  seconds: number,
+  cluster = false,
+): Promise<CoresRedisRun> {
   const fake = await benchFake(SHARDS);
   const target = await brokerTarget("redis");
   const env = {
@@ -173,7 +181,15 @@ async function intoRedis(bench: Bench, processes: number, seconds: number): Prom
   try {
     const redisPid = await target.serverPid();
     for (let i = 0; i < processes; i++) {
-      children.push(bench.spawn("gatehouse", fake, SHARDS, { ...env, ...shardEnv(processes, i) }));
+      // Cluster mode: nobody lists ids; the members share the 16 shards through leases.
+      const shards = cluster
+        ? {
+          DISCORD_SHARD_COUNT: String(SHARDS),
+          GATEHOUSE_CLUSTER: "redis",
+          GATEHOUSE_CLUSTER_NODE: `bench-${i}`,
+        }
+        : shardEnv(processes, i);
+      children.push(bench.spawn("gatehouse", fake, SHARDS, { ...env, ...shards }));
     }
     await waitReady(fake, SHARDS, 30_000);
     fake.startFlood();
@@ -198,6 +214,7 @@ async function intoRedis(bench: Bench, processes: number, seconds: number): Prom
     const redisCpu = redisPid === null ? null : s1.redis - s0.redis;
     const result: CoresRedisRun = {
       processes,
+      cluster,
       shards: SHARDS,
       seconds: Number(elapsed.toFixed(2)),
       receivedPerSecond: Math.round(handledRate(s0.progress, s1.progress).perSecond),
@@ -213,7 +230,9 @@ async function intoRedis(bench: Bench, processes: number, seconds: number): Prom
       peakRssMb: children.map((c) => mb(memoryKb(c.pid).peak)),
     };
     log(
-      `cores: ${processes} process(es) × ${SHARDS / processes} shards → Redis Streams: ` +
+      `cores: ${processes} process(es) × ${SHARDS / processes} shards${
+        cluster ? " (cluster mode)" : ""
+      } → Redis Streams: ` +
         `${result.appendedPerSecond} entries/s appended (${result.receivedPerSecond}/s received, ` +
         `${result.lagEvents} behind at the end)  gatehouse CPU-s/100k ${result.cpuPer100k ?? "–"}  ` +
         `cores busy ${result.cores} (redis-server ${
@@ -234,7 +253,7 @@ export interface CoresResult {
   /** The bare pipelined producer into the same Redis (null with `--no-baseline`). */
   bareProducerPerSecond: number | null;
   /** Two processes / one: lines/s into the readers, entries/s into Redis. */
-  ratios: { reader: number | null; redis: number | null };
+  ratios: { reader: number | null; redis: number | null; redisCluster: number | null };
 }
 
 /** The `cores` scenario: 1 then 2 processes into the readers, then into Redis Streams. */
@@ -248,15 +267,18 @@ export async function cores(
   const floor = options.baseline ? await bareProducer("redis", seconds) : null;
   const redis: CoresRedisRun[] = [];
   for (const processes of [1, 2]) redis.push(await intoRedis(bench, processes, seconds));
+  redis.push(await intoRedis(bench, 2, seconds, true));
   const ratios = {
     reader: ratio(reader[1].deliveredPerSecond, reader[0].deliveredPerSecond),
     redis: ratio(redis[1].appendedPerSecond, redis[0].appendedPerSecond),
+    redisCluster: ratio(redis[2].appendedPerSecond, redis[0].appendedPerSecond),
   };
   log(
     `cores: 2 processes / 1, flood of ${SHARDS} shards: ${ratios.reader ?? "–"} × into the reader ` +
       `(${reader[1].deliveredPerSecond} vs ${reader[0].deliveredPerSecond} lines/s), ${
         ratios.redis ?? "–"
-      } × into Redis Streams (${redis[1].appendedPerSecond} vs ${redis[0].appendedPerSecond} entries/s` +
+      } × into Redis Streams (${redis[1].appendedPerSecond} vs ${redis[0].appendedPerSecond} entries/s; ` +
+      `two cluster members ${redis[2].appendedPerSecond}/s = ${ratios.redisCluster ?? "–"} ×` +
       (floor ? `; the bare producer ${floor.perSecond}/s)` : ")"),
   );
   return { reader, redis, bareProducerPerSecond: floor?.perSecond ?? null, ratios };
