@@ -127,9 +127,11 @@ export class ClusterRun {
       enableOfflineQueue: true,
     }, config.redis.tlsCaPem);
     const leases = connectLeaseRedis(url, config.cluster.leaseMs, config.redis.tlsCaPem);
+    let lastError = "";
     for (const [name, client] of [["redis", redis], ["leases", leases]] as const) {
       let last = "";
       client.on("error", (error: Error) => {
+        lastError = error.message;
         if (error.message === last) return;
         last = error.message;
         log.warn("cluster {name} connection: {error}", { name, error: error.message });
@@ -144,7 +146,10 @@ export class ClusterRun {
     } catch (error) {
       redis.disconnect();
       leases.disconnect();
-      throw new ExitError(1, `cluster mode: cannot reach Redis: ${(error as Error).message}`);
+      throw new ExitError(
+        1,
+        `cluster mode: cannot reach Redis ([redis] url): ${lastError || (error as Error).message}`,
+      );
     }
     if (config.shards.count !== null && config.shards.count !== shardCount) {
       redis.disconnect();
