@@ -17,6 +17,7 @@ const USAGE = `Usage: deno run -A tests/fake_discord/main.ts [options]
   --rate N                   live events per shard per second (default 0: none)
   --flood                    send events as fast as each connection takes them
   --guilds-per-shard N       GUILD_CREATEs after each READY (default 2)
+  --guilds N                 one fixed set of N guilds, owned by (id >> 22) % count (default 0: per shard)
   --large-guild-members N    members of each shard's first guild (default 0: not large)
   --heartbeat-interval MS    HELLO's heartbeat_interval (default 41250)
   --identify-interval MS     identify spacing per bucket (default 5000)
@@ -43,6 +44,7 @@ export function parseCli(args: string[]): {
       rate: { type: "string", default: "0" },
       flood: { type: "boolean", default: false },
       "guilds-per-shard": { type: "string", default: "2" },
+      guilds: { type: "string", default: "0" },
       "large-guild-members": { type: "string", default: "0" },
       "heartbeat-interval": { type: "string", default: "41250" },
       "identify-interval": { type: "string", default: "5000" },
@@ -67,6 +69,7 @@ export function parseCli(args: string[]): {
       shards: int("shards", 1),
       maxConcurrency: int("max-concurrency", 1),
       guildsPerShard: int("guilds-per-shard", 0),
+      guilds: int("guilds", 0),
       largeGuildMembers: int("large-guild-members", 0),
       heartbeatIntervalMs: int("heartbeat-interval", 1),
       identifyIntervalMs: int("identify-interval", 0),

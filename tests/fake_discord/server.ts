@@ -26,6 +26,7 @@ import {
   readyPayload,
   trafficEvent,
 } from "./events.ts";
+import { type GuildEvent, GuildSet } from "./guilds.ts";
 import { frameHeaderLength, writeFrameHeader, type WsConnection, WsServer } from "./ws_server.ts";
 
 export interface FakeDiscordOptions {
@@ -47,8 +48,15 @@ export interface FakeDiscordOptions {
   enabledPrivilegedIntents?: number;
   /** A shard whose guild share exceeds this → close 4011. Default 2500. */
   maxGuildsPerShard?: number;
-  /** Guilds each shard owns (a GUILD_CREATE each after READY), default 2. */
+  /** Guilds each shard owns (a GUILD_CREATE each after READY), default 2. Ignored with `guilds`. */
   guildsPerShard?: number;
+  /**
+   * The bot's guilds as one fixed set of this many (guilds.ts): a session owns those with
+   * `(guild_id >> 22) % count == shard`, and live traffic happens once per guild, sent to every session
+   * that owns it (see `burstGuilds`, `guildEvents`). Also limits IDENTIFY to the accepted counts
+   * (`acceptCounts`). Default 0: guilds per session (`guildsPerShard`), any count accepted.
+   */
+  guilds?: number;
   /** Member count of the first guild of each shard; default 0 = no large guild. */
   largeGuildMembers?: number;
   /** Events kept per session for RESUME, default 100_000; resuming from an older seq → 4007. */
@@ -271,6 +279,15 @@ export class FakeDiscord {
   #eventsSent = 0;
   #closedBytes = 0;
   #stopped = false;
+  /** The fixed guild set (`guilds` option), or null: guilds per session. */
+  #guilds: GuildSet | null;
+  /** Counts set by `acceptCounts`; null = the recommended count (or any count without `guilds`). */
+  #acceptedCounts: Set<number> | null = null;
+  #strictCounts = false;
+  #guildCursor = 0;
+  #guildDebt = 0;
+  /** With `guilds`: every event generated for a guild (global number, guild, where it went), in order. */
+  readonly guildEvents: GuildEvent[] = [];
   /** One-off timers (drops after op 7), cleared by stop(). */
   #timers = new Set<ReturnType<typeof setTimeout>>();
 
@@ -290,6 +307,7 @@ export class FakeDiscord {
       enabledPrivilegedIntents: options.enabledPrivilegedIntents ?? PRIVILEGED_INTENTS,
       maxGuildsPerShard: options.maxGuildsPerShard ?? 2500,
       guildsPerShard: options.guildsPerShard ?? 2,
+      guilds: options.guilds ?? 0,
       largeGuildMembers: options.largeGuildMembers ?? 0,
       replayBufferSize: options.replayBufferSize ?? 100_000,
       splitMessages: options.splitMessages ?? false,
@@ -309,6 +327,7 @@ export class FakeDiscord {
       }
     }
     this.sessionStartRemaining = this.options.sessionStartLimit.remaining;
+    this.#guilds = this.options.guilds > 0 ? new GuildSet(this.options.guilds) : null;
   }
 
   /** Starts the REST server and both gateway listeners on free ports. */
@@ -572,7 +591,9 @@ export class FakeDiscord {
     conn.shard = shard;
     if (this.#stalledShards.has(shard)) conn.stalled = true;
     const totalGuilds = this.options.guildsPerShard * this.options.shards;
-    if (Math.ceil(totalGuilds / count) > this.options.maxGuildsPerShard) {
+    const share = this.#guilds ? this.#guilds.largestShare(count) : Math.ceil(totalGuilds / count);
+    const refused = (this.#guilds !== null || this.#strictCounts) && !this.acceptedCounts.includes(count);
+    if (refused || share > this.options.maxGuildsPerShard) {
       conn.ws.close(4011, "Sharding required.");
       return;
     }
@@ -604,10 +625,8 @@ export class FakeDiscord {
       presence: d.presence,
       largeThreshold: d.large_threshold as number | undefined,
     });
-    const guildIds = Array.from(
-      { length: this.options.guildsPerShard },
-      (_, i) => guildIdFor(shard, count, i),
-    );
+    const guildIds = this.#guilds?.owned(shard, count) ??
+      Array.from({ length: this.options.guildsPerShard }, (_, i) => guildIdFor(shard, count, i));
     const session: Session = {
       id: crypto.randomUUID().replaceAll("-", ""),
       shard,
@@ -995,8 +1014,67 @@ export class FakeDiscord {
   }
 
   /**
+   * With `guilds`: `n` live-traffic events, round robin over the guild set, each generated once (one
+   * `d`, byte for byte) and sent to the newest live or resumable session of every shard, of every
+   * accepted count, that owns its guild, each with its own `s`. Returns what it recorded in `guildEvents`.
+   */
+  burstGuilds(n: number): GuildEvent[] {
+    const guilds = this.#guilds;
+    if (!guilds) throw new Error("Cannot burstGuilds: the fake was started without the guilds option");
+    const targets = new Map<string, Session>();
+    for (const session of this.#sessionOrder) targets.set(`${session.shard}/${session.count}`, session);
+    const accepted = this.acceptedCounts;
+    const live = [...targets.values()].filter((session) =>
+      !session.invalidated && !session.expired && accepted.includes(session.count)
+    );
+    const out: GuildEvent[] = [];
+    for (let k = 0; k < n; k++) {
+      const index = this.#guildCursor++ % guilds.size;
+      const guildId = guilds.ids[index];
+      const event = trafficEvent(guildId, this.#trafficSeed++);
+      const shared = entry(event.t, JSON.stringify(event.d));
+      const record: GuildEvent = { n: this.guildEvents.length + 1, guildId, t: event.t, deliveries: [] };
+      this.guildEvents.push(record);
+      for (const session of live) {
+        if (guilds.ownerOf(index, session.count) !== session.shard) continue;
+        const s = this.#append(session, shared);
+        record.deliveries.push({ sessionId: session.id, shard: session.shard, count: session.count, s });
+      }
+      out.push(record);
+    }
+    return out;
+  }
+
+  /**
+   * The shard count `/gateway/bot` recommends from now on. Unless `acceptCounts` set others, IDENTIFY
+   * (with `guilds`) then accepts this count only; sessions of the old count are left as they are.
+   */
+  setRecommendedShards(n: number): void {
+    if (!Number.isInteger(n) || n < 1) {
+      throw new RangeError(`Cannot recommend ${n} shards: a positive integer is required`);
+    }
+    this.options.shards = n;
+  }
+
+  /**
+   * The shard counts IDENTIFY accepts (an overlap: `[4, 8]`); any other count → close 4011. Also applies
+   * without `guilds`. Only sessions of an accepted count get `burstGuilds` and paced guild traffic.
+   * `null` goes back to the default: the recommended count (or, without `guilds`, any count).
+   */
+  acceptCounts(counts: number[] | null): void {
+    this.#acceptedCounts = counts === null ? null : new Set(counts);
+    this.#strictCounts = counts !== null;
+  }
+
+  /** The counts IDENTIFY accepts now (without `guilds` and `acceptCounts`, any count is: see there). */
+  get acceptedCounts(): number[] {
+    return this.#acceptedCounts ? [...this.#acceptedCounts] : [this.options.shards];
+  }
+
+  /**
    * Continuous realistic traffic on every live or resumable session: one timer every 10 ms generates
-   * the events that are due, so each connection gets them in one TCP write.
+   * the events that are due, so each connection gets them in one TCP write. With `guilds` the rate is
+   * per recommended shard (`eventsPerShardPerSecond` × `shards` events a second in all), as `burstGuilds`.
    */
   startTraffic(eventsPerShardPerSecond: number): void {
     this.#trafficRate = eventsPerShardPerSecond;
@@ -1006,6 +1084,14 @@ export class FakeDiscord {
       const now = Date.now();
       const elapsed = (now - this.#trafficLast) / 1000;
       this.#trafficLast = now;
+      if (this.#guilds) {
+        const rate = this.#trafficRate * this.options.shards;
+        this.#guildDebt = Math.min(this.#guildDebt + rate * elapsed, rate / 10 + 1);
+        const due = Math.floor(this.#guildDebt);
+        this.#guildDebt -= due;
+        this.burstGuilds(due);
+        return;
+      }
       const latest = new Map<number, Session>();
       for (const session of this.#sessionOrder) latest.set(session.shard, session);
       for (const session of latest.values()) {
