@@ -12,6 +12,8 @@ export interface EventBatch {
   readonly lastId: number;
   /** Bytes of all payloads together. */
   readonly size: number;
+  /** When its first event was received (the journal's clock), where known. */
+  readonly firstReceivedAt?: number;
   id(i: number): number;
   shard(i: number): number;
   /** The event's payload: Discord's JSON object (from its `{`), exactly as received. */
@@ -60,6 +62,10 @@ export class Pending implements EventBatch {
   seqs: Array<number | null> = [];
   names: string[] = [];
   receivedAt: number[] = [];
+
+  get firstReceivedAt(): number | undefined {
+    return this.receivedAt[0];
+  }
   readonly #producer: string;
 
   /** `capacity`: the bytes the batch is expected to hold (it grows when needed). */

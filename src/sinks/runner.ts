@@ -184,7 +184,11 @@ export class SinkRunner implements BatchConsumer {
   offer(batch: EventBatch): void {
     if (batch.lastId > this.#head) this.#head = batch.lastId;
     if (this.#closed || batch.lastId <= this.#cursor) return;
-    this.#mark(batch.lastId);
+    // Its age counts from when its first event arrived, not from its commit: a large batch committed
+    // late (a flood's, written beside the shards) is as old as its events, and pacing sees it so.
+    const now = this.#clock.now();
+    const received = batch.firstReceivedAt;
+    this.#mark(batch.lastId, received !== undefined && received <= now ? received : now);
     if (this.#behind) {
       // The store has it; it is read back in order.
     } else if (this.#store !== null && this.#queuedBytes + batch.size > MAX_QUEUED_BYTES) {
@@ -205,10 +209,10 @@ export class SinkRunner implements BatchConsumer {
   }
 
   /** Notes when the events up to `lastId` were handed over (for the lag in time). */
-  #mark(lastId: number): void {
+  #mark(lastId: number, at = this.#clock.now()): void {
     const marks = this.#marks;
     if (marks.length > 0 && marks[marks.length - 1][0] >= lastId) return;
-    marks.push([lastId, this.#clock.now()]);
+    marks.push([lastId, at]);
     if (marks.length > MAX_MARKS) {
       // Merge neighbours: each pair keeps the higher id and the older time, so the lag in time is never
       // under-reported (a backlog of over a thousand commits, far behind anyway).

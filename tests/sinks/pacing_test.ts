@@ -449,3 +449,23 @@ Deno.test("pacing: a sink that falls behind while the process has time to spare 
     await r.journal.close();
   });
 });
+
+Deno.test("pacing: a batch's age counts from when its first event arrived, not from its commit", async () => {
+  await withStore(async (store) => {
+    // A flood's batch is written beside the shards and committed late: 2000 events that arrived 400 ms
+    // ago are behind (> 1000 events, > 250 ms) the moment they are offered, so reading is held at once.
+    const clock = new ManualClock(10_000);
+    const sink = slowSink(clock, 0.2);
+    sink.mode = "hang";
+    const backpressure = new Backpressure();
+    const journal = new Journal({ store, logger: log, clock, commitIntervalMs: 50, backpressure });
+    const runner = new SinkRunner({ sink, journal, store, logger: log, backpressure, clock, saturated });
+    runner.start();
+    runner.offer({ ...syntheticBatch(1, 2000, 10), firstReceivedAt: clock.now() - 400 });
+    assert.equal(runner.lagMs, 400);
+    await clock.advance(1);
+    assert.deepEqual(backpressure.holders, ["pace slow"], "held at once");
+    runner.close();
+    await journal.close();
+  });
+});
