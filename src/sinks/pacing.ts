@@ -8,8 +8,8 @@
  * shards stop reading and TCP pushes back on Discord, until the sink is back under half the bound.
  *
  * - **lag**, in events: the highest committed id this runner heard of minus its cursor; in time: how
- *   long ago (on the runner's clock) the oldest committed event it has not acknowledged was handed to
- *   it (events stored before this runner started count from its start).
+ *   long ago (on the runner's clock) the oldest committed event it has not acknowledged arrived (its
+ *   batch's first receive time; events stored before this runner started count from its start).
  * - **behind**: lag above `PACE_BEHIND.events` (1000, one delivery read from the store) AND above
  *   `PACE_BEHIND.ms` (250 ms, five group commits of 50 ms). Both: a single big commit is not "behind"
  *   (the sink takes it in one delivery), nor is a sink a few events late that waits on a slow peer.
