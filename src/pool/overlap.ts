@@ -12,6 +12,8 @@
  * a bound that is too tight is a repeat delivered, never an event lost.
  *
  * Pure and synchronous: time comes from the injected clock (or the caller's receive time), no timers.
+ * The bytes to offer are `d`'s value alone (`dataOf` in src/gateway/frame.ts gives a view of it), never the
+ * whole frame: the frame carries the session's own `s`.
  */
 import type { Clock } from "../util/clock.ts";
 

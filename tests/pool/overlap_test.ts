@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4.11.0";
+import { dataOf } from "../../src/gateway/frame.ts";
 import { fingerprint64, type Generation, OverlapFilter } from "../../src/pool/overlap.ts";
 import { ManualClock } from "../../src/util/clock.ts";
 
@@ -20,6 +21,18 @@ Deno.test("overlap: an event seen once on each generation is delivered once, whi
   assert.equal(f.offer("old", "MESSAGE_CREATE", enc('{"id":"2"}')), "drop-repeat");
   assert.equal(f.size, 0);
   assert.deepEqual(f.counts, { delivered: 2, dropped: 2, evicted: 0, expired: 0 });
+});
+
+Deno.test("overlap: two sessions' frames of one event (other s, other key order) match through dataOf", () => {
+  const clock = new ManualClock();
+  const f = filter(clock);
+  const d = '{"id":"1203","channel_id":"77","content":"x\\"}"}';
+  const oldFrame = enc(`{"t":"MESSAGE_CREATE","s":41,"op":0,"d":${d}}`);
+  const newFrame = enc(` {"op":0,"s":7,"d":${d},"t":"MESSAGE_CREATE"}`);
+  assert.equal(f.offer("old", "MESSAGE_CREATE", dataOf(oldFrame)!), "deliver");
+  assert.equal(f.offer("new", "MESSAGE_CREATE", dataOf(newFrame)!), "drop-repeat");
+  const edited = enc(`{"t":"MESSAGE_CREATE","s":8,"op":0,"d":${d.replace("x", "y")}}`);
+  assert.equal(f.offer("new", "MESSAGE_CREATE", dataOf(edited)!), "deliver");
 });
 
 Deno.test("overlap: identical bytes twice on one generation are two events, each matched once", () => {
