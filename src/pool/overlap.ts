@@ -90,6 +90,11 @@ export class OverlapFilter {
     return this.#live;
   }
 
+  /** Records held, matched ones not yet cleared included: what memory follows (≤ 2 × maxEntries + 1024). */
+  get held(): number {
+    return this.#queue.length - this.#head;
+  }
+
   /**
    * Decides one dispatch. `receivedAt` defaults to the clock; a receive time in the future of the clock
    * counts as now.

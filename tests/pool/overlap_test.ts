@@ -105,6 +105,21 @@ Deno.test("overlap: memory follows the window: a steady stream keeps only the wi
   assert.equal(f.size, 0);
 });
 
+Deno.test("overlap: matched records do not pile up behind an old unmatched one", () => {
+  const clock = new ManualClock();
+  const f = filter(clock, { maxEntries: 10 });
+  f.offer("old", "X", enc("pinned"));
+  let most = 0;
+  for (let i = 0; i < 20_000; i++) {
+    f.offer("old", "X", enc(String(i)));
+    assert.equal(f.offer("new", "X", enc(String(i))), "drop-repeat");
+    most = Math.max(most, f.held);
+  }
+  assert.ok(most <= 2 * 10 + 1024 + 1, `held ${most}`);
+  assert.equal(f.size, 1);
+  assert.equal(f.offer("new", "X", enc("pinned")), "drop-repeat");
+});
+
 Deno.test("overlap: events only one generation sees are all delivered", () => {
   const clock = new ManualClock();
   const f = filter(clock);
