@@ -46,8 +46,10 @@ Deno.test("pacing: in a flood, a reader slower than Discord holds reading; the b
     assert.ok(lastId > 20_000, `the flood went on (${lastId} events)`);
     assert.ok(paced > 0.5, `reading was held by pacing (${paced} s)`);
     // Each hold starts 1000 events and 250 ms behind; what one commit and the turn it is crossed in
-    // gather comes on top, so a generous bound, still far below an unpaced flood's backlog.
-    assert.ok(maxLag < 60_000, `at most ${maxLag} events committed and not on stdout`);
+    // gather comes on top (a flood's batch is tens of thousands of events): measured 44 000–69 000 with
+    // the rule, 690 000–780 000 without it (pacing switched off, same machine). The bound sits between,
+    // with room for a loaded machine.
+    assert.ok(maxLag < 150_000, `at most ${maxLag} events committed and not on stdout`);
     await g.waitFor(
       () => g.lines.length > 0 && g.lines[g.lines.length - 1].id >= lastId,
       60_000,
