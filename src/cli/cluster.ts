@@ -29,6 +29,7 @@ import type { GatehouseConfig } from "../config/load.ts";
 import type { GatewayBotInfo } from "../gateway/protocol.ts";
 import type { ResumableSession } from "../gateway/shard_types.ts";
 import type { Journal } from "../journal/journal.ts";
+import { sessionStartLimit } from "../pool/identify.ts";
 import type { ShardKey } from "../pool/ownership.ts";
 import type { Pool } from "../pool/pool.ts";
 import { connectRedis, type RedisClient } from "../redis/client.ts";
@@ -161,11 +162,7 @@ export class ClusterRun {
       );
     }
     const limit = info.session_start_limit;
-    const toLimit = (l: GatewayBotInfo["session_start_limit"]) => ({
-      total: l.total,
-      remaining: l.remaining,
-      resetAfter: l.reset_after,
-    });
+    const toLimit = sessionStartLimit;
     const identify = new RedisIdentifyQueue({
       client: redis,
       prefix: config.redis.prefix,

@@ -190,16 +190,10 @@ export async function shards(config: GatehouseConfig, flags: ShardsFlags): Promi
     return result.code;
   }
   if (flags.watch) {
-    const everyMs = positive(flags.interval ?? "2", "--interval") * 1000;
-    const terminal = Deno.stdout.isTerminal();
-    for (;;) {
+    return await watch(flags, async () => {
       const fetched = await fetchStatus(url, timeoutMs);
-      const text = fetched.ok
-        ? renderReport(fetched.report)
-        : `${fetched.reason}; retrying every ${everyMs / 1000} s`;
-      print(`${terminal ? "\x1b[H\x1b[2J" : ""}${new Date().toISOString()}\n${text}\n`);
-      await new Promise((resolve) => setTimeout(resolve, everyMs));
-    }
+      return fetched.ok ? { text: renderReport(fetched.report) } : { reason: fetched.reason };
+    });
   }
   const fetched = await fetchStatus(url, timeoutMs);
   if (fetched.ok) {
@@ -207,6 +201,21 @@ export async function shards(config: GatehouseConfig, flags: ShardsFlags): Promi
     return 0;
   }
   return fromStore(config, fetched.reason, flags.json ?? false);
+}
+
+/** `--watch`: the view redrawn every `--interval` seconds until interrupted; a failed read says so and retries. */
+async function watch(
+  flags: ShardsFlags,
+  read: () => Promise<{ text: string } | { reason: string }>,
+): Promise<never> {
+  const everyMs = positive(flags.interval ?? "2", "--interval") * 1000;
+  const terminal = Deno.stdout.isTerminal();
+  for (;;) {
+    const got = await read();
+    const text = "text" in got ? got.text : `${got.reason}; retrying every ${everyMs / 1000} s`;
+    print(`${terminal ? "\x1b[H\x1b[2J" : ""}${new Date().toISOString()}\n${text}\n`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
 }
 
 /** Cluster mode: the whole bot, from Redis (`--url` still asks one process's listener). */
@@ -223,16 +232,10 @@ async function clusterShards(
     return result.code;
   }
   if (flags.watch) {
-    const everyMs = positive(flags.interval ?? "2", "--interval") * 1000;
-    const terminal = Deno.stdout.isTerminal();
-    for (;;) {
+    return await watch(flags, async () => {
       const fetched = await fetchClusterStatus(config, timeoutMs);
-      const text = fetched.ok
-        ? renderCluster(fetched.status)
-        : `${fetched.reason}; retrying every ${everyMs / 1000} s`;
-      print(`${terminal ? "\x1b[H\x1b[2J" : ""}${new Date().toISOString()}\n${text}\n`);
-      await new Promise((resolve) => setTimeout(resolve, everyMs));
-    }
+      return fetched.ok ? { text: renderCluster(fetched.status) } : { reason: fetched.reason };
+    });
   }
   const fetched = await fetchClusterStatus(config, timeoutMs);
   if (!fetched.ok) throw new ExitError(2, fetched.reason);

@@ -35,6 +35,11 @@ export interface IdentifyBudgetView {
   readonly budget: { total: number; resetAt: number; maxConcurrency: number; holding: boolean };
 }
 
+/** `/gateway/bot`'s `session_start_limit` as the identify queues take it. */
+export function sessionStartLimit(l: GatewayBotInfo["session_start_limit"]): SessionStartLimit {
+  return { total: l.total, remaining: l.remaining, resetAfter: l.reset_after };
+}
+
 export function createIdentifyQueue(
   parts: IdentifyParts,
 ): { queue: IdentifyQueue; local: IdentifyBudgetView } {
@@ -44,11 +49,7 @@ export function createIdentifyQueue(
     const queue = new IdentifyGuard({ inner: parts.shared, history: parts.history, clock, logger: log });
     return { queue, local: parts.shared };
   }
-  const toLimit = (l: GatewayBotInfo["session_start_limit"]): SessionStartLimit => ({
-    total: l.total,
-    remaining: l.remaining,
-    resetAfter: l.reset_after,
-  });
+  const toLimit = sessionStartLimit;
   const limit = parts.info.session_start_limit;
   const local = new LocalIdentifyQueue({
     maxConcurrency: limit.max_concurrency,

@@ -9,37 +9,21 @@ import { Redis } from "ioredis";
 import { FakeDiscord } from "../fake_discord/server.ts";
 import { fakeEnv, type Gatehouse, type Line, spawnGatehouse } from "../helpers/gatehouse.ts";
 import { RedisServer } from "../helpers/redis_server.ts";
+import { readStreams, seqsBySession } from "../helpers/redis_streams.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Every entry of every event stream under `prefix`, parsed. */
-async function readAll(client: Redis, prefix: string): Promise<Line[]> {
-  const lines: Line[] = [];
-  for (const key of await client.keys(`${prefix}:*`)) {
-    if (key === `${prefix}:commands` || (await client.type(key)) !== "stream") continue;
-    for (const [, fields] of await client.xrange(key, "-", "+")) lines.push(JSON.parse(fields[1]));
-  }
-  return lines;
-}
-
-/** Per fake session: the seqs found in the streams (from each line's uid `shard:session:seq`). */
-function seqsBySession(lines: Line[]): Map<string, number[]> {
-  const bySession = new Map<string, number[]>();
-  for (const line of lines) {
-    const match = /^(\d+):([^:]+):(\d+)$/.exec(line.uid);
-    if (!match || line.t.startsWith("GATEHOUSE_")) continue;
-    assert.equal(Number(match[1]), line.shard, `uid ${line.uid} names the line's shard`);
-    assert.equal(Number(match[3]), line.s, `uid ${line.uid} carries the line's seq`);
-    let seqs = bySession.get(match[2]);
-    if (!seqs) bySession.set(match[2], seqs = []);
-    seqs.push(line.s!);
-  }
-  return bySession;
+/** Per fake session: the seqs found in the streams, each uid checked against its line. */
+function seqsOf(lines: Line[]): Map<string, number[]> {
+  return seqsBySession(lines, (line, uid) => {
+    assert.equal(uid.shard, line.shard, `uid ${line.uid} names the line's shard`);
+    assert.equal(uid.seq, line.s, `uid ${line.uid} carries the line's seq`);
+  });
 }
 
 /** Whether every live session's events are all in Redis (checked exactly by the caller afterwards). */
 function complete(fake: FakeDiscord, lines: Line[]): boolean {
-  const found = seqsBySession(lines);
+  const found = seqsOf(lines);
   return fake.sessions().every((s) =>
     s.invalidated || s.expired || (found.get(s.id)?.length ?? 0) >= s.lastSeq
   );
@@ -96,7 +80,7 @@ Deno.test("redis: 4 shards in two processes on one prefix, restarts with and wit
     // ids from 1 again. A's old sessions are complete first (traffic paused), so nothing of them is due.
     fake.stopTraffic();
     const until = Date.now() + 30_000;
-    while (!complete(fake, await readAll(client, prefix))) {
+    while (!complete(fake, await readStreams(client, prefix))) {
       assert.ok(Date.now() < until, "caught up before A is replaced");
       await sleep(200);
     }
@@ -113,14 +97,14 @@ Deno.test("redis: 4 shards in two processes on one prefix, restarts with and wit
     let lines: Line[] = [];
     const deadline = Date.now() + 30_000;
     for (;;) {
-      lines = await readAll(client, prefix);
+      lines = await readStreams(client, prefix);
       if (complete(fake, lines)) break;
       assert.ok(Date.now() < deadline, `caught up: ${lines.length} entries\n${a.stderr().slice(-1500)}`);
       await sleep(200);
     }
     await sleep(500);
-    lines = await readAll(client, prefix);
-    const found = seqsBySession(lines);
+    lines = await readStreams(client, prefix);
+    const found = seqsOf(lines);
     let events = 0;
     for (const session of fake.sessions()) {
       const seqs = (found.get(session.id) ?? []).sort((x, y) => x - y);

@@ -10,33 +10,11 @@ import { Redis } from "ioredis";
 import { FakeDiscord } from "../fake_discord/server.ts";
 import { fakeEnv, type Gatehouse, type Line, ROOT, RUN_FLAGS, spawnGatehouse } from "../helpers/gatehouse.ts";
 import { RedisServer } from "../helpers/redis_server.ts";
+import { readStreams, seqsBySession } from "../helpers/redis_streams.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const PREFIX = "bot";
 const LEASE_MS = 3000;
-
-/** Every entry of every event stream under the prefix, parsed. */
-async function readAll(client: Redis): Promise<Line[]> {
-  const lines: Line[] = [];
-  for (const key of await client.keys(`${PREFIX}:*`)) {
-    if ((await client.type(key)) !== "stream" || key.includes("commands")) continue;
-    for (const [, fields] of await client.xrange(key, "-", "+")) lines.push(JSON.parse(fields[1]));
-  }
-  return lines;
-}
-
-/** Per fake session: the seqs found in the streams (from each line's uid `shard:session:seq`). */
-function seqsBySession(lines: Line[]): Map<string, number[]> {
-  const bySession = new Map<string, number[]>();
-  for (const line of lines) {
-    const match = /^(\d+):([^:]+):(\d+)$/.exec(line.uid);
-    if (!match || line.t.startsWith("GATEHOUSE_")) continue;
-    let seqs = bySession.get(match[2]);
-    if (!seqs) bySession.set(match[2], seqs = []);
-    seqs.push(line.s!);
-  }
-  return bySession;
-}
 
 /** Every session's events, each once, in the streams; returns how many events that is. */
 function assertExactlyOnce(fake: FakeDiscord, lines: Line[]): number {
@@ -58,7 +36,7 @@ function assertExactlyOnce(fake: FakeDiscord, lines: Line[]): number {
 async function caughtUp(fake: FakeDiscord, client: Redis, members: Gatehouse[]): Promise<Line[]> {
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const lines = await readAll(client);
+    const lines = await readStreams(client, PREFIX);
     const found = seqsBySession(lines);
     const done = fake.sessions().every((s) =>
       s.invalidated || s.expired || (found.get(s.id)?.length ?? 0) >= s.lastSeq
