@@ -68,7 +68,7 @@ export function buildProgram(onExit: (code: number) => void): Command {
         'gateway command: {"op":3,"d":{...}} presence to every shard, ops 4, 8, 43 to the guild\'s shard, op 31\n' +
         "to the shards of its guild_ids. Stop with SIGINT, SIGTERM or SIGHUP (a second signal exits at once).\n" +
         "Control listener (default 127.0.0.1:7979, [control] address): /metrics, /healthz, /readyz, /shards; see\n" +
-        "`gatehouse shards`. Actions (reconnect a shard, send a command) need [control] token.\n" +
+        "`gatehouse shards`. Actions (reconnect a shard, send a command, reshard) need [control] token.\n" +
         "Exit codes: 0 stopped cleanly, 1 unexpected failure, 2 configuration or usage error,\n" +
         "3 Discord rejected the token, 4 intents invalid or not enabled, 5 shard layout rejected,\n" +
         "6 store unusable (corrupt, used by another gatehouse, read-only, full; also when events received could not\n" +
@@ -106,13 +106,19 @@ export function buildProgram(onExit: (code: number) => void): Command {
       "--timeout <ms>",
       "how long to wait for the control listener, or Redis in cluster mode (default 3000)",
     )
+    .option(
+      "--reshard [count]",
+      "reshard the running gatehouse (POST /reshard, needs [control] token): to COUNT shards, else to " +
+        "Discord's recommendation; exit 0 started, 1 refused (it says why)",
+    )
     .addHelpText(
       "after",
       "\nReady = the shard's session is live (READY or RESUMED) and Discord was heard from within 1.5 heartbeat\n" +
         "intervals. --check: down = unreachable or no shard ready; degraded = a threshold crossed.\n" +
         "Cluster mode: the leases say each shard's node, the reports every process publishes say its state;\n" +
         "--check judges the whole bot (every shard of the count owned and ready; a shard without an owner is\n" +
-        "degraded even within --max-not-ready), Redis unreachable = down. --url asks one process instead.",
+        "degraded even within --max-not-ready), Redis unreachable = down. --url asks one process instead.\n" +
+        "During a reshard both sets are listed (ID/COUNT, the new one marked); only the delivering set is judged.",
     )
     .action(async (flags: ShardsFlags & { config?: string; store?: string }) => {
       const config = commandConfig(flags);

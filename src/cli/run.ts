@@ -15,6 +15,7 @@ import { Dispatcher } from "../pool/dispatcher.ts";
 import { createIdentifyQueue } from "../pool/identify.ts";
 import { PlanError, planShards, type ShardPlan } from "../pool/plan.ts";
 import { Pool, type PoolStopResult } from "../pool/pool.ts";
+import { Resharder } from "../pool/resharder.ts";
 import { CommandRouter } from "../commands/router.ts";
 import { startCommandSources } from "../commands/sources.ts";
 import { startControl } from "../control/start.ts";
@@ -146,9 +147,11 @@ async function runParts(
   const cluster: ClusterRun | null = config.cluster.mode === "redis"
     ? await (await import("./cluster.ts")).ClusterRun.join(config, info, fetchInfo)
     : null;
-  const { count: shardCount, ids: shardIds, resume: sessions, stale } = cluster
+  const { count: startCount, ids: shardIds, resume: sessions, stale } = cluster
     ? { count: cluster.shardCount, ids: [], resume: new Map(), stale: [] }
     : plan(config, store, info);
+  // The count that delivers: a reshard's switch changes it.
+  let shardCount = startCount;
   const startedAt = Date.now();
   const stats = new GatewayStats();
   const life = new Lifecycle();
@@ -230,7 +233,38 @@ async function runParts(
     shared: cluster?.identify,
   });
   const dispatcher = new Dispatcher({ events: config.events, journal, observer: stats });
-  const pool = new Pool({
+  // Resharding: the new set's events are held by it until the switch. The pool is given to it below.
+  let router: CommandRouter | null = null;
+  const resharder: Resharder = new Resharder({
+    count: shardCount,
+    pool: {
+      add: (key): boolean => pool.add(key),
+      remove: (key, code): Promise<unknown> => pool.remove(key, code),
+    },
+    sink: dispatcher,
+    journal,
+    fetchInfo,
+    reserve: config.gateway.identifyReserve,
+    threshold: config.resharding.threshold,
+    intervalMs: config.resharding.intervalMs,
+    timeoutMs: config.resharding.timeoutMs,
+    maxHeldBytes: config.resharding.maxHeldBytes,
+    unavailable: reshardUnavailable(config, shardIds.length, startCount),
+    logger: logger("reshard"),
+    onSwitched: (count) => {
+      shardCount = count;
+      if (router) router.shardCount = count;
+      if (config.shards.count !== null && config.shards.count !== count) {
+        log.warn(
+          "now running {count} shards, but [shards] count says {configured}: set it to {count} (or leave it " +
+            "out), or the next start runs {configured} again and reshards",
+          { count, configured: config.shards.count },
+        );
+      }
+    },
+    onUnanswered4011: (failure) => pool.fail(failure),
+  });
+  const pool: Pool = new Pool({
     shard: {
       token: config.token,
       intents: config.intents,
@@ -245,7 +279,10 @@ async function runParts(
       observer: stats,
     },
     logger: logger("shard"),
+    sinkFor: (key) => resharder.sinkFor(key.count),
+    onFatal: (failure) => resharder.onFatal(failure),
     onSession: (key, session) => {
+      if (!resharder.onSession(key, session)) return;
       if (session) journal.sessionStarted(key.count, key.id, session);
       else journal.sessionLost(key.count, key.id);
       cluster?.onSession(key, session);
@@ -261,9 +298,13 @@ async function runParts(
   life.add("pool", { stop: async () => void (closing = await pool.stop(4000, SHUTDOWN_TIMEOUT_MS)) }, {
     boundMs: SHUTDOWN_TIMEOUT_MS + 1_000,
   });
+  // Before the pool: a stop during a reshard keeps the running set's sessions (the new set's are not stored).
+  resharder.start();
+  life.add("resharding", { stop: () => resharder.stop() });
 
   // Commands from the bot: stdin when it is a pipe, and the Redis and RabbitMQ inboxes when those are sinks.
-  const commands = await startCommandSources(config, new CommandRouter(pool, shardCount), {
+  router = new CommandRouter(pool, shardCount);
+  const commands = await startCommandSources(config, router, {
     counter: stats,
     events: dispatcher,
   });
@@ -276,6 +317,11 @@ async function runParts(
     stats,
     startedAt,
     shardCount,
+    currentCount: () => shardCount,
+    resharding: {
+      status: () => resharder.status(),
+      request: (count) => resharder.request({ kind: "requested", count }),
+    },
     pool,
     runners: delivery.runners,
     journalEnabled: config.store.journal,
@@ -354,6 +400,17 @@ async function runParts(
   }
   if (outcome.kind === "store") throw new ExitError(6, "", { logged: true });
   return 0;
+}
+
+/** Why this process cannot reshard on its own, or null when it can. */
+function reshardUnavailable(config: GatehouseConfig, ids: number, count: number): string | null {
+  if (config.cluster.mode !== "off") {
+    return "resharding is not available in cluster mode yet: restart the members with the new [shards] count";
+  }
+  if (ids < count) {
+    return `this process runs ${ids} of the ${count} shards ([shards] ids): a reshard needs every shard in one process`;
+  }
+  return null;
 }
 
 /** The ways a run ends besides a signal or a fatal close: stdout gone, the store broken. */

@@ -23,6 +23,8 @@ export interface ShardsFlags {
   maxNotReady?: string;
   maxLag?: string;
   timeout?: string;
+  /** `--reshard` (true) or `--reshard COUNT`. */
+  reshard?: boolean | string;
 }
 
 export interface CheckThresholds {
@@ -88,7 +90,9 @@ export function check(
   t: CheckThresholds,
 ): CheckResult {
   if (!fetched.ok) return { code: 2, status: "down", summary: `DOWN: ${fetched.reason}` };
-  return judge(fetched.report, t);
+  // A new shard set coming up beside the delivering one (a reshard) is not judged yet.
+  const report = fetched.report;
+  return judge({ ...report, shards: report.shards.filter((s) => s.delivering !== false) }, t);
 }
 
 /** What `judge` reads: the shards to hold to the thresholds, and the sinks' lag. */
@@ -152,8 +156,9 @@ export function renderReport(r: StatusReport): string {
     (r.identify.remaining === null
       ? ""
       : `; ${r.identify.remaining} of ${r.identify.total} session starts left`);
+  const two = new Set(r.shards.map((s) => s.count)).size > 1;
   const rows = r.shards.map((s) => [
-    s.id,
+    two ? `${s.id}/${s.count}${s.delivering ? "" : " (new)"}` : s.id,
     s.ready ? s.state : `${s.state} (not ready${s.why && !s.why.startsWith("state") ? `: ${s.why}` : ""})`,
     s.latency_ms === null ? "-" : `${s.latency_ms} ms`,
     s.guilds,
@@ -170,7 +175,74 @@ export function renderReport(r: StatusReport): string {
     ["SINK", "CURSOR", "LAG", "ERRORS"],
     r.sinks.map((s) => [s.name, s.cursor, s.lag, s.errors]),
   );
-  return `${header}\n\n${shards}${sinks}`;
+  return `${header}${reshardLine(r)}\n\n${shards}${sinks}`;
+}
+
+/** The reshard under way (or the last one), one line under the header. */
+function reshardLine(r: StatusReport): string {
+  const rs = r.resharding;
+  if (!rs) return "";
+  if (rs.state === "preparing") {
+    return `\nresharding ${rs.delivering} → ${rs.other}: ${rs.ready}/${rs.total} new shard(s) READY, ` +
+      `${rs.loaded}/${rs.total} loaded, ${count(rs.held_events ?? 0)} event(s) held; the ${rs.delivering} ` +
+      `deliver until the switch`;
+  }
+  if (rs.state === "settling") {
+    return `\nresharded ${rs.other} → ${rs.delivering}: the ${rs.delivering} deliver; repeats of the old set ` +
+      `are still removed`;
+  }
+  const last = rs.last;
+  if (!last) return "";
+  const to = last.to === null ? "" : ` → ${last.to}`;
+  return `\nlast reshard (${last.trigger}, ${last.at}): ${last.outcome} ${last.from}${to}: ${last.why}`;
+}
+
+/** `--reshard [COUNT]`: POST /reshard with [control] token; 0 when it started, 1 when refused. */
+async function requestReshard(
+  config: GatehouseConfig,
+  url: string | null,
+  flags: ShardsFlags,
+  timeoutMs: number,
+) {
+  if (url === null) {
+    throw new ExitError(2, "no running gatehouse found: give --url, or run it with a [control] address");
+  }
+  let count: number | undefined;
+  if (typeof flags.reshard === "string") {
+    count = Number(flags.reshard);
+    if (!/^\d+$/.test(flags.reshard) || !Number.isSafeInteger(count) || count < 1) {
+      throw new ExitError(2, `--reshard takes a positive shard count, not ${JSON.stringify(flags.reshard)}`);
+    }
+  }
+  const token = config.control.token;
+  if (token === null) {
+    throw new ExitError(
+      2,
+      "--reshard needs [control] token (GATEHOUSE_CONTROL_TOKEN), as the running gatehouse has",
+    );
+  }
+  let response: Response;
+  try {
+    response = await fetch(`${url}/reshard`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token.reveal()}`, "content-type": "application/json" },
+      body: count === undefined ? "" : JSON.stringify({ count }),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (error) {
+    throw new ExitError(2, `cannot reach ${url}: ${(error as Error).message}`);
+  }
+  const body = await response.json().catch(() => ({})) as { why?: string; error?: string; count?: number };
+  if (response.status === 202) {
+    print(
+      flags.json ? JSON.stringify(body) : `resharding: ${body.why}; follow it with gatehouse shards --watch`,
+    );
+    return 0;
+  }
+  const why = body.why ?? body.error ?? `HTTP ${response.status}`;
+  if (flags.json) print(JSON.stringify(body));
+  else print(`not resharding: ${why}`);
+  return 1;
 }
 
 export async function shards(config: GatehouseConfig, flags: ShardsFlags): Promise<number> {
@@ -184,6 +256,7 @@ export async function shards(config: GatehouseConfig, flags: ShardsFlags): Promi
     return clusterShards(config, flags, timeoutMs, thresholds);
   }
   const url = await controlUrl(config, flags.url);
+  if (flags.reshard !== undefined) return await requestReshard(config, url, flags, timeoutMs);
   if (flags.check) {
     const result = check(await fetchStatus(url, timeoutMs), thresholds());
     print(flags.json ? JSON.stringify(result) : result.summary);

@@ -209,6 +209,8 @@ function missing(id: number, node: string | null, state: string, why: string): C
     state,
     ready: false,
     why,
+    count: null,
+    delivering: null,
     latency_ms: null,
     guilds: null,
     seq: null,

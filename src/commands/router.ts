@@ -52,8 +52,8 @@ export type CommandResult =
 
 export class CommandRouter {
   readonly #shards: ShardDirectory;
-  /** Shards of the whole bot (all processes). */
-  readonly shardCount: number;
+  /** Shards of the whole bot (all processes); a reshard's switch changes it. */
+  shardCount: number;
 
   constructor(shards: ShardDirectory, shardCount: number) {
     this.#shards = shards;

@@ -7,6 +7,7 @@ import { CLUSTER_KEYS } from "./keys_cluster.ts";
 import { CONTROL_KEYS } from "./keys_control.ts";
 import { DELIVERY_KEYS } from "./keys_delivery.ts";
 import { DISCORD_KEYS } from "./keys_discord.ts";
+import { RESHARDING_KEYS } from "./keys_resharding.ts";
 import { STORE_KEYS } from "./keys_store.ts";
 
 /** Every key, in the order of the README's table; messages about several keys follow it too. */
@@ -15,6 +16,7 @@ export const KEYS = [
   ...STORE_KEYS,
   ...DELIVERY_KEYS,
   ...CLUSTER_KEYS,
+  ...RESHARDING_KEYS,
   ...CONTROL_KEYS,
 ] as const;
 
@@ -34,4 +36,8 @@ export const TABLE_INTROS: Readonly<Record<string, string>> = {
     "it, anything else is retried with backoff (the journal keeps the events meanwhile).",
   prometheus: "Spectacles' names for the control listener.",
   cluster: "Several processes of one bot, on one host or many, sharing its shards through Redis.",
+  resharding: "A new shard set comes up beside the old one, identifies in the background and takes over " +
+    "once every new shard is READY with its guilds; the events both sets see around the switch are " +
+    "delivered once. Triggers: this periodic check, POST /reshard (gatehouse shards --reshard), a close " +
+    "with 4011. One process running every shard only (not with [shards] ids, not in cluster mode yet).",
 };

@@ -48,6 +48,15 @@ export function integer(min: number, max: number, allowed: string): Parser<numbe
   return checked(asNumber, (raw) => (isIntegerIn(raw, min, max) ? { value: raw } : undefined), allowed);
 }
 
+/** A number above 0 and at most 1. */
+export function fraction(allowed: string): Parser<number> {
+  return checked(
+    asNumber,
+    (raw) => (typeof raw === "number" && raw > 0 && raw <= 1 ? { value: raw } : undefined),
+    allowed,
+  );
+}
+
 export const positiveInteger: Parser<number> = checked(
   asNumber,
   (raw) => (isIntegerIn(raw, 1, 1_000_000) ? { value: raw } : undefined),

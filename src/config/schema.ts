@@ -62,6 +62,8 @@ export interface GatehouseConfig {
     /** This process's name in the cluster; null = host name + pid. */
     node: string | null;
   };
+  /** Resharding: when to, and the bounds of a new shard set coming up beside the old one. */
+  resharding: { threshold: number; intervalMs: number; timeoutMs: number; maxHeldBytes: number };
   /** The control listener: metrics, health, status, actions (with `token`). */
   control: { address: ListenAddress; token: Secret | null; metricsPath: string };
   log: { level: LogLevel };
@@ -82,6 +84,7 @@ export function emptyConfig(): GatehouseConfig {
     amqp: {},
     http: {},
     cluster: {},
+    resharding: {},
     control: {},
     log: {},
   };

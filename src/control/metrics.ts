@@ -348,6 +348,74 @@ export class Metrics {
         }
       },
     );
+    gauge(
+      "gatehouse_shard_count",
+      "The shard count that delivers (a reshard's switch changes it).",
+      [],
+      (set) => set({}, view.shardCount),
+    );
+    if (view.resharding) {
+      const resharding = () => view.resharding!();
+      gauge(
+        "gatehouse_reshard_state",
+        "1 for the state resharding is in: idle, preparing (a new set comes up beside the delivering one), " +
+          "settling (switched; repeats of the old set still removed).",
+        ["state"],
+        (set) => {
+          const state = resharding().state;
+          for (const s of ["idle", "preparing", "settling"]) set({ state: s }, s === state ? 1 : 0);
+        },
+      );
+      gauge(
+        "gatehouse_reshard_new_shards",
+        "While a reshard prepares: the new set's shards, READY, and loaded (every guild of the READY received).",
+        ["phase"],
+        (set) => {
+          const r = resharding();
+          set({ phase: "total" }, r.total ?? 0);
+          set({ phase: "ready" }, r.ready ?? 0);
+          set({ phase: "loaded" }, r.loaded ?? 0);
+        },
+      );
+      gauge(
+        "gatehouse_reshard_held_bytes",
+        "Bytes of the new set's events held until the switch ([resharding] max_held bounds it).",
+        [],
+        (set) => set({}, resharding().heldBytes ?? 0),
+      );
+      counter(
+        "gatehouse_reshards_total",
+        "Reshards by outcome: started, switched (the new set took over), aborted (given up; the old set kept on).",
+        ["outcome"],
+        (set) => {
+          const c = resharding().counts;
+          set({ outcome: "started" }, c.started);
+          set({ outcome: "switched" }, c.switched);
+          set({ outcome: "aborted" }, c.aborted);
+        },
+      );
+      counter(
+        "gatehouse_reshards_refused_total",
+        "Reshard triggers not acted on, by reason: not_needed, budget (session starts), invalid, busy, " +
+          "unavailable, error (GET /gateway/bot failed).",
+        ["reason"],
+        (set) => {
+          for (const [reason, n] of Object.entries(resharding().counts.refused)) set({ reason }, n);
+        },
+      );
+      counter(
+        "gatehouse_reshard_repeats_removed_total",
+        "Events both shard sets received around a switch whose second copy was not delivered.",
+        [],
+        (set) => set({}, resharding().counts.repeatsRemoved),
+      );
+      gauge(
+        "gatehouse_reshard_last_switch_seconds",
+        "From the trigger to the switch, for the last reshard that switched (0 before any).",
+        [],
+        (set) => set({}, (resharding().counts.lastSwitchMs ?? 0) / 1000),
+      );
+    }
     if (view.node !== undefined) {
       const node = view.node;
       gauge(

@@ -7,6 +7,7 @@
  *   GET  /metrics                 Prometheus text ([prometheus] endpoint changes the path)
  *   POST /shards/{id}/reconnect   close with 4000 and resume                     (bearer token)
  *   POST /commands                one command, as on stdin (NDJSON object)        (bearer token)
+ *   POST /reshard                 reshard now; body {"count": N} or empty (Discord's count)  (bearer token)
  *
  * Actions need `[control] token`, compared in constant time; without one they are refused (403).
  *
@@ -117,8 +118,8 @@ export class ControlServer {
           ...(report.node === undefined ? {} : { node: report.node }),
           ready: report.ready,
           shards_ready: report.shards_ready,
-          shards_total: report.shards.length,
-          not_ready: report.shards.filter((s) => !s.ready).map((s) => ({
+          shards_total: report.shards.filter((s) => s.delivering).length,
+          not_ready: report.shards.filter((s) => s.delivering && !s.ready).map((s) => ({
             id: s.id,
             state: s.state,
             why: s.why,
@@ -132,6 +133,41 @@ export class ControlServer {
       }
     }
     const reconnect = /^\/shards\/(\d+)\/reconnect$/.exec(path);
+    if (path === "/reshard") {
+      if (request.method !== "POST") return json(405, { error: `${path} takes POST` }, { allow: "POST" });
+      const denied = this.#authorize(request);
+      if (denied) return denied;
+      if (!view.reshard) {
+        return json(409, { error: "resharding does not run in this process (see its start-up log for why)" });
+      }
+      const body = await readBody(request);
+      if (body === null) return json(413, { error: `a request is at most ${MAX_BODY_BYTES} bytes` });
+      let count: number | undefined;
+      if (body.trim() !== "") {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(body);
+        } catch {
+          return json(400, { error: 'the body must be JSON: {"count": N} or nothing' });
+        }
+        const value = (parsed as { count?: unknown } | null)?.count;
+        if (
+          typeof parsed !== "object" || parsed === null ||
+          (value !== undefined && (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1))
+        ) {
+          return json(400, {
+            error: '"count" must be a positive integer (or left out for Discord\'s count)',
+          });
+        }
+        count = value as number | undefined;
+      }
+      this.#o.logger.info("control: reshard requested{to}", {
+        to: count === undefined ? "" : ` to ${count}`,
+      });
+      const decision = await view.reshard(count);
+      if (!decision.reshard) return json(409, { started: false, reason: decision.reason, why: decision.why });
+      return json(202, { started: true, count: decision.count, why: decision.why });
+    }
     if (reconnect || path === "/commands") {
       if (request.method !== "POST") return json(405, { error: `${path} takes POST` }, { allow: "POST" });
       const denied = this.#authorize(request);

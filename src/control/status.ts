@@ -4,9 +4,11 @@
  * Discord was heard from recently.
  */
 import type { ShardStatus } from "../gateway/shard.ts";
+import type { ReshardAnswer, ReshardOutcome, ReshardStatus } from "../pool/resharder.ts";
 import type { GatewayStats } from "./stats.ts";
 
 /** Everything the control listener reads; implemented by `gatehouse run`, faked in tests. */
+
 export interface GatewayView {
   readonly stats: GatewayStats;
   readonly startedAt: number;
@@ -18,6 +20,10 @@ export interface GatewayView {
   readonly node?: string;
   now(): number;
   shards(): ShardStatus[];
+  /** Resharding here: where it stands (absent where it cannot run). */
+  resharding?(): ReshardStatus;
+  /** Requests a reshard (to `count`, else Discord's recommendation); resolves with the decision. */
+  reshard?(count?: number): Promise<ReshardAnswer>;
   /**
    * `duplicates`: events a de-duplicating sink skipped as already delivered. `lagEvents`, `lagSeconds`:
    * the sink's lag as pacing measures it (committed head − cursor; age of the oldest committed event not
@@ -81,6 +87,10 @@ export function readiness(status: ShardStatus, now: number): Readiness {
 /** One row of `/shards` and `gatehouse shards`. */
 export interface ShardReport {
   id: number;
+  /** The shard count of its set. */
+  count: number;
+  /** Whether its set delivers (during a reshard the new set's events are held until the switch). */
+  delivering: boolean;
   state: string;
   ready: boolean;
   why: string | null;
@@ -109,6 +119,29 @@ export interface StatusReport {
   sinks: Array<{ name: string; cursor: number; lag: number; errors: number }>;
   journal: { enabled: boolean; last_id: number; size_bytes: number; pending_events: number };
   identify: { remaining: number | null; total: number | null; max_concurrency: number };
+  /** Where resharding stands (absent where it cannot run). */
+  resharding?: {
+    state: ReshardStatus["state"];
+    delivering: number;
+    other: number | null;
+    ready?: number;
+    loaded?: number;
+    total?: number;
+    held_events?: number;
+    held_bytes?: number;
+    started_at?: string;
+    last: (Omit<ReshardOutcome, "at" | "tookMs"> & { at: string; took_ms?: number }) | null;
+    counts: {
+      started: number;
+      switched: number;
+      aborted: number;
+      refused: Record<string, number>;
+      repeats_removed: number;
+      released: number;
+      old_dropped: number;
+      last_switch_ms: number | null;
+    };
+  };
 }
 
 /** Events/s per shard from the last two samples (taken by `RateSampler`). */
@@ -132,8 +165,11 @@ export function statusReport(view: GatewayView, rates: RateSampler, version: str
   const now = view.now();
   const shards = view.shards().map((s): ShardReport => {
     const r = readiness(s, now);
+    const count = s.count ?? view.shardCount;
     return {
       id: s.id,
+      count,
+      delivering: count === view.shardCount,
       state: s.state,
       ready: r.ready,
       why: r.why,
@@ -151,14 +187,17 @@ export function statusReport(view: GatewayView, rates: RateSampler, version: str
   });
   const journal = view.journal();
   const identify = view.identify();
-  const ready = shards.filter((s) => s.ready).length;
+  // Readiness is the delivering set's: a new set coming up beside it is not yet the bot's.
+  const delivering = shards.filter((s) => s.delivering);
+  const ready = delivering.filter((s) => s.ready).length;
+  const resharding = view.resharding?.();
   return {
     ...(view.node === undefined ? {} : { node: view.node }),
     pid: Deno.pid,
     version,
     uptime_s: round1((now - view.startedAt) / 1000),
     shard_count: view.shardCount,
-    ready: ready === shards.length && shards.length > 0,
+    ready: ready === delivering.length && delivering.length > 0,
     shards_ready: ready,
     shards,
     sinks: view.sinks().map((s) => ({
@@ -177,6 +216,35 @@ export function statusReport(view: GatewayView, rates: RateSampler, version: str
       remaining: Number.isFinite(identify.remaining) ? identify.remaining : null,
       total: Number.isFinite(identify.total) ? identify.total : null,
       max_concurrency: identify.maxConcurrency,
+    },
+    ...(resharding ? { resharding: reshardingReport(resharding) } : {}),
+  };
+}
+
+function reshardingReport(r: ReshardStatus): NonNullable<StatusReport["resharding"]> {
+  const { last, startedAt, heldEvents, heldBytes, counts, ...rest } = r;
+  return {
+    ...rest,
+    counts: {
+      started: counts.started,
+      switched: counts.switched,
+      aborted: counts.aborted,
+      refused: { ...counts.refused },
+      repeats_removed: counts.repeatsRemoved,
+      released: counts.released,
+      old_dropped: counts.oldDropped,
+      last_switch_ms: counts.lastSwitchMs,
+    },
+    ...(heldEvents === undefined ? {} : { held_events: heldEvents, held_bytes: heldBytes }),
+    ...(startedAt === undefined ? {} : { started_at: new Date(startedAt).toISOString() }),
+    last: last && {
+      outcome: last.outcome,
+      from: last.from,
+      to: last.to,
+      trigger: last.trigger,
+      why: last.why,
+      at: new Date(last.at).toISOString(),
+      ...(last.tookMs === undefined ? {} : { took_ms: last.tookMs }),
     },
   };
 }

@@ -6,11 +6,19 @@
 import type { ShardStatus } from "../gateway/shard.ts";
 import type { GatewayStats } from "./stats.ts";
 import type { GatewayView } from "./status.ts";
+import type { ReshardAnswer, ReshardStatus } from "../pool/resharder.ts";
 
 export interface GatewayViewParts {
   stats: GatewayStats;
   startedAt: number;
   shardCount: number;
+  /** The shard count now, when a reshard may change it (else `shardCount`). */
+  currentCount?: () => number;
+  /** Resharding: its status, and a request (resolves with the decision). */
+  resharding?: {
+    status(): ReshardStatus;
+    request(count?: number): Promise<ReshardAnswer>;
+  };
   /** This process's node name in cluster mode (see `GatewayView.node`); unset otherwise. */
   node?: string;
   /** The shards this process runs, as they are now. */
@@ -48,7 +56,15 @@ export function gatewayView(parts: GatewayViewParts): GatewayView {
   return {
     stats: parts.stats,
     startedAt: parts.startedAt,
-    shardCount: parts.shardCount,
+    get shardCount() {
+      return parts.currentCount?.() ?? parts.shardCount;
+    },
+    ...(parts.resharding
+      ? {
+        resharding: () => parts.resharding!.status(),
+        reshard: (count?: number) => parts.resharding!.request(count),
+      }
+      : {}),
     ...(parts.node === undefined ? {} : { node: parts.node }),
     now: parts.now ?? (() => Date.now()),
     shards: () => pool.status(),

@@ -204,9 +204,20 @@ export function eventName(b: Uint8Array, start: number, end: number): string {
 
 /**
  * The bytes of a payload's `d` value (a view), or null when there is none. Walks `d` to its end, so
- * it is for the few places that rewrite an envelope (replay), not for the hot path.
+ * it is for the few places that rewrite an envelope (replay) or look inside one event in many (a reshard's
+ * READY and GUILD_CREATEs), not for the hot path.
  */
 export function dataOf(b: Uint8Array): Uint8Array | null {
+  return fieldOf(b, D_KEY);
+}
+
+const D_KEY = new Uint8Array([LOWER_D]);
+
+/**
+ * The bytes of the value of top-level key `key` (its bytes, unescaped names only) of the JSON object in
+ * `b` (a view; a string keeps its quotes), or null when `b` is no object or has no such key.
+ */
+export function fieldOf(b: Uint8Array, key: Uint8Array): Uint8Array | null {
   let i = skipSpace(b, 0);
   if (b[i] !== OPEN_BRACE) return null;
   i++;
@@ -221,9 +232,14 @@ export function dataOf(b: Uint8Array): Uint8Array | null {
     i = skipSpace(b, i + 1);
     const valueEnd = skipValue(b, i);
     if (valueEnd < 0) return null;
-    if (keyEnd - 1 - keyStart === 1 && b[keyStart] === LOWER_D) return b.subarray(i, valueEnd);
+    if (keyEnd - 1 - keyStart === key.length && sameBytes(b, keyStart, key)) return b.subarray(i, valueEnd);
     i = skipSpace(b, valueEnd);
     if (b[i] === COMMA) i++;
     else return null;
   }
+}
+
+function sameBytes(b: Uint8Array, at: number, key: Uint8Array): boolean {
+  for (let j = 0; j < key.length; j++) if (b[at + j] !== key[j]) return false;
+  return true;
 }

@@ -120,6 +120,7 @@ export class Shard {
     const r = this.#receiver;
     return {
       id: this.id,
+      count: this.#o.count,
       state: state.kind,
       seq: seq > 0 ? seq : null,
       sessionId: session?.id ?? null,

@@ -69,6 +69,8 @@ export interface ShardObserver {
 /** A point-in-time view of a shard, for logs, health and `gatehouse shards`. */
 export interface ShardStatus {
   id: number;
+  /** The shard count of its set (two sets run side by side during a reshard). */
+  count?: number;
   state: ShardState["kind"];
   seq: number | null;
   sessionId: string | null;

@@ -37,6 +37,11 @@ export class Dispatcher implements DispatchSink {
     this.#journal.event(shard, t, s, payload, start, keep);
   }
 
+  /** A dispatch not to deliver (a reshard's repeat): only its seq is recorded. */
+  skip(shard: number, t: string, s: number, payload: Uint8Array, start: number): void {
+    this.#journal.event(shard, t, s, payload, start, false);
+  }
+
   internal(shard: number, t: string, d: Record<string, unknown>): void {
     if (this.#allowed !== null && !this.#allowed.has(t)) {
       this.filtered++;

@@ -45,6 +45,8 @@ interface Pending {
   generation: Generation;
   at: number;
   live: boolean;
+  /** What the caller attached to the delivery (`offer`'s `token`). */
+  token: unknown;
 }
 
 /** What the filter has done, for metrics. */
@@ -95,11 +97,21 @@ export class OverlapFilter {
     return this.#queue.length - this.#head;
   }
 
+  /** The `token` of the delivery the last "drop-repeat" matched (undefined when it had none). */
+  matched: unknown = undefined;
+
   /**
    * Decides one dispatch. `receivedAt` defaults to the clock; a receive time in the future of the clock
-   * counts as now.
+   * counts as now. `token` is kept with a delivery that waits for its copy, and is `matched` when the copy
+   * comes (a reshard holds the new set's deliveries and cancels one when the old set turns out to have it).
    */
-  offer(generation: Generation, t: string, d: Uint8Array, receivedAt?: number): OverlapVerdict {
+  offer(
+    generation: Generation,
+    t: string,
+    d: Uint8Array,
+    receivedAt?: number,
+    token?: unknown,
+  ): OverlapVerdict {
     const now = this.#clock.now();
     const at = Math.min(receivedAt ?? now, now);
     this.#expire(now);
@@ -118,13 +130,14 @@ export class OverlapFilter {
         if (first.at >= cutoff) {
           if (waiting.length === 0) other.delete(key);
           this.counts.dropped++;
+          this.matched = first.token;
           return "drop-repeat";
         }
         this.counts.expired++;
       }
       other.delete(key);
     }
-    this.#record(generation, key, at);
+    this.#record(generation, key, at, token);
     this.counts.delivered++;
     return "deliver";
   }
@@ -134,8 +147,8 @@ export class OverlapFilter {
     this.#expire(this.#clock.now());
   }
 
-  #record(generation: Generation, key: string, at: number): void {
-    const entry: Pending = { key, generation, at, live: true };
+  #record(generation: Generation, key: string, at: number, token: unknown): void {
+    const entry: Pending = { key, generation, at, live: true, token };
     const byKey = this.#pending[generation];
     const list = byKey.get(key);
     if (list) list.push(entry);

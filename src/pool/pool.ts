@@ -31,6 +31,13 @@ export interface PoolOptions {
   sessionFor?: (key: ShardKey) => ResumableSession | null;
   /** A shard's session started (or changed), or ended (null): keyed by count and id, to be stored. */
   onSession?: (key: ShardKey, session: ResumableSession | null) => void;
+  /** The sink of the shards of a count (default: the template's); a reshard holds the new set's events. */
+  sinkFor?: (key: ShardKey) => ShardOptions["sink"];
+  /**
+   * A shard closed for good. Returning true takes it over (a reshard answers a 4011, or gives itself up
+   * on a new shard's failure); otherwise, or without it, the pool fails with it.
+   */
+  onFatal?: (failure: PoolFailure) => boolean;
   /** Builds a shard; tests pass fakes. */
   createShard?: (options: ShardOptions) => PoolShard;
   clock?: Clock;
@@ -121,9 +128,15 @@ export class Pool {
       ...this.#o.shard,
       id: key.id,
       count: key.count,
+      sink: this.#o.sinkFor?.(key) ?? this.#o.shard.sink,
+      // Two sets run side by side during a reshard: every line of a shard says its count.
+      logger: this.#o.shard.logger?.with({ count: key.count }),
       session: this.#o.sessionFor?.(key) ?? null,
       onSession: this.#o.onSession && ((_id, session) => this.#o.onSession!(key, session)),
-      onFatal: (id, code, reason) => this.#fail({ shard: id, count: key.count, code, reason }),
+      onFatal: (id, code, reason) => {
+        const failure = { shard: id, count: key.count, code, reason };
+        if (!this.#o.onFatal?.(failure)) this.fail(failure);
+      },
     });
     this.#shards.set(name, { key, shard });
     if (this.#paused) shard.setPaused(true);
@@ -217,7 +230,8 @@ export class Pool {
     return { clean, connected: entries.length - none, total: entries.length };
   }
 
-  #fail(failure: PoolFailure): void {
+  /** Fails the pool with `failure` (the first one counts): `failed` resolves with it. */
+  fail(failure: PoolFailure): void {
     if (this.#failure) return;
     this.#failure = failure;
     this.#onFailure?.(failure);

@@ -40,6 +40,11 @@ export type ReshardDecision =
   | { reshard: true; count: number; why: string }
   | { reshard: false; why: string; reason: "not_needed" | "budget" | "invalid" };
 
+/** 0.8 → "80", 0.005 → "0.5". */
+function percent(fraction: number): string {
+  return String(Number((fraction * 100).toFixed(1)));
+}
+
 /** `count` rounded up to a multiple of `maxConcurrency` (unchanged when that is 1). */
 export function roundToBuckets(count: number, maxConcurrency: number): number {
   if (maxConcurrency <= 1) return count;
@@ -58,11 +63,11 @@ export function decideReshard(input: ReshardInput): ReshardDecision {
         return {
           reshard: false,
           reason: "not_needed",
-          why: `${fillText}, under the threshold of ${(input.threshold * 100).toFixed(0)} %`,
+          why: `${fillText}, under the threshold of ${percent(input.threshold)} %`,
         };
       }
       wanted = recommended;
-      why = `${fillText} (threshold ${(input.threshold * 100).toFixed(0)} %)`;
+      why = `${fillText} (threshold ${percent(input.threshold)} %)`;
       break;
     case "requested":
       if (trigger.count !== undefined && (!Number.isSafeInteger(trigger.count) || trigger.count < 1)) {

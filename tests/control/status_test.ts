@@ -52,6 +52,8 @@ function report(shards: Array<Partial<StatusReport["shards"][number]>>, lag = 0)
     shards_ready: shards.filter((s) => s.ready !== false).length,
     shards: shards.map((s, id) => ({
       id,
+      count: shards.length,
+      delivering: true,
       state: "ready",
       ready: true,
       why: null,

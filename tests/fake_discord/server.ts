@@ -279,6 +279,8 @@ export class FakeDiscord {
   #eventsSent = 0;
   #closedBytes = 0;
   #stopped = false;
+  /** Counts whose IDENTIFY gets no READY (`withholdReady`). */
+  #withheldReady = new Set<number>();
   /** The fixed guild set (`guilds` option), or null: guilds per session. */
   #guilds: GuildSet | null;
   /** Counts set by `acceptCounts`; null = the recommended count (or any count without `guilds`). */
@@ -625,6 +627,8 @@ export class FakeDiscord {
       presence: d.presence,
       largeThreshold: d.large_threshold as number | undefined,
     });
+    // A count whose READY is withheld: the connection stays open and heartbeats are answered, nothing else.
+    if (this.#withheldReady.has(count)) return;
     const guildIds = this.#guilds?.owned(shard, count) ??
       Array.from({ length: this.options.guildsPerShard }, (_, i) => guildIdFor(shard, count, i));
     const session: Session = {
@@ -1064,6 +1068,14 @@ export class FakeDiscord {
   acceptCounts(counts: number[] | null): void {
     this.#acceptedCounts = counts === null ? null : new Set(counts);
     this.#strictCounts = counts !== null;
+  }
+
+  /**
+   * IDENTIFYs with one of `counts` are taken (a session start is counted) but never answered with READY:
+   * a new shard set that never becomes ready. `[]` answers every count again.
+   */
+  withholdReady(counts: number[]): void {
+    this.#withheldReady = new Set(counts);
   }
 
   /** The counts IDENTIFY accepts now (without `guilds` and `acceptCounts`, any count is: see there). */
