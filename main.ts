@@ -70,7 +70,8 @@ export function buildProgram(onExit: (code: number) => void): Command {
         "Control listener (default 127.0.0.1:7979, [control] address): /metrics, /healthz, /readyz, /shards; see\n" +
         "`gatehouse shards`. Actions (reconnect a shard, send a command, reshard) need [control] token.\n" +
         "Exit codes: 0 stopped cleanly, 1 unexpected failure, 2 configuration or usage error,\n" +
-        "3 Discord rejected the token, 4 intents invalid or not enabled, 5 shard layout rejected,\n" +
+        "3 Discord rejected the token, 4 intents invalid or not enabled, 5 shard layout rejected (4011: when no\n" +
+        "reshard can answer it),\n" +
         "6 store unusable (corrupt, used by another gatehouse, read-only, full; also when events received could not\n" +
         "be stored by the stop: they were not acknowledged, so the next start gets them again).",
     )

@@ -24,6 +24,8 @@ import { RedisIdentifyQueue } from "../cluster/redis_identify.ts";
 import { connectLeaseRedis, RedisLeaseStore } from "../cluster/redis_leases.ts";
 import { RedisSessionStore } from "../cluster/redis_sessions.ts";
 import { StatusPublisher } from "../cluster/status_board.ts";
+import { RedisReshardPlans, type ReshardPlan } from "../cluster/reshard_coordinator.ts";
+import type { ReshardCoordinator, Resharder } from "../pool/resharder.ts";
 import type { GatewayView } from "../control/status.ts";
 import type { GatehouseConfig } from "../config/load.ts";
 import type { GatewayBotInfo } from "../gateway/protocol.ts";
@@ -54,12 +56,18 @@ export interface ClusterStartParts {
 }
 
 interface FencingSink {
-  fenceThrough(shard: number, id: number): void;
+  fenceThrough(shard: number, id: number, count?: number): void;
 }
+
+/** How often a member reads the bot's reshard plan. */
+const RESHARD_POLL_MS = 500;
+/** After a switch the new shards stay where they overlap the old ones this long (repeats are matched there). */
+const RESHARD_SETTLE_MS = 30_000;
 
 export class ClusterRun {
   readonly node: string;
-  readonly shardCount: number;
+  /** The bot's shard count (a reshard's switch changes it). */
+  shardCount: number;
   readonly identify: RedisIdentifyQueue;
   readonly fencing: ClusterFencing;
   readonly sessions: RedisSessionStore;
@@ -80,6 +88,16 @@ export class ClusterRun {
   readonly #resume = new Map<string, ResumableSession>();
   /** The session id each running shard is in (a new one is stored at READY). */
   readonly #current = new Map<string, string>();
+  /** The shard count of every session seen here (the fence keys events by it). */
+  readonly #countOfSession = new Map<string, number>();
+  readonly #plans: RedisReshardPlans;
+  readonly #maxConcurrency: number;
+  #resharder: Resharder | null = null;
+  #reshardTimer: ReturnType<typeof setTimeout> | undefined;
+  #settleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The last plan read and acted on, and the one followed (its new shards run here). */
+  #seenEpoch: string | null = null;
+  #following: { epoch: string; to: number } | null = null;
 
   private constructor(
     config: GatehouseConfig,
@@ -88,16 +106,19 @@ export class ClusterRun {
     redis: RedisClient,
     leases: RedisClient,
     identify: RedisIdentifyQueue,
+    maxConcurrency: number,
   ) {
     this.#config = config;
+    this.#maxConcurrency = maxConcurrency;
     this.node = node;
     this.shardCount = shardCount;
     this.#redis = redis;
     this.#leases = leases;
     this.identify = identify;
     const prefix = config.redis.prefix;
-    this.fencing = { node, prefix, shardCount };
+    this.fencing = { node, prefix, shardCount, countOf: (id) => this.#countOfSession.get(id) };
     this.sessions = new RedisSessionStore({ client: redis, prefix, node });
+    this.#plans = new RedisReshardPlans(redis, prefix, node);
   }
 
   /** Connects to the cluster's Redis and agrees on the shard count; exit 2 when this member disagrees. */
@@ -177,7 +198,7 @@ export class ClusterRun {
       count: shardCount,
       lease: config.cluster.leaseMs,
     });
-    return new ClusterRun(config, node, shardCount, redis, leases, identify);
+    return new ClusterRun(config, node, shardCount, redis, leases, identify, limit.max_concurrency);
   }
 
   /** The session a shard starts with: the shared one, loaded when the shard was taken. */
@@ -197,6 +218,7 @@ export class ClusterRun {
           error: (error as Error).message,
         })
       );
+    if (session !== null) this.#countOfSession.set(session.id, key.count);
     if (session === null) {
       this.#current.delete(n);
       this.#resume.delete(n);
@@ -262,7 +284,9 @@ export class ClusterRun {
       if (wanted.has(name(key))) continue;
       // Lost (not handed off: a hand-off removes the shard before the set changes): stop at once.
       this.#log.warn("shard {shard}: lease lost; stopping it (its next owner resumes it)", { shard: key.id });
-      void parts.pool.remove(key).then(() => this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId));
+      void parts.pool.remove(key).then(() =>
+        this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId, key.count)
+      );
       this.#shardsChanged();
       this.#current.delete(name(key));
       this.#republish();
@@ -279,25 +303,30 @@ export class ClusterRun {
   /** Fences what the journal holds of `key`, loads its shared session, then runs it (if still ours). */
   async #take(key: ShardKey): Promise<void> {
     const parts = this.#parts!;
-    this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId);
+    this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId, key.count);
     let session: ResumableSession | null = null;
-    try {
-      const stored = await this.sessions.get(key.count, key.id);
-      if (stored) session = { id: stored.sessionId, resumeUrl: stored.resumeUrl, seq: stored.seq };
-    } catch (error) {
-      // Without the shared session the shard identifies: nothing is lost that Discord would replay,
-      // but the session's missed events are. Try again at the next round instead.
-      this.#log.warn("shard {shard}: cannot read its shared session ({error}); taking it later", {
-        shard: key.id,
-        error: (error as Error).message,
-      });
-      return;
+    // A reshard's new shard identifies (what Redis holds of its key is from a reshard given up).
+    const fresh = this.#following !== null && key.count === this.#following.to;
+    if (!fresh) {
+      try {
+        const stored = await this.sessions.get(key.count, key.id);
+        if (stored) session = { id: stored.sessionId, resumeUrl: stored.resumeUrl, seq: stored.seq };
+      } catch (error) {
+        // Without the shared session the shard identifies: nothing is lost that Discord would replay,
+        // but the session's missed events are. Try again at the next round instead.
+        this.#log.warn("shard {shard}: cannot read its shared session ({error}); taking it later", {
+          shard: key.id,
+          error: (error as Error).message,
+        });
+        return;
+      }
     }
     if (!this.#ownership?.owned().some((k) => name(k) === name(key))) return;
     const n = name(key);
     if (session) {
       this.#resume.set(n, session);
       this.#current.set(n, session.id);
+      this.#countOfSession.set(session.id, key.count);
       parts.journal.restoreSession(key.count, key.id, session);
     } else {
       this.#resume.delete(n);
@@ -328,10 +357,129 @@ export class ClusterRun {
       this.#log.warn("shard {shard}: handed off before its last events reached Redis", { shard: key.id });
     }
     // Anything left of it in the journal is the next owner's to get from Discord.
-    this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId);
+    this.#fence?.fenceThrough(key.id, parts.journal.lastAssignedId, key.count);
     this.#current.delete(name(key));
     this.#resume.delete(name(key));
     this.#republish();
+  }
+
+  // ---- resharding: one plan for the bot, in Redis (src/cluster/reshard_coordinator.ts) ----
+
+  /** What the resharder asks of the cluster: start the bot's reshard, report loaded shards, give it up. */
+  coordinator(): ReshardCoordinator {
+    return {
+      start: (plan) =>
+        this.#plans.start({
+          from: plan.from,
+          to: plan.count,
+          trigger: plan.trigger,
+          why: plan.why,
+          at: Date.now(),
+        }),
+      loaded: (ids) => {
+        const following = this.#following;
+        if (!following) return;
+        void this.#plans.loaded(following.epoch, ids).then((switched) => {
+          if (switched) void this.#readPlan();
+        }).catch((error) =>
+          this.#log.warn("reshard: cannot report loaded shards: {error}", { error: error.message })
+        );
+      },
+      giveUp: (why) => {
+        const following = this.#following;
+        if (!following) return;
+        this.#endFollowing();
+        void this.#plans.abort(following.epoch, why).catch((error) =>
+          this.#log.warn("reshard: cannot give the plan up in Redis: {error}", { error: error.message })
+        );
+      },
+    };
+  }
+
+  /** Follows the bot's reshard plans with `resharder` until `stop`. */
+  followReshards(resharder: Resharder): void {
+    this.#resharder = resharder;
+    const poll = () => {
+      if (this.#resharder === null) return;
+      this.#reshardTimer = setTimeout(() => void this.#readPlan().finally(poll), RESHARD_POLL_MS);
+    };
+    poll();
+  }
+
+  /** The resharder switched to `count`: ownership, fencing and routing follow. */
+  switched(count: number): void {
+    this.shardCount = count;
+    this.fencing.shardCount = count;
+    // The old shards' leases are handed off (their events reach Redis first); the new ones stay pinned
+    // where they overlap the old ones until the overlap is over, then the shares even out.
+    this.#ownership?.setKeys(Array.from({ length: count }, (_, id) => ({ id, count })));
+    clearTimeout(this.#settleTimer);
+    this.#settleTimer = setTimeout(() => {
+      if (this.#following === null) this.#ownership?.pin([]);
+    }, RESHARD_SETTLE_MS);
+    this.#following = null;
+    this.#shardsChanged();
+    this.#republish();
+  }
+
+  async #readPlan(): Promise<void> {
+    const resharder = this.#resharder;
+    if (!resharder || !this.#ownership) return;
+    let plan: ReshardPlan | null;
+    try {
+      plan = await this.#plans.read();
+    } catch {
+      return; // Redis unreachable: the next read
+    }
+    if (plan === null) return;
+    const following = this.#following;
+    if (plan.state === "preparing" && plan.epoch !== this.#seenEpoch) {
+      this.#seenEpoch = plan.epoch;
+      if (plan.from !== this.shardCount) return;
+      // New shard j takes its guilds from old shard j % from: it runs where that one runs.
+      const old = new Set(this.owned().filter((k) => k.count === plan.from).map((k) => k.id));
+      const ids = Array.from({ length: plan.to }, (_, j) => j).filter((j) => old.has(j % plan.from));
+      this.#following = { epoch: plan.epoch, to: plan.to };
+      this.#log.info("reshard {from} → {to} of the bot (by {node}): running new shard(s) {ids} here", {
+        from: plan.from,
+        to: plan.to,
+        node: plan.node,
+        ids: ids.join(", ") || "none",
+      });
+      resharder.follow({
+        count: plan.to,
+        ids,
+        trigger: plan.trigger,
+        why: plan.why,
+        startedAt: plan.startedAt,
+        maxConcurrency: this.#maxConcurrency,
+      });
+      clearTimeout(this.#settleTimer);
+      this.#ownership.pin(ids.map((id) => ({ id, count: plan.to })));
+      return;
+    }
+    if (plan.state === "switched" && following?.epoch === plan.epoch) {
+      this.#seenEpoch = plan.epoch;
+      resharder.switchNow(plan.to, plan.switchedBy === this.node);
+      return;
+    }
+    if (plan.state === "switched" && plan.to !== this.shardCount && plan.from === this.shardCount) {
+      // Joined while the bot resharded (nothing of it ran here): take the new count as it is.
+      this.#seenEpoch = plan.epoch;
+      resharder.adopt(plan.to);
+      return;
+    }
+    if (plan.state === "aborted" && following?.epoch === plan.epoch) {
+      this.#seenEpoch = plan.epoch;
+      resharder.abortNow(plan.to, plan.why);
+      this.#endFollowing();
+    }
+  }
+
+  /** The reshard followed here is over without a switch: its new shards are let go. */
+  #endFollowing(): void {
+    this.#following = null;
+    this.#ownership?.pin([]);
   }
 
   /** Publishes this member's status report for `gatehouse shards` until `stop`. */
@@ -363,6 +511,9 @@ export class ClusterRun {
 
   /** Releases every lease and leaves (after the pool stopped and delivery finished). */
   async stop(): Promise<void> {
+    clearTimeout(this.#reshardTimer);
+    clearTimeout(this.#settleTimer);
+    this.#resharder = null;
     await this.#publisher?.stop();
     await this.#ownership?.stop();
     this.identify.close();

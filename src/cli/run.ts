@@ -242,18 +242,30 @@ async function runParts(
       remove: (key, code): Promise<unknown> => pool.remove(key, code),
     },
     sink: dispatcher,
-    journal,
+    // The new set's sessions reach the journal at the switch; in cluster mode the shared ones too.
+    journal: {
+      sessionStarted: (count, id, session) => {
+        journal.sessionStarted(count, id, session);
+        cluster?.onSession({ id, count }, session);
+      },
+      sessionLost: (count, id) => {
+        journal.sessionLost(count, id);
+        if (pool.get(id, count)) cluster?.onSession({ id, count }, null);
+      },
+    },
     fetchInfo,
     reserve: config.gateway.identifyReserve,
     threshold: config.resharding.threshold,
     intervalMs: config.resharding.intervalMs,
     timeoutMs: config.resharding.timeoutMs,
     maxHeldBytes: config.resharding.maxHeldBytes,
-    unavailable: reshardUnavailable(config, shardIds.length, startCount),
+    unavailable: reshardUnavailable(config, cluster ? startCount : shardIds.length, startCount),
+    coordinator: cluster?.coordinator(),
     logger: logger("reshard"),
     onSwitched: (count) => {
       shardCount = count;
       if (router) router.shardCount = count;
+      cluster?.switched(count);
       if (config.shards.count !== null && config.shards.count !== count) {
         log.warn(
           "now running {count} shards, but [shards] count says {configured}: set it to {count} (or leave it " +
@@ -300,6 +312,7 @@ async function runParts(
   });
   // Before the pool: a stop during a reshard keeps the running set's sessions (the new set's are not stored).
   resharder.start();
+  cluster?.followReshards(resharder);
   life.add("resharding", { stop: () => resharder.stop() });
 
   // Commands from the bot: stdin when it is a pipe, and the Redis and RabbitMQ inboxes when those are sinks.
@@ -404,9 +417,6 @@ async function runParts(
 
 /** Why this process cannot reshard on its own, or null when it can. */
 function reshardUnavailable(config: GatehouseConfig, ids: number, count: number): string | null {
-  if (config.cluster.mode !== "off") {
-    return "resharding is not available in cluster mode yet: restart the members with the new [shards] count";
-  }
   if (ids < count) {
     return `this process runs ${ids} of the ${count} shards ([shards] ids): a reshard needs every shard in one process`;
   }

@@ -72,12 +72,46 @@ export class ClusterOwnership implements ShardOwnership {
   #settled: (() => void) | null = null;
   #inFlight = false;
   #running = false;
+  /** Every shard of the bot (the options' `keys`, until `setKeys`). */
+  #keys: ShardKey[];
+  /** Held besides the share, never handed off while pinned (a reshard's new shards), by lease name. */
+  #pinned = new Map<string, ShardKey>();
 
   constructor(options: ClusterOwnershipOptions) {
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
     this.#held = new HeldLeases(this.#clock, options.leaseMs);
     this.#live = [options.node];
+    this.#keys = options.keys;
+  }
+
+  /**
+   * Also holds `keys` (taken in the next rounds, renewed, never handed off while pinned), whatever the
+   * share says: a reshard's new shards, run beside the old ones they overlap. Replaces the pins before;
+   * a held key no longer pinned nor of the share is handed off.
+   */
+  pin(keys: ShardKey[]): void {
+    this.#pinned = new Map(keys.map((k) => [this.#name(k), k]));
+    this.#retire();
+    if (this.#running && !this.#inFlight && keys.length > 0) void this.#round();
+  }
+
+  /** The bot's shards are `keys` from now on (a reshard's switch): shares follow; held others are handed off. */
+  setKeys(keys: ShardKey[]): void {
+    this.#keys = keys;
+    this.#share = null;
+    this.#retire();
+  }
+
+  /** Hands off at once (hidden from `owned()` now) what is held beyond the share and the pins. */
+  #retire(): void {
+    if (!this.#running) return;
+    const share = this.#shareNow();
+    for (const [name, h] of this.#held.entries()) {
+      if (share.names.has(name) || this.#pinned.has(name)) continue;
+      if (!this.#held.hidden(name) && this.#held.holds(name)) this.#handOff(name, h.key);
+    }
+    this.#held.changed();
   }
 
   /** Resolves once the first round is done (after `settleMs`, when set). */
@@ -156,7 +190,7 @@ export class ClusterOwnership implements ShardOwnership {
   #shareNow(): { names: Set<string>; keys: ShardKey[] } {
     const live = this.#live.join("\n");
     if (this.#share?.live !== live) {
-      const keys = shareOf(this.#live, this.#o.node, this.#o.keys);
+      const keys = shareOf(this.#live, this.#o.node, this.#keys);
       this.#share = { live, keys, names: new Set(keys.map((k) => this.#name(k))) };
     }
     return this.#share;
@@ -176,19 +210,15 @@ export class ClusterOwnership implements ShardOwnership {
       if (live !== null) this.#live = live.includes(node) ? live : [...live, node].sort();
       const share = this.#shareNow();
       const targets = new Map<string, ShardKey>(share.keys.map((k) => [this.#name(k), k]));
+      for (const [name, key] of this.#pinned) targets.set(name, key);
       for (const [name, h] of this.#held.entries()) targets.set(name, h.key);
-      await Promise.all([...targets].map(([name, key]) => this.#refresh(name, key, share.names)));
+      const wanted = new Set([...share.names, ...this.#pinned.keys()]);
+      await Promise.all([...targets].map(([name, key]) => this.#refresh(name, key, wanted)));
     } finally {
       this.#inFlight = false;
     }
     if (!this.#running) return;
-    const share = this.#shareNow();
-    for (const [name, h] of this.#held.entries()) {
-      if (!share.names.has(name) && !this.#held.hidden(name) && this.#held.holds(name)) {
-        this.#handOff(name, h.key);
-      }
-    }
-    this.#held.changed();
+    this.#retire();
   }
 
   /** Renews a held lease, or takes one of the share; a lapsed lease beyond the share is forgotten. */

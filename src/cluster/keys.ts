@@ -13,6 +13,9 @@
  * - `{<prefix>}:lease:<count>:<shard>`: string, the node holding the shard (the lease store sets it).
  * - `{<prefix>}:nodes`: sorted set, each live member (node name) scored by the end of its registration (ms).
  * - `{<prefix>}:shard_count`: the cluster's shard count, set by its first member (SET NX).
+ * - `{<prefix>}:reshard`: hash, the bot's reshard (src/cluster/reshard_coordinator.ts): `epoch`, `from`, `to`,
+ *   `state` (preparing, switched, aborted), `trigger`, `why`, `started_at`, `node`, and who switched or
+ *   gave it up; `{<prefix>}:reshard:loaded`: set of the new shards loaded (READY with their guilds).
  * - `{<prefix>}:status:<node>`: string, the node's status report as JSON (src/cluster/status_board.ts),
  *   republished every few seconds with an expiry of about three periods, so a dead node's report goes.
  */
@@ -24,6 +27,8 @@ export interface ClusterKeys {
   lease(shardCount: number, shard: number): string;
   readonly nodes: string;
   readonly shardCount: string;
+  readonly reshard: string;
+  readonly reshardLoaded: string;
   status(node: string): string;
 }
 
@@ -40,6 +45,8 @@ export function clusterKeys(prefix: string): ClusterKeys {
     lease: (count, shard) => `${tag}:lease:${count}:${shard}`,
     nodes: `${tag}:nodes`,
     shardCount: `${tag}:shard_count`,
+    reshard: `${tag}:reshard`,
+    reshardLoaded: `${tag}:reshard:loaded`,
     status: (node) => `${tag}:status:${node}`,
   };
 }

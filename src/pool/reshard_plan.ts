@@ -34,6 +34,11 @@ export interface ReshardInput {
   reserve: number;
   /** Fill at which the periodic check reshards (`[resharding] threshold`, 0 < t ≤ 1). */
   threshold: number;
+  /**
+   * The new count must be a multiple of this too (cluster mode: of the running count, so each new shard's
+   * guilds are a subset of one old shard's and the overlap is met in one process). Default 1.
+   */
+  multipleOf?: number;
 }
 
 export type ReshardDecision =
@@ -43,6 +48,12 @@ export type ReshardDecision =
 /** 0.8 → "80", 0.005 → "0.5". */
 function percent(fraction: number): string {
   return String(Number((fraction * 100).toFixed(1)));
+}
+
+function lcm(a: number, b: number): number {
+  let x = a, y = b;
+  while (y !== 0) [x, y] = [y, x % y];
+  return (a / x) * b;
 }
 
 /** `count` rounded up to a multiple of `maxConcurrency` (unchanged when that is 1). */
@@ -87,7 +98,8 @@ export function decideReshard(input: ReshardInput): ReshardDecision {
   }
   // Enough shards for the guilds whatever was asked: a count Discord would refuse is no reshard.
   const least = Math.ceil(guilds / GUILDS_PER_SHARD_LIMIT);
-  const count = roundToBuckets(Math.max(wanted, least, 1), maxConcurrency);
+  const step = lcm(Math.max(1, maxConcurrency), Math.max(1, input.multipleOf ?? 1));
+  const count = roundToBuckets(Math.max(wanted, least, 1), step);
   if (count === currentCount) {
     return { reshard: false, reason: "not_needed", why: `${why}; the new count would be ${count}, as now` };
   }

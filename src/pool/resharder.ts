@@ -51,6 +51,22 @@ export interface ReshardJournal {
   sessionLost(shardCount: number, shard: number): void;
 }
 
+/**
+ * Cluster mode: one reshard for the whole bot. A trigger starts it for everyone (`start`); each member
+ * then runs, through `Resharder.follow`, the new shards that overlap its old ones, reports those that
+ * are loaded, and switches (`switchNow`) or gives up (`abortNow`) when the bot does.
+ */
+export interface ReshardCoordinator {
+  /** Starts a reshard of the bot to `count`; resolves with null when started, else why not. */
+  start(
+    plan: { count: number; from: number; trigger: ReshardTrigger["kind"]; why: string },
+  ): Promise<string | null>;
+  /** New shards of the reshard under way here that are loaded (READY with their guilds). */
+  loaded(ids: number[]): void;
+  /** This member gives the reshard up: the bot does. */
+  giveUp(why: string): void;
+}
+
 export interface ResharderOptions {
   /** The shard count running now. */
   count: number;
@@ -76,6 +92,8 @@ export interface ResharderOptions {
   guildWaitMs?: number;
   /** The most one turn spends handing the hold to the journal at the switch (ms). Default 5. */
   drainSliceMs?: number;
+  /** Cluster mode: the reshard is the bot's, decided and switched through Redis. */
+  coordinator?: ReshardCoordinator;
   /** The switch happened: `count` runs now (routing, status). */
   onSwitched?: (count: number) => void;
   /** A reshard was decided against: a 4011 that cannot be answered fails the pool with this. */
@@ -117,8 +135,12 @@ interface Preparing {
   timeoutAt: number;
   /** Old deliveries whose owner in the new set is not READY yet, per owner: the last `BEFORE_READY_MS`. */
   early: Map<number, Array<{ t: string; d: Uint8Array; at: number }>>;
+  /** Loaded shards already told to the coordinator. */
+  reported: Set<number>;
   tick: TimerId | undefined;
   switching: boolean;
+  /** Whether this process emits GATEHOUSE_RESHARDED at the switch (one process of a cluster does). */
+  announce: boolean;
   /** After the switch: how much of the hold went to the journal. */
   drained: number;
   /** `counts.repeatsRemoved` when it began. */
@@ -345,10 +367,66 @@ export class Resharder {
       sessionStartsRemaining: limit.remaining,
       reserve: this.#o.reserve,
       threshold: this.#o.threshold,
+      multipleOf: this.#o.coordinator ? this.#current : 1,
     });
     if (!decision.reshard) return refuse(decision.reason, decision.why);
-    this.#begin(decision.count, trigger.kind, decision.why, limit.max_concurrency);
+    const coordinator = this.#o.coordinator;
+    if (coordinator) {
+      let busy: string | null;
+      try {
+        busy = await coordinator.start({
+          count: decision.count,
+          from: this.#current,
+          trigger: trigger.kind,
+          why: decision.why,
+        });
+      } catch (error) {
+        return refuse("error", `cannot start the reshard in Redis: ${(error as Error).message}`);
+      }
+      if (busy !== null) return refuse("busy", busy);
+      return decision;
+    }
+    this.#begin(decision.count, trigger.kind, decision.why, limit.max_concurrency, null);
     return decision;
+  }
+
+  /**
+   * Cluster mode: the bot reshards to `count`; this member runs new shards `ids` (added to the pool by
+   * the caller as their leases are taken) and holds their events until `switchNow`.
+   */
+  follow(plan: {
+    count: number;
+    ids: number[];
+    trigger: ReshardTrigger["kind"];
+    why: string;
+    startedAt: number;
+    maxConcurrency: number;
+  }): boolean {
+    if (this.#phase !== "idle" || plan.count === this.#current) return false;
+    this.#begin(plan.count, plan.trigger, plan.why, plan.maxConcurrency, plan.ids, plan.startedAt);
+    return true;
+  }
+
+  /** Cluster mode: the bot switches to the new set now; `announce`: this member emits GATEHOUSE_RESHARDED. */
+  switchNow(count: number, announce: boolean): boolean {
+    const next = this.#next;
+    if (!next || next.count !== count) return false;
+    next.announce = announce;
+    this.#switch(next);
+    return true;
+  }
+
+  /** Cluster mode: the bot switched to `count` without this member taking part (it joined meanwhile). */
+  adopt(count: number): void {
+    if (this.#phase !== "idle" || count === this.#current) return;
+    this.#current = count;
+    this.#guilds.clear();
+    this.#o.onSwitched?.(count);
+  }
+
+  /** Cluster mode: the bot gave the reshard up (this member or another). */
+  abortNow(count: number, why: string): void {
+    if (this.#next?.count === count) this.#abort(why, false);
   }
 
   /** Guilds of the running set, from its READYs. */
@@ -513,6 +591,15 @@ export class Resharder {
   }
 
   #checkReady(next: Preparing): void {
+    const coordinator = this.#o.coordinator;
+    if (coordinator) {
+      const loaded = [...next.shards].filter(([id, s]) => s.loaded && !next.reported.has(id)).map(([id]) =>
+        id
+      );
+      for (const id of loaded) next.reported.add(id);
+      if (loaded.length > 0) coordinator.loaded(loaded);
+      return;
+    }
     for (const shard of next.shards.values()) if (!shard.loaded) return;
     if (next.switching) return;
     next.switching = true;
@@ -524,8 +611,15 @@ export class Resharder {
 
   // ---- lifecycle of a reshard ----
 
-  #begin(count: number, trigger: ReshardTrigger["kind"], why: string, maxConcurrency: number): void {
-    const now = this.#clock.now();
+  #begin(
+    count: number,
+    trigger: ReshardTrigger["kind"],
+    why: string,
+    maxConcurrency: number,
+    ids: number[] | null,
+    startedAt = this.#clock.now(),
+  ): void {
+    const now = startedAt;
     const rounds = Math.ceil(count / Math.max(1, maxConcurrency));
     const timeoutMs = this.#o.timeoutMs > 0 ? this.#o.timeoutMs : 120_000 + 2 * rounds * IDENTIFY_ROUND_MS;
     const shards = new Map<number, NewShard>();
@@ -543,8 +637,10 @@ export class Resharder {
       heldBytes: 0,
       timeoutAt: now + timeoutMs,
       early: new Map(),
+      reported: new Set(),
       tick: undefined,
       switching: false,
+      announce: true,
       drained: 0,
       repeatsAtStart: this.counts.repeatsRemoved,
     };
@@ -562,7 +658,9 @@ export class Resharder {
       this.#tick(next);
     };
     next.tick = this.#clock.setTimeout(tick, TICK_MS);
-    for (let id = 0; id < count; id++) this.#o.pool.add({ id, count });
+    // Cluster mode: the caller adds them as it takes their leases.
+    if (ids === null) { for (let id = 0; id < count; id++) this.#o.pool.add({ id, count }); }
+    else this.#checkReady(next);
   }
 
   #tick(next: Preparing): void {
@@ -609,16 +707,18 @@ export class Resharder {
     this.#phase = "settling";
     this.#guilds.clear();
     const repeats = this.counts.repeatsRemoved - next.repeatsAtStart;
-    this.#o.sink.internal(0, "GATEHOUSE_RESHARDED", {
-      old_count: from,
-      new_count: to,
-      trigger: next.trigger,
-      reason: next.why,
-      started_at: new Date(next.startedAt).toISOString(),
-      took_ms: now - next.startedAt,
-      held_events: next.heldEvents,
-      repeats_removed: repeats,
-    });
+    if (next.announce) {
+      this.#o.sink.internal(0, "GATEHOUSE_RESHARDED", {
+        old_count: from,
+        new_count: to,
+        trigger: next.trigger,
+        reason: next.why,
+        started_at: new Date(next.startedAt).toISOString(),
+        took_ms: now - next.startedAt,
+        held_events: next.heldEvents,
+        repeats_removed: repeats,
+      });
+    }
     this.counts.switched++;
     this.counts.lastSwitchMs = now - next.startedAt;
     this.#last = {
@@ -688,9 +788,10 @@ export class Resharder {
     }, this.#windowMs);
   }
 
-  #abort(why: string): void {
+  #abort(why: string, tell = true): void {
     const next = this.#next;
     if (!next) return;
+    if (tell) this.#o.coordinator?.giveUp(why);
     if (next.tick !== undefined) this.#clock.clearTimeout(next.tick);
     this.#next = null;
     this.#filter = null;

@@ -253,9 +253,9 @@ export class RedisSink implements Sink {
   }
 
   /** Cluster mode: see `Fence.fenceThrough` (redis_fence.ts). */
-  fenceThrough(shard: number, id: number): void {
+  fenceThrough(shard: number, id: number, count?: number): void {
     if (this.#fence === null) throw new Error("redis: fenceThrough needs the sink's cluster mode");
-    this.#fence.fenceThrough(shard, id);
+    this.#fence.fenceThrough(shard, id, count);
   }
 
   /** Counted always; logged at most every 10 s, with how many since the last line. */

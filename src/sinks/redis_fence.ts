@@ -40,8 +40,16 @@ export interface ClusterFencing {
   node: string;
   /** The cluster prefix (src/cluster/keys.ts), the same for every process of the bot. */
   prefix: string;
-  /** The shard count of the shards this process runs (events carry their shard id only). */
+  /**
+   * The shard count of the shards this process runs (events carry their shard id only); read at each
+   * use, so a reshard's switch may change it.
+   */
   shardCount: number;
+  /**
+   * The shard count of a Discord session, when it is not `shardCount` (during and after a reshard both
+   * counts' events may be in one batch). Unknown sessions are `shardCount`'s.
+   */
+  countOf?: (sessionId: string) => number | undefined;
   /** Milliseconds since the epoch, for the sessions' `updated_at` (default Date.now). */
   now?: () => number;
 }
@@ -130,6 +138,7 @@ return advanced
 /** A Discord session in a batch: its shard, id and the highest seq delivered of it. */
 interface Advance {
   shard: number;
+  count: number;
   sessionId: string;
   seq: number;
 }
@@ -142,14 +151,16 @@ type FenceClient = RedisClient & {
 export class Fence {
   readonly node: string;
   readonly keys: ClusterKeys;
-  readonly shardCount: number;
+  readonly #options: ClusterFencing;
   /** Events not appended because another node holds their shard's lease, or `fenceThrough`. */
   fenced = 0;
   readonly #client: FenceClient;
   readonly #log?: Logger;
   readonly #now: () => number;
-  /** Per shard: its session events up to this journal id are fenced (`fenceThrough`). */
-  readonly #through = new Map<number, number>();
+  /** Per `<count>:<shard>`: its session events up to this journal id are fenced (`fenceThrough`). */
+  readonly #through = new Map<string, number>();
+  /** The count of each scope seen (a few sessions per shard). */
+  readonly #scopeCounts = new Map<string, number>();
   /** Shards fenced by their lease since their last advance: logged once when they become fenced. */
   readonly #reported = new Set<number>();
 
@@ -158,7 +169,7 @@ export class Fence {
     if (options.node === "") throw new Error("cluster node name must not be empty");
     this.node = options.node;
     this.keys = clusterKeys(options.prefix);
-    this.shardCount = options.shardCount;
+    this.#options = options;
     this.#now = options.now ?? Date.now;
     this.#log = log;
     this.#client = client as FenceClient;
@@ -173,13 +184,36 @@ export class Fence {
    * and may follow a gap (events fenced meanwhile); the resumed session replays it from the shared seq.
    * Such events do not hold back the advance of the events after them.
    */
-  fenceThrough(shard: number, id: number): void {
-    if ((this.#through.get(shard) ?? 0) < id) this.#through.set(shard, id);
+  fenceThrough(shard: number, id: number, count = this.shardCount): void {
+    const key = `${count}:${shard}`;
+    if ((this.#through.get(key) ?? 0) < id) this.#through.set(key, id);
+  }
+
+  /** The shard count the shards run with now (`ClusterFencing.shardCount`). */
+  get shardCount(): number {
+    return this.#options.shardCount;
   }
 
   /** Whether event `i` is fenced by `fenceThrough`. */
   fencedThrough(batch: EventBatch, i: number): boolean {
-    return batch.id(i) <= (this.#through.get(batch.shard(i)) ?? 0);
+    if (this.#through.size === 0) return false;
+    return batch.id(i) <= (this.#through.get(`${this.countOf(batch, i)}:${batch.shard(i)}`) ?? 0);
+  }
+
+  /** The shard count of event `i`'s session (`ClusterFencing.countOf`), else `shardCount`. */
+  countOf(batch: EventBatch, i: number): number {
+    const lookup = this.#options.countOf;
+    if (lookup === undefined) return this.shardCount;
+    const scope = batch.scope(i);
+    let count = this.#scopeCounts.get(scope);
+    if (count === undefined) {
+      const session = sessionOf(scope);
+      const known = session === null ? undefined : lookup(session);
+      if (known === undefined) return this.shardCount;
+      if (this.#scopeCounts.size >= 4096) this.#scopeCounts.clear();
+      this.#scopeCounts.set(scope, count = known);
+    }
+    return count;
   }
 
   /** Redis Cluster: the lease keys of the batch's shards this node does not hold (one MGET, one slot). */
@@ -217,7 +251,9 @@ export class Fence {
 
   /** The shard's lease key, or null for an event of no Discord session (gatehouse's own). */
   leaseOf(batch: EventBatch, i: number): string | null {
-    return sessionOf(batch.scope(i)) === null ? null : this.keys.lease(this.shardCount, batch.shard(i));
+    return sessionOf(batch.scope(i)) === null
+      ? null
+      : this.keys.lease(this.countOf(batch, i), batch.shard(i));
   }
 
   /**
@@ -232,8 +268,9 @@ export class Fence {
       if (sessionId === null || fenced.has(shard) || this.fencedThrough(batch, i)) continue;
       const seq = batch.position(i);
       const known = bySession.get(sessionId);
-      if (known === undefined) bySession.set(sessionId, { shard, sessionId, seq });
-      else if (seq > known.seq) known.seq = seq;
+      if (known === undefined) {
+        bySession.set(sessionId, { shard, count: this.countOf(batch, i), sessionId, seq });
+      } else if (seq > known.seq) known.seq = seq;
     }
     return [...bySession.values()];
   }
@@ -243,7 +280,7 @@ export class Fence {
     const keys: string[] = [];
     const argv: Array<string | number> = [this.node, this.#now()];
     for (const a of advances) {
-      keys.push(this.keys.lease(this.shardCount, a.shard), this.keys.session(this.shardCount, a.shard));
+      keys.push(this.keys.lease(a.count, a.shard), this.keys.session(a.count, a.shard));
       argv.push(a.sessionId, a.seq);
     }
     return [keys.length, ...keys, ...argv];

@@ -75,7 +75,11 @@ class Cluster {
         const name = leaseName("bot", key);
         this.log.push(`hand-off ${node} ${name}`);
         assert.equal(own.holds(key), true, "held while handed off");
-        assert.equal(own.owned().some((k) => k.id === key.id), false, "no longer owned: not started again");
+        assert.equal(
+          own.owned().some((k) => k.id === key.id && k.count === key.count),
+          false,
+          "no longer owned: not started again",
+        );
         await new Promise<void>((resolve) => this.clock.setTimeout(resolve, this.handOffMs));
         assert.equal(await this.store.holder(name), node, "the lease is still ours until the hand-off ends");
         assert.equal(own.holds(key), true, "renewed while handed off");
@@ -245,4 +249,48 @@ Deno.test("ClusterOwnership: a hand-off that fails is reported and the lease rel
   await a.stop();
   await b.stop();
   assert.equal(clock.pending, 0);
+});
+
+Deno.test("ClusterOwnership: a reshard's pinned keys are held beside the share; setKeys hands the old ones off at once; unpinned, the shares even out", async () => {
+  const c = new Cluster(shards(4));
+  const a = c.add("a"), b = c.add("b");
+  await a.start();
+  await b.start();
+  await c.run(LEASE_MS * 2);
+  assert.deepEqual(c.counts(), { a: 2, b: 2 });
+  // The new set (8) runs where it overlaps the old one: new shard j beside old shard j % 4.
+  const overlap = (own: ClusterOwnership) => {
+    const old = new Set(own.owned().map((k) => k.id));
+    return shards(8).filter((k) => old.has(k.id % 4));
+  };
+  const pinnedA = overlap(a), pinnedB = overlap(b);
+  a.pin(pinnedA);
+  b.pin(pinnedB);
+  await c.run(LEASE_MS);
+  const names = (own: ClusterOwnership, count: number) =>
+    own.owned().filter((k) => k.count === count).map((k) => k.id).sort((x, y) => x - y);
+  assert.deepEqual(names(a, 8), pinnedA.map((k) => k.id));
+  assert.deepEqual(names(b, 8), pinnedB.map((k) => k.id));
+  assert.deepEqual([names(a, 4).length, names(b, 4).length], [2, 2], "the old shards stay");
+  const before = c.log.length;
+
+  // The switch: the old keys are handed off at once (not owned from this call on), the pinned ones stay.
+  a.setKeys(shards(8));
+  b.setKeys(shards(8));
+  assert.deepEqual([names(a, 4), names(b, 4)], [[], []]);
+  assert.deepEqual(names(a, 8), pinnedA.map((k) => k.id));
+  await c.run(LEASE_MS);
+  assert.equal(c.checkHandOffs(before), 4, "each old lease released after its hand-off");
+  for (const id of [0, 1, 2, 3]) assert.equal(await c.store.holder(leaseName("bot", { id, count: 4 })), null);
+
+  // Unpinned: the even split of 8 between two members.
+  a.pin([]);
+  b.pin([]);
+  await c.run(LEASE_MS * 3);
+  assert.deepEqual([names(a, 8).length, names(b, 8).length], [4, 4]);
+  for (const key of shards(8)) {
+    const holders = [a, b].filter((own) => own.holds(key)).length;
+    assert.equal(holders, 1, `shard ${key.id} of 8 held once`);
+  }
+  await c.stop();
 });

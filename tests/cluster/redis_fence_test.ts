@@ -47,19 +47,41 @@ Deno.test("redis fence: a session advances to its highest seq, not for a shard f
     row(7, 3, "s3", 2),
   ], "p");
   assert.deepEqual(fence.advances(batch, new Set()), [
-    { shard: 0, sessionId: "s0", seq: 7 },
-    { shard: 1, sessionId: "s1", seq: 9 },
-    { shard: 3, sessionId: "s3", seq: 40 },
+    { shard: 0, count: 4, sessionId: "s0", seq: 7 },
+    { shard: 1, count: 4, sessionId: "s1", seq: 9 },
+    { shard: 3, count: 4, sessionId: "s3", seq: 40 },
   ]);
   assert.deepEqual(fence.advances(batch, new Set([1])).map((a) => a.shard), [0, 3]);
   fence.fenceThrough(3, 6);
   assert.deepEqual(fence.advances(batch, new Set([1])), [
-    { shard: 0, sessionId: "s0", seq: 7 },
-    { shard: 3, sessionId: "s3", seq: 2 },
+    { shard: 0, count: 4, sessionId: "s0", seq: 7 },
+    { shard: 3, count: 4, sessionId: "s3", seq: 2 },
   ]);
-  assert.deepEqual(fence.advanceArgs([{ shard: 0, sessionId: "s0", seq: 7 }]).slice(0, 3), [
+  assert.deepEqual(fence.advanceArgs([{ shard: 0, count: 4, sessionId: "s0", seq: 7 }]).slice(0, 3), [
     2,
     "{p}:lease:4:0",
     "{p}:session:4:0",
   ]);
+});
+
+Deno.test("redis fence: during a reshard each session's events are fenced and advanced under its own count", () => {
+  // s3 is a session of the new set (8 shards), the others of the old one (4): one batch holds both.
+  const counts = new Map([["s3", 8]]);
+  const options = { node: "a", prefix: "p", shardCount: 4, countOf: (id: string) => counts.get(id) };
+  const fence = new Fence(options, new Redis({ lazyConnect: true }));
+  const batch = new RowBatch([row(1, 3, "s3old", 5), row(2, 3, "s3", 2), row(3, 2, null, null)], "p");
+  assert.deepEqual([0, 1, 2].map((i) => fence.leaseOf(batch, i)), ["{p}:lease:4:3", "{p}:lease:8:3", null]);
+  // Fencing shard 3 of 4 through id 2 (its lease moved) leaves shard 3 of 8 alone.
+  fence.fenceThrough(3, 2, 4);
+  assert.deepEqual([0, 1].map((i) => fence.fencedThrough(batch, i)), [true, false]);
+  assert.deepEqual(fence.advances(batch, new Set()), [{ shard: 3, count: 8, sessionId: "s3", seq: 2 }]);
+  assert.deepEqual(fence.advanceArgs(fence.advances(batch, new Set())).slice(0, 3), [
+    2,
+    "{p}:lease:8:3",
+    "{p}:session:8:3",
+  ]);
+  // After the switch the default count is the new one (read at each use).
+  options.shardCount = 8;
+  counts.clear();
+  assert.equal(fence.shardCount, 8);
 });
