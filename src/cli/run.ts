@@ -259,7 +259,7 @@ async function runParts(
     intervalMs: config.resharding.intervalMs,
     timeoutMs: config.resharding.timeoutMs,
     maxHeldBytes: config.resharding.maxHeldBytes,
-    unavailable: reshardUnavailable(config, cluster ? startCount : shardIds.length, startCount),
+    unavailable: reshardUnavailable(cluster ? startCount : shardIds.length, startCount),
     coordinator: cluster?.coordinator(),
     logger: logger("reshard"),
     onSwitched: (count) => {
@@ -416,7 +416,7 @@ async function runParts(
 }
 
 /** Why this process cannot reshard on its own, or null when it can. */
-function reshardUnavailable(config: GatehouseConfig, ids: number, count: number): string | null {
+function reshardUnavailable(ids: number, count: number): string | null {
   if (ids < count) {
     return `this process runs ${ids} of the ${count} shards ([shards] ids): a reshard needs every shard in one process`;
   }

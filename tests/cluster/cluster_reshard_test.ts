@@ -70,7 +70,7 @@ Deno.test("cluster: one POST /reshard reshards the bot 4 → 8 across 2 members;
     const [a, b] = [start("worker-a"), start("worker-b")];
     const logs = () => members.map((m) => m.stderr().slice(-3000)).join("\n---\n");
     // Both members run 2 shards each before anything else.
-    for (let until = Date.now() + 30_000;; await sleep(100)) {
+    for (const until = Date.now() + 30_000;; await sleep(100)) {
       const owners = await client.mget(...Array.from({ length: 4 }, (_, id) => `{${PREFIX}}:lease:4:${id}`));
       const ready = fake.sessions().filter((s) => s.count === 4 && !s.invalidated).length;
       if (
@@ -104,7 +104,7 @@ Deno.test("cluster: one POST /reshard reshards the bot 4 → 8 across 2 members;
     assert.equal(again.status, 409);
     assert.match(busy.why, /already resharding \(4 → 8\)/);
 
-    for (let until = Date.now() + 40_000;; await sleep(200)) {
+    for (const until = Date.now() + 40_000;; await sleep(200)) {
       const lines = await readStreams(client, PREFIX);
       if (lines.some((l) => l.t === "GATEHOUSE_RESHARDED")) break;
       assert.ok(Date.now() < until, `the switch\n${logs()}`);
@@ -115,7 +115,7 @@ Deno.test("cluster: one POST /reshard reshards the bot 4 → 8 across 2 members;
 
     const sent = fake.guildEvents;
     let lines: Line[] = [];
-    for (let until = Date.now() + 20_000;; await sleep(200)) {
+    for (const until = Date.now() + 20_000;; await sleep(200)) {
       lines = await readStreams(client, PREFIX);
       if (deliveredCounts(sent, lines).size === sent.length) break;
       const missing = sent.filter((e) => !deliveredCounts(sent, lines).has(e.n)).slice(0, 5);
