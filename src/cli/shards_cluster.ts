@@ -92,8 +92,13 @@ export function renderCluster(c: ClusterStatus): string {
     (c.unowned.length > 0 ? `; ${c.unowned.length} without an owner` : "") +
     (c.unreported.length > 0 ? `; ${c.unreported.length} not reported by their owner` : "") +
     (c.reported_counts.length > 1 ? `; nodes report counts ${c.reported_counts.join(", ")}` : "");
-  const rows = c.shards.map((s) => [
-    s.id,
+  const preparing = c.resharding?.state === "preparing" ? c.resharding : null;
+  const reshardLine = preparing
+    ? `\nresharding ${preparing.from} → ${preparing.to} (${preparing.trigger}, by ${preparing.node}): ` +
+      `${preparing.loaded}/${preparing.to} new shard(s) loaded; the ${preparing.from} deliver until the switch`
+    : "";
+  const rows = [...c.shards, ...c.new_shards].map((s) => [
+    s.count !== null && preparing && s.count === preparing.to ? `${s.id}/${s.count} (new)` : s.id,
     s.node ?? "-",
     s.ready ? s.state : `${s.state} (not ready${s.why && !s.why.startsWith("state") ? `: ${s.why}` : ""})`,
     s.latency_ms === null ? "-" : `${s.latency_ms} ms`,
@@ -126,5 +131,5 @@ export function renderCluster(c: ClusterStatus): string {
   const sinks = sinkRows.length === 0
     ? ""
     : "\n\n" + table(["NODE", "SINK", "CURSOR", "LAG", "ERRORS"], sinkRows);
-  return `${header}\n\n${shards}${nodes}${sinks}`;
+  return `${header}${reshardLine}\n\n${shards}${nodes}${sinks}`;
 }

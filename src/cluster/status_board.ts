@@ -138,6 +138,19 @@ export interface ClusterStatus {
   /** Shards whose owner publishes no report, or one that does not list them. */
   unreported: number[];
   nodes: ClusterNode[];
+  /** The bot's last reshard plan ({prefix}:reshard), with how many new shards are loaded; null: none. */
+  resharding: {
+    state: string;
+    from: number;
+    to: number;
+    loaded: number;
+    trigger: string;
+    why: string;
+    node: string;
+    started_at: string | null;
+  } | null;
+  /** While a reshard prepares: the new set's shards, as their nodes report them (they do not deliver yet). */
+  new_shards: ClusterShard[];
 }
 
 /** Keys per MGET. */
@@ -180,6 +193,28 @@ export async function readClusterStatus(
     return { ...row, node: owner };
   });
   const names = [...reports.keys()].filter((n) => reports.get(n) !== null || owners.includes(n)).sort();
+  const plan = await client.hgetall(keys.reshard);
+  const resharding = plan?.epoch
+    ? {
+      state: plan.state,
+      from: Number(plan.from),
+      to: Number(plan.to),
+      loaded: plan.state === "preparing" ? await client.scard(keys.reshardLoaded) : 0,
+      trigger: plan.trigger ?? "",
+      why: plan.why ?? "",
+      node: plan.node ?? "",
+      started_at: plan.started_at ? new Date(Number(plan.started_at)).toISOString() : null,
+    }
+    : null;
+  const newShards: ClusterShard[] = [];
+  if (resharding?.state === "preparing") {
+    for (const [node, report] of reports) {
+      for (const row of report?.shards ?? []) {
+        if (row.count === resharding.to && row.count !== count) newShards.push({ ...row, node });
+      }
+    }
+    newShards.sort((a, b) => a.id - b.id);
+  }
   const ready = shards.filter((s) => s.ready).length;
   return {
     prefix,
@@ -190,6 +225,8 @@ export async function readClusterStatus(
     shards,
     unowned: shards.filter((s) => s.state === "unowned").map((s) => s.id),
     unreported: shards.filter((s) => s.state === "unreported").map((s) => s.id),
+    resharding,
+    new_shards: newShards,
     nodes: names.map((node) => {
       const report = reports.get(node) ?? null;
       let summary: ClusterNode["report"] = null;

@@ -39,5 +39,5 @@ export const TABLE_INTROS: Readonly<Record<string, string>> = {
   resharding: "A new shard set comes up beside the old one, identifies in the background and takes over " +
     "once every new shard is READY with its guilds; the events both sets see around the switch are " +
     "delivered once. Triggers: this periodic check, POST /reshard (gatehouse shards --reshard), a close " +
-    "with 4011. One process running every shard only (not with [shards] ids, not in cluster mode yet).",
+    "with 4011. One process running every shard, or a cluster (one reshard for the bot); not with [shards] ids.",
 };

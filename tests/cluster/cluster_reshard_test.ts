@@ -103,6 +103,29 @@ Deno.test("cluster: one POST /reshard reshards the bot 4 → 8 across 2 members;
     const busy = await again.json();
     assert.equal(again.status, 409);
     assert.match(busy.why, /already resharding \(4 → 8\)/);
+    // gatehouse shards reads the bot from Redis: the reshard under way, the old set delivering.
+    const shardsCli = async (args: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-all", "main.ts", "shards", ...args],
+        env: {
+          NO_COLOR: "1",
+          GATEHOUSE_CLUSTER: "redis",
+          REDIS_URL: redis.url,
+          GATEHOUSE_REDIS_PREFIX: PREFIX,
+        },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      return new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    };
+    const view = JSON.parse(await shardsCli(["--json"]));
+    assert.equal(view.resharding.state, "preparing", JSON.stringify(view.resharding));
+    assert.deepEqual([view.resharding.from, view.resharding.to], [4, 8]);
+    assert.equal(view.shard_count, 4);
+    assert.match(
+      await shardsCli([]),
+      /resharding 4 → 8 \(requested, by worker-b\): \d\/8 new shard\(s\) loaded/,
+    );
 
     for (const until = Date.now() + 40_000;; await sleep(200)) {
       const lines = await readStreams(client, PREFIX);
