@@ -322,6 +322,18 @@ async function runParts(
     events: dispatcher,
   });
   life.add("commands", commands);
+
+  // Proxy mode: bots connect to gatehouse as if it were Discord. Loaded only when configured.
+  const proxy = config.proxy.listen
+    ? await (await import("../proxy/start.ts")).startProxy(config, {
+      journal,
+      store,
+      pool,
+      count: () => shardCount,
+      logger: logger("proxy"),
+    })
+    : null;
+  if (proxy) life.add("proxy", proxy);
   // In cluster mode the member's shards change while it runs: the command sources follow at once.
   cluster?.onShardsChanged(() => void commands.shardsChanged());
 
@@ -343,6 +355,7 @@ async function runParts(
     identify: identify.local,
     command: (line) => commands.take(line, "control"),
     node: cluster?.node,
+    proxy: proxy?.status,
   });
   cluster?.publish(view);
   life.add(

@@ -110,7 +110,8 @@ export function renderExample(keys: readonly AnyKey[]): string {
     if (TABLE_INTROS[table]) out.push(...comment(TABLE_INTROS[table]), "");
     for (const key of members) out.push(...exampleBlock(key));
   }
-  for (const key of keys) if (key.docs.table) out.push("", ...exampleBlock(key));
+  // A table inside a table (`[proxy.cache]`) was written as its table's last key.
+  for (const key of keys) if (key.docs.table && split(key)[0] === null) out.push("", ...exampleBlock(key));
   return out.join("\n") + "\n";
 }
 
@@ -123,7 +124,7 @@ function tableRow(key: AnyKey): string[] {
   const shownDefault = key.docs.default ??
     (toml === null ? "none" : code(/^".*"$/.test(toml) ? JSON.parse(toml) : toml));
   return [
-    code(key.docs.table ? `[${name}]` : table === null ? name : `[${table}] ${name}`),
+    code(key.docs.table ? `[${key.path}]` : table === null ? name : `[${table}] ${name}`),
     key.env.map(code).join(", "),
     key.flag ? code(`--${key.flag.option}`) : "—",
     shownDefault,

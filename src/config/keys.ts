@@ -7,6 +7,7 @@ import { CLUSTER_KEYS } from "./keys_cluster.ts";
 import { CONTROL_KEYS } from "./keys_control.ts";
 import { DELIVERY_KEYS } from "./keys_delivery.ts";
 import { DISCORD_KEYS } from "./keys_discord.ts";
+import { PROXY_KEYS } from "./keys_proxy.ts";
 import { RESHARDING_KEYS } from "./keys_resharding.ts";
 import { STORE_KEYS } from "./keys_store.ts";
 
@@ -17,6 +18,7 @@ export const KEYS = [
   ...DELIVERY_KEYS,
   ...CLUSTER_KEYS,
   ...RESHARDING_KEYS,
+  ...PROXY_KEYS,
   ...CONTROL_KEYS,
 ] as const;
 
@@ -40,4 +42,8 @@ export const TABLE_INTROS: Readonly<Record<string, string>> = {
     "once every new shard is READY with its guilds; the events both sets see around the switch are " +
     "delivered once. Triggers: this periodic check, POST /reshard (gatehouse shards --reshard), a close " +
     "with 4011. One process running every shard, or a cluster (one reshard for the bot); not with [shards] ids.",
+  proxy: "Proxy mode: gatehouse speaks the Discord gateway to bots that were never rewritten for NDJSON. " +
+    "A client identifies as a shard this process runs (shard [id, count]; 4010/4011 otherwise), gets a " +
+    "READY and its guilds from the cache, then the live events with its own sequence numbers; commands it " +
+    "sends go to the shard. Several clients may share a shard. Events also go to the sinks as usual.",
 };

@@ -4,6 +4,7 @@
  * `keys.ts`; `load.ts` walks that table.
  */
 import type { Compression, Presence } from "../discord/identify.ts";
+import type { CacheKinds } from "../proxy/cache.ts";
 import type { Secret } from "../util/secret.ts";
 
 export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
@@ -64,6 +65,15 @@ export interface GatehouseConfig {
   };
   /** Resharding: when to, and the bounds of a new shard set coming up beside the old one. */
   resharding: { threshold: number; intervalMs: number; timeoutMs: number; maxHeldBytes: number };
+  /** Proxy mode: a Discord-compatible gateway for unmodified bots (`listen` null = off). */
+  proxy: {
+    listen: ListenAddress;
+    /** null = the bot token. */
+    token: Secret | null;
+    resumeWindowMs: number;
+    maxBufferBytes: number;
+    cache: CacheKinds;
+  };
   /** The control listener: metrics, health, status, actions (with `token`). */
   control: { address: ListenAddress; token: Secret | null; metricsPath: string };
   log: { level: LogLevel };
@@ -85,6 +95,7 @@ export function emptyConfig(): GatehouseConfig {
     http: {},
     cluster: {},
     resharding: {},
+    proxy: {},
     control: {},
     log: {},
   };

@@ -416,6 +416,96 @@ export class Metrics {
         (set) => set({}, (resharding().counts.lastSwitchMs ?? 0) / 1000),
       );
     }
+    if (view.proxy) {
+      const proxy = () => view.proxy!();
+      gauge("gatehouse_proxy_clients", "Bots connected to the proxy, by shard.", ["shard"], (set) => {
+        const by = new Map<number, number>();
+        for (const c of proxy().clients) by.set(c.shard, (by.get(c.shard) ?? 0) + 1);
+        for (const [shard, n] of by) set({ shard }, n);
+      });
+      gauge(
+        "gatehouse_proxy_client_behind_events",
+        "The most journal ids a proxy client of the shard is behind the newest (an upper bound of its lag).",
+        ["shard"],
+        (set) => {
+          const by = new Map<number, number>();
+          for (const c of proxy().clients) by.set(c.shard, Math.max(by.get(c.shard) ?? 0, c.behind));
+          for (const [shard, n] of by) set({ shard }, n);
+        },
+      );
+      gauge(
+        "gatehouse_proxy_client_buffered_bytes",
+        "Bytes waiting to be sent to the proxy's clients, by shard ([proxy] max_buffer bounds each client).",
+        ["shard"],
+        (set) => {
+          const by = new Map<number, number>();
+          for (const c of proxy().clients) by.set(c.shard, (by.get(c.shard) ?? 0) + c.bufferedBytes);
+          for (const [shard, n] of by) set({ shard }, n);
+        },
+      );
+      gauge(
+        "gatehouse_proxy_sessions",
+        "Proxy client sessions kept (connected, or resumable).",
+        [],
+        (set) => set({}, proxy().sessions),
+      );
+      gauge(
+        "gatehouse_proxy_cache_guilds",
+        "Guilds in the proxy's cache, by availability.",
+        ["state"],
+        (set) => {
+          const c = proxy().cache;
+          set({ state: "available" }, c.guilds - c.unavailable);
+          set({ state: "unavailable" }, c.unavailable);
+        },
+      );
+      gauge(
+        "gatehouse_proxy_cache_entries",
+        "Entries in the proxy's cache, by kind ([proxy.cache]).",
+        ["kind"],
+        (set) => {
+          for (const [kind, k] of Object.entries(proxy().cache.kinds)) set({ kind }, k.entries);
+        },
+      );
+      gauge(
+        "gatehouse_proxy_cache_bytes",
+        "Bytes of JSON the proxy's cache holds, by kind (what it keeps; the process's memory is higher).",
+        ["kind"],
+        (set) => {
+          for (const [kind, k] of Object.entries(proxy().cache.kinds)) set({ kind }, k.bytes);
+        },
+      );
+      counter(
+        "gatehouse_proxy_events_total",
+        "Events sent to proxy clients (one per client).",
+        [],
+        (set) => set({}, proxy().counters.events),
+      );
+      counter(
+        "gatehouse_proxy_sessions_total",
+        "Proxy client sessions by how they began: identified (a start-up from the cache), resumed, invalidated " +
+          "(a RESUME answered with op 9).",
+        ["how"],
+        (set) => {
+          const c = proxy().counters;
+          set({ how: "identified" }, c.startUps);
+          set({ how: "resumed" }, c.resumes);
+          set({ how: "invalidated" }, c.invalidated);
+        },
+      );
+      counter(
+        "gatehouse_proxy_slow_closed_total",
+        "Proxy clients closed (resumably, 4000) because more than [proxy] max_buffer waited for them.",
+        [],
+        (set) => set({}, proxy().counters.slowClosed),
+      );
+      counter(
+        "gatehouse_proxy_commands_total",
+        "Commands proxy clients sent to their shard.",
+        [],
+        (set) => set({}, proxy().counters.commands),
+      );
+    }
     if (view.node !== undefined) {
       const node = view.node;
       gauge(

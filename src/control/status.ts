@@ -5,6 +5,7 @@
  */
 import type { ShardStatus } from "../gateway/shard.ts";
 import type { ReshardAnswer, ReshardOutcome, ReshardStatus } from "../pool/resharder.ts";
+import type { ProxyStatus } from "../proxy/start.ts";
 import type { GatewayStats } from "./stats.ts";
 
 /** Everything the control listener reads; implemented by `gatehouse run`, faked in tests. */
@@ -22,6 +23,8 @@ export interface GatewayView {
   shards(): ShardStatus[];
   /** Resharding here: where it stands (absent where it cannot run). */
   resharding?(): ReshardStatus;
+  /** Proxy mode, when `[proxy] listen` is set: its clients, sessions and cache. */
+  proxy?(): ProxyStatus;
   /** Requests a reshard (to `count`, else Discord's recommendation); resolves with the decision. */
   reshard?(count?: number): Promise<ReshardAnswer>;
   /**
@@ -119,6 +122,22 @@ export interface StatusReport {
   sinks: Array<{ name: string; cursor: number; lag: number; errors: number }>;
   journal: { enabled: boolean; last_id: number; size_bytes: number; pending_events: number };
   identify: { remaining: number | null; total: number | null; max_concurrency: number };
+  /** Proxy mode (absent when `[proxy] listen` is not set). */
+  proxy?: {
+    url: string;
+    sessions: number;
+    clients: Array<{
+      session: string;
+      shard: number;
+      count: number;
+      state: string;
+      seq: number;
+      behind: number;
+      buffered_bytes: number;
+      connected_s: number;
+    }>;
+    cache: { guilds: number; unavailable: number; bytes: number; bytes_per_guild: number };
+  };
   /** Where resharding stands (absent where it cannot run). */
   resharding?: {
     state: ReshardStatus["state"];
@@ -218,6 +237,31 @@ export function statusReport(view: GatewayView, rates: RateSampler, version: str
       max_concurrency: identify.maxConcurrency,
     },
     ...(resharding ? { resharding: reshardingReport(resharding) } : {}),
+    ...(view.proxy ? { proxy: proxyReport(view.proxy(), now) } : {}),
+  };
+}
+
+function proxyReport(p: ProxyStatus, now: number): NonNullable<StatusReport["proxy"]> {
+  const available = p.cache.guilds - p.cache.unavailable;
+  return {
+    url: p.url,
+    sessions: p.sessions,
+    clients: p.clients.map((c) => ({
+      session: c.session,
+      shard: c.shard,
+      count: c.count,
+      state: c.state,
+      seq: c.seq,
+      behind: c.behind,
+      buffered_bytes: c.bufferedBytes,
+      connected_s: round1((now - c.connectedAt) / 1000),
+    })),
+    cache: {
+      guilds: p.cache.guilds,
+      unavailable: p.cache.unavailable,
+      bytes: p.cache.bytes,
+      bytes_per_guild: available > 0 ? Math.round(p.cache.bytes / available) : 0,
+    },
   };
 }
 

@@ -4,6 +4,7 @@
  * identify queue). Each part is described by the little the view reads of it.
  */
 import type { ShardStatus } from "../gateway/shard.ts";
+import type { ProxyStatus } from "../proxy/start.ts";
 import type { GatewayStats } from "./stats.ts";
 import type { GatewayView } from "./status.ts";
 import type { ReshardAnswer, ReshardStatus } from "../pool/resharder.ts";
@@ -19,6 +20,8 @@ export interface GatewayViewParts {
     status(): ReshardStatus;
     request(count?: number): Promise<ReshardAnswer>;
   };
+  /** Proxy mode's status, when it runs. */
+  proxy?: () => ProxyStatus;
   /** This process's node name in cluster mode (see `GatewayView.node`); unset otherwise. */
   node?: string;
   /** The shards this process runs, as they are now. */
@@ -66,6 +69,7 @@ export function gatewayView(parts: GatewayViewParts): GatewayView {
       }
       : {}),
     ...(parts.node === undefined ? {} : { node: parts.node }),
+    ...(parts.proxy ? { proxy: parts.proxy } : {}),
     now: parts.now ?? (() => Date.now()),
     shards: () => pool.status(),
     sinks: () =>

@@ -13,7 +13,7 @@
 import type { Backpressure } from "../util/backpressure.ts";
 import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
-import type { Store, StoreError } from "./store.ts";
+import type { Store, StoredProxySession, StoreError } from "./store.ts";
 import { type BatchConsumer, type EventBatch, NO_ROWS, Pending, pendingCapacity } from "./batch.ts";
 import { safeHostname } from "./store_files.ts";
 import { StoreHold } from "./store_hold.ts";
@@ -277,6 +277,12 @@ export class Journal {
     if (onStored && urgent) {
       if (!this.#fatal) this.#commitTimer.urgent(this.#inflight.length > 0);
     } else this.#scheduleRider();
+  }
+
+  /** Stores (or, null, forgets) a proxy client session with the next batch. */
+  proxySession(sessionId: string, session: StoredProxySession | null): void {
+    this.#riders.proxySession(sessionId, session);
+    this.#scheduleRider();
   }
 
   recordIdentify(shard: number): void {

@@ -53,6 +53,14 @@ export const MIGRATIONS: string[] = [
      SELECT shard_count, shard, session_id, seq, resume_url, updated_at FROM sessions;
    DROP TABLE sessions;
    ALTER TABLE sessions_by_count RENAME TO sessions;`,
+  // 3: proxy mode's client sessions (journal/proxy_sessions.ts), so bots resume across a restart.
+  `CREATE TABLE proxy_sessions (
+     session_id TEXT PRIMARY KEY,
+     shard_count INTEGER NOT NULL,
+     shard INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     updated_at INTEGER NOT NULL
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -6,6 +6,7 @@
  * bot's sessions. One `gatehouse run` writes a store at a time (an OS lock on `<path>.lock`); any
  * number of readers (`inspect`, `replay`) may open it while it runs.
  */
+import { ProxySessionTable } from "./proxy_sessions.ts";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { EventTable } from "./events.ts";
 import { migrate, SCHEMA_VERSION } from "./migrations.ts";
@@ -16,6 +17,7 @@ import { createPrivate, refuseSymlink, safeHostname } from "./store_files.ts";
 export type { StoredEvent } from "./events.ts";
 export { SCHEMA_VERSION } from "./migrations.ts";
 export type { SessionStore, StoredSession } from "./sessions.ts";
+export type { StoredProxySession } from "./proxy_sessions.ts";
 export { StoreError } from "./store_errors.ts";
 export { refuseSymlink } from "./store_files.ts";
 
@@ -38,6 +40,8 @@ export class Store {
   readonly events: EventTable = new EventTable(this);
   /** The sessions shards resume from, keyed by (shard count, shard). */
   readonly sessions: SqliteSessionStore = new SqliteSessionStore(this);
+  /** Proxy mode's client sessions. */
+  readonly proxySessions: ProxySessionTable = new ProxySessionTable(this);
 
   private constructor(path: string, db: DatabaseSync, readOnly: boolean, now: () => number) {
     this.path = path;

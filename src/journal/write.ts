@@ -7,6 +7,7 @@
  * runs it on a worker thread so SQLite's time overlaps with reading from Discord. Both retry a failed
  * batch with backoff, in order, and report every outcome.
  */
+import type { StoredProxySession } from "./proxy_sessions.ts";
 import { type Backoff, backoffDelay } from "../util/backoff.ts";
 import { type Clock, sleep, systemClock, type TimerId } from "../util/clock.ts";
 import { SaturationMeter } from "../util/saturation.ts";
@@ -39,6 +40,8 @@ export interface BatchData {
   seqUpdates: Array<[number, number, string, number]>;
   cursorWrites: Array<[string, number]>;
   identifyWrites: Array<[number, number]>;
+  /** Proxy mode's client sessions: stored, or (null) forgotten. */
+  proxySessionWrites: Array<[string, StoredProxySession | null]>;
   keepEvents: boolean;
   /** Set when `seqUpdates` covers every session: the seq checkpoint moves to this id. */
   checkpointId: number | null;
@@ -82,6 +85,10 @@ export function writeBatch(store: Store, b: BatchData): void {
     }
     for (const [sink, lastId] of b.cursorWrites) store.setCursor(sink, lastId, b.at);
     for (const [shard, at] of b.identifyWrites) store.recordIdentify(shard, at);
+    for (const [id, session] of b.proxySessionWrites) {
+      if (session === null) store.proxySessions.delete(id);
+      else store.proxySessions.save(session);
+    }
     if (b.lastId > 0) store.setMeta("last_id", String(b.lastId));
     if (b.checkpointId !== null) store.setMeta("seq_checkpoint", String(b.checkpointId));
     if (b.seqNote !== null) store.setMeta("seqs", b.seqNote);

@@ -34,7 +34,7 @@ Deno.test("inspect: the store's contents, field by field, without secrets", asyn
     assert.equal(result.code, 0, result.stderr);
     const report = JSON.parse(result.badLines.join("\n") || JSON.stringify(result.lines[0]));
     assert.equal(report.store.path, store);
-    assert.equal(report.store.schemaVersion, 2);
+    assert.equal(report.store.schemaVersion, 3);
     assert.ok(report.store.fileBytes > 0 && report.store.usedBytes > 0);
     assert.equal(report.events.count, lines.length);
     assert.equal(report.events.firstId, 1);

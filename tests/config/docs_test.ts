@@ -36,7 +36,10 @@ Deno.test("every default the docs show is the default the loader uses; every exa
     const text = shown ?? key.docs.example;
     assert.ok(text !== undefined, `${key.path}: no default and no example`);
     const doc = parseToml(key.docs.table ? text : `value = ${text}`) as Record<string, unknown>;
-    const raw = key.docs.table ? doc[key.path] : doc.value;
+    // A table inside a table (`[proxy.cache]`) is found by its dotted path.
+    const raw = key.docs.table
+      ? key.path.split(".").reduce<unknown>((at, part) => (at as Record<string, unknown>)?.[part], doc)
+      : doc.value;
     const parsed = key.parser.parse(raw);
     assert.ok(parsed.ok, `${key.path}: ${text} is not valid`);
     if (shown !== null) assert.deepEqual(parsed.value, key.default, key.path);

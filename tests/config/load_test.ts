@@ -583,8 +583,10 @@ Deno.test("config.example.toml loads and mentions every key, env variable and fl
   for (const def of ALL_KEYS) {
     const [table, key] = def.path.includes(".") ? def.path.split(".") : [null, def.path];
     if (table) assert.ok(text.includes(`[${table}]`), `[${table}] missing`);
-    // presence is a whole table; every other key is a `key =` line (commented when it has no default).
-    const line = def.path === "presence" ? /^# \[presence\]$/m : new RegExp(`^#? ?${key} =`, "m");
+    // presence and proxy.cache are whole tables; every other key is a `key =` line (commented when it has no default).
+    const line = def.docs.table
+      ? new RegExp(`^#? ?\\[${def.path.replace(".", "\\.")}\\]$`, "m")
+      : new RegExp(`^#? ?${key} =`, "m");
     assert.match(text, line, `${def.path} missing`);
     for (const env of def.env) assert.ok(text.includes(env), `${env} missing`);
     if (def.flag) assert.ok(text.includes(`--${def.flag.option}`), `--${def.flag.option} missing`);

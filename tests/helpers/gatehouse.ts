@@ -56,6 +56,11 @@ export interface SpawnOptions {
   stdin?: boolean;
   /** Nobody reads stdout until `readStdout()`: a reader that stalls (`gatehouse run | less`). */
   stallStdout?: boolean;
+  /**
+   * Another Deno script instead of gatehouse (a bot process in the proxy tests), run with -A and `args`;
+   * its stdout lines are collected the same way.
+   */
+  script?: string;
 }
 
 /** Environment pointing gatehouse at a fake Discord. */
@@ -89,12 +94,14 @@ export function spawnGatehouse(options: SpawnOptions = {}): Gatehouse {
   };
   // Every run gets its own store unless the test chose one (restart tests share theirs).
   let tempDir: string | null = null;
-  if (!("GATEHOUSE_STORE" in env) && !options.args?.includes("--store")) {
+  if (!options.script && !("GATEHOUSE_STORE" in env) && !options.args?.includes("--store")) {
     tempDir = Deno.makeTempDirSync({ prefix: "gatehouse-test-" });
     env.GATEHOUSE_STORE = `${tempDir}/gatehouse.db`;
   }
   const child = new Deno.Command(Deno.execPath(), {
-    args: [...RUN_FLAGS, "main.ts", ...(options.command ?? ["run"]), ...(options.args ?? [])],
+    args: options.script
+      ? ["run", "-A", options.script, ...(options.args ?? [])]
+      : [...RUN_FLAGS, "main.ts", ...(options.command ?? ["run"]), ...(options.args ?? [])],
     cwd: options.cwd ?? ROOT,
     env,
     stdin: options.stdin ? "piped" : "null",

@@ -211,7 +211,7 @@ Deno.test("a store of schema version 1 (sessions keyed by shard) migrates: its s
     reader.close();
     const store = Store.open(path);
     assert.equal(store.schemaVersion(), SCHEMA_VERSION);
-    assert.equal(SCHEMA_VERSION, 2);
+    assert.equal(SCHEMA_VERSION, 3);
     assert.deepEqual(store.sessions.load(), [{
       shardCount: 2,
       shard: 1,
