@@ -9,6 +9,7 @@ import { fakeEnv, type Gatehouse, spawnGatehouse } from "../helpers/gatehouse.ts
 
 const TOKEN = "proxy-test-token";
 const WS_CLIENT = new URL("./ws_client_child.ts", import.meta.url).pathname;
+const DJS_CLIENT = new URL("./djs_client_child.ts", import.meta.url).pathname;
 
 interface ClientLine {
   shard: number;
@@ -28,8 +29,120 @@ function clientLines(c: Gatehouse): ClientLine[] {
   return c.lines as unknown as ClientLine[];
 }
 
-function spawnClient(api: string, sessionFile: string, extra: string[] = []): Gatehouse {
-  return spawnGatehouse({ script: WS_CLIENT, args: [api, TOKEN, sessionFile, ...extra] });
+function spawnClient(script: string, api: string, sessionFile: string, extra: string[] = []): Gatehouse {
+  return spawnGatehouse({ script, args: [api, TOKEN, sessionFile, ...extra] });
+}
+
+/** gatehouse with the proxy on, against a fake with 2 shards of 3 guilds, once every guild is in. */
+async function proxiedGatehouse(env: Record<string, string> = {}) {
+  const fake = await FakeDiscord.start({ token: TOKEN, shards: 2, guildsPerShard: 3 });
+  const dir = await Deno.makeTempDir();
+  const g = spawnGatehouse({
+    env: {
+      ...fakeEnv(fake.apiHost, TOKEN),
+      GATEHOUSE_STORE: `${dir}/gatehouse.db`,
+      GATEHOUSE_PROXY_LISTEN: "127.0.0.1:0",
+      GATEHOUSE_LOG_LEVEL: "info",
+      ...env,
+    },
+  });
+  const clients: Gatehouse[] = [];
+  const stop = async () => {
+    for (const c of clients) {
+      c.kill("SIGKILL");
+      await c.status;
+    }
+    g.kill("SIGTERM");
+    await g.status;
+    await fake.stop();
+    await Deno.remove(dir, { recursive: true });
+  };
+  try {
+    const api = await proxyUrl(g);
+    await g.waitFor(() => g.lines.filter((l) => l.t === "GUILD_CREATE").length === 6, 20_000, "guilds");
+    return { fake, g, dir, api, clients, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/**
+ * The bot (`script`) runs, is killed with SIGKILL while events flow and started again: it must RESUME
+ * both shards and, across both runs, have every one of the test double's events. Returns both runs.
+ */
+async function killAndRestart(
+  p: Awaited<ReturnType<typeof proxiedGatehouse>>,
+  script: string,
+  startedUp: (c: Gatehouse) => boolean,
+): Promise<[Gatehouse, Gatehouse]> {
+  const { fake, api, dir, clients } = p;
+  const sessionFile = `${dir}/bot-session.json`;
+  const first = spawnClient(script, api, sessionFile);
+  clients.push(first);
+  await first.waitFor(() => startedUp(first), 60_000, "the bot's start-up");
+  const total = 600;
+  let sent = 0;
+  const send = (n: number) => {
+    for (let i = 0; i < n; i++, sent++) {
+      fake.dispatch(sent % 2, "MESSAGE_CREATE", messageOf(sent));
+    }
+  };
+  send(200);
+  await first.waitFor(() => clientLines(first).some((l) => l.d?.marker === 150), 20_000, "events");
+  first.kill("SIGKILL");
+  await first.status;
+  send(200);
+  const second = spawnClient(script, api, sessionFile);
+  clients.push(second);
+  await second.waitFor(
+    () => clientLines(second).filter((l) => l.t === "RESUMED").length === 2,
+    60_000,
+    "both shards resumed",
+  );
+  send(total - 400);
+  const markers = () =>
+    [...clientLines(first), ...clientLines(second)].filter((l) => l.t === "MESSAGE_CREATE");
+  await second.waitFor(() => new Set(markers().map((l) => l.d.marker)).size === total, 30_000, "every event");
+
+  // Resumed, not started afresh: no READY in the second run, and every event of the test double there
+  // once across both runs (a kill between printing and storing the seq may repeat one per shard).
+  assert.equal(clientLines(second).filter((l) => l.t === "READY").length, 0);
+  const seen = markers().map((l) => l.d.marker as number);
+  assert.deepEqual([...new Set(seen)].sort((a, b) => a - b), Array.from({ length: total }, (_, i) => i));
+  assert.ok(seen.length - total <= 2, `repeats across the kill: ${seen.length - total}`);
+  for (const shard of [0, 1]) {
+    const got = markers().filter((l) => l.shard === shard).map((l) => l.d.marker as number);
+    assert.ok(got.every((m) => m % 2 === shard), "each event on its guild's shard");
+    const unique = [...new Set(got)];
+    assert.deepEqual(unique, [...unique].sort((a, b) => a - b), `shard ${shard} in order`);
+    // The second run's seqs go on from where the first left off.
+    const seqs = clientLines(second).filter((l) => l.shard === shard).map((l) => l.s);
+    assert.deepEqual(seqs, seqs.map((_, i) => seqs[0] + i));
+  }
+  assert.ok(p.g.stderr().includes("proxy: a client resumed session"));
+  return [first, second];
+}
+
+/** A MESSAGE_CREATE as discord.js can take it (a guild channel and an author), numbered by `marker`. */
+function messageOf(n: number) {
+  return {
+    id: String(2_000_000_000_000_000 + n),
+    channel_id: "1",
+    content: `m${n}`,
+    marker: n,
+    author: { id: "42", username: "someone", discriminator: "0", avatar: null, global_name: null },
+    timestamp: "2026-12-03T00:00:00.000000+00:00",
+    edited_timestamp: null,
+    tts: false,
+    mention_everyone: false,
+    mentions: [],
+    mention_roles: [],
+    attachments: [],
+    embeds: [],
+    pinned: false,
+    type: 0,
+  };
 }
 
 /** The guild as a library sees it after a GUILD_CREATE, less what the proxy leaves out by design. */
@@ -45,28 +158,14 @@ function comparable(d: any): unknown {
 }
 
 Deno.test("proxy: @discordjs/ws gets READY and every cached guild, then live events; killed with SIGKILL and restarted, it RESUMEs and gets every event", async () => {
-  const fake = await FakeDiscord.start({ token: TOKEN, shards: 2, guildsPerShard: 3 });
-  const dir = await Deno.makeTempDir();
-  const g = spawnGatehouse({
-    env: {
-      ...fakeEnv(fake.apiHost, TOKEN),
-      GATEHOUSE_STORE: `${dir}/gatehouse.db`,
-      GATEHOUSE_PROXY_LISTEN: "127.0.0.1:0",
-      GATEHOUSE_LOG_LEVEL: "info",
-    },
-  });
-  const clients: Gatehouse[] = [];
+  const p = await proxiedGatehouse();
   try {
-    const api = await proxyUrl(g);
-    await g.waitFor(() => g.lines.filter((l) => l.t === "GUILD_CREATE").length === 6, 20_000, "guilds");
-    const sessionFile = `${dir}/bot-session.json`;
-    const first = spawnClient(api, sessionFile);
-    clients.push(first);
-    await first.waitFor(
-      () => clientLines(first).filter((l) => l.t === "GUILD_CREATE").length === 6,
-      30_000,
-      "the bot's start-up",
+    const [first] = await killAndRestart(
+      p,
+      WS_CLIENT,
+      (c) => clientLines(c).filter((l) => l.t === "GUILD_CREATE").length === 6,
     );
+    const { g } = p;
     for (const shard of [0, 1]) {
       const mine = clientLines(first).filter((l) => l.shard === shard);
       assert.equal(mine[0].t, "READY");
@@ -88,71 +187,37 @@ Deno.test("proxy: @discordjs/ws gets READY and every cached guild, then live eve
         g.lines.filter((l) => l.t === "GUILD_CREATE" && l.shard === shard).map((l) => comparable(l.d)),
       );
       assert.ok(creates.every((l) => l.d.unavailable === false));
-      assert.deepEqual(mine.map((l) => l.s), mine.map((_, i) => i + 1));
+      const firstRun = mine.filter((l) => l.t !== "MESSAGE_CREATE");
+      assert.deepEqual(firstRun.map((l) => l.s), firstRun.map((_, i) => i + 1));
     }
-
-    // Live events while the bot is killed (kill -9) and started again.
-    const total = 600;
-    let sent = 0;
-    const send = (n: number) => {
-      for (let i = 0; i < n; i++, sent++) {
-        fake.dispatch(sent % 2, "MESSAGE_CREATE", {
-          id: String(10_000 + sent),
-          content: `m${sent}`,
-          marker: sent,
-        });
-      }
-    };
-    send(200);
-    await first.waitFor(() => clientLines(first).some((l) => l.d?.marker === 150), 20_000, "events");
-    first.kill("SIGKILL");
-    await first.status;
-    send(200);
-    const second = spawnClient(api, sessionFile);
-    clients.push(second);
-    await second.waitFor(
-      () => clientLines(second).filter((l) => l.t === "RESUMED").length === 2,
-      30_000,
-      "both shards resumed",
-    );
-    send(total - 400);
-    const markers = () =>
-      [...clientLines(first), ...clientLines(second)].filter((l) => l.t === "MESSAGE_CREATE");
-    await second.waitFor(
-      () => clientLines(second).some((l) => l.d?.marker === total - 1),
-      30_000,
-      "the last",
-    );
-    await second.waitFor(
-      () => new Set(markers().map((l) => l.d.marker)).size === total,
-      10_000,
-      "every event",
-    );
-
-    // Resumed, not started afresh: no READY in the second run, and every event of the test double there
-    // exactly once across both runs (a kill between printing and storing the seq may repeat one per shard).
-    assert.equal(clientLines(second).filter((l) => l.t === "READY").length, 0);
-    const seen = markers().map((l) => l.d.marker as number);
-    assert.deepEqual([...new Set(seen)].sort((a, b) => a - b), Array.from({ length: total }, (_, i) => i));
-    assert.ok(seen.length - total <= 2, `repeats across the kill: ${seen.length - total}`);
-    for (const shard of [0, 1]) {
-      const got = markers().filter((l) => l.shard === shard).map((l) => l.d.marker as number);
-      const unique = [...new Set(got)];
-      assert.deepEqual(unique, [...unique].sort((a, b) => a - b), `shard ${shard} in order`);
-      // The second run's seqs go on from where the first left off.
-      const seqs = clientLines(second).filter((l) => l.shard === shard).map((l) => l.s);
-      assert.deepEqual(seqs, seqs.map((_, i) => seqs[0] + i));
-    }
-    assert.ok(g.stderr().includes("proxy: a client resumed session"));
     assert.deepEqual(g.badLines, []);
   } finally {
-    for (const c of clients) {
-      c.kill("SIGKILL");
-      await c.status;
+    await p.stop();
+  }
+});
+
+Deno.test("proxy: the full discord.js v14 Client logs in through it (REST pointed at it) with every guild available; killed and restarted, it RESUMEs and gets every event", async () => {
+  const p = await proxiedGatehouse();
+  try {
+    const [first] = await killAndRestart(
+      p,
+      DJS_CLIENT,
+      (c) => clientLines(c).some((l) => l.t === "CLIENT_READY"),
+    );
+    const ready = clientLines(first).find((l) => l.t === "CLIENT_READY")!;
+    const expected = p.g.lines.filter((l) => l.t === "GUILD_CREATE");
+    assert.deepEqual(
+      ready.d.guilds.map((x: { id: string }) => x.id).sort(),
+      expected.map((l) => l.d.id).sort(),
+    );
+    for (const guild of ready.d.guilds) {
+      const source = expected.find((l) => l.d.id === guild.id)!.d;
+      assert.equal(guild.available, true);
+      assert.equal(guild.name, source.name);
+      assert.equal(guild.channels, source.channels.length + source.threads.length);
+      assert.equal(guild.members, source.members.length);
     }
-    g.kill("SIGTERM");
-    await g.status;
-    await fake.stop();
-    await Deno.remove(dir, { recursive: true });
+  } finally {
+    await p.stop();
   }
 });
