@@ -1,15 +1,22 @@
 /**
  * Proxy mode's cache: what a bot needs to start without Discord — the bot's user and application, and per
- * guild what a GUILD_CREATE holds — kept current from the dispatches in journal order.
+ * guild what a GUILD_CREATE holds — kept current from the dispatches in journal order. On IDENTIFY the proxy
+ * answers with a READY and one GUILD_CREATE per cached guild built from it.
  *
- * Every entity is kept as its JSON text (V8 keeps ASCII strings at one byte a character, several times
- * less than the parsed objects), and a GUILD_CREATE is put together from those texts without parsing or
- * serialising the guild again. An event is parsed only when its `t` changes the cache; anything else costs
- * one set lookup. Malformed events are counted and ignored, never thrown.
+ * Memory is what matters (bots with 100k+ guilds), so every entity is kept as its JSON text (V8 keeps a
+ * string of Latin-1 characters at one byte a character, several times less than the parsed object), and a
+ * GUILD_CREATE is put together by concatenating those texts, never by parsing or serialising the guild
+ * again. A guild holds a map only for the collections that have something in them (an empty Map costs
+ * some 180 bytes, and most guilds are small).
+ *
+ * An event is parsed only when its `t` changes what the enabled kinds keep (`handles`); anything else —
+ * MESSAGE_CREATE, TYPING_START, PRESENCE_UPDATE while presences are off — costs one set lookup. Events of
+ * guilds the cache does not know (other than GUILD_CREATE) are ignored. Malformed events (not JSON, missing
+ * ids, wrong types) are counted in `malformed` and ignored, never thrown.
  */
 import { shardForGuild } from "../gateway/protocol.ts";
 
-/** What is cached, per kind. The guild objects themselves always are. */
+/** What is cached, per kind. `guilds` always is (the guild object itself). */
 export interface CacheKinds {
   channels: boolean;
   threads: boolean;
@@ -21,12 +28,13 @@ export interface CacheKinds {
   voiceStates: boolean;
   stageInstances: boolean;
   scheduledEvents: boolean;
-  /** false: cached members and presences keep only `user: {"id": …}`. */
+  /** false: cached members (and presences) keep only `user: {"id": …}` instead of the whole user object. */
   users: boolean;
 }
 
 export type CacheKind = keyof CacheKinds;
 
+/** Everything but presences (the most frequent event by far, and what bots need least). */
 export const DEFAULT_CACHE_KINDS: CacheKinds = Object.freeze({
   channels: true,
   threads: true,
@@ -41,7 +49,27 @@ export const DEFAULT_CACHE_KINDS: CacheKinds = Object.freeze({
   users: true,
 });
 
-/** The collections of a guild: the kind that turns each on, and its GUILD_CREATE field. */
+/** Entries and bytes (the sum of the cached texts' lengths) of one kind. */
+export interface CacheSize {
+  entries: number;
+  bytes: number;
+}
+
+/**
+ * What the cache holds. `kinds.guilds` is the guild objects themselves (their own fields); `kinds.users` is
+ * always 0 entries and 0 bytes: user objects live inside the members' and presences' texts and are counted
+ * there (counting them apart would cost a serialisation per member). `bytes` is the sum over the kinds.
+ */
+export interface CacheStats {
+  /** Guilds known, available or not. */
+  guilds: number;
+  /** Of those, unavailable. */
+  unavailable: number;
+  bytes: number;
+  kinds: Record<"guilds" | CacheKind, CacheSize>;
+}
+
+/** The collections of a guild: the kind that turns each on, and its GUILD_CREATE field, in output order. */
 const COLLECTIONS = [
   ["channels", "channels"],
   ["threads", "threads"],
@@ -56,6 +84,7 @@ const COLLECTIONS = [
 ] as const;
 
 type Collection = (typeof COLLECTIONS)[number][0];
+/** Entity id → its JSON text, in insertion order. */
 type Entities = Map<string, string>;
 
 interface CachedGuild {
@@ -63,44 +92,58 @@ interface CachedGuild {
   base: string;
   memberCount: number | null;
   unavailable: boolean;
-  collections: Record<Collection, Entities>;
+  /** Only the collections that hold something. */
+  c: { [kind in Collection]?: Entities };
 }
 
-/** The events that change the cache. */
-const HANDLED: ReadonlySet<string> = new Set([
-  "READY",
-  "USER_UPDATE",
-  "GUILD_CREATE",
-  "GUILD_UPDATE",
-  "GUILD_DELETE",
+/**
+ * The events that change the cache, and the kinds they change: an event is read when any of its kinds is
+ * on, or always when it has none listed (the guild itself, the bot's user, member_count).
+ */
+const EVENT_KINDS: Readonly<Record<string, readonly Collection[]>> = {
+  READY: [],
+  USER_UPDATE: [],
+  GUILD_CREATE: [],
+  GUILD_UPDATE: [],
+  GUILD_DELETE: [],
+  // member_count, whatever is cached.
+  GUILD_MEMBER_ADD: [],
+  GUILD_MEMBER_REMOVE: [],
+  CHANNEL_CREATE: ["channels"],
+  CHANNEL_UPDATE: ["channels"],
+  CHANNEL_DELETE: ["channels", "threads"],
+  THREAD_CREATE: ["threads"],
+  THREAD_UPDATE: ["threads"],
+  THREAD_DELETE: ["threads"],
+  THREAD_LIST_SYNC: ["threads"],
+  GUILD_ROLE_CREATE: ["roles"],
+  GUILD_ROLE_UPDATE: ["roles"],
+  GUILD_ROLE_DELETE: ["roles"],
+  GUILD_EMOJIS_UPDATE: ["emojis"],
+  GUILD_STICKERS_UPDATE: ["stickers"],
+  GUILD_MEMBER_UPDATE: ["members"],
+  GUILD_MEMBERS_CHUNK: ["members", "presences"],
+  PRESENCE_UPDATE: ["presences"],
+  VOICE_STATE_UPDATE: ["voiceStates"],
+  STAGE_INSTANCE_CREATE: ["stageInstances"],
+  STAGE_INSTANCE_UPDATE: ["stageInstances"],
+  STAGE_INSTANCE_DELETE: ["stageInstances"],
+  GUILD_SCHEDULED_EVENT_CREATE: ["scheduledEvents"],
+  GUILD_SCHEDULED_EVENT_UPDATE: ["scheduledEvents"],
+  GUILD_SCHEDULED_EVENT_DELETE: ["scheduledEvents"],
+};
+
+/** Events that may come without a guild (DMs, private calls): ignored then, not malformed. */
+const MAY_LACK_GUILD: ReadonlySet<string> = new Set([
   "CHANNEL_CREATE",
   "CHANNEL_UPDATE",
   "CHANNEL_DELETE",
-  "THREAD_CREATE",
-  "THREAD_UPDATE",
-  "THREAD_DELETE",
-  "THREAD_LIST_SYNC",
-  "GUILD_ROLE_CREATE",
-  "GUILD_ROLE_UPDATE",
-  "GUILD_ROLE_DELETE",
-  "GUILD_EMOJIS_UPDATE",
-  "GUILD_STICKERS_UPDATE",
-  "GUILD_MEMBER_ADD",
-  "GUILD_MEMBER_UPDATE",
-  "GUILD_MEMBER_REMOVE",
-  "GUILD_MEMBERS_CHUNK",
   "PRESENCE_UPDATE",
   "VOICE_STATE_UPDATE",
-  "STAGE_INSTANCE_CREATE",
-  "STAGE_INSTANCE_UPDATE",
-  "STAGE_INSTANCE_DELETE",
-  "GUILD_SCHEDULED_EVENT_CREATE",
-  "GUILD_SCHEDULED_EVENT_UPDATE",
-  "GUILD_SCHEDULED_EVENT_DELETE",
 ]);
 
 /** Fields of a guild that are not its own (kept apart, or not at all). */
-const NOT_BASE = new Set([
+const NOT_BASE: ReadonlySet<string> = new Set([
   ...COLLECTIONS.map(([, field]) => field),
   "member_count",
   "unavailable",
@@ -112,54 +155,88 @@ function isObject(value: unknown): value is Json {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/** An entity's id: a non-empty string. */
 function idOf(value: unknown): string | null {
   return typeof value === "string" && value.length > 0 ? value : null;
 }
 
+/** A guild's id: a snowflake (callers compute its shard from it, which must not throw). */
+function snowflakeOf(value: unknown): string | null {
+  return typeof value === "string" && /^[0-9]{1,20}$/.test(value) ? value : null;
+}
+
+/** The id of the `user` inside a member or presence. */
+function userIdOf(value: Json): string | null {
+  return isObject(value.user) ? idOf(value.user.id) : null;
+}
+
+/** `value` without `guild_id`, which the GUILD_CREATE's own entities lack. */
+function withoutGuildId(value: Json): Json {
+  const { guild_id: _, ...rest } = value;
+  return rest;
+}
+
+/** The guild's own fields as JSON text (defined, not assigned: a `__proto__` key stays a key). */
+function baseOf(d: Json): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(d).filter(([key]) => !NOT_BASE.has(key))));
+}
+
 export class GuildCache {
-  readonly #kinds: CacheKinds;
+  readonly #kinds: Readonly<CacheKinds>;
+  /** The events read with these kinds (see EVENT_KINDS). */
+  readonly #relevant: ReadonlySet<string>;
   readonly #guilds = new Map<string, CachedGuild>();
   #user: string | null = null;
   #application: string | null = null;
-  /** Events that could not be read (not JSON, missing ids): ignored. */
-  malformed = 0;
+  #unavailable = 0;
   /** Entries and bytes per kind, kept as they change (stats() is read at every metrics scrape). */
   readonly #sizes = Object.fromEntries(
     ["guilds", ...COLLECTIONS.map(([kind]) => kind)].map((kind) => [kind, { entries: 0, bytes: 0 }]),
-  ) as Record<"guilds" | Collection, { entries: number; bytes: number }>;
-  #unavailable = 0;
+  ) as Record<"guilds" | Collection, CacheSize>;
+  /** Events that were read but could not be used (not JSON, missing ids, wrong types): ignored. */
+  malformed = 0;
 
   constructor(kinds: CacheKinds = DEFAULT_CACHE_KINDS) {
-    this.#kinds = kinds;
+    this.#kinds = Object.freeze({ ...kinds });
+    this.#relevant = new Set(
+      Object.entries(EVENT_KINDS)
+        .filter(([, of]) => of.length === 0 || of.some((kind) => this.#kinds[kind]))
+        .map(([t]) => t),
+    );
   }
 
+  /** The bot's user (READY's `user`, then USER_UPDATE) as JSON text; null before any READY. */
   get user(): string | null {
     return this.#user;
   }
 
+  /** READY's `application` as JSON text; null before any READY. */
   get application(): string | null {
     return this.#application;
   }
 
-  /** Whether events named `t` change the cache (the rest need not be read). */
+  /**
+   * Whether events named `t` change the cache with its kinds (the rest need not be read, and a GUILD_CREATE
+   * from the cache does not hold their effect).
+   */
   handles(t: string): boolean {
-    return HANDLED.has(t);
+    return this.#relevant.has(t);
   }
 
-  /** One dispatch, `d` as Discord sent it. */
+  /** One dispatch: `t`, and `d` as JSON text exactly as Discord sent it (parsed only when `handles(t)`). */
   apply(t: string, d: string): void {
-    if (!HANDLED.has(t)) return;
-    let value: unknown;
+    if (!this.#relevant.has(t)) return;
+    let ok = false;
     try {
-      value = JSON.parse(d);
+      const value: unknown = JSON.parse(d);
+      ok = isObject(value) && this.#apply(t, value);
     } catch {
-      this.malformed++;
-      return;
+      // Not JSON (nothing else here throws; caught all the same, as apply must not).
     }
-    if (!isObject(value) || !this.#apply(t, value)) this.malformed++;
+    if (!ok) this.malformed++;
   }
 
-  /** false: the event lacked what it needs. */
+  /** false: the event lacks what it needs. */
   #apply(t: string, d: Json): boolean {
     switch (t) {
       case "READY":
@@ -173,249 +250,204 @@ export class GuildCache {
       case "GUILD_UPDATE":
         return this.#guildUpdate(d);
       case "GUILD_DELETE": {
-        const id = idOf(d.id);
+        const id = snowflakeOf(d.id);
         if (id === null) return false;
         const guild = this.#guilds.get(id);
-        if (d.unavailable === true) {
-          if (guild) this.#markUnavailable(guild);
-        } else if (guild) this.#setGuild(id, null);
+        if (guild === undefined) return true;
+        if (d.unavailable === true) this.#markUnavailable(guild);
+        else this.#removeGuild(id);
         return true;
       }
     }
+    if (d.guild_id === undefined || d.guild_id === null) return MAY_LACK_GUILD.has(t);
     const guildId = idOf(d.guild_id);
-    // Events of DMs (no guild) change nothing here.
-    if (guildId === null) return t.startsWith("CHANNEL_") || t === "PRESENCE_UPDATE";
+    if (guildId === null) return false;
     const guild = this.#guilds.get(guildId);
-    if (!guild) return true;
-    const c = guild.collections;
+    if (guild === undefined) return true;
     switch (t) {
       case "CHANNEL_CREATE":
       case "CHANNEL_UPDATE":
-        return this.#set(c, "channels", d, d.id);
+        return this.#setOne(guild, "channels", d.id, d);
       case "CHANNEL_DELETE": {
         const id = idOf(d.id);
         if (id === null) return false;
-        this.#delete(c, "channels", id);
-        for (const [threadId, text] of [...c.threads]) {
-          if ((JSON.parse(text) as Json).parent_id === id) this.#delete(c, "threads", threadId);
-        }
+        this.#delete(guild, "channels", id);
+        this.#deleteThreads(guild, (parent) => parent === id);
         return true;
       }
       case "THREAD_CREATE":
       case "THREAD_UPDATE":
-        return this.#set(c, "threads", d, d.id);
+        return this.#setOne(guild, "threads", d.id, d);
       case "THREAD_DELETE":
-        return this.#remove(c, "threads", d.id);
+        return this.#remove(guild, "threads", d.id);
       case "THREAD_LIST_SYNC": {
         if (!Array.isArray(d.threads)) return false;
-        const channels = Array.isArray(d.channel_ids) ? new Set(d.channel_ids) : null;
-        for (const [threadId, text] of [...c.threads]) {
-          if (channels === null || channels.has((JSON.parse(text) as Json).parent_id)) {
-            this.#delete(c, "threads", threadId);
-          }
+        if (d.channel_ids !== undefined && !Array.isArray(d.channel_ids)) return false;
+        const channels = Array.isArray(d.channel_ids) ? new Set<unknown>(d.channel_ids) : null;
+        this.#deleteThreads(guild, (parent) => channels === null || channels.has(parent));
+        for (const thread of d.threads) {
+          if (isObject(thread)) this.#setOne(guild, "threads", thread.id, thread);
         }
-        for (const thread of d.threads) if (isObject(thread)) this.#set(c, "threads", thread, thread.id);
         return true;
       }
       case "GUILD_ROLE_CREATE":
       case "GUILD_ROLE_UPDATE":
-        return isObject(d.role) && this.#set(c, "roles", d.role, d.role.id);
+        return isObject(d.role) && this.#setOne(guild, "roles", d.role.id, d.role);
       case "GUILD_ROLE_DELETE":
-        return this.#remove(c, "roles", d.role_id);
+        return this.#remove(guild, "roles", d.role_id);
       case "GUILD_EMOJIS_UPDATE":
-        return Array.isArray(d.emojis) && this.#replace(c, "emojis", d.emojis, (e) => e.id);
+        return Array.isArray(d.emojis) && this.#replace(guild, "emojis", d.emojis);
       case "GUILD_STICKERS_UPDATE":
-        return Array.isArray(d.stickers) && this.#replace(c, "stickers", d.stickers, (e) => e.id);
+        return Array.isArray(d.stickers) && this.#replace(guild, "stickers", d.stickers);
       case "GUILD_MEMBER_ADD": {
-        const { guild_id: _, ...member } = d;
-        if (!this.#setMember(c, member)) return false;
+        if (!this.#setMember(guild, withoutGuildId(d))) return false;
         if (guild.memberCount !== null) guild.memberCount++;
         return true;
       }
       case "GUILD_MEMBER_UPDATE": {
-        const { guild_id: _, ...update } = d;
-        const userId = isObject(update.user) ? idOf(update.user.id) : null;
+        const userId = userIdOf(d);
         if (userId === null) return false;
-        const known = c.members.get(userId);
-        return this.#setMember(c, known ? { ...JSON.parse(known), ...update } : update);
+        const known = guild.c.members?.get(userId);
+        const update = withoutGuildId(d);
+        return this.#setMember(guild, known === undefined ? update : { ...JSON.parse(known), ...update });
       }
       case "GUILD_MEMBER_REMOVE": {
-        const userId = isObject(d.user) ? idOf(d.user.id) : null;
+        const userId = userIdOf(d);
         if (userId === null) return false;
-        this.#delete(c, "members", userId);
-        this.#delete(c, "presences", userId);
+        this.#delete(guild, "members", userId);
+        this.#delete(guild, "presences", userId);
         if (guild.memberCount !== null) guild.memberCount = Math.max(0, guild.memberCount - 1);
         return true;
       }
       case "GUILD_MEMBERS_CHUNK": {
         if (!Array.isArray(d.members)) return false;
-        for (const member of d.members) if (isObject(member)) this.#setMember(c, member);
+        for (const member of d.members) if (isObject(member)) this.#setMember(guild, member);
         if (Array.isArray(d.presences)) {
-          for (const presence of d.presences) if (isObject(presence)) this.#setPresence(c, presence);
+          for (const presence of d.presences) if (isObject(presence)) this.#setPresence(guild, presence);
         }
         return true;
       }
-      case "PRESENCE_UPDATE": {
-        const { guild_id: _, ...presence } = d;
-        return this.#setPresence(c, presence);
-      }
-      case "VOICE_STATE_UPDATE": {
-        const userId = idOf(d.user_id);
-        if (userId === null) return false;
-        if (d.channel_id === null || d.channel_id === undefined) {
-          this.#delete(c, "voiceStates", userId);
-          return true;
-        }
-        const { guild_id: _, member: _member, ...state } = d;
-        return this.#set(c, "voiceStates", state, userId);
-      }
+      case "PRESENCE_UPDATE":
+        return this.#setPresence(guild, withoutGuildId(d));
+      case "VOICE_STATE_UPDATE":
+        return this.#setVoiceState(guild, d);
       case "STAGE_INSTANCE_CREATE":
       case "STAGE_INSTANCE_UPDATE":
-        return this.#set(c, "stageInstances", d, d.id);
+        return this.#setOne(guild, "stageInstances", d.id, d);
       case "STAGE_INSTANCE_DELETE":
-        return this.#remove(c, "stageInstances", d.id);
+        return this.#remove(guild, "stageInstances", d.id);
       case "GUILD_SCHEDULED_EVENT_CREATE":
       case "GUILD_SCHEDULED_EVENT_UPDATE":
-        return this.#set(c, "scheduledEvents", d, d.id);
+        return this.#setOne(guild, "scheduledEvents", d.id, d);
       case "GUILD_SCHEDULED_EVENT_DELETE":
-        return this.#remove(c, "scheduledEvents", d.id);
+        return this.#remove(guild, "scheduledEvents", d.id);
     }
     return true;
   }
+
+  // ---- guilds ----
 
   #ready(d: Json): boolean {
-    if (!isObject(d.user) || !Array.isArray(d.guilds)) return false;
-    this.#user = JSON.stringify(d.user);
-    if (isObject(d.application)) this.#application = JSON.stringify(d.application);
-    const [shard, count] = Array.isArray(d.shard) && d.shard.length === 2 ? d.shard as number[] : [0, 1];
-    if (!Number.isInteger(shard) || !Number.isInteger(count) || count < 1) return false;
+    if (!isObject(d.user) || idOf(d.user.id) === null || !Array.isArray(d.guilds)) return false;
+    let shard = 0;
+    let count = 1;
+    if (d.shard !== undefined && d.shard !== null) {
+      if (!Array.isArray(d.shard) || d.shard.length !== 2) return false;
+      [shard, count] = d.shard;
+      if (!Number.isInteger(shard) || !Number.isInteger(count) || shard < 0 || shard >= count) return false;
+    }
     const listed = new Set<string>();
     for (const g of d.guilds) {
-      const id = isObject(g) ? idOf(g.id) : null;
+      const id = isObject(g) ? snowflakeOf(g.id) : null;
       if (id !== null) listed.add(id);
     }
-    // This shard's guilds are those of its READY: the others left while it was away.
-    for (const id of this.#guilds.keys()) {
-      if (!listed.has(id) && safeShard(id, count) === shard) this.#setGuild(id, null);
+    this.#user = JSON.stringify(d.user);
+    if (isObject(d.application)) this.#application = JSON.stringify(d.application);
+    // This shard's guilds are those of its READY: the others left while it was away. Other shards' stay.
+    for (const id of [...this.#guilds.keys()]) {
+      if (!listed.has(id) && shardForGuild(id, count) === shard) this.#removeGuild(id);
     }
-    for (const id of listed) {
-      if (!this.#guilds.has(id)) this.#setGuild(id, this.#empty(`{"id":${JSON.stringify(id)}}`, true));
-    }
+    // Known ones keep their data until their GUILD_CREATE comes.
+    for (const id of listed) if (!this.#guilds.has(id)) this.#putGuild(id, idOnly(id));
     return true;
-  }
-
-  #empty(base: string, unavailable: boolean): CachedGuild {
-    const collections = {} as Record<Collection, Entities>;
-    for (const [kind] of COLLECTIONS) collections[kind] = new Map();
-    return { base, memberCount: null, unavailable, collections };
   }
 
   #guildCreate(d: Json): boolean {
-    const id = idOf(d.id);
+    const id = snowflakeOf(d.id);
     if (id === null) return false;
     if (d.unavailable === true) {
       const known = this.#guilds.get(id);
-      if (known) this.#markUnavailable(known);
-      else this.#setGuild(id, this.#empty(`{"id":${JSON.stringify(id)}}`, true));
+      if (known !== undefined) this.#markUnavailable(known);
+      else this.#putGuild(id, idOnly(id));
       return true;
     }
-    // The guild is replaced, and moves to the end of the order, as a new one.
-    this.#setGuild(id, null);
-    const guild = this.#empty(baseOf(d), false);
-    guild.memberCount = typeof d.member_count === "number" ? d.member_count : null;
-    const c = guild.collections;
+    const guild: CachedGuild = {
+      base: baseOf(d),
+      memberCount: typeof d.member_count === "number" ? d.member_count : null,
+      unavailable: false,
+      c: {},
+    };
     for (const [kind, field] of COLLECTIONS) {
       const list = d[field];
-      if (!Array.isArray(list)) continue;
+      if (!this.#kinds[kind] || !Array.isArray(list)) continue;
       for (const item of list) {
         if (!isObject(item)) continue;
-        if (kind === "members") this.#setMember(c, item);
-        else if (kind === "presences") this.#setPresence(c, item);
-        else if (kind === "voiceStates") {
-          const { member: _, ...state } = item;
-          this.#set(c, kind, state, item.user_id);
-        } else this.#set(c, kind, item, item.id);
+        if (kind === "members") this.#setMember(guild, item);
+        else if (kind === "presences") this.#setPresence(guild, item);
+        else if (kind === "voiceStates") this.#setVoiceState(guild, item);
+        else this.#setOne(guild, kind, item.id, item);
       }
     }
-    this.#setGuild(id, guild);
+    // Replaces what was known, in the same place of the order.
+    this.#putGuild(id, guild);
     return true;
   }
 
   #guildUpdate(d: Json): boolean {
-    const id = idOf(d.id);
+    const id = snowflakeOf(d.id);
     if (id === null) return false;
     const guild = this.#guilds.get(id);
-    if (!guild) return true;
+    if (guild === undefined) return true;
+    // Over the known fields: GUILD_UPDATE lacks GUILD_CREATE's own (joined_at, large, …).
     const base = baseOf({ ...JSON.parse(guild.base), ...d });
     this.#sizes.guilds.bytes += base.length - guild.base.length;
     guild.base = base;
     if (typeof d.member_count === "number") guild.memberCount = d.member_count;
-    const c = guild.collections;
-    if (Array.isArray(d.roles)) this.#replace(c, "roles", d.roles, (r) => r.id);
-    if (Array.isArray(d.emojis)) this.#replace(c, "emojis", d.emojis, (e) => e.id);
-    if (Array.isArray(d.stickers)) this.#replace(c, "stickers", d.stickers, (s) => s.id);
+    if (Array.isArray(d.roles)) this.#replace(guild, "roles", d.roles);
+    if (Array.isArray(d.emojis)) this.#replace(guild, "emojis", d.emojis);
+    if (Array.isArray(d.stickers)) this.#replace(guild, "stickers", d.stickers);
     return true;
   }
 
-  #set(c: Record<Collection, Entities>, kind: Collection, value: Json, key: unknown): boolean {
-    const id = idOf(key);
-    if (id === null) return false;
-    if (this.#kinds[kind]) this.#put(c, kind, id, JSON.stringify(value));
-    return true;
-  }
-
-  #put(c: Record<Collection, Entities>, kind: Collection, id: string, text: string): void {
-    const size = this.#sizes[kind];
-    const old = c[kind].get(id);
-    if (old === undefined) size.entries++;
-    else size.bytes -= old.length;
-    size.bytes += text.length;
-    c[kind].set(id, text);
-  }
-
-  #delete(c: Record<Collection, Entities>, kind: Collection, id: string): void {
-    const old = c[kind].get(id);
-    if (old === undefined) return;
-    this.#sizes[kind].entries--;
-    this.#sizes[kind].bytes -= old.length;
-    c[kind].delete(id);
-  }
-
-  #remove(c: Record<Collection, Entities>, kind: Collection, key: unknown): boolean {
-    const id = idOf(key);
-    if (id === null) return false;
-    this.#delete(c, kind, id);
-    return true;
-  }
-
-  #replace(
-    c: Record<Collection, Entities>,
-    kind: Collection,
-    list: unknown[],
-    key: (e: Json) => unknown,
-  ): boolean {
-    for (const id of [...c[kind].keys()]) this.#delete(c, kind, id);
-    for (const item of list) if (isObject(item)) this.#set(c, kind, item, key(item));
-    return true;
-  }
-
-  /** Adds or replaces a guild (counted), or with null removes it. */
-  #setGuild(id: string, guild: CachedGuild | null): void {
+  /** Adds a guild, or replaces the known one (keeping its place in the order). */
+  #putGuild(id: string, guild: CachedGuild): void {
     const old = this.#guilds.get(id);
-    if (old) {
-      this.#sizes.guilds.entries--;
-      this.#sizes.guilds.bytes -= old.base.length;
-      if (old.unavailable) this.#unavailable--;
-      for (const [kind] of COLLECTIONS) {
-        for (const id of [...old.collections[kind].keys()]) this.#delete(old.collections, kind, id);
-      }
-      this.#guilds.delete(id);
-    }
-    if (guild === null) return;
+    if (old !== undefined) this.#uncount(old);
     this.#sizes.guilds.entries++;
     this.#sizes.guilds.bytes += guild.base.length;
     if (guild.unavailable) this.#unavailable++;
     this.#guilds.set(id, guild);
+  }
+
+  #removeGuild(id: string): void {
+    const old = this.#guilds.get(id);
+    if (old === undefined) return;
+    this.#uncount(old);
+    this.#guilds.delete(id);
+  }
+
+  /** Takes a guild and everything in it out of the sizes. */
+  #uncount(guild: CachedGuild): void {
+    this.#sizes.guilds.entries--;
+    this.#sizes.guilds.bytes -= guild.base.length;
+    if (guild.unavailable) this.#unavailable--;
+    for (const [kind] of COLLECTIONS) {
+      const entities = guild.c[kind];
+      if (entities === undefined) continue;
+      const size = this.#sizes[kind];
+      size.entries -= entities.size;
+      for (const text of entities.values()) size.bytes -= text.length;
+    }
   }
 
   #markUnavailable(guild: CachedGuild): void {
@@ -423,61 +455,129 @@ export class GuildCache {
     guild.unavailable = true;
   }
 
-  #withUser(value: Json): Json | null {
-    if (!isObject(value.user) || idOf(value.user.id) === null) return null;
-    return this.#kinds.users ? value : { ...value, user: { id: value.user.id } };
+  // ---- entities ----
+
+  /** Sets one entity by its id; false when the id is missing. Kinds that are off keep nothing. */
+  #setOne(guild: CachedGuild, kind: Collection, key: unknown, value: Json): boolean {
+    const id = idOf(key);
+    if (id === null) return false;
+    if (this.#kinds[kind]) this.#put(guild, kind, id, JSON.stringify(value));
+    return true;
   }
 
-  #setMember(c: Record<Collection, Entities>, member: Json): boolean {
-    const kept = this.#withUser(member);
-    if (kept === null) return false;
-    return this.#set(c, "members", kept, (member.user as Json).id);
+  #put(guild: CachedGuild, kind: Collection, id: string, text: string): void {
+    const entities = guild.c[kind] ??= new Map();
+    const size = this.#sizes[kind];
+    const old = entities.get(id);
+    if (old === undefined) size.entries++;
+    else size.bytes -= old.length;
+    size.bytes += text.length;
+    entities.set(id, text);
   }
 
-  #setPresence(c: Record<Collection, Entities>, presence: Json): boolean {
-    const kept = this.#withUser(presence);
-    if (kept === null) return false;
-    const userId = (presence.user as Json).id as string;
-    if (presence.status === "offline") {
-      this.#delete(c, "presences", userId);
-      return true;
+  #delete(guild: CachedGuild, kind: Collection, id: string): void {
+    const entities = guild.c[kind];
+    const old = entities?.get(id);
+    if (entities === undefined || old === undefined) return;
+    this.#sizes[kind].entries--;
+    this.#sizes[kind].bytes -= old.length;
+    entities.delete(id);
+    if (entities.size === 0) delete guild.c[kind];
+  }
+
+  #remove(guild: CachedGuild, kind: Collection, key: unknown): boolean {
+    const id = idOf(key);
+    if (id === null) return false;
+    this.#delete(guild, kind, id);
+    return true;
+  }
+
+  /** The whole collection becomes `list` (items without an id left out). */
+  #replace(guild: CachedGuild, kind: Collection, list: unknown[]): boolean {
+    for (const id of [...(guild.c[kind]?.keys() ?? [])]) this.#delete(guild, kind, id);
+    for (const item of list) if (isObject(item)) this.#setOne(guild, kind, item.id, item);
+    return true;
+  }
+
+  /** Deletes the threads whose `parent_id` passes `match` (rare events: each thread is read back). */
+  #deleteThreads(guild: CachedGuild, match: (parentId: unknown) => boolean): void {
+    const threads = guild.c.threads;
+    if (threads === undefined) return;
+    for (const [id, text] of [...threads]) {
+      if (match((JSON.parse(text) as Json).parent_id)) this.#delete(guild, "threads", id);
     }
-    return this.#set(c, "presences", kept, userId);
   }
 
-  /** Ids of every known guild (available or not), in order, for which `keep(id)` holds. */
+  /** A member or presence as kept: with `users` off, its user reduced to the id. */
+  #withUser(value: Json, userId: string): Json {
+    return this.#kinds.users ? value : { ...value, user: { id: userId } };
+  }
+
+  #setMember(guild: CachedGuild, member: Json): boolean {
+    const userId = userIdOf(member);
+    if (userId === null) return false;
+    if (this.#kinds.members) {
+      this.#put(guild, "members", userId, JSON.stringify(this.#withUser(member, userId)));
+    }
+    return true;
+  }
+
+  /** A presence by its user's id; "offline" is no presence (Discord's GUILD_CREATE leaves those out). */
+  #setPresence(guild: CachedGuild, presence: Json): boolean {
+    const userId = userIdOf(presence);
+    if (userId === null) return false;
+    if (presence.status === "offline") this.#delete(guild, "presences", userId);
+    else if (this.#kinds.presences) {
+      this.#put(guild, "presences", userId, JSON.stringify(this.#withUser(presence, userId)));
+    }
+    return true;
+  }
+
+  /** A voice state by its user's id, without `guild_id` and `member`; no channel: left the voice channel. */
+  #setVoiceState(guild: CachedGuild, state: Json): boolean {
+    const userId = idOf(state.user_id);
+    if (userId === null) return false;
+    if (state.channel_id === null) this.#delete(guild, "voiceStates", userId);
+    else if (idOf(state.channel_id) === null) return false;
+    else if (this.#kinds.voiceStates) {
+      const { guild_id: _, member: _member, ...kept } = state;
+      this.#put(guild, "voiceStates", userId, JSON.stringify(kept));
+    }
+    return true;
+  }
+
+  // ---- reading ----
+
+  /** Ids of every guild known (available or not), in insertion order, for which `keep(id)` is true. */
   guildIds(keep?: (guildId: string) => boolean): string[] {
-    const ids = [...this.#guilds.keys()];
-    return keep ? ids.filter(keep) : ids;
+    const ids: string[] = [];
+    for (const id of this.#guilds.keys()) if (keep === undefined || keep(id)) ids.push(id);
+    return ids;
   }
 
+  /** Whether the guild is known and available (its GUILD_CREATE seen, not deleted as unavailable since). */
   available(guildId: string): boolean {
     return this.#guilds.get(guildId)?.unavailable === false;
   }
 
-  /** The `d` of a GUILD_CREATE for the guild, from the cache; null when unknown or unavailable. */
+  /** The `d` of a GUILD_CREATE for this guild from the cache, as JSON text; null if unknown or unavailable. */
   guildCreate(guildId: string): string | null {
     const guild = this.#guilds.get(guildId);
-    if (!guild || guild.unavailable) return null;
-    const parts: string[] = [];
-    if (guild.memberCount !== null) parts.push(`"member_count":${guild.memberCount}`);
-    parts.push('"unavailable":false');
+    if (guild === undefined || guild.unavailable) return null;
+    const inner = guild.base.slice(1, -1);
+    let out = inner.length > 0 ? `{${inner},` : "{";
+    if (guild.memberCount !== null) out += `"member_count":${guild.memberCount},`;
+    out += '"unavailable":false';
     for (const [kind, field] of COLLECTIONS) {
-      parts.push(`"${field}":[${[...guild.collections[kind].values()].join(",")}]`);
+      const entities = guild.c[kind];
+      out += entities === undefined ? `,"${field}":[]` : `,"${field}":[${[...entities.values()].join(",")}]`;
     }
-    const base = guild.base;
-    const inner = base.slice(1, -1).trim();
-    return `{${inner}${inner.length > 0 ? "," : ""}${parts.join(",")}}`;
+    return out + "}";
   }
 
-  /** Guilds known and unavailable, and per kind its entries and the bytes of their JSON. */
-  stats(): {
-    guilds: number;
-    unavailable: number;
-    bytes: number;
-    kinds: Record<"guilds" | Collection, { entries: number; bytes: number }>;
-  } {
-    const kinds = {} as Record<"guilds" | Collection, { entries: number; bytes: number }>;
+  /** Guilds known and unavailable, and per kind its entries and the bytes of their JSON (see CacheStats). */
+  stats(): CacheStats {
+    const kinds = { users: { entries: 0, bytes: 0 } } as Record<"guilds" | CacheKind, CacheSize>;
     let bytes = 0;
     for (const [kind, size] of Object.entries(this.#sizes)) {
       kinds[kind as "guilds" | Collection] = { ...size };
@@ -487,17 +587,7 @@ export class GuildCache {
   }
 }
 
-/** The guild's own fields as JSON text. */
-function baseOf(d: Json): string {
-  const base: Json = {};
-  for (const [key, value] of Object.entries(d)) if (!NOT_BASE.has(key)) base[key] = value;
-  return JSON.stringify(base);
-}
-
-function safeShard(id: string, count: number): number {
-  try {
-    return shardForGuild(id, count);
-  } catch {
-    return -1;
-  }
+/** A guild known by its id alone (from READY, or an unavailable GUILD_CREATE). */
+function idOnly(id: string): CachedGuild {
+  return { base: `{"id":${JSON.stringify(id)}}`, memberCount: null, unavailable: true, c: {} };
 }

@@ -51,6 +51,7 @@ export class ProxyClient {
   readonly #hub: ProxyHub;
   readonly #log: Logger;
   readonly #url: string;
+  readonly #compression: Compression;
   #compressor: Compressor | null;
   #payloadCompression = false;
   #state: State = "hello";
@@ -72,6 +73,7 @@ export class ProxyClient {
     this.#hub = options.hub;
     this.#log = options.logger;
     this.#url = options.url;
+    this.#compression = options.compression;
     this.#compressor = createCompressor(options.compression);
     this.connectedAt = this.#lastReceived = options.hub.now();
     const socket = this.#socket;
@@ -185,11 +187,15 @@ export class ProxyClient {
     const session = this.#hub.openSession(shard, count, this);
     this.session = session;
     this.#state = "starting";
-    this.#log.info("proxy: a client identified as shard [{shard}, {count}] (session {session})", {
-      shard,
-      count,
-      session: session.id.slice(0, 8),
-    });
+    this.#log.info(
+      "proxy: a client identified as shard [{shard}, {count}] (session {session}, compression {compression})",
+      {
+        shard,
+        count,
+        session: session.id.slice(0, 8),
+        compression: this.#payloadCompression ? "payload" : this.#compression,
+      },
+    );
     void this.#startUp(session);
   }
 

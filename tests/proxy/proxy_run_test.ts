@@ -10,6 +10,7 @@ import { fakeEnv, type Gatehouse, spawnGatehouse } from "../helpers/gatehouse.ts
 const TOKEN = "proxy-test-token";
 const WS_CLIENT = new URL("./ws_client_child.ts", import.meta.url).pathname;
 const DJS_CLIENT = new URL("./djs_client_child.ts", import.meta.url).pathname;
+const OCEANIC_CLIENT = new URL("./oceanic_client_child.ts", import.meta.url).pathname;
 
 interface ClientLine {
   shard: number;
@@ -221,3 +222,90 @@ Deno.test("proxy: the full discord.js v14 Client logs in through it (REST pointe
     await p.stop();
   }
 });
+
+for (const compress of ["zlib-stream", "zstd-stream"]) {
+  Deno.test(`proxy: Oceanic.js (${compress} to the client) starts with every guild from the cache and gets the live events in order`, async () => {
+    const p = await proxiedGatehouse();
+    try {
+      const bot = spawnClient(OCEANIC_CLIENT, p.api, "-", [compress]);
+      p.clients.push(bot);
+      await bot.waitFor(() => clientLines(bot).some((l) => l.t === "CLIENT_READY"), 60_000, "Oceanic ready");
+      assert.ok(p.g.stderr().includes(`compression ${compress})`), "the client asked for it");
+      const ready = clientLines(bot).find((l) => l.t === "CLIENT_READY")!;
+      const expected = p.g.lines.filter((l) => l.t === "GUILD_CREATE");
+      assert.deepEqual(
+        ready.d.guilds.map((x: { id: string; name: string }) => [x.id, x.name]).sort(),
+        expected.map((l) => [l.d.id, l.d.name]).sort(),
+      );
+      for (const guild of ready.d.guilds) {
+        const source = expected.find((l) => l.d.id === guild.id)!.d;
+        assert.equal(guild.channels, source.channels.length);
+        assert.equal(guild.members, source.members.length);
+      }
+      for (let n = 0; n < 300; n++) p.fake.dispatch(n % 2, "MESSAGE_CREATE", messageOf(n));
+      const got = () => clientLines(bot).filter((l) => l.t === "MESSAGE_CREATE");
+      await bot.waitFor(() => got().length === 300, 20_000, "every event");
+      for (const shard of [0, 1]) {
+        assert.deepEqual(
+          got().filter((l) => l.shard === shard).map((l) => l.d.marker),
+          Array.from({ length: 150 }, (_, i) => 2 * i + shard),
+        );
+      }
+    } finally {
+      await p.stop();
+    }
+  });
+}
+
+Deno.test("proxy: a client that stops reading is closed resumably past [proxy] max_buffer and catches up from the journal; the other client and the shards never wait", async () => {
+  const p = await proxiedGatehouse({ GATEHOUSE_PROXY_MAX_BUFFER: "256KiB" });
+  try {
+    const started = (c: Gatehouse) => clientLines(c).filter((l) => l.t === "GUILD_CREATE").length === 6;
+    const slow = spawnClient(WS_CLIENT, p.api, `${p.dir}/slow.json`);
+    const other = spawnClient(WS_CLIENT, p.api, `${p.dir}/other.json`);
+    p.clients.push(slow, other);
+    await slow.waitFor(() => started(slow), 30_000, "slow start-up");
+    await other.waitFor(() => started(other), 30_000, "other start-up");
+    // The slow bot's process stops: nothing reads its socket.
+    Deno.kill(slow.pid, "SIGSTOP");
+    const perShard = 12_000;
+    p.fake.burst(0, perShard);
+    p.fake.burst(1, perShard);
+    const live = (lines: ClientLine[], shard: number) =>
+      lines.filter((l) => l.shard === shard && l.t !== "READY" && l.t !== "GUILD_CREATE" && l.t !== "RESUMED")
+        .map((l) => JSON.stringify([l.t, l.d]));
+    const upstream = (shard: number) =>
+      (p.g.lines as unknown as ClientLine[]).filter((l) =>
+        l.shard === shard && !["READY", "GUILD_CREATE", "RESUMED"].includes(l.t) &&
+        !l.t.startsWith("GATEHOUSE_")
+      ).map((l) => JSON.stringify([l.t, l.d]));
+    // The other bot gets everything while the slow one is stopped.
+    await other.waitFor(
+      () =>
+        live(clientLines(other), 0).length === perShard && live(clientLines(other), 1).length === perShard,
+      60_000,
+      "the other bot's events",
+    );
+    await p.g.waitFor(() => p.g.stderr().includes("reads too slowly"), 20_000, "the slow bot closed");
+    for (const shard of [0, 1]) assert.deepEqual(live(clientLines(other), shard), upstream(shard));
+    // It wakes up, sees the close (4000), RESUMEs, and gets every event, in order, once.
+    Deno.kill(slow.pid, "SIGCONT");
+    await slow.waitFor(
+      () => live(clientLines(slow), 0).length >= perShard && live(clientLines(slow), 1).length >= perShard,
+      60_000,
+      "the slow bot caught up",
+    );
+    assert.ok(clientLines(slow).some((l) => l.t === "RESUMED"), "it resumed");
+    assert.equal(clientLines(slow).filter((l) => l.t === "READY").length, 2, "no new session");
+    for (const shard of [0, 1]) assert.deepEqual(live(clientLines(slow), shard), upstream(shard));
+    const metrics = await (await fetch(`${await controlUrlOf(p.dir)}/metrics`)).text();
+    assert.match(metrics, /gatehouse_proxy_slow_closed_total [1-9]/);
+    assert.match(metrics, /gatehouse_proxy_sessions_total\{how="resumed"\} [1-9]/);
+  } finally {
+    await p.stop();
+  }
+});
+
+async function controlUrlOf(dir: string): Promise<string> {
+  return JSON.parse(await Deno.readTextFile(`${dir}/gatehouse.db.control`)).url;
+}
