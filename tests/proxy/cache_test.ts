@@ -595,7 +595,13 @@ Deno.test("cache: kinds that are off keep nothing, give [] and cost no bytes; th
   send(cache, "GUILD_MEMBER_ADD", { ...member("9"), guild_id: id });
   assert.equal(cache.stats().bytes, stats.bytes);
   // GUILD_UPDATE is always read (the guild's own fields); the collections it carries are still not kept.
-  send(cache, "GUILD_UPDATE", { id, name: "x", roles: [role("r5")], emojis: [{ id: "e5" }], stickers: [{ id: "s5" }] });
+  send(cache, "GUILD_UPDATE", {
+    id,
+    name: "x",
+    roles: [role("r5")],
+    emojis: [{ id: "e5" }],
+    stickers: [{ id: "s5" }],
+  });
   assert.deepEqual(out(cache, id).roles, []);
   assert.deepEqual(cache.stats().kinds.roles, { entries: 0, bytes: 0 });
   assert.deepEqual(cache.stats().kinds.emojis, { entries: 0, bytes: 0 });
