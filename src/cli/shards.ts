@@ -175,7 +175,31 @@ export function renderReport(r: StatusReport): string {
     ["SINK", "CURSOR", "LAG", "ERRORS"],
     r.sinks.map((s) => [s.name, s.cursor, s.lag, s.errors]),
   );
-  return `${header}${reshardLine(r)}\n\n${shards}${sinks}`;
+  return `${header}${reshardLine(r)}\n\n${shards}${sinks}${proxySection(r)}`;
+}
+
+/** Proxy mode: its address and cache, then one row per connected client. */
+function proxySection(r: StatusReport): string {
+  const p = r.proxy;
+  if (!p) return "";
+  const line = `\n\nproxy ${p.url}: ${p.clients.length} client(s), ${p.sessions} session(s) kept; cache ` +
+    `${count(p.cache.guilds)} guild(s) (${p.cache.unavailable} unavailable), ${
+      count(p.cache.bytes)
+    } bytes of ` +
+    `JSON, ${count(p.cache.bytes_per_guild)} per guild`;
+  if (p.clients.length === 0) return line;
+  return line + "\n\n" + table(
+    ["CLIENT", "SHARD", "STATE", "SEQ", "BEHIND", "BUFFERED", "CONNECTED"],
+    p.clients.map((c) => [
+      c.session,
+      `${c.shard}/${c.count}`,
+      c.state,
+      c.seq,
+      c.behind,
+      count(c.buffered_bytes),
+      age(c.connected_s * 1000),
+    ]),
+  );
 }
 
 /** The reshard under way (or the last one), one line under the header. */

@@ -96,11 +96,17 @@ async function killAndRestart(
   send(200);
   const second = spawnClient(script, api, sessionFile);
   clients.push(second);
-  await second.waitFor(
-    () => clientLines(second).filter((l) => l.t === "RESUMED").length === 2,
-    60_000,
-    "both shards resumed",
-  );
+  try {
+    await second.waitFor(
+      () => clientLines(second).filter((l) => l.t === "RESUMED").length === 2,
+      60_000,
+      "both shards resumed",
+    );
+  } catch (error) {
+    const proxyLog = p.g.stderr().split("\n").filter((l) => l.includes("proxy")).slice(-20).join("\n");
+    const seen = clientLines(second).map((l) => `${l.shard}:${l.t}:${l.s}`).slice(0, 20).join(" ");
+    throw new Error(`${(error as Error).message}\ngatehouse's proxy log:\n${proxyLog}\nsecond run: ${seen}`);
+  }
   send(total - 400);
   const markers = () =>
     [...clientLines(first), ...clientLines(second)].filter((l) => l.t === "MESSAGE_CREATE");
@@ -251,6 +257,21 @@ for (const compress of ["zlib-stream", "zstd-stream"]) {
           Array.from({ length: 150 }, (_, i) => 2 * i + shard),
         );
       }
+      // gatehouse shards shows the proxy, its cache and the client on each shard.
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-all", "main.ts", "shards", "--store", `${p.dir}/gatehouse.db`],
+        env: { NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout);
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      assert.match(
+        text,
+        /proxy ws:\/\/127\.0\.0\.1:\d+: 2 client\(s\), 2 session\(s\) kept; cache 6 guild\(s\) \(0 unavailable\)/,
+      );
+      assert.match(text, /^\S{8}\s+0\/2\s+live\s+\d+/m);
+      assert.match(text, /^\S{8}\s+1\/2\s+live\s+\d+/m);
     } finally {
       await p.stop();
     }

@@ -45,7 +45,9 @@ export class SessionFile {
     }
   }
 
+  /** Written aside and renamed over: a kill -9 during the write leaves the previous file whole. */
   #store(): void {
-    Deno.writeTextFileSync(this.#path, JSON.stringify(this.#sessions));
+    Deno.writeTextFileSync(`${this.#path}.tmp`, JSON.stringify(this.#sessions));
+    Deno.renameSync(`${this.#path}.tmp`, this.#path);
   }
 }
