@@ -57,6 +57,7 @@ export interface ClusterStartParts {
 
 interface FencingSink {
   fenceThrough(shard: number, id: number, count?: number): void;
+  fence(shard: number, id: number, count: number | undefined, waitMs: number): Promise<boolean>;
 }
 
 /** How often a member reads the bot's reshard plan. */
@@ -259,6 +260,10 @@ export class ClusterRun {
       // Members started together see each other before taking leases.
       settleMs: Math.min(leaseMs, 3_000),
       handOff: (key) => this.#handOff(key),
+      // What the journal holds of the shard is older than the lease about to be taken: fenced, and the
+      // deliveries under way end first (one could otherwise append it after a gap).
+      beforeAcquire: (key) =>
+        fence.fence(key.id, parts.journal.lastAssignedId, key.count, Math.min(2_000, leaseMs / 5)),
       onError: (error) => this.#log.warn("cluster: {error}", { error: error.message }),
     });
     this.#ownership = ownership;

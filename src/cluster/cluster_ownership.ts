@@ -54,6 +54,12 @@ export interface ClusterOwnershipOptions {
   settleMs?: number;
   /** Stops a shard this process no longer should own; its lease is released once this resolves. */
   handOff: (key: ShardKey) => Promise<void>;
+  /**
+   * Awaited before each attempt to take a lease this process does not hold; false skips the attempt
+   * (the next round tries again). Cluster mode fences the journal's older events of the shard there and
+   * waits for the deliveries under way (RedisSink.fence).
+   */
+  beforeAcquire?: (key: ShardKey) => Promise<boolean>;
   clock?: Clock;
   /** A store, membership or hand-off failure; ownership keeps trying. */
   onError?: (error: Error) => void;
@@ -231,6 +237,10 @@ export class ClusterOwnership implements ShardOwnership {
     if (!isHeld && !share.has(name)) {
       this.#held.drop(name);
       return;
+    }
+    if (!isHeld && this.#o.beforeAcquire) {
+      const ready = await this.#try(() => this.#o.beforeAcquire!(key));
+      if (ready !== true || !this.#running || this.#held.get(name) !== entry) return;
     }
     const ok = await this.#try(() =>
       isHeld ? store.renew(name, node, leaseMs) : store.acquire(name, node, leaseMs)

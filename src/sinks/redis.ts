@@ -94,6 +94,8 @@ export class RedisSink implements Sink {
   #unreported = 0;
   #lastReport = 0;
   readonly #fence: Fence | null;
+  /** Deliveries under way (cluster mode: `fence` waits for the ones begun before it). */
+  readonly #delivering = new Set<Promise<void>>();
 
   constructor(options: RedisSinkOptions) {
     this.name = options.name ?? "redis";
@@ -137,7 +139,16 @@ export class RedisSink implements Sink {
     return [`{${stream}}:seen`, `{${stream}}:seen_at`];
   }
 
-  async deliver(batch: EventBatch): Promise<void> {
+  deliver(batch: EventBatch): Promise<void> {
+    if (this.#fence === null) return this.#deliver(batch);
+    const delivery = this.#deliver(batch);
+    this.#delivering.add(delivery);
+    const done = () => void this.#delivering.delete(delivery);
+    delivery.then(done, done);
+    return delivery;
+  }
+
+  async #deliver(batch: EventBatch): Promise<void> {
     const fence = this.#fence;
     const client = this.#client as AppendClient;
     // On Redis Cluster the leases are read before the appends (their slot is not the streams').
@@ -256,6 +267,27 @@ export class RedisSink implements Sink {
   fenceThrough(shard: number, id: number, count?: number): void {
     if (this.#fence === null) throw new Error("redis: fenceThrough needs the sink's cluster mode");
     this.#fence.fenceThrough(shard, id, count);
+  }
+
+  /**
+   * Cluster mode, before this node takes a shard's lease: `fenceThrough(shard, id, count)`, then waits
+   * (at most `waitMs`) for the deliveries begun before it. One of those passed the fence check before it
+   * was set and may not have reached Redis yet; run after the lease is taken, its script would find the
+   * lease held and append events of an older ownership (after a gap, moving the stream's marks past
+   * events nobody appended). Resolves false when they did not finish in time: the caller must not take
+   * the lease yet (it tries again at its next round).
+   */
+  async fence(shard: number, id: number, count: number | undefined, waitMs: number): Promise<boolean> {
+    this.fenceThrough(shard, id, count);
+    if (this.#delivering.size === 0) return true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), waitMs)));
+    const settled = Promise.allSettled([...this.#delivering]).then(() => true as const);
+    try {
+      return await Promise.race([settled, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Counted always; logged at most every 10 s, with how many since the last line. */

@@ -18,7 +18,10 @@
  *   under an older ownership, it may follow a gap (events fenced meanwhile), and appending it would move
  *   the stream's marks past events nobody appended. The resumed session replays it instead. So a node
  *   must treat a lease it finds gone or changed as lost (stop the shard), and take it again only through
- *   `fenceThrough` and a RESUME from the shared seq, never by quietly writing the key again.
+ *   `fenceThrough` and a RESUME from the shared seq, never by quietly writing the key again. The fence
+ *   must also be in force before the lease is taken, for the deliveries under way too: one that passed
+ *   the check before it was set, with its script still on the way to Redis, would find the lease held
+ *   again (`RedisSink.fence` waits for them; ClusterOwnership's `beforeAcquire` calls it).
  *
  * Where the checks run. Single Redis (and Sentinel): in the append script of each stream, atomically
  * with the appends (any key may be read there), so an owner whose lease moved between two scripts

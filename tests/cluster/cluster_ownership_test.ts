@@ -294,3 +294,37 @@ Deno.test("ClusterOwnership: a reshard's pinned keys are held beside the share; 
   }
   await c.stop();
 });
+
+Deno.test("ClusterOwnership: beforeAcquire runs before each lease is taken; false skips the attempt until a later round", async () => {
+  const clock = new ManualClock();
+  const store = new LocalLeaseStore(clock);
+  const members = new LocalMembers(clock);
+  const asked: string[] = [];
+  let ready = false;
+  const own = new ClusterOwnership({
+    store,
+    members,
+    node: "a",
+    keys: shards(2),
+    leaseMs: LEASE_MS,
+    prefix: "bot",
+    clock,
+    handOff: () => Promise.resolve(),
+    beforeAcquire: async (key) => {
+      asked.push(`${key.id} ${await store.holder(leaseName("bot", key)) ?? "nobody"}`);
+      return ready;
+    },
+  });
+  await own.start();
+  await clock.advance(LEASE_MS);
+  assert.deepEqual(own.owned(), [], "not ready: nothing taken");
+  assert.ok(asked.length >= 4, "asked again at every round");
+  assert.deepEqual(new Set(asked), new Set(["0 nobody", "1 nobody"]), "asked before the lease was taken");
+  ready = true;
+  asked.length = 0;
+  await clock.advance(LEASE_MS);
+  assert.deepEqual(own.owned().map((k) => k.id), [0, 1]);
+  assert.deepEqual(asked.sort(), ["0 nobody", "1 nobody"], "once per lease taken; not before renewals");
+  await own.stop();
+  assert.equal(clock.pending, 0);
+});

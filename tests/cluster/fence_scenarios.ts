@@ -45,10 +45,13 @@ class Node {
     this.received = seq;
   }
 
-  /** Stops its shard (if it still runs), fences what its journal holds, takes the lease, resumes. */
+  /**
+   * Stops its shard (if it still runs), fences what its journal holds and waits for its deliveries
+   * under way, takes the lease, resumes.
+   */
   async acquire(env: Env): Promise<void> {
     this.received = null;
-    this.sink.fenceThrough(0, this.nextId - 1);
+    assert.ok(await this.sink.fence(0, this.nextId - 1, undefined, 5_000), "deliveries under way ended");
     await env.lease(0, this.name);
     this.received = (await env.seq(0)) ?? 0;
     this.staleLeft = 0;
@@ -242,6 +245,36 @@ export const returningHost: Scenario = async (env, layout) => {
   assert.equal(unfenced.fenced, 0);
   assert.deepEqual(await env.seqs(SESSION), Array.from({ length: 35 }, (_, i) => i + 1));
   assert.equal(await env.seq(0), 35);
+};
+
+/**
+ * A delivery under way when the node takes the lease back: it passed the fence check before the fence
+ * was set, and its script reaches Redis after the lease is taken (here: its sink's connection is not up
+ * yet). `fence` waits for it, so it runs while the other node holds the lease and is fenced; taken
+ * first, the lease would let it append seqs 8..10 after a gap (6 and 7, fenced earlier), and the resumed
+ * replay of 6 and 7 would be skipped by the stream's marks: lost.
+ */
+export const inFlightWhileRetaking: Scenario = async (env, layout) => {
+  await env.saveSession(0, SESSION);
+  await env.lease(0, "a");
+  const first = env.sink("a", layout);
+  await first.deliver(new RowBatch([1, 2, 3, 4, 5].map((s) => row(s, 0, SESSION, s)), "a"));
+  await env.lease(0, "b"); // b resumes at 5 and has appended nothing yet
+  await first.deliver(new RowBatch([6, 7].map((s) => row(s, 0, SESSION, s)), "a"));
+  assert.equal(first.fenced, 2);
+  const sink = env.sink("a", layout);
+  const underWay = sink.deliver(new RowBatch([8, 9, 10].map((s) => row(s, 0, SESSION, s)), "a"));
+  assert.ok(await sink.fence(0, 10, undefined, 5_000), "the delivery under way ended first");
+  await env.lease(0, "a");
+  await underWay;
+  assert.equal(sink.fenced, 3, "the older ownership's events were fenced by b's lease");
+  assert.deepEqual(await env.seqs(SESSION), [1, 2, 3, 4, 5]);
+  // a resumes from the shared seq: Discord replays 6..10 into its journal (new ids).
+  assert.equal(await env.seq(0), 5);
+  await sink.deliver(new RowBatch([6, 7, 8, 9, 10].map((s) => row(10 + s, 0, SESSION, s)), "a"));
+  await checkSeq(env);
+  assert.deepEqual(await env.seqs(SESSION), Array.from({ length: 10 }, (_, i) => i + 1));
+  assert.equal(await env.seq(0), 10);
 };
 
 /** The new owner could not resume (a new session): the returning host's old session stays out. */

@@ -20,6 +20,7 @@ Deno.test("redis fence on Redis Cluster: every scenario, both layouts", async (t
       await run("a node without the lease appends nothing", scenarios.nonHolderAppendsNothing);
       await run("the same batch twice is appended once", scenarios.twiceAppendsOnce);
       await run("two nodes racing on one shard", scenarios.race(300, layout === "single" ? 3 : 5));
+      await run("a delivery under way while retaking the lease", scenarios.inFlightWhileRetaking);
       await run("a dead host returning", scenarios.returningHost);
       await run("a returning host's old session", scenarios.returningHostNewSession);
     }

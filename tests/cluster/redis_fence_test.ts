@@ -26,6 +26,10 @@ for (const layout of ["per-event", "single"] as const) {
     scenarios.race(400, layout === "single" ? 7 : 11),
   );
   run(
+    "a delivery under way when the node takes the lease back is fenced (fence waits for it)",
+    scenarios.inFlightWhileRetaking,
+  );
+  run(
     "a dead host returning with undelivered events appends nothing twice and loses nothing",
     scenarios.returningHost,
   );
