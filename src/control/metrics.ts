@@ -500,6 +500,12 @@ export class Metrics {
         (set) => set({}, proxy().counters.slowClosed),
       );
       counter(
+        "gatehouse_proxy_reshard_reconnects_total",
+        "Proxy clients told to reconnect (op 7) because the bot was resharded and their shard count ended.",
+        [],
+        (set) => set({}, proxy().counters.reshardReconnects),
+      );
+      counter(
         "gatehouse_proxy_commands_total",
         "Commands proxy clients sent to their shard.",
         [],

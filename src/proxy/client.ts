@@ -445,6 +445,27 @@ export class ProxyClient {
     }
   }
 
+  /**
+   * The bot was resharded and this client's shard count no longer runs: op 7 (reconnect), as Discord
+   * asks; nothing more is sent. Its RESUME is then answered with op 9 and an IDENTIFY with the old count
+   * is refused with 4011, naming the new count (what `/gateway/bot` answers now). A client that does not
+   * close within `graceMs` is closed with 4000.
+   */
+  reconnect(graceMs = 5_000): void {
+    if (this.#state === "closed") return;
+    this.#sendText('{"t":null,"s":null,"op":7,"d":null}');
+    const socket = this.#socket;
+    this.#closed();
+    const timer = setTimeout(() => {
+      try {
+        if (socket.readyState === WebSocket.OPEN) socket.close(4000, "Reconnect: the bot was resharded.");
+      } catch {
+        // already closing
+      }
+    }, graceMs);
+    socket.addEventListener("close", () => clearTimeout(timer));
+  }
+
   /** Closes the connection (the session stays resumable unless the hub forgets it). */
   close(code: number, reason: string): void {
     if (this.#state === "closed") return;

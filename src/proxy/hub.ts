@@ -66,6 +66,8 @@ export interface ProxyCounters {
   slowClosed: number;
   commands: number;
   events: number;
+  /** Clients told to reconnect (op 7) because the bot was resharded. */
+  reshardReconnects: number;
 }
 
 export class ProxyHub implements BatchConsumer {
@@ -79,6 +81,7 @@ export class ProxyHub implements BatchConsumer {
     slowClosed: 0,
     commands: 0,
     events: 0,
+    reshardReconnects: 0,
   };
   readonly #options: HubOptions;
   readonly #log: Logger;
@@ -93,6 +96,8 @@ export class ProxyHub implements BatchConsumer {
   readonly #readyShards = new Set<number>();
   #waiters: Array<() => void> = [];
   #lastSeenId: number;
+  /** The bot's shard count the clients are served under (a reshard's switch changes it). */
+  #count: number;
   #timer: ReturnType<typeof setInterval> | undefined;
   readonly now: () => number;
 
@@ -104,6 +109,7 @@ export class ProxyHub implements BatchConsumer {
     this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? 41_250;
     this.now = options.now ?? Date.now;
     this.#tokenDigest = digest(bare(options.token));
+    this.#count = options.gateway.count();
     // Sessions stored by the previous run: their clients may resume within the window from now.
     const at = this.now();
     for (const row of options.store?.loadSessions() ?? []) {
@@ -137,6 +143,8 @@ export class ProxyHub implements BatchConsumer {
 
   offer(batch: EventBatch): void {
     const cache = this.cache;
+    const count = this.#options.gateway.count();
+    if (count !== this.#count) this.#resharded(count);
     for (let i = 0; i < batch.count; i++) {
       const t = batch.t(i);
       const payload = batch.payload(i);
@@ -196,7 +204,7 @@ export class ProxyHub implements BatchConsumer {
       return { code: 4010, reason: "Invalid shard." };
     }
     if (count !== running) {
-      return running > 1 && count === 1
+      return (count as number) < running
         ? { code: 4011, reason: `Sharding required: the bot runs ${running} shards.` }
         : { code: 4010, reason: `Invalid shard: the bot runs ${running} shard(s).` };
     }
@@ -316,6 +324,31 @@ export class ProxyHub implements BatchConsumer {
       }
     }
     for (const [nonce, claim] of this.#nonces) if (now - claim.at > NONCE_TTL_MS) this.#nonces.delete(nonce);
+  }
+
+  /**
+   * The bot runs `count` shards now (a reshard's switch): the clients of the old count are told to
+   * reconnect (op 7) before any event of the new set reaches them (shard ids repeat across counts), and
+   * their sessions, which cannot go on, are forgotten. They start again with the new count.
+   */
+  #resharded(count: number): void {
+    const from = this.#count;
+    this.#count = count;
+    let told = 0;
+    for (const clients of this.#byShard.values()) {
+      for (const client of [...clients]) {
+        if (client.session === null || client.session.count === count) continue;
+        client.reconnect();
+        told++;
+      }
+    }
+    for (const session of [...this.#sessions.values()]) if (session.count !== count) this.#forget(session);
+    this.counters.reshardReconnects += told;
+    this.#log.info(
+      "proxy: the bot was resharded {from} → {to}: {told} client(s) of {from} shards told to reconnect " +
+        "(op 7); they go on with {to} shards",
+      { from, to: count, told },
+    );
   }
 
   #forget(session: ProxySession): void {
