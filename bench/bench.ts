@@ -20,6 +20,9 @@
  *                                        # amqp cores
  *   deno task bench --only scale         # not in "every": 2500 idle shards over 5 cluster members
  *                                        # (bench/cluster_scale.ts), a few minutes
+ *   deno task bench --only proxy         # not in "every": the latency proxy mode adds, a bot reading
+ *                                        # through the proxy next to the same bot connected to the fake
+ *                                        # and gatehouse's stdout (bench/proxy_latency.ts), ~2 minutes
  *   deno task bench --json               # one JSON object at the end
  */
 import { parseArgs } from "node:util";
@@ -46,6 +49,7 @@ import {
 } from "./common.ts";
 import { clusterScale, printScale, type ScaleResult } from "./cluster_scale.ts";
 import { cores } from "./cores.ts";
+import { printProxyLatency, proxyLatency, type ProxyScenarioResult } from "./proxy_latency.ts";
 import type { Reader, ReaderReport } from "./reader_client.ts";
 
 const { values } = parseArgs({
@@ -301,6 +305,7 @@ const results: {
   brokers: Array<Awaited<ReturnType<typeof brokerFlood>>>;
   cores: Awaited<ReturnType<typeof cores>> | null;
   scale: ScaleResult | null;
+  proxy: ProxyScenarioResult[] | null;
 } = {
   readerCeiling: null,
   throughput: [],
@@ -309,6 +314,7 @@ const results: {
   brokers: [],
   cores: null,
   scale: null,
+  proxy: null,
 };
 
 log(
@@ -351,6 +357,7 @@ if (only?.has("scale")) {
   results.scale = await clusterScale();
   printScale(results.scale);
 }
+if (only?.has("proxy")) results.proxy = await proxyLatency(bench, { seconds: SECONDS });
 
 const ceiling = results.readerCeiling?.linesPerSecond ?? null;
 for (const r of results.throughput.filter((r) => ceiling !== null && r.deliveredPerSecond > ceiling / 2)) {
@@ -420,5 +427,6 @@ for (const on of results.throughput.filter((r) => r.target === "gatehouse")) {
     );
   }
 }
+if (results.proxy) printProxyLatency(results.proxy);
 if (values.json) console.log(JSON.stringify(results));
 bench.cleanup();
