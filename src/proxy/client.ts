@@ -120,7 +120,7 @@ export class ProxyClient {
       this.close(4002, "Error while decoding payload.");
       return;
     }
-    if (typeof message !== "object" || message === null) {
+    if (typeof message !== "object" || message === null || Array.isArray(message)) {
       this.close(4002, "Error while decoding payload.");
       return;
     }
@@ -165,7 +165,11 @@ export class ProxyClient {
       this.close(4013, "Invalid intent(s).");
       return;
     }
-    const [shard, count] = d.shard === undefined ? [0, 1] : Array.isArray(d.shard) ? d.shard : [NaN, NaN];
+    const [shard, count] = d.shard === undefined
+      ? [0, 1]
+      : Array.isArray(d.shard) && d.shard.length === 2
+      ? d.shard
+      : [NaN, NaN];
     const refusal = this.#hub.refuseShard(shard, count);
     if (refusal) {
       this.#log.warn("proxy: closing a client that identified as shard {shard}: {reason}", {
@@ -265,10 +269,12 @@ export class ProxyClient {
     }
     if (!this.#tokenOk(raw)) return;
     const d = raw as { session_id?: unknown; seq?: unknown };
-    const found = this.#hub.resumeSession(String(d.session_id), d.seq, this);
+    // Not String(): a session_id such as {"toString":0} would throw (and end the process).
+    const sessionId = typeof d.session_id === "string" ? d.session_id : String(JSON.stringify(d.session_id));
+    const found = this.#hub.resumeSession(sessionId, d.seq, this);
     if (typeof found === "string") {
       this.#log.info("proxy: a client cannot resume session {session}: {reason}; it starts afresh (op 9)", {
-        session: String(d.session_id).slice(0, 8),
+        session: sessionId.slice(0, 8),
         reason: found,
       });
       this.#hub.counters.invalidated++;
