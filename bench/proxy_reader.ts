@@ -20,13 +20,13 @@
  *   {"type":"mark",…} on SIGUSR2 / {"type":"end",…} on SIGTERM, with `window`: the stamped events since the
  *   previous mark, latency p50/p99/max (ms); `cpuS`: this process's CPU seconds; `reconnects`, `closes`.
  */
+import { LatencyHistogram } from "./histogram.ts";
 const [gateway, shardsArg, token] = Deno.args;
 const SHARDS = Number(shardsArg);
 const INTENTS = 1 | 512; // GUILDS, GUILD_MESSAGES: within gatehouse's (all non-privileged)
 /** Close codes after which Discord does not let a client go on (no resume, no reconnect). */
 const FATAL = new Set([4004, 4010, 4011, 4012, 4013, 4014]);
 /** Latency histogram: 0.05 ms bins up to 2 s, then 10 ms bins up to 2000 s (as bench/reader.ts). */
-const FINE_MS = 0.05, FINE_BINS = 40_000, COARSE_MS = 10, COARSE_BINS = 200_000;
 const STAMP = `"sent_at":`;
 /** The stamp opens `d`, after `{"t":"…","s":…,"op":0,"d":{`: well within this. */
 const STAMP_LIMIT = 200;
@@ -34,39 +34,7 @@ const STAMP_LIMIT = 200;
 const now = () => performance.timeOrigin + performance.now();
 const encoder = new TextEncoder();
 
-class Histogram {
-  fine = new Uint32Array(FINE_BINS);
-  coarse = new Uint32Array(COARSE_BINS);
-  count = 0;
-  max = 0;
-
-  add(ms: number): void {
-    this.count++;
-    if (ms > this.max) this.max = ms;
-    if (ms < 0) ms = 0;
-    const f = Math.floor(ms / FINE_MS);
-    if (f < FINE_BINS) this.fine[f]++;
-    else this.coarse[Math.min(COARSE_BINS - 1, Math.floor(ms / COARSE_MS))]++;
-  }
-
-  /** The upper edge of the bin holding the q-quantile, in ms (null when nothing was stamped). */
-  quantile(q: number): number | null {
-    if (this.count === 0) return null;
-    const rank = Math.ceil(q * this.count);
-    let seen = 0;
-    for (let i = 0; i < FINE_BINS; i++) {
-      seen += this.fine[i];
-      if (seen >= rank) return Math.min(this.max, (i + 1) * FINE_MS);
-    }
-    for (let i = 0; i < COARSE_BINS; i++) {
-      seen += this.coarse[i];
-      if (seen >= rank) return Math.min(this.max, (i + 1) * COARSE_MS);
-    }
-    return this.max;
-  }
-}
-
-let window = new Histogram();
+let window = new LatencyHistogram();
 let dispatches = 0;
 let stamped = 0;
 let reconnects = 0;
@@ -226,7 +194,7 @@ function mark(type: "mark" | "end"): void {
       max: window.count > 0 ? round(window.max) : null,
     },
   });
-  window = new Histogram();
+  window = new LatencyHistogram();
 }
 
 const shards = Array.from({ length: SHARDS }, (_, id) => new Shard(id));
