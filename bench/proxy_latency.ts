@@ -5,7 +5,7 @@
  * The bot is bench/proxy_reader.ts, a separate process speaking the Discord gateway over WebSocket
  * (JSON, no compression) that IDENTIFYs every shard and takes, for each event, read time − the fake's
  * send stamp (`d.sent_at`). Each scenario runs against a fresh fake Discord each time (the bench fake:
- * stamped, precompressed, and with TCP_NODELAY, see `fakeWithNoDelay`):
+ * stamped and precompressed, with TCP_NODELAY as Discord's edge):
  *
  * - direct: the bot connected to the fake itself — the floor, what a bot connected to Discord gets;
  * - through gatehouse: `gatehouse run` (journal on, as `deno task start`) against the fake with
@@ -20,8 +20,8 @@
  * per-event difference), and minus gatehouse's stdout in the same run (the proxy's own share). Paced
  * scenarios also count the events that never reached the bot (after up to 5 s to drain); the flood
  * compares the rate delivered to the bot through the proxy with the rate the same bot reads the fake at
- * directly, and with gatehouse's stdout. With the default `[proxy] max_buffer` a flood gets the bot
- * closed with 4000 now and then (it resumes and catches up: counted under "reconnects").
+ * directly, and with gatehouse's stdout. A bot closed with 4000 (too slow) resumes and catches up: counted
+ * under "reconnects", which should stay 0 for a bot that keeps up.
  */
 import type { FakeDiscord } from "../tests/fake_discord/server.ts";
 import {
@@ -336,33 +336,6 @@ function botMeasure(
   };
 }
 
-/**
- * `benchFake` with TCP_NODELAY on the connections its WebSocket server accepts. The fake's server
- * (tests/fake_discord/ws_server.ts) leaves Nagle's algorithm on, and with the receiver's delayed ACKs
- * that holds the tail of a write back by up to ~40 ms: at 4 × 2000/s a bot connected straight to the fake
- * measured p50 12.5 ms with it, 0.65 ms without. Discord (Cloudflare) does not do that, and it would hide
- * what the proxy adds, so the fake's `Deno.listen` is wrapped while it starts (only its listeners).
- */
-async function fakeWithNoDelay(shards: number): Promise<FakeDiscord> {
-  const listen = Deno.listen;
-  const wrapped = (options: Deno.TcpListenOptions) => {
-    const listener = listen(options);
-    const accept = listener.accept.bind(listener);
-    listener.accept = async () => {
-      const conn = await accept();
-      conn.setNoDelay(true);
-      return conn;
-    };
-    return listener;
-  };
-  Object.defineProperty(Deno, "listen", { value: wrapped, configurable: true, writable: true });
-  try {
-    return await benchFake(shards);
-  } finally {
-    Object.defineProperty(Deno, "listen", { value: listen, configurable: true, writable: true });
-  }
-}
-
 /** Starts the scenario's traffic; returns the fake's dispatch count at the start (what came before). */
 function startTraffic(fake: FakeDiscord, scenario: ProxyScenario): number {
   const before = fake.stats().eventsSent;
@@ -380,7 +353,7 @@ async function drain(lines: () => number, target: () => number): Promise<number>
 
 /** The bot connected to the fake itself. */
 async function direct(scenario: ProxyScenario, seconds: number): Promise<ProxyPathMeasure> {
-  const fake = await fakeWithNoDelay(scenario.shards);
+  const fake = await benchFake(scenario.shards);
   let bot: Bot | null = null;
   try {
     bot = new Bot(fake.gatewayUrl, scenario.shards);
@@ -417,7 +390,7 @@ async function throughGatehouse(
   seconds: number,
   journal: boolean,
 ): Promise<{ stdout: ProxyPathMeasure; proxy: ProxyPathMeasure }> {
-  const fake = await fakeWithNoDelay(scenario.shards);
+  const fake = await benchFake(scenario.shards);
   const { child, reader, proxyUrl } = spawnProxied(bench, fake, scenario.shards, journal);
   let bot: Bot | null = null;
   try {

@@ -457,7 +457,7 @@ export class WsServer {
 
   async #acceptLoop(): Promise<void> {
     for (;;) {
-      let conn: Deno.Conn;
+      let conn: Deno.TcpConn;
       try {
         conn = await this.#listener.accept();
       } catch {
@@ -467,6 +467,10 @@ export class WsServer {
         conn.close();
         continue;
       }
+      // As Discord's edge does: without it, Nagle's algorithm and the reader's delayed ACKs hold the tail
+      // of a write back by up to ~40 ms (a bot reading the fake at 4 × 2000/s measured p50 12.5 ms, 0.65
+      // ms with it).
+      conn.setNoDelay(true);
       this.#handshaking.add(conn);
       const running: Promise<void> = this.#serve(conn).finally(() => this.#running.delete(running));
       this.#running.add(running);
