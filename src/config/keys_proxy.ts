@@ -74,11 +74,12 @@ export const proxyMaxBuffer = defineKey({
   get: (c) => c.proxy.maxBufferBytes,
   docs: {
     toml: '"8MiB"',
-    notes: "what may wait for one slow client; past it the client is closed with 4000 (resumable) and " +
-      "catches up from the journal when it resumes",
-    comment: "What may wait, unsent, for one client that reads slowly. Past it the client is closed with " +
-      "4000 (resumable): it catches up from the journal when it resumes. Shards, the journal and other " +
-      "clients never wait for it.",
+    notes: "what may wait for one slow client; past it, with the oldest of it waiting 2 s, the client is " +
+      "closed with 4000 (resumable) and catches up from the journal when it resumes",
+    comment: "What may wait, unsent, for one client that reads slowly. Past it, once the oldest of it has " +
+      "waited 2 s, the client is closed with 4000 (resumable): it catches up from the journal when it " +
+      "resumes (a bot that keeps up is not closed when a burst goes past it for a moment). Shards, the " +
+      "journal and other clients never wait for it.",
   },
 });
 

@@ -3,7 +3,9 @@
  * ACKs, IDENTIFY (token, shard, intents checked; close codes as Discord's), a synthesized start-up (READY,
  * then a GUILD_CREATE per cached guild, built a slice per turn), the live events with the client's own
  * sequence numbers (`d` copied byte for byte), RESUME (the missed events from the journal, then RESUMED),
- * commands to the shard, and a bound on what may wait for a slow reader (then 4000: it resumes).
+ * commands to the shard, and a bound on what may wait for a slow reader (then 4000: it resumes): more
+ * than `[proxy] max_buffer` waiting, the oldest of it for `SLOW_AFTER_MS` (see backlog.ts: bytes alone
+ * also count what gatehouse's own busy loop has not written yet).
  */
 import zlib from "node:zlib";
 import { parseCommand } from "../commands/validate.ts";
@@ -11,6 +13,7 @@ import { type Compressor, createCompressor } from "../gateway/compress.ts";
 import { dataOf, fieldOf } from "../gateway/frame.ts";
 import { type Compression, MAX_PAYLOAD_BYTES, shardForGuild } from "../gateway/protocol.ts";
 import type { Logger } from "../util/log.ts";
+import { SendBacklog, SLOW_AFTER_MS } from "./backlog.ts";
 import type { ProxyHub } from "./hub.ts";
 import { deliverable, ProxySession } from "./sessions.ts";
 
@@ -61,6 +64,8 @@ export class ProxyClient {
   #queuedBytes = 0;
   /** Start-up bytes handed to the socket: allowed on top of the bound until it drains once. */
   #burst = 0;
+  /** What waits to be written, and since when. */
+  readonly #backlog = new SendBacklog();
   /** Per guild sent in the start-up: the last journal id its GUILD_CREATE reflects. */
   #snapshots = new Map<string, number>();
   #sends: number[] = [];
@@ -382,7 +387,11 @@ export class ProxyClient {
     } else if (this.#state === "starting" && deliverable(t)) {
       this.#queue.push({ id, t, payload, owners });
       this.#queuedBytes += payload.length;
-      if (this.#queuedBytes > this.#hub.maxBufferBytes) this.#tooSlow();
+      // The start-up waits for the socket to drain: a queue past the bound whose socket does not drain.
+      if (
+        this.#queuedBytes > this.#hub.maxBufferBytes &&
+        this.#backlog.ageMs(this.buffered, this.#hub.now()) >= SLOW_AFTER_MS
+      ) this.#tooSlow();
     }
     // Catching up: the journal has it, the catch-up reads it.
   }
@@ -400,17 +409,31 @@ export class ProxyClient {
       return;
     }
     this.#dispatch(t, d, session.sent(id));
+    this.judge();
+  }
+
+  /**
+   * Closes the client (4000) if it reads too slowly: more than `[proxy] max_buffer` (plus a start-up not
+   * drained yet) waits, the oldest of it for `SLOW_AFTER_MS`. After each event, and every second.
+   */
+  judge(): void {
+    if (this.#state === "closed" || this.#state === "hello") return;
     const buffered = this.buffered;
-    if (buffered <= this.#hub.maxBufferBytes) this.#burst = 0;
-    else if (buffered > this.#hub.maxBufferBytes + this.#burst) this.#tooSlow();
+    const bound = this.#hub.maxBufferBytes;
+    if (buffered <= bound) this.#burst = 0;
+    else if (this.#backlog.tooSlow(buffered, bound + this.#burst, this.#hub.now())) this.#tooSlow();
   }
 
   #tooSlow(): void {
     this.#hub.counters.slowClosed++;
     this.#log.warn(
-      "proxy: closing a client on shard {shard} that reads too slowly (over [proxy] max_buffer waiting): " +
-        "it resumes and catches up from the journal",
-      { shard: this.session?.shard ?? -1 },
+      "proxy: closing the client of session {session} on shard {shard}, it reads too slowly (over " +
+        "[proxy] max_buffer waiting, the oldest for {age} ms): it resumes and catches up from the journal",
+      {
+        shard: this.session?.shard ?? -1,
+        session: this.session?.id.slice(0, 8) ?? "-",
+        age: this.#backlog.ageMs(this.buffered, this.#hub.now()),
+      },
     );
     this.close(4000, "Reading too slowly: resume to catch up.");
   }
@@ -432,23 +455,26 @@ export class ProxyClient {
 
   #sendBytes(bytes: Uint8Array): number {
     if (this.#state === "closed" || this.#socket.readyState !== WebSocket.OPEN) return 0;
+    let handed: number;
     try {
       if (this.#compressor) {
         const compressed = this.#compressor.compress(bytes);
         this.#socket.send(compressed);
-        return compressed.length;
-      }
-      if (this.#payloadCompression && bytes.length >= PAYLOAD_COMPRESS_FROM) {
+        handed = compressed.length;
+      } else if (this.#payloadCompression && bytes.length >= PAYLOAD_COMPRESS_FROM) {
         const compressed = zlib.deflateSync(bytes);
         this.#socket.send(compressed);
-        return compressed.length;
+        handed = compressed.length;
+      } else {
+        this.#socket.send(decoder.decode(bytes));
+        handed = bytes.length;
       }
-      this.#socket.send(decoder.decode(bytes));
-      return bytes.length;
     } catch {
       // The socket went away meanwhile: its close event follows.
       return 0;
     }
+    this.#backlog.sent(handed, this.#hub.now());
+    return handed;
   }
 
   /**

@@ -324,6 +324,8 @@ export class ProxyHub implements BatchConsumer {
       }
     }
     for (const [nonce, claim] of this.#nonces) if (now - claim.at > NONCE_TTL_MS) this.#nonces.delete(nonce);
+    // A client that stopped reading after the last event it was given: nothing new comes to judge it by.
+    for (const client of [...this.#clientOf.values()]) client.judge();
   }
 
   /**

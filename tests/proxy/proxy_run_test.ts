@@ -11,6 +11,8 @@ const TOKEN = "proxy-test-token";
 const WS_CLIENT = new URL("./ws_client_child.ts", import.meta.url).pathname;
 const DJS_CLIENT = new URL("./djs_client_child.ts", import.meta.url).pathname;
 const OCEANIC_CLIENT = new URL("./oceanic_client_child.ts", import.meta.url).pathname;
+/** The bench's bot: IDENTIFYs every shard, counts dispatches, reports progress and its closes. */
+const LEAN_CLIENT = new URL("../../bench/proxy_reader.ts", import.meta.url).pathname;
 
 interface ClientLine {
   shard: number;
@@ -322,6 +324,38 @@ Deno.test("proxy: a client that stops reading is closed resumably past [proxy] m
     const metrics = await (await fetch(`${await controlUrlOf(p.dir)}/metrics`)).text();
     assert.match(metrics, /gatehouse_proxy_slow_closed_total [1-9]/);
     assert.match(metrics, /gatehouse_proxy_sessions_total\{how="resumed"\} [1-9]/);
+  } finally {
+    await p.stop();
+  }
+});
+
+Deno.test("proxy: a bot that reads as fast as events come is not taken for a slow reader when gatehouse's own busy loop holds more than [proxy] max_buffer back from its socket", async () => {
+  // 64 KiB: one journal batch of the burst is more than that, handed to the socket in one turn.
+  const p = await proxiedGatehouse({ GATEHOUSE_PROXY_MAX_BUFFER: "64KiB" });
+  try {
+    // A lean bot (Deno's WebSocket, JSON.parse per message, no printing per event): it reads far faster
+    // than gatehouse ingests, journals and fans the burst out.
+    const bot = spawnGatehouse({ script: LEAN_CLIENT, args: [p.api.replace(/^http/, "ws"), "2", TOKEN] });
+    p.clients.push(bot);
+    const reports = () => bot.lines as unknown as Array<{ type: string; dispatches: number }>;
+    await bot.waitFor(() => reports().filter((r) => r.type === "ready").length === 2, 30_000, "bot ready");
+    const before = reports().filter((r) => r.type === "progress").at(-1)?.dispatches ?? 0;
+    const perShard = 15_000;
+    p.fake.burst(0, perShard);
+    p.fake.burst(1, perShard);
+    await bot.waitFor(
+      () => (reports().filter((r) => r.type === "progress").at(-1)?.dispatches ?? 0) >= before + 2 * perShard,
+      60_000,
+      "the burst",
+    );
+    bot.kill("SIGTERM");
+    await bot.status;
+    const end = (bot.lines as unknown as Array<{ type: string; closes: object; reconnects: number }>)
+      .find((r) => r.type === "end")!;
+    assert.deepEqual([end.closes, end.reconnects], [{}, 0], bot.stderr());
+    assert.ok(!p.g.stderr().includes("reads too slowly"), "no client closed as too slow");
+    const metrics = await (await fetch(`${await controlUrlOf(p.dir)}/metrics`)).text();
+    assert.match(metrics, /gatehouse_proxy_slow_closed_total 0\b/);
   } finally {
     await p.stop();
   }
