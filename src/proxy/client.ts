@@ -11,7 +11,7 @@ import zlib from "node:zlib";
 import { parseCommand } from "../commands/validate.ts";
 import { type Compressor, createCompressor } from "../gateway/compress.ts";
 import { dataOf, fieldOf } from "../gateway/frame.ts";
-import { type Compression, MAX_PAYLOAD_BYTES, shardForGuild } from "../gateway/protocol.ts";
+import { ALL_INTENTS, type Compression, MAX_PAYLOAD_BYTES, shardForGuild } from "../gateway/protocol.ts";
 import type { Logger } from "../util/log.ts";
 import { SendBacklog, SLOW_AFTER_MS } from "./backlog.ts";
 import type { ProxyHub } from "./hub.ts";
@@ -129,6 +129,8 @@ export class ProxyClient {
       this.close(4002, "Error while decoding payload.");
       return;
     }
+    // Every payload counts toward Discord's 120 per 60 s, heartbeats, IDENTIFY and RESUME too.
+    if (!this.#spend()) return;
     const op = message.op;
     if (op === 1) {
       this.#sendText('{"t":null,"s":null,"op":11,"d":null}');
@@ -160,13 +162,16 @@ export class ProxyClient {
       this.close(4005, "Already authenticated.");
       return;
     }
-    if (typeof raw !== "object" || raw === null) {
-      this.close(4002, "Error while decoding payload.");
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      this.close(4001, "Invalid payload for op 2.");
       return;
     }
     if (!this.#tokenOk(raw)) return;
     const d = raw as { shard?: unknown; intents?: unknown; compress?: unknown };
-    if (!Number.isInteger(d.intents) || (d.intents as number) < 0) {
+    if (
+      !Number.isSafeInteger(d.intents) || (d.intents as number) < 0 ||
+      (d.intents as number) > 0xffffffff || ((d.intents as number) & ~ALL_INTENTS) !== 0
+    ) {
       this.close(4013, "Invalid intent(s).");
       return;
     }
@@ -268,8 +273,8 @@ export class ProxyClient {
       this.close(4005, "Already authenticated.");
       return;
     }
-    if (typeof raw !== "object" || raw === null) {
-      this.close(4002, "Error while decoding payload.");
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      this.close(4001, "Invalid payload for op 6.");
       return;
     }
     if (!this.#tokenOk(raw)) return;
@@ -331,26 +336,34 @@ export class ProxyClient {
     }
   }
 
+  /** One more payload of the client's 120 per 60 s; false (and closed with 4008) past them. */
+  #spend(): boolean {
+    const now = this.#hub.now();
+    const sends = this.#sends;
+    let expired = 0;
+    while (expired < sends.length && now - sends[expired] >= 60_000) expired++;
+    if (expired > 0) sends.splice(0, expired);
+    if (sends.length >= SENDS_PER_MINUTE) {
+      this.close(4008, "You are being rate limited.");
+      return false;
+    }
+    sends.push(now);
+    return true;
+  }
+
   #command(op: number, d: unknown, text: string): void {
     const session = this.session!;
-    const now = this.#hub.now();
-    this.#sends = this.#sends.filter((at) => now - at < 60_000);
-    if (this.#sends.length >= SENDS_PER_MINUTE) {
-      this.close(4008, "You are being rate limited.");
-      return;
-    }
-    this.#sends.push(now);
-    // Checked as Discord would: a bad payload of a known op closes the connection (4002).
+    // Checked as Discord would: a bad payload of a known op closes the connection (4001).
     const parsed = parseCommand(
       op === 3 ? JSON.stringify({ op, d, shard: session.shard }) : text,
       session.count,
     );
     if (!parsed.ok) {
-      this.#log.warn("proxy: closing a client on shard {shard} that sent a bad command (4002): {reason}", {
+      this.#log.warn("proxy: closing a client on shard {shard} that sent a bad command (4001): {reason}", {
         shard: session.shard,
         reason: parsed.reason,
       });
-      this.close(4002, "Error while decoding payload.");
+      this.close(4001, `Invalid payload for op ${op}.`);
       return;
     }
     const part = parsed.parts.find((p) => p.shard === session.shard);
