@@ -23,6 +23,8 @@ import { sleep, systemClock } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import { ShardConsumers, shardQueueName } from "./amqp_shards.ts";
 import type { CommandRouter, Refusal } from "./router.ts";
+import type { WireFormat } from "../sinks/wire_names.ts";
+import { wireCommand } from "./wire_commands.ts";
 
 export { shardQueueName } from "./amqp_shards.ts";
 
@@ -33,6 +35,10 @@ export interface AmqpCommandSourceOptions {
   url: string;
   /** The inbox, `{exchange}.commands`; a shard's queue is `<inbox>.<shard>`. */
   queue: string;
+  /** Also bind the inbox to this exchange (declared elsewhere: the sink's) with this key (Spectacles' SEND). */
+  bind?: { exchange: string; routingKey: string };
+  /** The inbox messages' format (wire_commands.ts); default `gatehouse`, JSON text. */
+  format?: WireFormat;
   router: CommandRouter;
   /** As in RedisCommandSourceOptions: every inbox message, and every command a shard refused. */
   report: (text: string, refusal: Refusal | null) => void;
@@ -91,6 +97,7 @@ export class AmqpCommandSource {
           return done;
         };
         await declare(inbox);
+        if (this.#o.bind) await this.#bindInbox(client, channel);
         // Applies to each consumer started after it on this channel.
         await channel.basicQos(this.#o.maxInFlight ?? 50, 0, false);
         // Any consumer ending (the channel or the connection closed, a queue deleted) starts over.
@@ -139,14 +146,38 @@ export class AmqpCommandSource {
     }
   }
 
+  /**
+   * Binds the inbox to the exchange a drop-in format's bot publishes its commands to. The exchange is
+   * the sink's (declared there, as Spectacles does, when missing): one missing yet is declared the same
+   * way here.
+   */
+  async #bindInbox(client: AMQPClient, channel: AMQPChannel): Promise<void> {
+    const { exchange, routingKey } = this.#o.bind!;
+    const check = await client.channel();
+    try {
+      await check.exchangeDeclare(exchange, "direct", { passive: true });
+      await check.close().catch(() => {});
+    } catch {
+      await channel.exchangeDeclare(exchange, "direct", { durable: true, autoDelete: false });
+    }
+    await channel.queueBind(this.#o.queue, exchange, routingKey);
+  }
+
   /** An inbox message: refused, or published to each of its shards' queues (confirmed) and then acked. */
   async #forward(
     channel: AMQPChannel,
     declare: (queue: string) => Promise<unknown>,
     message: AMQPMessage,
   ): Promise<void> {
-    const text = message.bodyToString() ?? "";
-    const parsed = this.#o.router.parse(text);
+    const read = wireCommand(
+      this.#o.format ?? "gatehouse",
+      message.body ?? new Uint8Array(),
+      this.#o.router.shardCount,
+    );
+    const text = read.ok ? read.text : read.head;
+    const parsed = read.ok
+      ? this.#o.router.parse(text)
+      : { ok: false as const, reason: read.reason, shard: null };
     try {
       if (!parsed.ok) {
         this.#o.report(text, parsed);

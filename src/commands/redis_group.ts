@@ -5,6 +5,7 @@
  * back, removing consumers of gone processes, leaving at a stop).
  * What is read and when is `redis_source.ts`'s; this holds the commands it sends.
  */
+import type { Buffer } from "node:buffer";
 import { hostname } from "node:os";
 import { connectRedis, type RedisClient } from "../redis/client.ts";
 import { backoffDelay } from "../util/backoff.ts";
@@ -52,6 +53,12 @@ export function connectCommands(url: string, tlsCa: string | null, logger?: Logg
   return client;
 }
 
+/**
+ * Reads entries' fields from their bytes (a drop-in format's inbox holds msgpack, which a UTF-8 reply
+ * would mangle): `key` is the stream, `fields` name, value, name, value…
+ */
+export type FieldDecoder = (key: string, fields: Buffer[]) => string[];
+
 /** This process's consumer in the group, on the connection that never blocks. */
 export class CommandGroup {
   constructor(
@@ -59,6 +66,8 @@ export class CommandGroup {
     readonly group: string,
     readonly consumer: string,
     readonly claimIdleMs: number,
+    /** Without it, replies come as UTF-8 text. */
+    readonly decode: FieldDecoder | null = null,
   ) {}
 
   /**
@@ -75,6 +84,27 @@ export class CommandGroup {
 
   /** New entries of `keys` for this consumer (on the blocking connection `reader`). */
   async read(reader: RedisClient, keys: string[], count: number, blockMs: number): Promise<StreamReply> {
+    const args = [
+      "GROUP",
+      this.group,
+      this.consumer,
+      "COUNT",
+      Math.max(1, count),
+      "BLOCK",
+      blockMs,
+      "STREAMS",
+      ...keys,
+      ...keys.map(() => ">"),
+    ];
+    if (this.decode !== null) {
+      const reply = await reader.callBuffer("XREADGROUP", ...args) as
+        | Array<[Buffer, Array<[Buffer, Buffer[] | null]>]>
+        | null;
+      return reply?.map(([key, entries]) => {
+        const name = key.toString();
+        return [name, entries.map(([id, fields]) => [id.toString(), this.#fields(name, fields)])];
+      }) ?? null;
+    }
     return await reader.call(
       "XREADGROUP",
       "GROUP",
@@ -111,6 +141,22 @@ export class CommandGroup {
 
   /** Up to `count` entries idle for claimIdleMs, from `cursor` on; the next cursor ("0-0": done). */
   async claim(key: string, cursor: string, count: number): Promise<[string, Array<[string, Fields] | null>]> {
+    if (this.decode !== null) {
+      const [next, entries] = await this.client.callBuffer(
+        "XAUTOCLAIM",
+        key,
+        this.group,
+        this.consumer,
+        this.claimIdleMs,
+        cursor,
+        "COUNT",
+        count,
+      ) as [Buffer, Array<[Buffer, Buffer[] | null] | null>];
+      return [
+        next.toString(),
+        entries.map((entry) => entry === null ? null : [entry[0].toString(), this.#fields(key, entry[1])]),
+      ];
+    }
     return await this.client.call(
       "XAUTOCLAIM",
       key,
@@ -148,6 +194,10 @@ export class CommandGroup {
       cursor = next;
     }
     return taken;
+  }
+
+  #fields(key: string, fields: Buffer[] | null): Fields {
+    return fields === null ? null : this.decode!(key, fields);
   }
 
   /** Resets the idle time of entries this process holds (still its own), so nobody claims them. */

@@ -43,12 +43,17 @@ import {
   shardStreamKey,
 } from "./redis_group.ts";
 import { HeldCommands, type Sending } from "./redis_held.ts";
+import type { Buffer } from "node:buffer";
+import type { WireFormat } from "../sinks/wire_names.ts";
+import { wireCommand } from "./wire_commands.ts";
 import type { CommandRouter, Refusal } from "./router.ts";
 
 export interface RedisCommandSourceOptions {
   url: string;
-  /** The inbox, `{prefix}:commands`. */
+  /** The inbox: `{prefix}:commands`, or a drop-in format's (`SEND`, `gateway_send`; wire_names.ts). */
   stream: string;
+  /** The inbox entries' format (wire_commands.ts); default `gatehouse`, JSON text. */
+  format?: WireFormat;
   group: string;
   router: CommandRouter;
   /**
@@ -64,6 +69,9 @@ export interface RedisCommandSourceOptions {
   /** Per shard: commands read but not sent yet; default 50. */
   maxInFlight?: number;
 }
+
+/** The field a drop-in format's unreadable inbox entry carries its reason in (never a real field name). */
+const PROBLEM = "\u0000gatehouse:problem";
 
 /** Default: entries a consumer has not acknowledged for this long are taken over. */
 export const DEFAULT_CLAIM_IDLE_MS = 30_000;
@@ -101,8 +109,27 @@ export class RedisCommandSource {
     this.#streams.set(options.stream, null);
     this.#client = connectCommands(options.url, options.tlsCa ?? null, options.logger);
     this.#reader = connectCommands(options.url, options.tlsCa ?? null, options.logger);
-    this.#group = new CommandGroup(this.#client, options.group, consumerName(), this.#claimIdleMs);
+    const format = options.format ?? "gatehouse";
+    this.#group = new CommandGroup(
+      this.#client,
+      options.group,
+      consumerName(),
+      this.#claimIdleMs,
+      format === "gatehouse" ? null : (key, fields) => this.#decode(format, key, fields),
+    );
     this.#held = new HeldCommands(this.#group, options.stream, this.#maxInFlight, options.logger);
+  }
+
+  /**
+   * A drop-in format's inbox entry as gatehouse's command text in `data`; one that cannot be read keeps
+   * a head of its bytes in `data` and says why in `problem`. The shards' streams hold gatehouse's text.
+   */
+  #decode(format: WireFormat, key: string, fields: Buffer[]): string[] {
+    if (key !== this.#o.stream) return fields.map((field) => field.toString());
+    const at = fields.findIndex((field, i) => i % 2 === 0 && field.toString() === "data");
+    if (at < 0 || at + 1 >= fields.length) return [PROBLEM, "the entry has no data field", "data", ""];
+    const command = wireCommand(format, fields[at + 1], this.#o.router.shardCount);
+    return command.ok ? ["data", command.text] : [PROBLEM, command.reason, "data", command.head];
   }
 
   /** This process's consumer name in the group (for tests and logs). */
@@ -222,10 +249,30 @@ export class RedisCommandSource {
     }
     held.add(id);
     const text = entryText(fields);
-    if (key === this.#o.stream) return this.#forward(id, text);
+    if (key === this.#o.stream) {
+      const problem = fields.indexOf(PROBLEM);
+      if (problem >= 0 && problem % 2 === 0) return this.#refuse(id, text, fields[problem + 1]);
+      return this.#forward(id, text);
+    }
     const shard = Number(key.slice(key.lastIndexOf(":") + 1));
     this.#send(shard, key, id, text);
     return Promise.resolve();
+  }
+
+  /** An inbox entry that cannot be read in its format: reported and acknowledged, never sent. */
+  async #refuse(id: string, head: string, reason: string): Promise<void> {
+    const inbox = this.#o.stream;
+    try {
+      this.#o.report(head, { reason, shard: null });
+      await this.#client.xack(inbox, this.#o.group, id);
+    } catch (error) {
+      this.#o.logger?.warn("acknowledging command {id} failed: {error}", {
+        id,
+        error: (error as Error).message,
+      });
+    } finally {
+      this.#held.ids(inbox).delete(id);
+    }
   }
 
   /** An inbox entry: refused, or passed on to the stream of each shard that sends it. */

@@ -3,12 +3,15 @@
  * NDJSON command per line); with Redis as a sink, the `{prefix}:commands` stream (consumer group),
  * passed on to the shards' streams, which the processes running them read; with RabbitMQ as a sink, the
  * durable queue `{exchange}.commands`, passed on to the shards' queues `{exchange}.commands.{shard}`.
+ * In a drop-in format (`[broker] format`) the inbox is that format's: `SEND` or `gateway_send` on Redis,
+ * Spectacles' `<group>:SEND` queue on RabbitMQ (wire_names.ts, wire_commands.ts).
  * A broker's source (and its client library) is imported only when that broker is a sink.
  */
 import type { GatehouseConfig } from "../config/load.ts";
 import { type Logger, logger as namedLogger } from "../util/log.ts";
 import { type CommandCounter, CommandIntake, type RejectionEvents } from "./intake.ts";
 import type { CommandRouter } from "./router.ts";
+import { commandInbox, spectaclesCommandQueue } from "../sinks/wire_names.ts";
 
 export interface CommandSourceParts {
   counter: CommandCounter;
@@ -52,7 +55,8 @@ export async function startCommandSources(
   const redis = config.broker.types.includes("redis")
     ? new (await import("./redis_source.ts")).RedisCommandSource({
       url: config.redis.url.reveal(),
-      stream: `${config.redis.prefix}:commands`,
+      stream: commandInbox(config.broker.format, config.redis.prefix, config.redis.streamPrefix),
+      format: config.broker.format,
       group: config.broker.group,
       router,
       report: intake.report("redis"),
@@ -65,7 +69,14 @@ export async function startCommandSources(
   const amqp = config.broker.types.includes("amqp")
     ? new (await import("./amqp_source.ts")).AmqpCommandSource({
       url: config.amqp.url.reveal(),
-      queue: `${config.amqp.exchange}.commands`,
+      ...(config.broker.format === "spectacles"
+        ? {
+          // Spectacles' SEND: published to the group's exchange with routing key SEND.
+          queue: spectaclesCommandQueue(config.broker.group),
+          bind: { exchange: config.broker.group, routingKey: "SEND" },
+          format: config.broker.format,
+        }
+        : { queue: `${config.amqp.exchange}.commands` }),
       router,
       report: intake.report("amqp"),
       logger: log,

@@ -3,6 +3,7 @@ import { Secret } from "../util/secret.ts";
 import { defineKey } from "./key.ts";
 import * as p from "./parsers.ts";
 import type { SinkType } from "./schema.ts";
+import { WIRE_FORMATS, type WireFormat } from "../sinks/wire_names.ts";
 
 export const brokerType = defineKey({
   path: "broker.type",
@@ -34,6 +35,29 @@ export const brokerGroup = defineKey({
   },
 });
 
+export const brokerFormat = defineKey({
+  path: "broker.format",
+  env: ["GATEHOUSE_BROKER_FORMAT"],
+  default: "gatehouse" as WireFormat,
+  parser: p.oneOf(WIRE_FORMATS, '"gatehouse", "spectacles" or "discordjs"', true),
+  set: (c, v) => (c.broker.format = v),
+  get: (c) => c.broker.format,
+  docs: {
+    notes: "the wire format of the Redis and RabbitMQ sinks and command sources: `gatehouse` (NDJSON " +
+      "lines), or what existing consumers read: `spectacles` (Spectacles' streams, exchange and `SEND` " +
+      "commands) or `discordjs` (@discordjs/brokers' streams and `gateway_send`); see " +
+      "[Drop-in wire formats](#drop-in-wire-formats)",
+    comment: 'The wire format of the Redis and RabbitMQ sinks and command sources. "gatehouse": each ' +
+      'event is its NDJSON line, commands are JSON. "spectacles": what Spectacles consumers read — a ' +
+      "stream per event name (the bare name, e.g. MESSAGE_CREATE) whose entries' data field is the " +
+      "event's d as msgpack binary; RabbitMQ: the direct exchange named after [broker] group; commands " +
+      'from the SEND stream or queue. "discordjs": what @discordjs/brokers reads — a stream per event ' +
+      "name, data = msgpack {shardId, payload: d}; commands from the gateway_send stream. Only Discord's " +
+      "events go out in the drop-in formats (gatehouse's own GATEHOUSE_* events stay on stdout and in the " +
+      "journal).",
+  },
+});
+
 export const redisUrl = defineKey({
   path: "redis.url",
   env: ["REDIS_URL"],
@@ -61,7 +85,14 @@ export const redisPrefix = defineKey({
   parser: p.matching(/^[\w.:-]{1,64}$/, "a key prefix (letters, digits, _ . : -)"),
   set: (c, v) => (c.redis.prefix = v),
   get: (c) => c.redis.prefix,
-  docs: { notes: "stream names start with it", comment: "Stream names start with this." },
+  docs: {
+    notes: "stream names start with it (`{prefix}:…`); in the drop-in formats the event and command " +
+      "streams have their bare names unless a prefix is set",
+    comment: "Stream names start with this ({prefix}:…). In the drop-in formats ([broker] format) the " +
+      "event streams and the command stream have their bare names (MESSAGE_CREATE, SEND, gateway_send), " +
+      "as their consumers expect, unless a prefix is set here; then they are {prefix}:MESSAGE_CREATE and " +
+      "so on.",
+  },
 });
 
 export const redisStreams = defineKey({
@@ -200,6 +231,7 @@ export const httpAuthorization = defineKey({
 export const DELIVERY_KEYS = [
   brokerType,
   brokerGroup,
+  brokerFormat,
   redisUrl,
   redisPrefix,
   redisStreams,

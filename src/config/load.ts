@@ -12,7 +12,7 @@ import { urlSecretParts } from "../util/secret.ts";
 import { type AnyKey, camelCase, type KeySpec } from "./key.ts";
 import { ALL_KEYS, type FlagName } from "./keys.ts";
 import { controlAddress, controlToken, prometheusAddress } from "./keys_control.ts";
-import { brokerType, httpUrl, redisTlsCa } from "./keys_delivery.ts";
+import { brokerFormat, brokerType, httpUrl, redisPrefix, redisStreams, redisTlsCa } from "./keys_delivery.ts";
 import { events, shardCount, shardIds, token } from "./keys_discord.ts";
 import {
   describeSource,
@@ -143,6 +143,26 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
         "but http.url is not set: set [http] url or GATEHOUSE_HTTP_URL",
     );
   }
+  const format = valueOf(brokerFormat) ?? brokerFormat.default;
+  if (format !== "gatehouse" && valueOf(redisStreams) === "single") {
+    errors.push(
+      `redis.streams = "single" (${from(redisStreams)}) does not go with broker.format = "${format}" ` +
+        `(${from(brokerFormat)}): ${format} consumers read one stream per event name; leave redis.streams ` +
+        'unset (or "per-event")',
+    );
+  }
+  if (format === "discordjs" && types.includes("amqp")) {
+    errors.push(
+      `broker.format = "discordjs" (${from(brokerFormat)}) has no RabbitMQ convention (@discordjs/brokers ` +
+        `speaks Redis only), and broker.type includes amqp: use format "spectacles" or "gatehouse" for ` +
+        "RabbitMQ, or drop amqp",
+    );
+  }
+  if (format !== "gatehouse" && !types.includes("redis") && !types.includes("amqp")) {
+    warnings.push(
+      `broker.format = "${format}" applies to the redis and amqp sinks only, and broker.type has neither`,
+    );
+  }
   const tlsCa = valueOf(redisTlsCa) ?? null;
   let tlsCaPem: string | null = null;
   if (
@@ -177,6 +197,10 @@ export function loadConfig(options: LoadOptions): { config: GatehouseConfig; war
     }
   }
   config.redis.tlsCaPem = tlsCaPem;
+  // Drop-in consumers read bare names (MESSAGE_CREATE, SEND): a prefix only when one was asked for.
+  config.redis.streamPrefix = format === "gatehouse" || values.has(redisPrefix)
+    ? `${config.redis.prefix}:`
+    : "";
   return { config, warnings };
 }
 

@@ -6,6 +6,7 @@
 import type { Compression, Presence } from "../discord/identify.ts";
 import type { CacheKinds } from "../proxy/cache.ts";
 import type { Secret } from "../util/secret.ts";
+import type { WireFormat } from "../sinks/wire_names.ts";
 
 export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
 export const LOG_LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal"];
@@ -35,11 +36,21 @@ export interface GatehouseConfig {
     commitIntervalMs: number;
   };
   /** Where events go: one or more sinks, each with its own cursor. */
-  broker: { types: SinkType[]; group: string };
+  broker: {
+    types: SinkType[];
+    group: string;
+    /** The wire format of the Redis and RabbitMQ sinks and command sources. */
+    format: WireFormat;
+  };
   redis: {
     /** May hold a password. */
     url: Secret;
     prefix: string;
+    /**
+     * What event stream names start with: `{prefix}:`; in the drop-in formats "" (bare names) unless
+     * `[redis] prefix` was given. Set by the loader.
+     */
+    streamPrefix: string;
     streams: "per-event" | "single";
     maxLen: number;
     /** Commands another process read but did not acknowledge for this long are taken over (ms). */

@@ -41,9 +41,12 @@ async function createSink(
       return new RedisSink({
         url: config.redis.url.reveal(),
         prefix: config.redis.prefix,
+        streamPrefix: config.redis.streamPrefix,
+        format: config.broker.format,
         layout: config.redis.streams,
         maxLen: config.redis.maxLen,
-        group: config.broker.group,
+        // @discordjs/brokers' consumers each create their own group (from 0): none of gatehouse's there.
+        group: config.broker.format === "discordjs" ? null : config.broker.group,
         logger: logger("redis"),
         tlsCa: config.redis.tlsCaPem,
         cluster: context.cluster,
@@ -62,6 +65,8 @@ async function createSink(
       return new AmqpSink({
         url: config.amqp.url.reveal(),
         exchange: config.amqp.exchange,
+        format: config.broker.format,
+        group: config.broker.group,
         logger: logger("amqp"),
       });
     }

@@ -125,6 +125,25 @@ export class LineBuffer {
     this.lines++;
   }
 
+  /**
+   * Appends one entry of a binary wire format (wire_format.ts): `head` (if any), then `body`, then a
+   * newline — the separator the Redis sink's packing expects after each entry (redis_append.ts).
+   */
+  appendRaw(head: Uint8Array | null, body: Uint8Array): void {
+    const headLength = head?.length ?? 0;
+    this.#reserve(headLength + body.length + 1);
+    let at = this.#length;
+    if (head !== null) {
+      this.#bytes.set(head, at);
+      at += headLength;
+    }
+    this.#bytes.set(body, at);
+    at += body.length;
+    this.#bytes[at++] = 0x0a;
+    this.#length = at;
+    this.lines++;
+  }
+
   /** A scope as the bytes of a JSON string's content (escaped if it ever needs it). */
   #scope(scope: string): Uint8Array {
     let bytes = this.#scopes.get(scope);

@@ -1,8 +1,9 @@
 /**
  * The Redis Streams sink, exactly once with any number of producers per stream. Each event is one
  * stream entry (Redis assigns its id) with one field, `data`: the event's NDJSON line (without its
- * newline). Layout: one stream per event name (`{prefix}:{EVENT}`, as Spectacles does) or one stream for
- * all (`{prefix}:events`).
+ * newline), or in a drop-in format what its consumers read (wire_format.ts). Layout: one stream per
+ * event name (`{prefix}:{EVENT}`, or the bare name in a drop-in format) or one stream for all
+ * (`{prefix}:events`).
  *
  * Why not explicit entry ids: ids from one store's counter collide the day two processes (or one fresh
  * container) write the same stream, and Redis refusing a "smaller" id then silently drops real events.
@@ -28,6 +29,8 @@ import { connectRedis, type RedisClient } from "../redis/client.ts";
 import { backoffDelay } from "../util/backoff.ts";
 import { type ClusterFencing, Fence } from "./redis_fence.ts";
 import { APPEND_SCRIPT, PackedEvents } from "./redis_append.ts";
+import { type EventWire, eventWire } from "./wire_format.ts";
+import type { WireFormat } from "./wire_names.ts";
 
 /** Reconnects: 200 ms doubling to 5 s. */
 const RECONNECT = { baseMs: 200, maxMs: 5_000 };
@@ -55,6 +58,10 @@ export interface RedisSinkOptions {
   url: string;
   /** Stream names start with this (default `gatehouse`). */
   prefix?: string;
+  /** What event stream names start with (default `{prefix}:`; "" for the bare names of a drop-in format). */
+  streamPrefix?: string;
+  /** The entries' `data` (wire_format.ts); default `gatehouse`, the NDJSON line. */
+  format?: WireFormat;
   layout?: StreamLayout;
   /** Approximate MAXLEN per stream (0 = no trimming: trimming drops entries nobody may have read). */
   maxLen?: number;
@@ -74,8 +81,9 @@ export class RedisSink implements Sink {
   readonly #client: RedisClient;
   /** A cluster runs a pipeline on one node: one pipeline per stream (a stream is one key, one slot). */
   readonly #perStream: boolean;
-  readonly #prefix: string;
+  readonly #streamPrefix: string;
   readonly #layout: StreamLayout;
+  readonly #wire: EventWire;
   /** The stream of the single layout. */
   readonly #single: string;
   readonly #maxLen: number;
@@ -99,9 +107,11 @@ export class RedisSink implements Sink {
 
   constructor(options: RedisSinkOptions) {
     this.name = options.name ?? "redis";
-    this.#prefix = options.prefix ?? "gatehouse";
+    const prefix = options.prefix ?? "gatehouse";
+    this.#streamPrefix = options.streamPrefix ?? `${prefix}:`;
     this.#layout = options.layout ?? "per-event";
-    this.#single = `${this.#prefix}:events`;
+    this.#single = `${prefix}:events`;
+    this.#wire = eventWire(options.format ?? "gatehouse");
     this.#maxLen = options.maxLen ?? 0;
     this.#group = options.group ?? null;
     this.#log = options.logger;
@@ -127,11 +137,11 @@ export class RedisSink implements Sink {
    * anything else (braces would move the key to another Cluster slot) has its odd characters replaced.
    */
   stream(t: string): string {
-    if (this.#layout === "single") return `${this.#prefix}:events`;
+    if (this.#layout === "single") return this.#single;
     const name = /^[A-Za-z0-9_.-]{1,100}$/.test(t)
       ? t
       : t.slice(0, 100).replace(/[^A-Za-z0-9_.-]/g, "_") || "_";
-    return `${this.#prefix}:${name}`;
+    return `${this.#streamPrefix}${name}`;
   }
 
   /** The keys a stream's script touches: the stream and its marks, in the stream's Cluster slot. */
@@ -163,7 +173,10 @@ export class RedisSink implements Sink {
     let fenced = 0;
     // Per stream, in order: scope, position, data (and in cluster mode the lease's KEYS index) of each event.
     const byStream = new Map<string, StreamArgs>();
+    const wire = this.#wire;
     for (let i = 0; i < batch.count; i++) {
+      // A drop-in format carries Discord's events only (acknowledged with the batch).
+      if (!wire.publishes(batch.t(i))) continue;
       const lease = fence?.leaseOf(batch, i) ?? null;
       if (lease !== null && fence!.fencedThrough(batch, i)) {
         fenced++;
@@ -181,7 +194,7 @@ export class RedisSink implements Sink {
         byStream.set(stream, entry = { args: [], packed, leases: new Map(), shards: [] });
       }
       const from = this.#line.length;
-      this.#line.appendEvent(batch, i);
+      wire.append(this.#line, batch, i);
       if (entry.packed !== null) {
         entry.packed.add(batch.scope(i), batch.position(i), from, this.#line.length);
         continue;

@@ -473,18 +473,23 @@ Deno.test("control: a non-loopback address needs a token; bad addresses and shor
 });
 
 Deno.test("sinks: [broker] type (Spectacles' key) lists one or more; [redis] url, prefix, streams, max_len", () => {
-  assert.deepEqual(load({ env: withToken }).config.broker, { types: ["stdout"], group: "gatehouse" });
+  assert.deepEqual(load({ env: withToken }).config.broker, {
+    types: ["stdout"],
+    group: "gatehouse",
+    format: "gatehouse",
+  });
   const { config } = load({
     file: '[broker]\ntype = ["stdout", "redis"]\ngroup = "bots"\n[redis]\nurl = "redis://10.0.0.5:6380"\n' +
       'prefix = "gw"\nstreams = "single"\nmax_len = 100000\ntls_ca = "/etc/ca.pem"\ncommand_claim_idle_ms = 5000',
     env: withToken,
     files: { "/etc/ca.pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" },
   });
-  assert.deepEqual(config.broker, { types: ["stdout", "redis"], group: "bots" });
+  assert.deepEqual(config.broker, { types: ["stdout", "redis"], group: "bots", format: "gatehouse" });
   const { url: redisUrl, ...redis } = config.redis;
   assert.equal(redisUrl.reveal(), "redis://10.0.0.5:6380");
   assert.deepEqual(redis, {
     prefix: "gw",
+    streamPrefix: "gw:",
     streams: "single",
     maxLen: 100000,
     commandClaimIdleMs: 5000,
@@ -1009,4 +1014,40 @@ Deno.test("cluster keys: off by default; mode, lease and node from file or env, 
       return true;
     });
   }
+});
+
+Deno.test("broker.format: the drop-in formats' bare stream names unless a prefix is given, and what does not go with them", () => {
+  const env = { DISCORD_TOKEN: TOKEN, BROKER_TYPE: "redis" };
+  const of = (extra: Record<string, string>) => load({ env: { ...env, ...extra } }).config;
+  assert.equal(of({}).broker.format, "gatehouse");
+  assert.equal(of({}).redis.streamPrefix, "gatehouse:");
+  for (const format of ["spectacles", "discordjs", "Spectacles"]) {
+    const config = of({ GATEHOUSE_BROKER_FORMAT: format });
+    assert.equal(config.broker.format, format.toLowerCase());
+    assert.equal(config.redis.streamPrefix, "", "bare names, as the consumers read them");
+    assert.equal(config.redis.prefix, "gatehouse", "gatehouse's own keys keep theirs");
+  }
+  assert.equal(
+    of({ GATEHOUSE_BROKER_FORMAT: "discordjs", GATEHOUSE_REDIS_PREFIX: "bot1" }).redis.streamPrefix,
+    "bot1:",
+  );
+  assert.equal(
+    load({ env: { DISCORD_TOKEN: TOKEN }, file: '[broker]\ntype = "redis"\nformat = "spectacles"\n' }).config
+      .broker.format,
+    "spectacles",
+  );
+  assert.match(
+    loadError({ env: { ...env, GATEHOUSE_BROKER_FORMAT: "twilight" } }),
+    /broker\.format = "twilight" \(from env GATEHOUSE_BROKER_FORMAT\) is invalid: .*"gatehouse", "spectacles" or "discordjs"/,
+  );
+  assert.match(
+    loadError({ env: { ...env, GATEHOUSE_BROKER_FORMAT: "spectacles", GATEHOUSE_REDIS_STREAMS: "single" } }),
+    /redis\.streams = "single" .* does not go with broker\.format = "spectacles"/,
+  );
+  assert.match(
+    loadError({ env: { ...env, BROKER_TYPE: "redis,amqp", GATEHOUSE_BROKER_FORMAT: "discordjs" } }),
+    /broker\.format = "discordjs" .* has no RabbitMQ convention/,
+  );
+  const { warnings } = load({ env: { DISCORD_TOKEN: TOKEN, GATEHOUSE_BROKER_FORMAT: "discordjs" } });
+  assert.ok(warnings.some((w) => /applies to the redis and amqp sinks only/.test(w)), warnings.join("\n"));
 });
