@@ -20,6 +20,7 @@
  *                                        # amqp cores
  *   deno task bench --only scale         # not in "every": 2500 idle shards over 5 cluster members
  *                                        # (bench/cluster_scale.ts), a few minutes
+ *   deno task bench --only formats       # not in "every": a 4-shard flood into Redis in each wire format
  *   deno task bench --only proxy         # not in "every": the latency proxy mode adds, a bot reading
  *                                        # through the proxy next to the same bot connected to the fake
  *                                        # and gatehouse's stdout (bench/proxy_latency.ts), ~2 minutes
@@ -351,6 +352,12 @@ for (const kind of ["redis", "amqp"] as const) {
   if (floor) results.bareProducers[kind] = floor;
   results.brokers.push(await brokerFlood(bench, kind, 4, 2500, SECONDS, floor?.perSecond ?? null));
   results.brokers.push(await brokerFlood(bench, kind, 4, "flood", SECONDS, floor?.perSecond ?? null));
+}
+if (only?.has("formats")) {
+  // The drop-in wire formats into Redis, a stream per event name each (README, Drop-in wire formats).
+  for (const format of ["gatehouse", "spectacles", "discordjs"] as const) {
+    results.brokers.push(await brokerFlood(bench, "redis", 4, "flood", SECONDS, null, format));
+  }
 }
 if (wanted("cores")) results.cores = await cores(bench, SECONDS, { baseline: withBaselines });
 if (only?.has("scale")) {

@@ -31,13 +31,27 @@ export interface BrokerTarget {
   cleanup(): Promise<void>;
 }
 
-export async function brokerTarget(kind: "redis" | "amqp"): Promise<BrokerTarget> {
+export async function brokerTarget(kind: "redis" | "amqp", perEvent = false): Promise<BrokerTarget> {
   const name = `gatehouse-bench-${crypto.randomUUID().slice(0, 8)}`;
   if (kind === "redis") {
     const client = new Redis(REDIS_URL);
+    /** Per event name: every stream `{name}:*` (the marks' keys start with `{`, so they are not among them). */
+    const streams = async () => {
+      const keys: string[] = [];
+      for await (const found of client.scanStream({ match: `${name}:*`, count: 1000 })) {
+        keys.push(...(found as string[]));
+      }
+      return keys;
+    };
     return {
       name,
-      count: () => client.xlen(`${name}:events`),
+      count: async () => {
+        if (!perEvent) return await client.xlen(`${name}:events`);
+        const pipeline = client.pipeline();
+        for (const key of await streams()) pipeline.xlen(key);
+        const lengths = await pipeline.exec();
+        return (lengths ?? []).reduce((sum, [, n]) => sum + Number(n ?? 0), 0);
+      },
       serverPid: async () => {
         const pid = Number(/process_id:(\d+)/.exec(await client.info("server"))?.[1]);
         try {
@@ -120,11 +134,16 @@ export async function brokerFlood(
   rate: number | "flood",
   seconds: number,
   floor: number | null,
+  /** Redis: a wire format (`[broker] format`) into one stream per event name instead of one stream. */
+  format: "gatehouse" | "spectacles" | "discordjs" | null = null,
 ) {
   const fake = await benchFake(shards);
-  const target = await brokerTarget(kind);
+  const target = await brokerTarget(kind, format !== null);
+  const layout: Record<string, string> = format === null
+    ? { GATEHOUSE_REDIS_STREAMS: "single" }
+    : { GATEHOUSE_REDIS_STREAMS: "per-event", GATEHOUSE_BROKER_FORMAT: format };
   const env: Record<string, string> = kind === "redis"
-    ? { BROKER_TYPE: kind, REDIS_URL, GATEHOUSE_REDIS_STREAMS: "single", GATEHOUSE_REDIS_PREFIX: target.name }
+    ? { BROKER_TYPE: kind, REDIS_URL, ...layout, GATEHOUSE_REDIS_PREFIX: target.name }
     : { BROKER_TYPE: kind, AMQP_URL, GATEHOUSE_AMQP_EXCHANGE: target.name };
   const child = bench.spawn("gatehouse", fake, shards, env);
   try {
@@ -154,6 +173,7 @@ export async function brokerFlood(
     const lag = Math.max(0, sent - n1);
     const result = {
       sink: kind,
+      format,
       shards,
       rate,
       receivedPerSecond: received,
@@ -167,7 +187,8 @@ export async function brokerFlood(
       gatehouseCpu: Number(((c1 - c0) / elapsed).toFixed(2)),
       serverCpu: serverPid === null ? null : Number(((r1 - r0) / elapsed).toFixed(2)),
     };
-    const what = rate === "flood" ? "flood" : `${rate}/s each`;
+    const what = (rate === "flood" ? "flood" : `${rate}/s each`) +
+      (format === null ? "" : `, format ${format}, a stream per event name`);
     const broker = kind === "redis" ? "Redis Streams" : "RabbitMQ";
     log(
       `gatehouse → ${kind.padEnd(5)} ${shards} shards, ${what}: ${received} events/s received, ` +
