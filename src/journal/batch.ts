@@ -22,6 +22,16 @@ export interface EventBatch {
   /** The event's identity (identity.ts): its scope (a session, or the store) and position in it. */
   scope(i: number): string;
   position(i: number): number;
+  /**
+   * When the event was received (the journal's clock, ms; stored with it): the event time the transforms'
+   * windows count in (sinks/transforms.ts), the same on every delivery. Absent in synthetic test batches.
+   */
+  time?(i: number): number;
+  /**
+   * Members gatehouse adds to the event's line after `shard` (a transform's annotation, such as
+   * `"guild_create":"loading"`), as JSON without braces; null for none. Only transformed batches have it.
+   */
+  extra?(i: number): Uint8Array | null;
 }
 
 /**
@@ -103,6 +113,9 @@ export class Pending implements EventBatch {
   }
   position(i: number): number {
     return eventPosition(this.sessions[i], this.seqs[i], this.ids[i]);
+  }
+  time(i: number): number {
+    return this.receivedAt[i];
   }
 
   /** The events as rows for the writer (write.ts `BatchData`). */

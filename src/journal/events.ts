@@ -89,6 +89,44 @@ export class EventTable {
     return events;
   }
 
+  /**
+   * Events named one of `names` with `afterId` < id <= `throughId`, oldest first, at most `limit` and
+   * (after the first) `maxBytes` of payloads. For the transforms' rebuild, which follows a few event
+   * names over much of the journal: SQLite still walks every row in the range (there is no index on
+   * `t`), but only the matching ones are copied out.
+   */
+  readNamed(
+    afterId: number,
+    throughId: number,
+    names: readonly string[],
+    limit: number,
+    maxBytes = Infinity,
+  ): StoredEvent[] {
+    if (names.length === 0) return [];
+    const rows = this.#db.statement(
+      "SELECT id, shard, session, seq, t, received_at, payload FROM events WHERE id > ? AND id <= ? AND t IN (" +
+        names.map(() => "?").join(", ") + ") ORDER BY id LIMIT ?",
+    ).iterate(afterId, throughId, ...names, limit) as unknown as Iterable<EventRow>;
+    // Row by row: a few GUILD_CREATEs of large guilds can weigh megabytes each.
+    const events: StoredEvent[] = [];
+    let bytes = 0;
+    for (const r of rows) {
+      bytes += r.payload.length;
+      if (events.length > 0 && bytes > maxBytes) break;
+      events.push(storedEvent(r));
+    }
+    return events;
+  }
+
+  /** When the newest event with an id up to `id` was received, or null when there is none. */
+  timeAtOrBefore(id: number): number | null {
+    const row = this.#db.statement("SELECT received_at FROM events WHERE id <= ? ORDER BY id DESC LIMIT 1")
+      .get(
+        id,
+      ) as { received_at: number } | undefined;
+    return row ? Number(row.received_at) : null;
+  }
+
   /** Current highest id in the events table (a reader's view; a running journal knows its own). */
   maxId(): number {
     return Number(

@@ -48,6 +48,9 @@ export class RowBatch implements EventBatch {
     const row = this.#rows[i];
     return eventPosition(row.session, row.seq, row.id);
   }
+  time(i: number) {
+    return this.#rows[i].receivedAt;
+  }
 }
 
 /** Consecutive committed batches delivered as one (read in order, so the part is looked up lazily). */
@@ -107,5 +110,9 @@ export class JoinedBatch implements EventBatch {
   position(i: number) {
     const j = this.#at(i);
     return this.#parts[this.#part].position(j);
+  }
+  time(i: number) {
+    const j = this.#at(i);
+    return this.#parts[this.#part].time?.(j) ?? 0;
   }
 }

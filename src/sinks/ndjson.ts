@@ -2,6 +2,7 @@
  * The NDJSON event line (README, "Output"): `{"id":…,"uid":"…","shard":…,` followed by Discord's own payload
  * bytes after its opening brace, so `d` is exactly what Discord sent and nothing is parsed or
  * re-serialised. `id` is the store's; `uid` is the event's identity everywhere (journal/identity.ts).
+ * A transformed batch may add members after `shard` (`EventBatch.extra`: the transforms' annotation).
  * Lines are assembled into one growable buffer per batch.
  */
 import type { EventBatch } from "../journal/journal.ts";
@@ -51,12 +52,23 @@ export class LineBuffer {
     payload: Uint8Array,
     start: number,
   ): void {
-    this.#line(id, scope, position, shard, payload, start, payload.length);
+    this.#line(id, scope, position, shard, null, payload, start, payload.length);
   }
 
   /** Appends event `i` of a batch. */
   appendEvent(batch: EventBatch, i: number): void {
-    this.append(batch.id(i), batch.scope(i), batch.position(i), batch.shard(i), batch.payload(i), 0);
+    const payload = batch.payload(i);
+    const extra = batch.extra === undefined ? null : batch.extra(i);
+    this.#line(
+      batch.id(i),
+      batch.scope(i),
+      batch.position(i),
+      batch.shard(i),
+      extra,
+      payload,
+      0,
+      payload.length,
+    );
   }
 
   /**
@@ -70,23 +82,24 @@ export class LineBuffer {
       let from = 0;
       for (let i = 0; i < batch.count; i++) {
         const to = ends[i];
-        this.#line(batch.ids[i], batch.scope(i), batch.position(i), batch.shards[i], bytes, from, to);
+        this.#line(batch.ids[i], batch.scope(i), batch.position(i), batch.shards[i], null, bytes, from, to);
         from = to;
       }
       return;
     }
-    for (let i = 0; i < batch.count; i++) {
-      const payload = batch.payload(i);
-      this.#line(batch.id(i), batch.scope(i), batch.position(i), batch.shard(i), payload, 0, payload.length);
-    }
+    for (let i = 0; i < batch.count; i++) this.appendEvent(batch, i);
   }
 
-  /** One line from `src[start]` (the payload's `{`) up to `limit` (exclusive). */
+  /**
+   * One line from `src[start]` (the payload's `{`) up to `limit` (exclusive), with `extra` (members
+   * without braces) after `shard`.
+   */
   #line(
     id: number,
     scope: string,
     position: number,
     shard: number,
+    extra: Uint8Array | null,
     src: Uint8Array,
     start: number,
     limit: number,
@@ -95,7 +108,7 @@ export class LineBuffer {
     while (end > start && isSpace(src[end - 1])) end--;
     const body = end - start - 1;
     const scopeBytes = scope === this.#lastScope ? this.#lastScopeBytes : this.#scope(scope);
-    this.#reserve(LINE_OVERHEAD + scopeBytes.length + body);
+    this.#reserve(LINE_OVERHEAD + scopeBytes.length + body + (extra === null ? 0 : extra.length + 1));
     const bytes = this.#bytes;
     let at = this.#length;
     bytes.set(ID_PREFIX, at);
@@ -108,6 +121,11 @@ export class LineBuffer {
     at = writeInt(bytes, at, position);
     bytes.set(SHARD_PREFIX, at);
     at = writeInt(bytes, at + SHARD_PREFIX.length, shard);
+    if (extra !== null) {
+      bytes[at++] = 0x2c; // ,
+      bytes.set(extra, at);
+      at += extra.length;
+    }
     // Discord's payload after its `{`; an empty object `{}` needs no comma.
     if (body > 1) {
       bytes[at++] = 0x2c; // ,
