@@ -6,6 +6,7 @@
  * pool, commands, control — and the lifecycle stops them in reverse, each within a bound.
  */
 import { type GatehouseConfig, registerSecrets } from "../config/load.ts";
+import { transformWarnings } from "../config/keys_transforms.ts";
 import { fetchGatewayBot, GatewayInfoError, TokenRejectedError } from "../gateway/gateway_info.ts";
 import type { GatewayBotInfo } from "../gateway/protocol.ts";
 import { openJournal, openStore } from "../journal/from_config.ts";
@@ -48,7 +49,7 @@ export async function run(flags: RunFlags): Promise<number> {
   setupLogging({ level: config.log.level });
   captureConsole();
   const log = logger("run");
-  for (const warning of warnings) log.warn(warning);
+  for (const warning of [...warnings, ...transformWarnings(config)]) log.warn(warning);
 
   // A promise some library rejects without a handler (seen with ioredis' cluster pipelines) must not end
   // the process: log it; the component concerned retries on its own.
@@ -196,6 +197,7 @@ async function runParts(
     backpressure,
     logger: logger("sink"),
     onDelivered: (sink, batch) => stats.deliveredTo(sink, batch),
+    transforms: config.transforms,
   });
   // Everything received is committed and delivered before the store closes: a clean stop repeats nothing.
   // Sinks get a moment to take what is committed (a reader that does not read, a broker that does not

@@ -10,12 +10,14 @@ import { DISCORD_KEYS } from "./keys_discord.ts";
 import { PROXY_KEYS } from "./keys_proxy.ts";
 import { RESHARDING_KEYS } from "./keys_resharding.ts";
 import { STORE_KEYS } from "./keys_store.ts";
+import { TRANSFORM_KEYS } from "./keys_transforms.ts";
 
 /** Every key, in the order of the README's table; messages about several keys follow it too. */
 export const KEYS = [
   ...DISCORD_KEYS,
   ...STORE_KEYS,
   ...DELIVERY_KEYS,
+  ...TRANSFORM_KEYS,
   ...CLUSTER_KEYS,
   ...RESHARDING_KEYS,
   ...PROXY_KEYS,
@@ -37,6 +39,10 @@ export const TABLE_INTROS: Readonly<Record<string, string>> = {
   http: 'The HTTP sink (type "http"): each batch is one POST of NDJSON lines; a 2xx answer acknowledges ' +
     "it, anything else is retried with backoff (the journal keeps the events meanwhile).",
   prometheus: "Spectacles' names for the control listener.",
+  transforms: "What the sinks get instead of Discord's events as they came (Discordeno's big-bot guide). " +
+    "The journal keeps every event as received; proxy mode, inspect and replay are never transformed. " +
+    "Each sink's transforms follow the events in journal order (and the times stored with them), so an " +
+    "event delivered again gets the same result; after a restart their state is rebuilt from the journal.",
   cluster: "Several processes of one bot, on one host or many, sharing its shards through Redis.",
   resharding: "A new shard set comes up beside the old one, identifies in the background and takes over " +
     "once every new shard is READY with its guilds; the events both sets see around the switch are " +

@@ -6,6 +6,7 @@
 import type { Compression, Presence } from "../discord/identify.ts";
 import type { CacheKinds } from "../proxy/cache.ts";
 import type { Secret } from "../util/secret.ts";
+import type { TransformOptions } from "../sinks/transforms.ts";
 import type { WireFormat } from "../sinks/wire_names.ts";
 
 export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
@@ -65,6 +66,8 @@ export interface GatehouseConfig {
   };
   /** The URL may hold a password. */
   amqp: { url: Secret; exchange: string };
+  /** What the sinks' events go through on their way from the journal (all off by default). */
+  transforms: TransformOptions;
   /** The URL may hold a password or a token in its query; the header is a credential. */
   http: { url: Secret | null; authorization: Secret | null };
   /** Cluster mode: the shards shared by every process of the bot through Redis (`off`: this process's plan). */
@@ -104,6 +107,7 @@ export function emptyConfig(): GatehouseConfig {
     redis: { tlsCaPem: null },
     amqp: {},
     http: {},
+    transforms: {},
     cluster: {},
     resharding: {},
     proxy: {},

@@ -1,6 +1,6 @@
 /**
- * Delivery: one SinkRunner per sink, each subscribed to the journal's committed batches, and the
- * bounded end of it all at a stop.
+ * Delivery: one SinkRunner per sink, each subscribed to the journal's committed batches (through its own
+ * transforms, when `[transforms]` asks for any), and the bounded end of it all at a stop.
  */
 import type { EventBatch, Journal } from "../journal/journal.ts";
 import type { Store } from "../journal/store.ts";
@@ -9,6 +9,8 @@ import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import { SinkRunner } from "./runner.ts";
 import type { Sink } from "./sink.ts";
+import { type TransformOptions, Transforms, transformsOn } from "./transforms.ts";
+import { rebuildTransforms } from "./transform_warmup.ts";
 
 export interface DeliveryOptions {
   journal: Journal;
@@ -21,6 +23,8 @@ export interface DeliveryOptions {
   /** Called with every batch a sink acknowledged (metrics). */
   onDelivered?: (sink: string, batch: EventBatch) => void;
   clock?: Clock;
+  /** `[transforms]`: each sink gets its own, rebuilt from the journal before it delivers. */
+  transforms?: TransformOptions | null;
 }
 
 export interface Delivery {
@@ -42,6 +46,9 @@ export interface Delivery {
 export function startDelivery(options: DeliveryOptions): Delivery {
   const { journal, sinks, keepEvents, logger: log } = options;
   const clock = options.clock ?? systemClock;
+  const transforms = transformsOn(options.transforms) ? options.transforms : null;
+  // With the journal, the transforms' state is rebuilt up to each cursor before the sinks deliver.
+  const rebuild = transforms !== null && keepEvents;
   const runners = sinks.map((sink) =>
     new SinkRunner({
       sink,
@@ -51,15 +58,35 @@ export function startDelivery(options: DeliveryOptions): Delivery {
       backpressure: options.backpressure,
       onDelivered: options.onDelivered && ((batch) => options.onDelivered!(sink.name, batch)),
       clock: options.clock,
+      transforms: transforms && new Transforms(transforms),
+      held: rebuild,
     })
   );
   for (const runner of runners) runner.start();
   log.info("delivering events to {sinks}", { sinks: sinks.map((s) => s.name).join(", ") });
+  const stopRebuild = new AbortController();
+  if (rebuild) {
+    void rebuildTransforms({
+      store: options.store,
+      targets: runners.map((runner) => ({ transforms: runner.transforms!, through: runner.cursor })),
+      logger: log,
+      signal: stopRebuild.signal,
+    }).then(({ events, ms }) => {
+      // Stopped meanwhile: the events wait in the journal for the next start (and its rebuild).
+      if (stopRebuild.signal.aborted) return;
+      log.info("transforms: state rebuilt from {events} event(s) of the journal in {ms} ms", {
+        events,
+        ms: Math.round(ms),
+      });
+      for (const runner of runners) runner.release();
+    });
+  }
   return {
     runners,
     delivered: () => Math.min(...runners.map((r) => r.cursor)),
     finish: (settleMs) => finishDelivery(journal, runners, keepEvents, settleMs),
     stop: async (target, closeMs) => {
+      stopRebuild.abort();
       for (const runner of runners) {
         runner.close();
         const waiting = (keepEvents ? journal.lastCommittedId : target) - runner.cursor;

@@ -6,6 +6,10 @@
  * from the store in id order until it has caught up.
  *
  * Pacing (when a healthy sink that is behind holds reading) is defined in pacing.ts.
+ *
+ * With `[transforms]` each delivery goes through the runner's `Transforms` (transforms.ts) first: the
+ * one place every sink's events pass. A dropped event is left out of what the sink gets, and the
+ * cursor still moves past it; a delivery with nothing left is acknowledged without the sink.
  */
 import { awaitingNetwork } from "../util/cooperate.ts";
 import type { Backpressure } from "../util/backpressure.ts";
@@ -18,6 +22,7 @@ import type { Sink } from "./sink.ts";
 import { JoinedBatch, RowBatch } from "./batches.ts";
 import { SaturationMeter } from "../util/saturation.ts";
 import { HEALTH_WINDOW_MS, paceHolds, PAGE, STALL_MS } from "./pacing.ts";
+import type { Transforms } from "./transforms.ts";
 
 export { HEALTH_WINDOW_MS, PACE_BEHIND, PACE_UNDER, STALL_MS } from "./pacing.ts";
 
@@ -56,6 +61,13 @@ export interface SinkRunnerOptions {
   clock?: Clock;
   /** Whether the process has no time to spare (pacing starts only then); default: a `SaturationMeter`. */
   saturated?: () => boolean;
+  /** What this sink's events go through on their way (`[transforms]`); none by default. */
+  transforms?: Transforms | null;
+  /**
+   * Deliver nothing until `release()`: the transforms' state is being rebuilt from the journal up to the
+   * cursor (transform_warmup.ts). Batches committed meanwhile wait as usual.
+   */
+  held?: boolean;
 }
 
 export class SinkRunner implements BatchConsumer {
@@ -105,6 +117,8 @@ export class SinkRunner implements BatchConsumer {
   /** Holding "pace <name>" since then (null: not holding), and the time held before. */
   #pacedSince: number | null = null;
   #pacedMs = 0;
+  readonly transforms: Transforms | null;
+  #held: boolean;
 
   constructor(options: SinkRunnerOptions) {
     this.sink = options.sink;
@@ -121,6 +135,15 @@ export class SinkRunner implements BatchConsumer {
     this.#onDelivered = options.onDelivered;
     this.#storedCursor = options.store?.cursor(options.sink.name) ?? null;
     this.#cursor = this.#storedCursor ?? 0;
+    this.transforms = options.transforms ?? null;
+    this.#held = options.held ?? false;
+  }
+
+  /** Starts delivering (after `held`: the transforms' state is rebuilt). */
+  release(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    this.#next();
   }
 
   get cursor(): number {
@@ -301,7 +324,7 @@ export class SinkRunner implements BatchConsumer {
 
   /** Delivers the next batch: from memory, or from the store while behind. */
   #next(): void {
-    if (this.#busy || this.#closed) return;
+    if (this.#busy || this.#closed || this.#held) return;
     let batch: EventBatch | undefined;
     if (this.#behind && this.#store) {
       const rows = this.#store.events.read(this.#cursor, PAGE, this.#head, MAX_DELIVERY_BYTES);
@@ -322,27 +345,35 @@ export class SinkRunner implements BatchConsumer {
     }
     this.#busy = true;
     this.#deliveryBegan();
+    const out = this.transforms === null ? batch : this.transforms.apply(batch);
+    if (out.count === 0) {
+      // Every event of it was dropped: nothing for the sink, the cursor moves on.
+      this.#ack(batch, out);
+      return;
+    }
     let result: void | Promise<void>;
     try {
-      result = this.sink.deliver(batch);
+      result = this.sink.deliver(out);
     } catch (error) {
       this.#fail(error);
       return;
     }
     if (result instanceof Promise) {
       (this.sink.local ? result : awaitingNetwork(result)).then(
-        () => this.#ack(batch),
+        () => this.#ack(batch, out),
         (error) => this.#fail(error),
       );
     } else {
-      this.#ack(batch);
+      this.#ack(batch, out);
     }
   }
 
-  #ack(batch: EventBatch): void {
+  /** `batch` was taken; `out` is what the sink got of it (the same, unless transforms changed it). */
+  #ack(batch: EventBatch, out: EventBatch): void {
     const lastId = batch.lastId;
-    this.#onDelivered?.(batch);
-    this.delivered += lastId - this.#cursor;
+    this.#onDelivered?.(out);
+    this.transforms?.acknowledged(lastId);
+    this.delivered += lastId - this.#cursor - (batch.count - out.count);
     this.#cursor = lastId;
     this.#failures = 0;
     let drop = 0;
