@@ -329,6 +329,43 @@ export class Metrics {
         for (const s of snap().sinks) if (s.duplicates !== undefined) set({ sink: s.name }, s.duplicates);
       },
     );
+    if (view.sinks().some((s) => s.transforms !== undefined)) {
+      const transforms = function* () {
+        for (const s of snap().sinks) if (s.transforms) yield [s.name, s.transforms] as const;
+      };
+      counter(
+        "gatehouse_transform_dropped_total",
+        "Events the transforms did not deliver to the sink, by sink and transform (unavailable_guild_delete, " +
+          "unchanged_message_update).",
+        ["sink", "transform"],
+        (set) => {
+          for (const [sink, c] of transforms()) {
+            set({ sink, transform: "unavailable_guild_delete" }, c.droppedUnavailableGuildDelete);
+            set({ sink, transform: "unchanged_message_update" }, c.droppedUnchangedMessageUpdate);
+          }
+        },
+      );
+      counter(
+        "gatehouse_transform_guild_create_total",
+        "GUILD_CREATEs the transforms annotated, by sink and kind (loading, available, joined).",
+        ["sink", "kind"],
+        (set) => {
+          for (const [sink, c] of transforms()) {
+            set({ sink, kind: "loading" }, c.loading);
+            set({ sink, kind: "available" }, c.available);
+            set({ sink, kind: "joined" }, c.joined);
+          }
+        },
+      );
+      counter(
+        "gatehouse_transform_renamed_total",
+        'Loading GUILD_CREATEs delivered as GUILD_LOADED_DD ([transforms] guild_create = "rename"), by sink.',
+        ["sink"],
+        (set) => {
+          for (const [sink, c] of transforms()) set({ sink }, c.renamed);
+        },
+      );
+    }
     gauge(
       "gatehouse_command_queue_depth",
       "Commands waiting for the shard's send budget, by shard.",

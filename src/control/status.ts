@@ -7,6 +7,7 @@ import type { ShardStatus } from "../gateway/shard.ts";
 import type { ReshardAnswer, ReshardOutcome, ReshardStatus } from "../pool/resharder.ts";
 import type { ProxyStatus } from "../proxy/start.ts";
 import type { GatewayStats } from "./stats.ts";
+import type { TransformCounts } from "../sinks/transforms.ts";
 
 /** Everything the control listener reads; implemented by `gatehouse run`, faked in tests. */
 
@@ -30,7 +31,8 @@ export interface GatewayView {
   /**
    * `duplicates`: events a de-duplicating sink skipped as already delivered. `lagEvents`, `lagSeconds`:
    * the sink's lag as pacing measures it (committed head − cursor; age of the oldest committed event not
-   * acknowledged); `pacedSeconds`: time its runner has held reading by pacing.
+   * acknowledged); `pacedSeconds`: time its runner has held reading by pacing. `transforms`: what the
+   * sink's transforms did (absent when `[transforms]` is off).
    */
   sinks(): Array<{
     name: string;
@@ -40,6 +42,7 @@ export interface GatewayView {
     lagEvents?: number;
     lagSeconds?: number;
     pacedSeconds?: number;
+    transforms?: TransformCounts;
   }>;
   journal(): {
     enabled: boolean;

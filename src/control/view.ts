@@ -8,6 +8,7 @@ import type { ProxyStatus } from "../proxy/start.ts";
 import type { GatewayStats } from "./stats.ts";
 import type { GatewayView } from "./status.ts";
 import type { ReshardAnswer, ReshardStatus } from "../pool/resharder.ts";
+import type { TransformCounts } from "../sinks/transforms.ts";
 
 export interface GatewayViewParts {
   stats: GatewayStats;
@@ -34,6 +35,8 @@ export interface GatewayViewParts {
     readonly lagEvents?: number;
     readonly lagMs?: number;
     readonly pacedMs?: number;
+    /** The runner's transforms (`[transforms]`), when any. */
+    readonly transforms?: { readonly counts: TransformCounts } | null;
   }>;
   /** Whether events are kept in the store (`[store] journal`). */
   journalEnabled: boolean;
@@ -81,6 +84,7 @@ export function gatewayView(parts: GatewayViewParts): GatewayView {
         lagEvents: r.lagEvents,
         lagSeconds: r.lagMs === undefined ? undefined : r.lagMs / 1000,
         pacedSeconds: r.pacedMs === undefined ? undefined : r.pacedMs / 1000,
+        ...(r.transforms ? { transforms: r.transforms.counts } : {}),
       })),
     journal: () => ({
       enabled: parts.journalEnabled,

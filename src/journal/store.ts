@@ -85,6 +85,10 @@ export class Store {
 
   #setup(options: OpenOptions): void {
     const db = this.#db;
+    // SQLite's temporary files (statement journals, sorts) in memory: they are small here, and a
+    // container with a read-only root has no writable temp directory (the migration's transaction then
+    // failed as "cannot rollback - no transaction is active").
+    db.exec("PRAGMA temp_store = MEMORY");
     // Reading the header first turns "not a database" into a clear error before anything is written.
     const version = Number(
       (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version,
