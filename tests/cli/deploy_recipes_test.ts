@@ -650,7 +650,7 @@ Deno.test("deploy recipes: the Kubernetes StatefulSets fit their Services, volum
       "DISCORD_TOKEN",
       "the token from a Secret",
     );
-    // The store on the pod's own claim; /tmp writable beside a read-only root.
+    // The store on the pod's own claim, beside a read-only root (tests/journal/store_readonly_root_test.ts).
     const store = env.GATEHOUSE_STORE;
     const mounts = Object.fromEntries(container.volumeMounts.map((m: Json) => [m.mountPath, m.name]));
     const claim = mounts[store.slice(0, store.lastIndexOf("/"))];
@@ -658,9 +658,12 @@ Deno.test("deploy recipes: the Kubernetes StatefulSets fit their Services, volum
       set.spec.volumeClaimTemplates.some((t: Json) => t.metadata.name === claim),
       `${path}: store claim`,
     );
-    if (container.securityContext.readOnlyRootFilesystem) {
-      assert.ok(pod.volumes.some((v: Json) => v.name === mounts["/tmp"] && v.emptyDir), `${path}: /tmp`);
-    }
+    assert.equal(container.securityContext.readOnlyRootFilesystem, true, `${path}: a read-only root`);
+    assert.deepEqual(
+      Object.keys(mounts),
+      [store.slice(0, store.lastIndexOf("/"))],
+      `${path}: only the store writable`,
+    );
     // The probes ask this pod's listener, where the Service points.
     const port = Number(env.GATEHOUSE_CONTROL_ADDRESS.split(":").at(-1));
     const control = container.ports.find((p: Json) => p.name === "control");
