@@ -107,16 +107,16 @@ Deno.test("transforms end to end: loading / available / joined on stdout, outage
   try {
     await g.waitFor(
       () => g.lines.filter((l) => l.t === "GUILD_CREATE").length === 2,
-      20_000,
+      30_000,
       "the READY's guilds",
     );
     assert.deepEqual(annotated(g.lines), [[g0, "loading"], [g1, "loading"]]);
-    await g.waitFor(() => /proxy: listening on ws:\/\//.test(g.stderr()), 10_000, "the proxy");
+    await g.waitFor(() => /proxy: listening on ws:\/\//.test(g.stderr()), 30_000, "the proxy");
     const proxy = /proxy: listening on (ws:\/\/[\d.]+:\d+)/.exec(g.stderr())![1];
     client = proxyClient(proxy, "fake-token");
     await g.waitFor(
       () => client!.dispatches.some((p) => p.t === "READY"),
-      10_000,
+      30_000,
       "the proxy client's READY",
     );
 
@@ -140,7 +140,7 @@ Deno.test("transforms end to end: loading / available / joined on stdout, outage
     fake.dispatch(0, "MESSAGE_UPDATE", message("3100000000000000001", g1, { embeds: [{ type: "link" }] }));
     fake.dispatch(0, "MESSAGE_UPDATE", message("3100000000000000001", g1, { content: "look: an edit" }));
     fake.dispatch(0, "TYPING_START", marker(1, g1));
-    await g.waitFor(() => g.lines.some((l) => l.t === "TYPING_START"), 10_000, "the marker");
+    await g.waitFor(() => g.lines.some((l) => l.t === "TYPING_START"), 30_000, "the marker");
 
     const live = g.lines.slice(g.lines.findIndex((l) => l.t === "GUILD_CREATE" && l.d.id === g1) + 1);
     assert.deepEqual(
@@ -177,7 +177,7 @@ Deno.test("transforms end to end: loading / available / joined on stdout, outage
     // Proxy mode serves Discord's events as they came: every one, no annotation, names unchanged.
     await g.waitFor(
       () => client!.dispatches.some((p) => p.t === "TYPING_START"),
-      10_000,
+      30_000,
       "the proxy's marker",
     );
     const proxied = client.dispatches.slice(client.dispatches.findIndex((p) => p.t === "GUILD_DELETE"));
@@ -214,11 +214,11 @@ Deno.test("transforms end to end: loading / available / joined on stdout, outage
 
     // A restart: the shard RESUMEs; the state is rebuilt from the journal before stdout delivers.
     g = spawnGatehouse({ env });
-    await g.waitFor(() => g.lines.some((l) => l.t === "RESUMED"), 20_000, "RESUMED");
+    await g.waitFor(() => g.lines.some((l) => l.t === "RESUMED"), 30_000, "RESUMED");
     fake.dispatch(0, "GUILD_CREATE", guildCreatePayload(LATE, 7, 3));
     fake.dispatch(0, "MESSAGE_UPDATE", message("3100000000000000001", g1, { content: "look: an edit" }));
     fake.dispatch(0, "TYPING_START", marker(2, g1));
-    await g.waitFor(() => g.lines.some((l) => l.t === "TYPING_START"), 10_000, "the second marker");
+    await g.waitFor(() => g.lines.some((l) => l.t === "TYPING_START"), 30_000, "the second marker");
     assert.deepEqual(g.lines.map((l) => l.t), ["RESUMED", "GUILD_CREATE", "TYPING_START"]);
     assert.deepEqual(annotated(g.lines), [[LATE, "loading"]], "its READY was in the first run");
     assert.match(g.stderr(), /transforms: state rebuilt from \d+ event\(s\) of the journal/);
