@@ -239,6 +239,75 @@ export function fieldOf(b: Uint8Array, key: Uint8Array): Uint8Array | null {
   }
 }
 
+/**
+ * Where the value of top-level key `key` of the JSON object in `b` starts, or -1; the value itself is not
+ * walked (for `d`: the keys inside it are read with `membersOf` without walking all of it first).
+ */
+export function valueStart(b: Uint8Array, key: Uint8Array): number {
+  let i = skipSpace(b, 0);
+  if (b[i] !== OPEN_BRACE) return -1;
+  i++;
+  for (;;) {
+    i = skipSpace(b, i);
+    if (i >= b.length || b[i] !== QUOTE) return -1;
+    const keyStart = i + 1;
+    const keyEnd = skipString(b, i);
+    if (keyEnd < 0) return -1;
+    i = skipSpace(b, keyEnd);
+    if (b[i] !== COLON) return -1;
+    i = skipSpace(b, i + 1);
+    if (keyEnd - 1 - keyStart === key.length && sameBytes(b, keyStart, key)) return i;
+    const valueEnd = skipValue(b, i);
+    if (valueEnd < 0) return -1;
+    i = skipSpace(b, valueEnd);
+    if (b[i] === COMMA) i++;
+    else return -1;
+  }
+}
+
+/**
+ * The values (views; strings with their quotes) of `keys` among the members of the JSON object whose `{`
+ * is at `b[at]`, into `out` (null where absent), in one pass that stops once every key is found. Returns
+ * how many were found. For a few keys of a large object (a message's `id` and `content`).
+ */
+export function membersOf(
+  b: Uint8Array,
+  at: number,
+  keys: readonly Uint8Array[],
+  out: Array<Uint8Array | null>,
+): number {
+  out.length = keys.length;
+  out.fill(null);
+  let found = 0;
+  let i = skipSpace(b, at);
+  if (b[i] !== OPEN_BRACE) return 0;
+  i++;
+  while (found < keys.length) {
+    i = skipSpace(b, i);
+    if (i >= b.length || b[i] !== QUOTE) return found;
+    const keyStart = i + 1;
+    const keyEnd = skipString(b, i);
+    if (keyEnd < 0) return found;
+    i = skipSpace(b, keyEnd);
+    if (b[i] !== COLON) return found;
+    i = skipSpace(b, i + 1);
+    const valueEnd = skipValue(b, i);
+    if (valueEnd < 0) return found;
+    const length = keyEnd - 1 - keyStart;
+    for (let k = 0; k < keys.length; k++) {
+      if (out[k] === null && keys[k].length === length && sameBytes(b, keyStart, keys[k])) {
+        out[k] = b.subarray(i, valueEnd);
+        found++;
+        break;
+      }
+    }
+    i = skipSpace(b, valueEnd);
+    if (b[i] === COMMA) i++;
+    else return found;
+  }
+  return found;
+}
+
 function sameBytes(b: Uint8Array, at: number, key: Uint8Array): boolean {
   for (let j = 0; j < key.length; j++) if (b[at + j] !== key[j]) return false;
   return true;

@@ -70,7 +70,7 @@ interface Seen {
 }
 
 /**
- * Per message id: a hash of the content last seen (MESSAGE_CREATE, and every MESSAGE_UPDATE that carries
+ * Per message id: a hash of the content last seen (of its JSON text, `contentHash`) (MESSAGE_CREATE, and every MESSAGE_UPDATE that carries
  * `content`) and when it was seen. An entry is forgotten `windowMs` after it was written, and the
  * least recently written go first when more than `maxEntries` are kept: memory stays bounded whatever
  * the traffic. Both rules follow the events' own times and order, so replaying the same events gives
@@ -93,9 +93,9 @@ export class MessageBook {
     this.#maxEntries = maxEntries;
   }
 
-  /** A MESSAGE_CREATE (no `content`: remembered as empty). */
-  created(messageId: string, content: string | undefined, at: number): void {
-    this.#write(messageId, contentHash(content ?? ""), at);
+  /** A MESSAGE_CREATE, with the hash of its content (`NO_CONTENT` when it has none). */
+  created(messageId: string, hash: number, at: number): void {
+    this.#write(messageId, hash, at);
   }
 
   /**
@@ -103,11 +103,10 @@ export class MessageBook {
    * and the message was seen within the window — an embed unfurling, not an edit. An update that
    * carries `content` is remembered either way.
    */
-  updated(messageId: string, content: string | undefined, at: number): boolean {
+  updated(messageId: string, hash: number | undefined, at: number): boolean {
     const seen = this.#seen.get(messageId);
     const within = seen !== undefined && at - seen.at <= this.#windowMs;
-    if (content === undefined) return within;
-    const hash = contentHash(content);
+    if (hash === undefined) return within;
     const unchanged = within && seen.hash === hash;
     this.#write(messageId, hash, at);
     return unchanged;
@@ -131,14 +130,16 @@ export class MessageBook {
 }
 
 /**
- * A 53-bit hash of a message's content (cyrb53): what is remembered instead of the content itself (up
- * to 4000 characters), so an entry costs the same whatever the message. Two different contents share a
- * hash about once in 2^53 comparisons; then an edit within the window would be taken for an unfurl.
+ * A 53-bit hash (cyrb53) of a content's JSON text, quotes and escapes as Discord wrote them: what is
+ * remembered instead of the content itself (up to 4000 characters), so an entry costs the same whatever
+ * the message, and nothing is decoded. Discord writes the same content the same way; a content written
+ * otherwise would only count as changed (delivered). Two different contents share a hash about once in
+ * 2^53 comparisons; then an edit within the window would be taken for an unfurl.
  */
-export function contentHash(text: string): number {
+export function contentHash(json: Uint8Array): number {
   let h1 = 0xdeadbeef, h2 = 0x41c6ce57;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i];
     h1 = Math.imul(h1 ^ c, 2654435761);
     h2 = Math.imul(h2 ^ c, 1597334677);
   }
@@ -146,3 +147,6 @@ export function contentHash(text: string): number {
   h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
   return 4294967296 * (2097151 & h2) + (h1 >>> 0);
 }
+
+/** The hash of a message without content (remembered as the empty string). */
+export const NO_CONTENT: number = contentHash(new TextEncoder().encode('""'));

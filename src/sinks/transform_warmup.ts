@@ -102,8 +102,11 @@ export async function rebuildTransforms(options: WarmUpOptions): Promise<{ event
         if (transforms.followed.messages.length === 0) continue;
         const windowMs = transforms.options.messageWindowMs;
         const at = store.events.timeAtOrBefore(through);
-        const first = at === null ? null : store.events.firstIdAtOrAfter(at - windowMs);
-        if (first !== null && first <= through) spans.push([first, through]);
+        if (at === null) continue;
+        // The search relies on times growing with ids; when it cannot tell (the clock went back after
+        // the cursor), every message event up to the cursor is read instead.
+        const first = store.events.firstIdAtOrAfter(at - windowMs) ?? store.events.minId();
+        if (first <= through) spans.push([first, through]);
       }
     }
     const passes = readingPlan(spans, last, guilds, messages);
