@@ -23,7 +23,7 @@ import { sleep, systemClock } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import { ShardConsumers, shardQueueName } from "./amqp_shards.ts";
 import type { CommandRouter, Refusal } from "./router.ts";
-import type { WireFormat } from "../sinks/wire_names.ts";
+import type { WireFormat } from "../config/wire_formats.ts";
 import { wireCommand } from "./wire_commands.ts";
 
 export { shardQueueName } from "./amqp_shards.ts";
@@ -35,7 +35,7 @@ export interface AmqpCommandSourceOptions {
   url: string;
   /** The inbox, `{exchange}.commands`; a shard's queue is `<inbox>.<shard>`. */
   queue: string;
-  /** Also bind the inbox to this exchange (declared elsewhere: the sink's) with this key (Spectacles' SEND). */
+  /** Also bind the inbox to this exchange (the sink's) with this routing key (Spectacles' SEND). */
   bind?: { exchange: string; routingKey: string };
   /** The inbox messages' format (wire_commands.ts); default `gatehouse`, JSON text. */
   format?: WireFormat;

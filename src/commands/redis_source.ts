@@ -44,13 +44,13 @@ import {
 } from "./redis_group.ts";
 import { HeldCommands, type Sending } from "./redis_held.ts";
 import type { Buffer } from "node:buffer";
-import type { WireFormat } from "../sinks/wire_names.ts";
+import type { WireFormat } from "../config/wire_formats.ts";
 import { wireCommand } from "./wire_commands.ts";
 import type { CommandRouter, Refusal } from "./router.ts";
 
 export interface RedisCommandSourceOptions {
   url: string;
-  /** The inbox: `{prefix}:commands`, or a drop-in format's (`SEND`, `gateway_send`; wire_names.ts). */
+  /** The inbox: `{prefix}:commands`, or a drop-in format's (`SEND`, `gateway_send`). */
   stream: string;
   /** The inbox entries' format (wire_commands.ts); default `gatehouse`, JSON text. */
   format?: WireFormat;

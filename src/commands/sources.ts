@@ -4,14 +4,14 @@
  * passed on to the shards' streams, which the processes running them read; with RabbitMQ as a sink, the
  * durable queue `{exchange}.commands`, passed on to the shards' queues `{exchange}.commands.{shard}`.
  * In a drop-in format (`[broker] format`) the inbox is that format's: `SEND` or `gateway_send` on Redis,
- * Spectacles' `<group>:SEND` queue on RabbitMQ (wire_names.ts, wire_commands.ts).
+ * Spectacles' `<group>:SEND` queue on RabbitMQ (config/wire_formats.ts, wire_commands.ts).
  * A broker's source (and its client library) is imported only when that broker is a sink.
  */
 import type { GatehouseConfig } from "../config/load.ts";
 import { type Logger, logger as namedLogger } from "../util/log.ts";
 import { type CommandCounter, CommandIntake, type RejectionEvents } from "./intake.ts";
 import type { CommandRouter } from "./router.ts";
-import { commandInbox, spectaclesCommandQueue } from "../sinks/wire_names.ts";
+import { commandInbox, spectaclesCommandQueue } from "../config/wire_formats.ts";
 
 export interface CommandSourceParts {
   counter: CommandCounter;

@@ -1,5 +1,5 @@
 /**
- * Commands in a drop-in wire format (`[broker] format`, src/sinks/wire_names.ts), read as gatehouse's
+ * Commands in a drop-in wire format (`[broker] format`, src/config/wire_formats.ts), read as gatehouse's
  * own JSON command text (`{op, d, shard?}`, validate.ts), which every source then checks and routes.
  *
  * - `spectacles`: `{guild_id, packet: {op, d}}` (spec-tacles/gateway's SEND), msgpack — a map, or
@@ -12,7 +12,7 @@
  */
 import { Decoder } from "@msgpack/msgpack";
 import { shardForGuild } from "../gateway/protocol.ts";
-import type { WireFormat } from "../sinks/wire_names.ts";
+import type { WireFormat } from "../config/wire_formats.ts";
 
 export type WireCommand = { ok: true; text: string } | { ok: false; reason: string; head: string };
 

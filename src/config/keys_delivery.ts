@@ -3,7 +3,7 @@ import { Secret } from "../util/secret.ts";
 import { defineKey } from "./key.ts";
 import * as p from "./parsers.ts";
 import type { SinkType } from "./schema.ts";
-import { WIRE_FORMATS, type WireFormat } from "../sinks/wire_names.ts";
+import { WIRE_FORMATS, type WireFormat } from "./wire_formats.ts";
 
 export const brokerType = defineKey({
   path: "broker.type",

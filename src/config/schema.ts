@@ -7,7 +7,7 @@ import type { Compression, Presence } from "../discord/identify.ts";
 import type { CacheKinds } from "../proxy/cache.ts";
 import type { Secret } from "../util/secret.ts";
 import type { TransformOptions } from "../sinks/transforms.ts";
-import type { WireFormat } from "../sinks/wire_names.ts";
+import type { WireFormat } from "./wire_formats.ts";
 
 export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
 export const LOG_LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal"];

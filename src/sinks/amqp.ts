@@ -2,12 +2,12 @@
  * The RabbitMQ (AMQP 0-9-1) sink: a durable topic exchange, one persistent message per event with the
  * event name as routing key and the event's identity (`uid`) as `message_id`; the body is the event's
  * NDJSON line.
- * In the `spectacles` format (wire_names.ts) the exchange is Spectacles': the direct exchange named after
- * the group (used as it is when it exists: Spectacles' libraries declare it with differing flags, and a
- * declaration with other flags than the existing one's closes the channel), the body the event's `d` as
- * msgpack binary, and each event's durable queue `<group>:<EVENT>` is declared and bound before its
- * first message — RabbitMQ drops a message no queue is bound for, so events are not lost before a
- * consumer first starts.
+ * In the `spectacles` format (src/config/wire_formats.ts) the exchange is Spectacles': the direct
+ * exchange named after the group (used as it is when it exists: Spectacles' libraries declare it with
+ * differing flags, and a declaration with other flags than the existing one's closes the channel), the
+ * body the event's `d` as msgpack binary, and each event's durable queue `<group>:<EVENT>` is declared
+ * and bound before its first message — RabbitMQ drops a message no queue is bound for, so events are not
+ * lost before a consumer first starts.
  * Publisher confirms are the acknowledgement: a batch is acknowledged once the broker confirmed every
  * message of it. When the connection drops, what was not confirmed fails the delivery and is published
  * again from the journal on a new connection — repeats carry the same `message_id`, whichever process
@@ -21,7 +21,7 @@ import { LineBuffer } from "./ndjson.ts";
 import type { Sink } from "./sink.ts";
 import { eventUid } from "../journal/identity.ts";
 import { type EventWire, eventWire } from "./wire_format.ts";
-import { spectaclesEventQueue, type WireFormat } from "./wire_names.ts";
+import { spectaclesEventQueue, type WireFormat } from "../config/wire_formats.ts";
 
 export interface AmqpSinkOptions {
   /** `amqp://user:pass@host:5672/vhost` (or `amqps://`). */
@@ -155,7 +155,7 @@ export class AmqpSink implements Sink {
     }
   }
 
-  /** Spectacles: the durable queue `<group>:<EVENT>` of each event name of the batch, bound to the exchange. */
+  /** Spectacles: the durable queue `<group>:<EVENT>` of each event name of the batch, bound */
   async #bindQueues(channel: AMQPChannel, batch: EventBatch): Promise<void> {
     const group = this.#queuesOf!;
     const waits: Promise<void>[] = [];

@@ -30,7 +30,7 @@ import { backoffDelay } from "../util/backoff.ts";
 import { type ClusterFencing, Fence } from "./redis_fence.ts";
 import { APPEND_SCRIPT, PackedEvents } from "./redis_append.ts";
 import { type EventWire, eventWire } from "./wire_format.ts";
-import type { WireFormat } from "./wire_names.ts";
+import type { WireFormat } from "../config/wire_formats.ts";
 
 /** Reconnects: 200 ms doubling to 5 s. */
 const RECONNECT = { baseMs: 200, maxMs: 5_000 };

@@ -1,6 +1,6 @@
 /**
- * How one event goes out in a wire format (`[broker] format`, names in wire_names.ts): the bytes of a
- * Redis stream entry's `data` field, or of a RabbitMQ message body.
+ * How one event goes out in a wire format (`[broker] format`, names in src/config/wire_formats.ts):
+ * the bytes of a Redis stream entry's `data` field, or of a RabbitMQ message body.
  *
  * - `gatehouse`: the event's NDJSON line (ndjson.ts).
  * - `spectacles`: the event's `d`, Discord's bytes untouched, wrapped as msgpack binary (bin 8/16/32:
@@ -16,7 +16,7 @@ import { Encoder } from "@msgpack/msgpack";
 import { dataOf } from "../gateway/frame.ts";
 import type { EventBatch } from "../journal/journal.ts";
 import type { LineBuffer } from "./ndjson.ts";
-import type { WireFormat } from "./wire_names.ts";
+import type { WireFormat } from "../config/wire_formats.ts";
 
 const decoder = new TextDecoder();
 const EMPTY_D = new TextEncoder().encode("null");

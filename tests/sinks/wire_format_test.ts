@@ -10,7 +10,7 @@ import { parseCommand } from "../../src/commands/validate.ts";
 import { Pending } from "../../src/journal/batch.ts";
 import { LineBuffer } from "../../src/sinks/ndjson.ts";
 import { binHeader, eventWire } from "../../src/sinks/wire_format.ts";
-import { commandInbox } from "../../src/sinks/wire_names.ts";
+import { commandInbox } from "../../src/config/wire_formats.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

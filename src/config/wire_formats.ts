@@ -1,6 +1,6 @@
 /**
  * The wire formats of the Redis and RabbitMQ sinks and command sources (`[broker] format`), and the
- * names they give streams and queues. Kept apart from the encoders (wire_format.ts) so the
+ * names they give streams and queues. Kept apart from the encoders (src/sinks/wire_format.ts), so the
  * configuration can name them without loading msgpack.
  *
  * - `gatehouse`: an event is its NDJSON line; commands are gatehouse's JSON commands.
@@ -15,7 +15,7 @@
 export const WIRE_FORMATS = ["gatehouse", "spectacles", "discordjs"] as const;
 export type WireFormat = (typeof WIRE_FORMATS)[number];
 
-/** The commands' inbox stream of a format; `prefix` is `[redis] prefix`, `streamPrefix` as the loader set it. */
+/** The commands' inbox stream of a format (`prefix`: `[redis] prefix`; `streamPrefix`: the loader's). */
 export function commandInbox(format: WireFormat, prefix: string, streamPrefix: string): string {
   switch (format) {
     case "gatehouse":
