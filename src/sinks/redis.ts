@@ -102,8 +102,12 @@ export class RedisSink implements Sink {
   #unreported = 0;
   #lastReport = 0;
   readonly #fence: Fence | null;
-  /** Deliveries under way (cluster mode: `fence` waits for the ones begun before it). */
-  readonly #delivering = new Set<Promise<void>>();
+  /** Deliveries under way, by the number they started with (cluster mode: `fence` waits for some). */
+  readonly #delivering = new Map<Promise<void>, number>();
+  /** Deliveries started so far. */
+  #started = 0;
+  /** Per `<count>:<shard>`: how many deliveries had started when its fence last rose. */
+  readonly #fencedAfter = new Map<string, number>();
 
   constructor(options: RedisSinkOptions) {
     this.name = options.name ?? "redis";
@@ -152,7 +156,7 @@ export class RedisSink implements Sink {
   deliver(batch: EventBatch): Promise<void> {
     if (this.#fence === null) return this.#deliver(batch);
     const delivery = this.#deliver(batch);
-    this.#delivering.add(delivery);
+    this.#delivering.set(delivery, ++this.#started);
     const done = () => void this.#delivering.delete(delivery);
     delivery.then(done, done);
     return delivery;
@@ -278,8 +282,17 @@ export class RedisSink implements Sink {
 
   /** Cluster mode: see `Fence.fenceThrough` (redis_fence.ts). */
   fenceThrough(shard: number, id: number, count?: number): void {
+    this.#raise(shard, id, count);
+  }
+
+  /** `Fence.fenceThrough`, noting how many deliveries had started when the fence rose. */
+  #raise(shard: number, id: number, count: number | undefined): string {
     if (this.#fence === null) throw new Error("redis: fenceThrough needs the sink's cluster mode");
-    this.#fence.fenceThrough(shard, id, count);
+    const key = `${count ?? this.#fence.shardCount}:${shard}`;
+    if (this.#fence.fenceThrough(shard, id, count) || !this.#fencedAfter.has(key)) {
+      this.#fencedAfter.set(key, this.#started);
+    }
+    return key;
   }
 
   /**
@@ -288,14 +301,19 @@ export class RedisSink implements Sink {
    * was set and may not have reached Redis yet; run after the lease is taken, its script would find the
    * lease held and append events of an older ownership (after a gap, moving the stream's marks past
    * events nobody appended). Resolves false when they did not finish in time: the caller must not take
-   * the lease yet (it tries again at its next round).
+   * the lease yet (it tries again at its next round). Only the deliveries begun before the fence first
+   * rose to `id` are waited for, also in later rounds: those begun after it see it, so under a steady
+   * flow of slow deliveries the wait still ends.
    */
   async fence(shard: number, id: number, count: number | undefined, waitMs: number): Promise<boolean> {
-    this.fenceThrough(shard, id, count);
-    if (this.#delivering.size === 0) return true;
+    const before = this.#fencedAfter.get(this.#raise(shard, id, count))!;
+    const waiting = [...this.#delivering].filter(([, started]) => started <= before).map(([delivery]) =>
+      delivery
+    );
+    if (waiting.length === 0) return true;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), waitMs)));
-    const settled = Promise.allSettled([...this.#delivering]).then(() => true as const);
+    const settled = Promise.allSettled(waiting).then(() => true as const);
     try {
       return await Promise.race([settled, late]);
     } finally {

@@ -185,11 +185,14 @@ export class Fence {
    * lease. The integrator calls it when this node is about to take the shard's lease, its shard stopped,
    * with the journal's last id: what the journal holds from before was received under an older ownership
    * and may follow a gap (events fenced meanwhile); the resumed session replays it from the shared seq.
-   * Such events do not hold back the advance of the events after them.
+   * Such events do not hold back the advance of the events after them. Returns whether the fence rose
+   * (false: it was at `id` or past it already).
    */
-  fenceThrough(shard: number, id: number, count = this.shardCount): void {
+  fenceThrough(shard: number, id: number, count = this.shardCount): boolean {
     const key = `${count}:${shard}`;
-    if ((this.#through.get(key) ?? 0) < id) this.#through.set(key, id);
+    if ((this.#through.get(key) ?? 0) >= id) return false;
+    this.#through.set(key, id);
+    return true;
   }
 
   /** The shard count the shards run with now (`ClusterFencing.shardCount`). */

@@ -8,6 +8,7 @@ import { RowBatch } from "../../src/sinks/batches.ts";
 import { Fence } from "../../src/sinks/redis_fence.ts";
 import * as scenarios from "./fence_scenarios.ts";
 import { row, withEnv } from "./fence_env.ts";
+import { RedisServer } from "../helpers/redis_server.ts";
 
 for (const layout of ["per-event", "single"] as const) {
   const run = (name: string, scenario: scenarios.Scenario) =>
@@ -88,4 +89,35 @@ Deno.test("redis fence: during a reshard each session's events are fenced and ad
   options.shardCount = 8;
   counts.clear();
   assert.equal(fence.shardCount, 8);
+});
+
+Deno.test("redis fence: a later round of the same fence waits only for deliveries begun before it first rose, not for newer ones still under way", async () => {
+  // A Redis of its own: CLIENT PAUSE holds every write on it, so a delivery stays under way at will.
+  const server = await RedisServer.start({ durable: false });
+  try {
+    await withEnv(async (env) => {
+      await env.saveSession(0, "s0");
+      await env.lease(0, "b");
+      const sink = env.sink("a");
+      const rows = (from: number) => [0, 1, 2].map((k) => row(from + k, 0, "s0", from + k));
+      // A delivery begun before the fence: the first round waits for it.
+      const before = sink.deliver(new RowBatch(rows(1), "a"));
+      assert.equal(await sink.fence(0, 3, undefined, 5_000), true);
+      await before;
+      // A newer delivery (begun after the fence, so it sees it), held under way by the pause.
+      await env.client.call("CLIENT", "PAUSE", "1500", "WRITE");
+      const newer = sink.deliver(new RowBatch(rows(4), "a"));
+      const started = performance.now();
+      // The next round, at the same id: nothing begun before the fence is under way.
+      assert.equal(await sink.fence(0, 3, undefined, 200), true, "not held up by the newer delivery");
+      assert.ok(performance.now() - started < 150, "at once");
+      // The fence rising again (a new takeover, a higher id) waits for that newer one.
+      assert.equal(await sink.fence(0, 9, undefined, 100), false, "the newer delivery is still held");
+      await env.client.call("CLIENT", "UNPAUSE");
+      await newer;
+      assert.equal(await sink.fence(0, 9, undefined, 1_000), true);
+    }, server.url);
+  } finally {
+    await server.stop();
+  }
 });
