@@ -125,7 +125,16 @@ export class AmqpSink implements Sink {
     for (let i = 0; i < batch.count; i++) {
       const t = batch.t(i);
       if (!wire.publishes(t)) continue;
-      wire.append(this.#line, batch, i);
+      const unwritable = wire.append(this.#line, batch, i);
+      if (unwritable !== null) {
+        this.#log?.warn("amqp: event {id} ({t}) left out of the {format} messages: {reason}", {
+          id: batch.id(i),
+          t,
+          format: wire.format,
+          reason: unwritable,
+        });
+        continue;
+      }
       const line = this.#line.take();
       confirms.push(
         channel.basicPublish(this.#exchange, t, line.slice(0, line.length - 1), {

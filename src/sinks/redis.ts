@@ -191,14 +191,23 @@ export class RedisSink implements Sink {
         fenced++;
         continue;
       }
+      const from = this.#line.length;
+      const unwritable = wire.append(this.#line, batch, i);
+      if (unwritable !== null) {
+        this.#log?.warn("redis: event {id} ({t}) left out of the {format} streams: {reason}", {
+          id: batch.id(i),
+          t: batch.t(i),
+          format: wire.format,
+          reason: unwritable,
+        });
+        continue;
+      }
       const stream = this.#layout === "single" ? this.#single : this.stream(batch.t(i));
       let entry = byStream.get(stream);
       if (entry === undefined) {
         const packed = inScript ? null : new PackedEvents();
         byStream.set(stream, entry = { args: [], packed, leases: new Map(), shards: [] });
       }
-      const from = this.#line.length;
-      wire.append(this.#line, batch, i);
       if (entry.packed !== null) {
         entry.packed.add(batch.scope(i), batch.position(i), from, this.#line.length);
         continue;

@@ -11,6 +11,8 @@
  *   JSON.parse being 5.9 of it).
  *
  * The drop-in formats carry Discord's events only: gatehouse's own (`GATEHOUSE_*`) are not published.
+ * An event a format cannot write (discordjs: a `d` nested deeper than msgpack's encoder goes) is left
+ * out of that sink with a warning naming it; the journal and the other sinks keep it.
  */
 import { Encoder } from "@msgpack/msgpack";
 import { dataOf } from "../gateway/frame.ts";
@@ -25,8 +27,11 @@ export interface EventWire {
   readonly format: WireFormat;
   /** Whether an event named `t` goes out in this format. */
   publishes(t: string): boolean;
-  /** Appends event `i`'s entry bytes to `out`, then one newline (the entries' separator there). */
-  append(out: LineBuffer, batch: EventBatch, i: number): void;
+  /**
+   * Appends event `i`'s entry bytes to `out`, then one newline (the entries' separator there). Returns
+   * null, or why the event cannot be written in this format (then nothing was appended).
+   */
+  append(out: LineBuffer, batch: EventBatch, i: number): string | null;
   /** RabbitMQ's content type of the bodies. */
   readonly contentType: string;
 }
@@ -38,7 +43,10 @@ export function eventWire(format: WireFormat): EventWire {
         format,
         contentType: "application/json",
         publishes: () => true,
-        append: (out, batch, i) => out.appendEvent(batch, i),
+        append: (out, batch, i) => {
+          out.appendEvent(batch, i);
+          return null;
+        },
       };
     case "spectacles":
       return {
@@ -48,6 +56,7 @@ export function eventWire(format: WireFormat): EventWire {
         append: (out, batch, i) => {
           const d = dataOf(batch.payload(i)) ?? EMPTY_D;
           out.appendRaw(binHeader(d.length), d);
+          return null;
         },
       };
     case "discordjs": {
@@ -57,9 +66,17 @@ export function eventWire(format: WireFormat): EventWire {
         contentType: "application/msgpack",
         publishes: discordOnly,
         append: (out, batch, i) => {
-          const d = dataOf(batch.payload(i));
-          const payload = d === null ? null : JSON.parse(decoder.decode(d));
-          out.appendRaw(null, msgpack.encodeSharedRef({ shardId: batch.shard(i), payload }));
+          let bytes: Uint8Array;
+          try {
+            const d = dataOf(batch.payload(i));
+            const payload = d === null ? null : JSON.parse(decoder.decode(d));
+            bytes = msgpack.encodeSharedRef({ shardId: batch.shard(i), payload });
+          } catch (error) {
+            // Valid JSON that msgpack cannot hold as it is (nested past the encoder's depth of 100).
+            return `msgpack cannot encode its d: ${(error as Error).message}`;
+          }
+          out.appendRaw(null, bytes);
+          return null;
         },
       };
     }

@@ -11,6 +11,9 @@ import { Pending } from "../../src/journal/batch.ts";
 import { LineBuffer } from "../../src/sinks/ndjson.ts";
 import { binHeader, eventWire } from "../../src/sinks/wire_format.ts";
 import { commandInbox } from "../../src/config/wire_formats.ts";
+import { RedisSink } from "../../src/sinks/redis.ts";
+import type { Logger } from "../../src/util/log.ts";
+import { Redis } from "ioredis";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -200,4 +203,49 @@ Deno.test("wire names: the command inbox of each format", () => {
   assert.equal(commandInbox("spectacles", "gatehouse", ""), "SEND");
   assert.equal(commandInbox("discordjs", "gatehouse", ""), "gateway_send");
   assert.equal(commandInbox("discordjs", "bot1", "bot1:"), "bot1:gateway_send");
+});
+
+Deno.test("wire format discordjs: a d that msgpack cannot hold (nested past its depth) is left out of the streams with a warning; the batch's other events go on", async () => {
+  const deep = "[".repeat(150) + "]".repeat(150);
+  const batch = batchOf([
+    { t: "MESSAGE_CREATE", d: `{"id":"1","deep":${deep}}` },
+    { t: "MESSAGE_CREATE", d: '{"id":"2"}' },
+  ]);
+  const line = new LineBuffer(16);
+  const wire = eventWire("discordjs");
+  assert.match(wire.append(line, batch, 0)!, /^msgpack cannot encode its d: /);
+  assert.equal(line.length, 0, "nothing appended");
+  assert.equal(eventWire("spectacles").append(line, batch, 0), null, "Spectacles' binary holds any d");
+
+  // Through the Redis sink: the delivery succeeds, the other event is in its stream.
+  const prefix = `gatehouse-test-${crypto.randomUUID().slice(0, 8)}`;
+  const warnings: string[] = [];
+  const sink = new RedisSink({
+    url: "redis://127.0.0.1:6379",
+    prefix,
+    format: "discordjs",
+    logger: {
+      debug: () => {},
+      info: () => {},
+      warn: (message: string, props: Record<string, unknown>) =>
+        warnings.push(`${message} ${JSON.stringify(props)}`),
+    } as unknown as Logger,
+  });
+  const client = new Redis("redis://127.0.0.1:6379");
+  try {
+    await sink.deliver(batch);
+    const entries = await client.xrangeBuffer(`${prefix}:MESSAGE_CREATE`, "-", "+");
+    assert.deepEqual(entries.map(([, fields]) => decode(fields[1])), [{ shardId: 3, payload: { id: "2" } }]);
+    assert.equal(warnings.length, 1);
+    assert.match(
+      warnings[0],
+      /left out of the \{format\} streams.*"id":1,"t":"MESSAGE_CREATE","format":"discordjs"/,
+    );
+  } finally {
+    for await (const keys of client.scanStream({ match: `*${prefix}*` })) {
+      if ((keys as string[]).length > 0) await client.del(...(keys as string[]));
+    }
+    client.disconnect();
+    await sink.close();
+  }
 });
