@@ -128,6 +128,17 @@ export class RedisCommandSource {
     if (key !== this.#o.stream) return fields.map((field) => field.toString());
     const at = fields.findIndex((field, i) => i % 2 === 0 && field.toString() === "data");
     if (at < 0 || at + 1 >= fields.length) return [PROBLEM, "the entry has no data field", "data", ""];
+    const count = fields.filter((field, i) => i % 2 === 0 && field.toString() === "data").length;
+    if (count > 1) {
+      // Which one the bot meant is unknown: none is sent rather than one dropped unsaid.
+      const head = wireCommand(format, fields[at + 1], this.#o.router.shardCount);
+      return [
+        PROBLEM,
+        `the entry has ${count} data fields, not one`,
+        "data",
+        head.ok ? head.text : head.head,
+      ];
+    }
     const command = wireCommand(format, fields[at + 1], this.#o.router.shardCount);
     return command.ok ? ["data", command.text] : [PROBLEM, command.reason, "data", command.head];
   }

@@ -10,20 +10,41 @@
  *
  * What cannot be read is refused with a reason that names what is wrong; it is never sent.
  */
-import { Decoder } from "@msgpack/msgpack";
+import { Decoder, ExtData } from "@msgpack/msgpack";
 import { shardForGuild } from "../gateway/protocol.ts";
 import type { WireFormat } from "../config/wire_formats.ts";
 
 export type WireCommand = { ok: true; text: string } | { ok: false; reason: string; head: string };
 
 const decoder = new TextDecoder();
+/** A msgpack binary inside a command is text: bytes that are not UTF-8 are refused, not replaced. */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 /** int64/uint64 as bigint: a snowflake sent as a number keeps every digit. */
 const msgpack = new Decoder({ useBigInt64: true });
 const HEAD_BYTES = 120;
+/**
+ * Deepest nesting a command is read with (Discord's commands nest 4 deep; @msgpack/msgpack decodes any
+ * depth without recursing, but reading it as JSON recurses).
+ */
+export const MAX_COMMAND_DEPTH = 64;
+
+/** What makes a decoded value unfit to be sent as JSON (plain() throws it; wireCommand refuses). */
+class Unfit extends Error {}
 
 /** One command's bytes (a `data` field, a message body) as command text, for `shardCount` shards. */
 export function wireCommand(format: WireFormat, bytes: Uint8Array, shardCount: number): WireCommand {
   if (format === "gatehouse") return { ok: true, text: decoder.decode(bytes) };
+  try {
+    return read(format, bytes, shardCount);
+  } catch (error) {
+    // Unfit: what plain() found; anything else is a bug here, still refused rather than thrown at the
+    // source (a throw there would leave the entry pending, and the ones read with it, for ever).
+    const reason = (error as Error).message;
+    return refuse(error instanceof Unfit ? reason : `cannot be read: ${reason}`, bytes);
+  }
+}
+
+function read(format: Exclude<WireFormat, "gatehouse">, bytes: Uint8Array, shardCount: number): WireCommand {
   let value: unknown;
   try {
     value = msgpack.decode(bytes);
@@ -75,15 +96,34 @@ function discordjs(value: Record<string, unknown>, bytes: Uint8Array): WireComma
  * msgpack values as JSON holds them. A 64-bit integer (bigint here: small ones decode as numbers) is a
  * snowflake sent as a number: Discord takes snowflakes as strings.
  */
-function plain(value: unknown): unknown {
+function plain(value: unknown, depth = 0): unknown {
+  if (depth > MAX_COMMAND_DEPTH) throw new Unfit(`nested deeper than ${MAX_COMMAND_DEPTH} levels`);
   if (typeof value === "bigint") return value.toString();
-  if (Array.isArray(value)) return value.map(plain);
-  if (value instanceof Uint8Array) return decoder.decode(value);
-  if (isRecord(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v)]));
+  // JSON.stringify would send NaN and ±Infinity as null: refused instead.
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    throw new Unfit(`${value} is not a number JSON can hold`);
+  }
+  if (Array.isArray(value)) return value.map((v) => plain(v, depth + 1));
+  if (value instanceof Uint8Array) {
+    try {
+      return utf8.decode(value);
+    } catch {
+      throw new Unfit(`a msgpack binary of ${value.length} bytes that is not UTF-8 text`);
+    }
+  }
+  // An ext value (a timestamp decodes as a Date) has no JSON form: JSON.stringify would make it {} or
+  // its fields, and a different command would be sent.
+  if (value instanceof Date) throw new Unfit("a msgpack timestamp has no JSON form");
+  if (value instanceof ExtData) throw new Unfit(`msgpack ext type ${value.type} has no JSON form`);
+  if (isRecord(value)) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v, depth + 1)]));
+  }
   return value;
 }
 
 function snowflake(value: unknown): string | null {
+  // A number past 2^53 was a float (msgpack's 64-bit integers decode as bigint): its digits are lost.
+  if (typeof value === "number" && !Number.isSafeInteger(value)) return null;
   const text = typeof value === "bigint" || typeof value === "number" ? String(value) : value;
   return typeof text === "string" && /^\d{1,20}$/.test(text) ? text : null;
 }

@@ -346,8 +346,23 @@ Deno.test("wire format spectacles on RabbitMQ: the group's direct exchange, queu
       );
       assert.deepEqual([...contentTypes], ["application/msgpack"]);
 
-      // SEND, as a Spectacles client publishes it: to the group's exchange, routing key SEND.
+      // SEND, as a Spectacles client publishes it: to the group's exchange, routing key SEND. First two
+      // that JSON cannot hold as they are: refused by name, acknowledged, never sent.
       const guild = guilds(1)[1];
+      const deep = "[".repeat(100_000) + "]".repeat(100_000);
+      await channel.basicPublish(
+        group,
+        "SEND",
+        encode(`{"guild_id":"${guild}","packet":{"op":3,"d":${deep}}}`),
+      );
+      await channel.basicPublish(
+        group,
+        "SEND",
+        encode({
+          guild_id: guild,
+          packet: { op: 3, d: { since: Infinity, activities: [], status: "idle", afk: false } },
+        }),
+      );
       await channel.basicPublish(
         group,
         "SEND",
@@ -360,6 +375,19 @@ Deno.test("wire format spectacles on RabbitMQ: the group's direct exchange, queu
       assert.deepEqual(fake.commands.map((c) => [c.shard, c.op, c.d]), [
         [1, 8, { guild_id: guild, query: "", limit: 0, nonce: "spectacles" }],
       ]);
+      // (DISCORD_EVENTS leaves GATEHOUSE_COMMAND_REJECTED off stdout: the log lines say it.)
+      const rejected = () =>
+        gate.stderr().split("\n").filter((l) => l.includes('"command rejected: ')).map((l) =>
+          JSON.parse(l).reason as string
+        );
+      await gate.waitFor(() => rejected().length === 2, 20_000, "two rejections");
+      assert.deepEqual(rejected().sort(), [
+        "Infinity is not a number JSON can hold",
+        "nested deeper than 64 levels",
+      ]);
+      const inbox = await channel.queueDeclare(`${group}:SEND`, { passive: true });
+      assert.equal(inbox.messageCount, 0);
+      assert.equal(fake.commands.length, 1);
     } finally {
       g?.kill("SIGTERM");
       await g?.status;
@@ -374,4 +402,78 @@ Deno.test("wire format spectacles on RabbitMQ: the group's direct exchange, queu
       await fake.stop();
     }
   });
+});
+
+Deno.test("wire formats on Redis: hostile SEND and gateway_send entries (no data, two data fields, NaN, a timestamp, a few MB, nested 100 000 deep) are refused by name and acknowledged; the good command behind them is sent, nothing else", async () => {
+  for (const format of ["discordjs", "spectacles"] as const) {
+    const redis = await RedisServer.start({ durable: false });
+    const fake = await FakeDiscord.start({ token: TOKEN, shards: SHARDS, guildsPerShard: 2 });
+    let g: Gatehouse | null = null;
+    const client = new Redis(redis.url);
+    try {
+      g = await gatehouseOn(fake, {
+        BROKER_TYPE: "redis,stdout",
+        REDIS_URL: redis.url,
+        GATEHOUSE_BROKER_FORMAT: format,
+        GATEHOUSE_COMMAND_CLAIM_IDLE_MS: "500",
+      });
+      const inbox = format === "discordjs" ? "gateway_send" : "SEND";
+      const presence = (d: Record<string, unknown>) => ({
+        op: 3,
+        d: { since: null, activities: [], status: "idle", afk: false, ...d },
+      });
+      const wrap = (packet: unknown) =>
+        Buffer.from(
+          encode(
+            format === "discordjs" ? { payload: packet, shardId: 0 } : { guild_id: guilds(0)[0], packet },
+          ),
+        );
+      const depth = 100_000;
+      const nested = new Uint8Array(depth + 1).fill(0x91); // fixarray of 1, 100 000 times, then 1
+      nested[depth] = 0x01;
+      const shell = wrap({ op: 3, d: null });
+      const deep = Buffer.concat([shell.subarray(0, shell.length - 1), nested]);
+      const hostile: Array<[RegExp, Array<string | Buffer>]> = [
+        [/the entry has no data field/, ["x", "1"]],
+        [/the entry has 2 data fields, not one/, ["data", wrap(presence({})), "data", wrap(presence({}))]],
+        [/NaN is not a number JSON can hold/, ["data", wrap(presence({ since: NaN }))]],
+        [/a msgpack timestamp has no JSON form/, ["data", wrap(presence({ since: new Date(1) }))]],
+        [/command is \d+ bytes; Discord accepts at most 4096/, [
+          "data",
+          wrap(presence({ x: "y".repeat(3e6) })),
+        ]],
+        [/nested deeper than 64 levels/, ["data", deep]],
+      ];
+      for (const [, fields] of hostile) await client.xadd(inbox, "*", ...fields);
+      await client.xadd(inbox, "*", "data", wrap(presence({ status: "dnd" })));
+      const gate = g;
+      await gate.waitFor(
+        () => gate.lines.filter((l) => l.t === "GATEHOUSE_COMMAND_REJECTED").length >= hostile.length,
+        20_000,
+        `${format}: the rejections`,
+      );
+      const reasons = gate.lines.filter((l) => l.t === "GATEHOUSE_COMMAND_REJECTED").map((l) =>
+        String(l.d.reason)
+      );
+      for (const [reason] of hostile) {
+        assert.ok(reasons.some((r) => reason.test(r)), `${reason} in ${reasons}`);
+      }
+      await until(() => fake.commands.length === 1, `${format}: the good command at the double`);
+      assert.deepEqual(fake.commands.map((c) => [c.shard, c.op, (c.d as { status: string }).status]), [
+        [0, 3, "dnd"],
+      ]);
+      // Every inbox entry acknowledged; gatehouse still up.
+      await until(async () => {
+        const [pending] = await client.call("XPENDING", inbox, "gatehouse") as [number];
+        return pending === 0;
+      }, `${format}: nothing pending in ${inbox}`);
+      assert.equal(fake.commands.length, 1);
+    } finally {
+      client.disconnect();
+      g?.kill("SIGTERM");
+      await g?.status;
+      await fake.stop();
+      await redis.stop();
+    }
+  }
 });

@@ -3,7 +3,7 @@
  * by @msgpack/msgpack — the decoder @discordjs/brokers uses — and hostile command bytes (fast-check).
  */
 import assert from "node:assert/strict";
-import { decode, encode } from "@msgpack/msgpack";
+import { decode, encode, ExtData } from "@msgpack/msgpack";
 import fc from "npm:fast-check@4.11.0";
 import { wireCommand } from "../../src/commands/wire_commands.ts";
 import { parseCommand } from "../../src/commands/validate.ts";
@@ -152,6 +152,43 @@ Deno.test("wire commands: what is not a command of the format is refused with a 
   }
 });
 
+Deno.test("wire commands: what JSON cannot hold as it is (deep nesting, NaN, Infinity, timestamps, ext types, binary that is not UTF-8, a float guild_id) is refused, never sent changed", () => {
+  const presence = (d: Record<string, unknown>) => ({
+    op: 3,
+    d: { since: null, activities: [], status: "idle", afk: false, ...d },
+  });
+  const djs = (d: Record<string, unknown>) => encode({ payload: presence(d), shardId: 0 });
+  const spec = (d: Record<string, unknown>) => encode({ guild_id: "1", packet: presence(d) });
+  // 100 000 nested arrays: msgpack decodes them without recursing; reading them as JSON did not.
+  const depth = 100_000;
+  const nested = new Uint8Array(depth + 1).fill(0x91);
+  nested[depth] = 0x01;
+  const head = encode({ shardId: 0, payload: { op: 3, d: null } });
+  const deep = new Uint8Array([...head.subarray(0, head.length - 1), ...nested]);
+  const deepJson = encode(`{"guild_id":"1","packet":{"op":3,"d":${"[".repeat(depth)}${"]".repeat(depth)}}}`);
+  const cases: Array<[format: "spectacles" | "discordjs", bytes: Uint8Array, reason: RegExp]> = [
+    ["discordjs", deep, /nested deeper than 64 levels/],
+    ["spectacles", deepJson, /nested deeper than 64 levels/],
+    ["discordjs", djs({ since: NaN }), /NaN is not a number JSON can hold/],
+    ["spectacles", spec({ since: Infinity }), /Infinity is not a number JSON can hold/],
+    ["discordjs", djs({ since: new Date(5) }), /a msgpack timestamp has no JSON form/],
+    ["spectacles", spec({ activities: [{ name: new ExtData(5, new Uint8Array([65])) }] }), /ext type 5/],
+    ["discordjs", djs({ status: new Uint8Array([0xff, 0xfe]) }), /binary of 2 bytes that is not UTF-8/],
+    ["spectacles", encode({ guild_id: 1e19, packet: presence({}) }), /needs guild_id, a snowflake/],
+  ];
+  for (const [format, bytes, reason] of cases) {
+    const read = wireCommand(format, bytes, 2);
+    assert.equal(read.ok, false, `${format} ${reason}: ${read.ok ? read.text.slice(0, 200) : ""}`);
+    if (!read.ok) assert.match(read.reason, reason);
+  }
+  // What stays: UTF-8 binary as its text, a float with an integer value, nesting as deep as allowed.
+  const ok = wireCommand("discordjs", djs({ status: encoder.encode("idle") }), 2);
+  assert.deepEqual(ok.ok && JSON.parse(ok.text).d.status, "idle");
+  let d: unknown = 1;
+  for (let i = 0; i < 60; i++) d = [d];
+  assert.equal(wireCommand("discordjs", encode({ payload: { op: 3, d }, shardId: 0 }), 2).ok, true);
+});
+
 Deno.test("wire commands: arbitrary bytes and arbitrary msgpack values never throw; what is read is JSON text (fast-check)", () => {
   const value = fc.letrec((tie) => ({
     v: fc.oneof(
@@ -163,6 +200,14 @@ Deno.test("wire commands: arbitrary bytes and arbitrary msgpack values never thr
       fc.double(),
       fc.string(),
       fc.uint8Array({ maxLength: 20 }),
+      fc.date({ noInvalidDate: true }),
+      fc.record({ type: fc.integer({ min: 0, max: 127 }), data: fc.uint8Array({ maxLength: 8 }) })
+        .map(({ type, data }) => new ExtData(type, data)),
+      fc.integer({ min: 1, max: 5_000 }).map((n) => {
+        let deep: unknown = null;
+        for (let i = 0; i < n; i++) deep = [deep];
+        return deep;
+      }),
       fc.array(tie("v"), { maxLength: 4 }),
       fc.dictionary(fc.constantFrom("guild_id", "packet", "op", "d", "payload", "shardId", "x"), tie("v"), {
         maxKeys: 4,
@@ -173,7 +218,7 @@ Deno.test("wire commands: arbitrary bytes and arbitrary msgpack values never thr
     fc.uint8Array({ maxLength: 64 }),
     value.map((v) => {
       try {
-        return encode(v, { useBigInt64: true });
+        return encode(v, { useBigInt64: true, maxDepth: 10_000 });
       } catch {
         return new Uint8Array([0xc0]);
       }
