@@ -76,13 +76,20 @@ export class AmqpSink implements Sink {
     if (this.#channel && !this.#channel.closed && this.#client && !this.#client.closed) return this.#channel;
     this.#drop();
     const client = new AMQPClient(this.#url);
-    client.onerror = (error) => this.#log?.warn("amqp: connection lost: {error}", { error: error.message });
+    // The check below closes its channel when the exchange is missing: not a lost connection.
+    let checking: AMQPChannel | null = null;
+    client.onerror = (error) => {
+      if (checking !== null && checking.closed && /NOT_FOUND/.test(error.message)) return;
+      this.#log?.warn("amqp: connection lost: {error}", { error: error.message });
+    };
     await client.connect();
     let channel = await client.channel();
     if (this.#queuesOf === null) await channel.exchangeDeclare(this.#exchange, "topic", { durable: true });
     else {
       try {
+        checking = channel;
         await channel.exchangeDeclare(this.#exchange, "direct", { passive: true });
+        checking = null;
       } catch {
         // Not there (the failed check closed that channel): declared as Spectacles' gateway does.
         channel = await client.channel();

@@ -14,6 +14,9 @@ import { commandInbox } from "../../src/config/wire_formats.ts";
 import { RedisSink } from "../../src/sinks/redis.ts";
 import type { Logger } from "../../src/util/log.ts";
 import { Redis } from "ioredis";
+import { AMQPClient } from "@cloudamqp/amqp-client";
+import { AmqpSink } from "../../src/sinks/amqp.ts";
+import { withRabbitMq } from "../helpers/rabbitmq_lock.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -293,4 +296,36 @@ Deno.test("wire format discordjs: a d that msgpack cannot hold (nested past its 
     client.disconnect();
     await sink.close();
   }
+});
+
+Deno.test("wire format spectacles on RabbitMQ: a group exchange missing at start is declared without a 'connection lost' warning (the failed check only closed its channel)", async () => {
+  await withRabbitMq(false, async () => {
+    const group = `gatehouse-test-${crypto.randomUUID().slice(0, 8)}`;
+    const warnings: string[] = [];
+    const sink = new AmqpSink({
+      url: "amqp://guest:guest@127.0.0.1:5672",
+      format: "spectacles",
+      group,
+      logger: {
+        debug: () => {},
+        info: () => {},
+        warn: (message: string, props: Record<string, unknown>) =>
+          warnings.push(`${message} ${JSON.stringify(props)}`),
+      } as unknown as Logger,
+    });
+    const amqp = new AMQPClient("amqp://guest:guest@127.0.0.1:5672");
+    await amqp.connect();
+    const channel = await amqp.channel();
+    try {
+      await sink.deliver(batchOf([{ t: "MESSAGE_CREATE", d: '{"id":"1"}' }]));
+      const queue = await channel.queueDeclare(`${group}:MESSAGE_CREATE`, { passive: true });
+      assert.equal(queue.messageCount, 1);
+      assert.deepEqual(warnings, []);
+    } finally {
+      await sink.close();
+      await channel.queueDelete(`${group}:MESSAGE_CREATE`).catch(() => {});
+      await channel.exchangeDelete(group).catch(() => {});
+      await amqp.close().catch(() => {});
+    }
+  });
 });
