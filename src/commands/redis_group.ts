@@ -59,6 +59,10 @@ export function connectCommands(url: string, tlsCa: string | null, logger?: Logg
  */
 export type FieldDecoder = (key: string, fields: Buffer[]) => string[];
 
+function utf8Fields(_key: string, fields: Buffer[]): string[] {
+  return fields.map((field) => field.toString());
+}
+
 /** This process's consumer in the group, on the connection that never blocks. */
 export class CommandGroup {
   constructor(
@@ -66,8 +70,8 @@ export class CommandGroup {
     readonly group: string,
     readonly consumer: string,
     readonly claimIdleMs: number,
-    /** Without it, replies come as UTF-8 text. */
-    readonly decode: FieldDecoder | null = null,
+    /** By default every field as UTF-8 text. */
+    readonly decode: FieldDecoder = utf8Fields,
   ) {}
 
   /**
@@ -84,28 +88,7 @@ export class CommandGroup {
 
   /** New entries of `keys` for this consumer (on the blocking connection `reader`). */
   async read(reader: RedisClient, keys: string[], count: number, blockMs: number): Promise<StreamReply> {
-    const args = [
-      "GROUP",
-      this.group,
-      this.consumer,
-      "COUNT",
-      Math.max(1, count),
-      "BLOCK",
-      blockMs,
-      "STREAMS",
-      ...keys,
-      ...keys.map(() => ">"),
-    ];
-    if (this.decode !== null) {
-      const reply = await reader.callBuffer("XREADGROUP", ...args) as
-        | Array<[Buffer, Array<[Buffer, Buffer[] | null]>]>
-        | null;
-      return reply?.map(([key, entries]) => {
-        const name = key.toString();
-        return [name, entries.map(([id, fields]) => [id.toString(), this.#fields(name, fields)])];
-      }) ?? null;
-    }
-    return await reader.call(
+    const reply = await reader.callBuffer(
       "XREADGROUP",
       "GROUP",
       this.group,
@@ -117,7 +100,11 @@ export class CommandGroup {
       "STREAMS",
       ...keys,
       ...keys.map(() => ">"),
-    ) as StreamReply;
+    ) as Array<[Buffer, Array<[Buffer, Buffer[] | null]>]> | null;
+    return reply?.map(([key, entries]) => {
+      const name = key.toString();
+      return [name, entries.map(([id, fields]) => [id.toString(), this.#fields(name, fields)])];
+    }) ?? null;
   }
 
   /** In one MULTI: `data` XADDed to each stream of `to`, and the inbox entry `id` acknowledged. */
@@ -141,23 +128,7 @@ export class CommandGroup {
 
   /** Up to `count` entries idle for claimIdleMs, from `cursor` on; the next cursor ("0-0": done). */
   async claim(key: string, cursor: string, count: number): Promise<[string, Array<[string, Fields] | null>]> {
-    if (this.decode !== null) {
-      const [next, entries] = await this.client.callBuffer(
-        "XAUTOCLAIM",
-        key,
-        this.group,
-        this.consumer,
-        this.claimIdleMs,
-        cursor,
-        "COUNT",
-        count,
-      ) as [Buffer, Array<[Buffer, Buffer[] | null] | null>];
-      return [
-        next.toString(),
-        entries.map((entry) => entry === null ? null : [entry[0].toString(), this.#fields(key, entry[1])]),
-      ];
-    }
-    return await this.client.call(
+    const [next, entries] = await this.client.callBuffer(
       "XAUTOCLAIM",
       key,
       this.group,
@@ -166,7 +137,11 @@ export class CommandGroup {
       cursor,
       "COUNT",
       count,
-    ) as [string, Array<[string, Fields] | null>];
+    ) as [Buffer, Array<[Buffer, Buffer[] | null] | null>];
+    return [
+      next.toString(),
+      entries.map((entry) => entry === null ? null : [entry[0].toString(), this.#fields(key, entry[1])]),
+    ];
   }
 
   /**
@@ -197,7 +172,7 @@ export class CommandGroup {
   }
 
   #fields(key: string, fields: Buffer[] | null): Fields {
-    return fields === null ? null : this.decode!(key, fields);
+    return fields === null ? null : this.decode(key, fields);
   }
 
   /** Resets the idle time of entries this process holds (still its own), so nobody claims them. */

@@ -115,7 +115,7 @@ export class RedisCommandSource {
       options.group,
       consumerName(),
       this.#claimIdleMs,
-      format === "gatehouse" ? null : (key, fields) => this.#decode(format, key, fields),
+      format === "gatehouse" ? undefined : (key, fields) => this.#decode(format, key, fields),
     );
     this.#held = new HeldCommands(this.#group, options.stream, this.#maxInFlight, options.logger);
   }

@@ -55,17 +55,38 @@ function printedD(g: Gatehouse, t: string): Array<{ shard: number; d: unknown }>
   return g.lines.filter((l) => l.t === t).map((l) => ({ shard: l.shard as number, d: l.d }));
 }
 
-Deno.test("wire format discordjs: @discordjs/brokers' PubSubRedisBroker gets every event as {shardId, payload: d}, also those sent before it subscribed; its gateway_send commands reach the shard", async () => {
+/**
+ * A redis-server of the test's own, the fake with 2 shards of 2 guilds, and gatehouse delivering to
+ * Redis and stdout in `format`; `fn` gets them and a client of that Redis. Everything stopped after.
+ */
+async function onRedis(
+  format: "spectacles" | "discordjs",
+  env: Record<string, string>,
+  fn: (p: { g: Gatehouse; fake: FakeDiscord; client: Redis; url: string }) => Promise<void>,
+): Promise<void> {
   const redis = await RedisServer.start({ durable: false });
   const fake = await FakeDiscord.start({ token: TOKEN, shards: SHARDS, guildsPerShard: 2 });
   let g: Gatehouse | null = null;
-  const clients: Redis[] = [];
+  const client = new Redis(redis.url);
   try {
     g = await gatehouseOn(fake, {
       BROKER_TYPE: "redis,stdout",
       REDIS_URL: redis.url,
-      GATEHOUSE_BROKER_FORMAT: "discordjs",
+      GATEHOUSE_BROKER_FORMAT: format,
+      ...env,
     });
+    await fn({ g, fake, client, url: redis.url });
+  } finally {
+    client.disconnect();
+    g?.kill("SIGTERM");
+    await g?.status;
+    await fake.stop();
+    await redis.stop();
+  }
+}
+
+Deno.test("wire format discordjs: @discordjs/brokers' PubSubRedisBroker gets every event as {shardId, payload: d}, also those sent before it subscribed; its gateway_send commands reach the shard", async () => {
+  await onRedis("discordjs", {}, async ({ g, fake, client: redisClient }) => {
     // Before any consumer exists: its group starts at 0, so it still gets these.
     for (let n = 0; n < 10; n++) {
       fake.dispatch(n % SHARDS, "MESSAGE_CREATE", message(n, guilds(n % SHARDS)[0]));
@@ -73,8 +94,6 @@ Deno.test("wire format discordjs: @discordjs/brokers' PubSubRedisBroker gets eve
     const gate = g;
     await gate.waitFor(() => printedD(gate, "MESSAGE_CREATE").length === 10, 20_000, "the first events");
 
-    const redisClient = new Redis(redis.url, { lazyConnect: false });
-    clients.push(redisClient);
     const broker = new PubSubRedisBroker(redisClient, { group: "bot", name: "bot-1", blockTimeout: 200 });
     // Its read loop reports a closed connection (at the end) as an error event.
     broker.on("error", () => {});
@@ -168,13 +187,7 @@ Deno.test("wire format discordjs: @discordjs/brokers' PubSubRedisBroker gets eve
     assert.match(reasons.join("\n"), /a gateway_send command needs payload: \{op, d\}/);
     assert.equal(fake.commands.length, 2);
     await broker.destroy().catch(() => {});
-  } finally {
-    for (const c of clients) c.disconnect();
-    g?.kill("SIGTERM");
-    await g?.status;
-    await fake.stop();
-    await redis.stop();
-  }
+  });
 });
 
 /** A Spectacles consumer of one event stream, as spec-tacles/go's Redis broker reads it. */
@@ -215,17 +228,7 @@ async function spectaclesRead(
 }
 
 Deno.test("wire format spectacles on Redis: a stream per event name holding d as msgpack binary, Discord's bytes exactly; SEND commands {guild_id, packet} are routed by guild", async () => {
-  const redis = await RedisServer.start({ durable: false });
-  const fake = await FakeDiscord.start({ token: TOKEN, shards: SHARDS, guildsPerShard: 2 });
-  let g: Gatehouse | null = null;
-  const client = new Redis(redis.url);
-  try {
-    g = await gatehouseOn(fake, {
-      BROKER_TYPE: "redis,stdout",
-      REDIS_URL: redis.url,
-      GATEHOUSE_BROKER_FORMAT: "spectacles",
-      BROKER_GROUP: "gateway",
-    });
+  await onRedis("spectacles", { BROKER_GROUP: "gateway" }, async ({ g, fake, client }) => {
     for (let n = 0; n < 20; n++) {
       fake.dispatch(n % SHARDS, "MESSAGE_CREATE", message(n, guilds(n % SHARDS)[1]));
     }
@@ -288,13 +291,7 @@ Deno.test("wire format spectacles on Redis: a stream per event name holding d as
     const reasons = gate.lines.filter((l) => l.t === "GATEHOUSE_COMMAND_REJECTED").map((l) => l.d.reason);
     assert.ok(reasons.some((r) => /^not msgpack/.test(r)), reasons.join(" | "));
     assert.ok(reasons.includes("a SEND command needs packet: {op, d}"), reasons.join(" | "));
-  } finally {
-    client.disconnect();
-    g?.kill("SIGTERM");
-    await g?.status;
-    await fake.stop();
-    await redis.stop();
-  }
+  });
 });
 
 Deno.test("wire format spectacles on RabbitMQ: the group's direct exchange, queues <group>:<EVENT> that hold events sent before any consumer, msgpack bodies; SEND commands from <group>:SEND", async () => {
@@ -406,17 +403,7 @@ Deno.test("wire format spectacles on RabbitMQ: the group's direct exchange, queu
 
 Deno.test("wire formats on Redis: hostile SEND and gateway_send entries (no data, two data fields, NaN, a timestamp, a few MB, nested 100 000 deep) are refused by name and acknowledged; the good command behind them is sent, nothing else", async () => {
   for (const format of ["discordjs", "spectacles"] as const) {
-    const redis = await RedisServer.start({ durable: false });
-    const fake = await FakeDiscord.start({ token: TOKEN, shards: SHARDS, guildsPerShard: 2 });
-    let g: Gatehouse | null = null;
-    const client = new Redis(redis.url);
-    try {
-      g = await gatehouseOn(fake, {
-        BROKER_TYPE: "redis,stdout",
-        REDIS_URL: redis.url,
-        GATEHOUSE_BROKER_FORMAT: format,
-        GATEHOUSE_COMMAND_CLAIM_IDLE_MS: "500",
-      });
+    await onRedis(format, { GATEHOUSE_COMMAND_CLAIM_IDLE_MS: "500" }, async ({ g, fake, client }) => {
       const inbox = format === "discordjs" ? "gateway_send" : "SEND";
       const presence = (d: Record<string, unknown>) => ({
         op: 3,
@@ -468,12 +455,6 @@ Deno.test("wire formats on Redis: hostile SEND and gateway_send entries (no data
         return pending === 0;
       }, `${format}: nothing pending in ${inbox}`);
       assert.equal(fake.commands.length, 1);
-    } finally {
-      client.disconnect();
-      g?.kill("SIGTERM");
-      await g?.status;
-      await fake.stop();
-      await redis.stop();
-    }
+    });
   }
 });
