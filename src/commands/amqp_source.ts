@@ -25,6 +25,7 @@ import { ShardConsumers, shardQueueName } from "./amqp_shards.ts";
 import type { CommandRouter, Refusal } from "./router.ts";
 import type { WireFormat } from "../config/wire_formats.ts";
 import { wireCommand } from "./wire_commands.ts";
+import { spectaclesExchange } from "../amqp/spectacles_exchange.ts";
 
 export { shardQueueName } from "./amqp_shards.ts";
 
@@ -146,20 +147,10 @@ export class AmqpCommandSource {
     }
   }
 
-  /**
-   * Binds the inbox to the exchange a drop-in format's bot publishes its commands to. The exchange is
-   * the sink's (declared there, as Spectacles does, when missing): one missing yet is declared the same
-   * way here.
-   */
+  /** Binds the inbox to the exchange a drop-in format's bot publishes its commands to (the sink's). */
   async #bindInbox(client: AMQPClient, channel: AMQPChannel): Promise<void> {
     const { exchange, routingKey } = this.#o.bind!;
-    const check = await client.channel();
-    try {
-      await check.exchangeDeclare(exchange, "direct", { passive: true });
-      await check.close().catch(() => {});
-    } catch {
-      await channel.exchangeDeclare(exchange, "direct", { durable: true, autoDelete: false });
-    }
+    await spectaclesExchange(client, exchange);
     await channel.queueBind(this.#o.queue, exchange, routingKey);
   }
 

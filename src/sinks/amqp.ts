@@ -20,6 +20,7 @@ import type { Logger } from "../util/log.ts";
 import { LineBuffer } from "./ndjson.ts";
 import type { Sink } from "./sink.ts";
 import { eventUid } from "../journal/identity.ts";
+import { spectaclesExchange } from "../amqp/spectacles_exchange.ts";
 import { type EventWire, eventWire } from "./wire_format.ts";
 import { spectaclesEventQueue, type WireFormat } from "../config/wire_formats.ts";
 
@@ -83,19 +84,11 @@ export class AmqpSink implements Sink {
       this.#log?.warn("amqp: connection lost: {error}", { error: error.message });
     };
     await client.connect();
-    let channel = await client.channel();
-    if (this.#queuesOf === null) await channel.exchangeDeclare(this.#exchange, "topic", { durable: true });
-    else {
-      try {
-        checking = channel;
-        await channel.exchangeDeclare(this.#exchange, "direct", { passive: true });
-        checking = null;
-      } catch {
-        // Not there (the failed check closed that channel): declared as Spectacles' gateway does.
-        channel = await client.channel();
-        await channel.exchangeDeclare(this.#exchange, "direct", { durable: true, autoDelete: false });
-      }
+    if (this.#queuesOf !== null) {
+      await spectaclesExchange(client, this.#exchange, (check) => (checking = check));
     }
+    const channel = await client.channel();
+    if (this.#queuesOf === null) await channel.exchangeDeclare(this.#exchange, "topic", { durable: true });
     await channel.confirmSelect();
     this.#bound = new Map();
     this.#client = client;
