@@ -85,6 +85,13 @@ export async function controlUrl(store: string): Promise<string> {
   throw new Error("gatehouse did not record its control address");
 }
 
+/** The `host:port` gatehouse's proxy listens on, from its start-up log line (`[proxy] listen`). */
+export async function proxyAddress(g: Gatehouse, timeoutMs = 20_000): Promise<string> {
+  const listening = /proxy: listening on ws:\/\/([\d.]+:\d+)/;
+  await g.waitFor(() => listening.test(g.stderr()), timeoutMs, "the proxy");
+  return listening.exec(g.stderr())![1];
+}
+
 export function spawnGatehouse(options: SpawnOptions = {}): Gatehouse {
   // Tests run in parallel: each control listener takes a free port (run records it beside the store).
   const env: Record<string, string> = {

@@ -18,7 +18,7 @@ import { parseCommand } from "../../src/commands/validate.ts";
 import { ALL_INTENTS } from "../../src/gateway/protocol.ts";
 import { guildIdFor } from "../fake_discord/events.ts";
 import { FakeDiscord } from "../fake_discord/server.ts";
-import { fakeEnv, type Gatehouse, spawnGatehouse } from "../helpers/gatehouse.ts";
+import { fakeEnv, type Gatehouse, proxyAddress, spawnGatehouse } from "../helpers/gatehouse.ts";
 
 const TOKEN = "proxy-commands-token";
 const SHARDS = 2;
@@ -149,12 +149,6 @@ async function closeCodeOf(client: RawClient, data: string | Uint8Array): Promis
 
 // ---- gatehouse with the proxy, against the fake ----
 
-/** The proxy's address, from its start-up log line. */
-async function proxyUrl(g: Gatehouse): Promise<string> {
-  await g.waitFor(() => /proxy: listening on ws:\/\/[\d.]+:\d+/.test(g.stderr()), 30_000, "the proxy");
-  return "ws://" + /proxy: listening on ws:\/\/([\d.]+:\d+)/.exec(g.stderr())![1];
-}
-
 async function proxiedGatehouse() {
   // max_concurrency 2: both shards identify at once (no 5 s wait for the second one).
   const fake = await FakeDiscord.start({
@@ -183,7 +177,7 @@ async function proxiedGatehouse() {
     await Deno.remove(dir, { recursive: true });
   };
   try {
-    const api = await proxyUrl(g);
+    const api = `ws://${await proxyAddress(g, 30_000)}`;
     await g.waitFor(
       () => g.lines.filter((l) => l.t === "GUILD_CREATE").length === SHARDS * GUILDS_PER_SHARD,
       30_000,

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { FakeDiscord } from "../fake_discord/server.ts";
 import { connect, identify } from "../fake_discord/test_client.ts";
-import { controlUrl, fakeEnv, spawnGatehouse } from "../helpers/gatehouse.ts";
+import { controlUrl, fakeEnv, proxyAddress, spawnGatehouse } from "../helpers/gatehouse.ts";
 
 const CONTROL_TOKEN = "proxy-reshard-control";
 
@@ -30,8 +30,7 @@ Deno.test("proxy: at a reshard's switch the clients of the old count get op 7; t
   });
   const clients: Array<ReturnType<typeof connect>> = [];
   try {
-    await g.waitFor(() => /proxy: listening on ws:\/\/[\d.]+:\d+/.test(g.stderr()), 20_000, "the proxy");
-    const ws = "ws://" + /proxy: listening on ws:\/\/([\d.]+:\d+)/.exec(g.stderr())![1];
+    const ws = `ws://${await proxyAddress(g)}`;
     await g.waitFor(() => g.lines.filter((l) => l.t === "GUILD_CREATE").length === 64, 20_000, "guilds");
     const open = () => {
       const c = connect(ws);

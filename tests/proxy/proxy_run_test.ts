@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { FakeDiscord } from "../fake_discord/server.ts";
-import { fakeEnv, type Gatehouse, spawnGatehouse } from "../helpers/gatehouse.ts";
+import { fakeEnv, type Gatehouse, proxyAddress, spawnGatehouse } from "../helpers/gatehouse.ts";
 
 const TOKEN = "proxy-test-token";
 const WS_CLIENT = new URL("./ws_client_child.ts", import.meta.url).pathname;
@@ -20,12 +20,6 @@ interface ClientLine {
   s: number;
   // deno-lint-ignore no-explicit-any
   d: any;
-}
-
-/** The proxy's address, from its start-up log line. */
-async function proxyUrl(g: Gatehouse): Promise<string> {
-  await g.waitFor(() => /proxy: listening on ws:\/\/[\d.]+:\d+/.test(g.stderr()), 20_000, "the proxy");
-  return "http://" + /proxy: listening on ws:\/\/([\d.]+:\d+)/.exec(g.stderr())![1];
 }
 
 function clientLines(c: Gatehouse): ClientLine[] {
@@ -61,7 +55,7 @@ async function proxiedGatehouse(env: Record<string, string> = {}) {
     await Deno.remove(dir, { recursive: true });
   };
   try {
-    const api = await proxyUrl(g);
+    const api = `http://${await proxyAddress(g)}`;
     await g.waitFor(() => g.lines.filter((l) => l.t === "GUILD_CREATE").length === 6, 20_000, "guilds");
     return { fake, g, dir, api, clients, stop };
   } catch (error) {
