@@ -18,7 +18,7 @@ import { parseCommand } from "../../src/commands/validate.ts";
 import { ALL_INTENTS } from "../../src/gateway/protocol.ts";
 import { guildIdFor } from "../fake_discord/events.ts";
 import { FakeDiscord } from "../fake_discord/server.ts";
-import { fakeEnv, type Gatehouse, proxyAddress, spawnGatehouse } from "../helpers/gatehouse.ts";
+import { fakeEnv, proxyAddress, spawnGatehouse } from "../helpers/gatehouse.ts";
 
 const TOKEN = "proxy-commands-token";
 const SHARDS = 2;
